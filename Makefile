@@ -1,0 +1,52 @@
+# Two commands matter: `make demo` (the main job) and `make test` (everything, from a fresh clone).
+# Both create .venv and install the pinned development set on first use only.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS := $(VENV)/.deps-installed
+EDITABLE := $(VENV)/.roiops-editable
+EXT := roiops/_C.abi3.so
+CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
+HYPOTHESIS_PROFILE ?= ci
+PYTEST_ARGS ?=
+
+.PHONY: all build test bench demo cuda-check lint clean
+
+all: build
+
+$(DEPS): requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(EDITABLE): $(DEPS) pyproject.toml setup.py
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+	touch $@
+
+# Incremental (ninja) rebuild of the native extension when any csrc/ file changes.
+$(EXT): $(EDITABLE) $(CSRC)
+	MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py -q build_ext --inplace
+	touch $@
+
+build: $(EXT)
+
+test: build
+	$(PY) -m pytest tests -q --hypothesis-profile=$(HYPOTHESIS_PROFILE) $(PYTEST_ARGS)
+
+bench: build
+	$(PY) benchmarks/run_all.py
+
+demo: build
+	$(PY) -m maskzoo demo --out out/demo
+
+# Compiles every CUDA source with nvcc (no GPU needed) into a throw-away build, then checks that
+# every op with a CPU kernel also has a CUDA kernel in it.
+cuda-check: $(DEPS)
+	PY=$(PY) bash tools/cuda_check.sh
+
+lint: $(DEPS)
+	$(PY) -m ruff check roiops maskzoo tests benchmarks tools
+
+clean:
+	rm -rf build roiops/*.so

@@ -1,0 +1,40 @@
+"""Shared test fixtures: the device parameter and hypothesis profiles.
+
+Profiles: ``dev`` (quick, random) for local iteration, ``ci`` (derandomized, more examples) for
+``make test`` and CI. Select with ``--hypothesis-profile=NAME``.
+"""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "dev",
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "ci",
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("dev")
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_cuda = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_cuda)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Every device this machine has: 'cpu', plus 'cuda' when a GPU and the CUDA kernels exist."""
+    return torch.device(request.param)
