@@ -25,4 +25,36 @@ TORCH_LIBRARY(roiops, m) {
   // ---- box ops -------------------------------------------------------------------------------
   // boxes1: [N, 4], boxes2: [M, 4], (x1, y1, x2, y2) -> IoU [N, M].
   m.def("box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
+
+  // ---- RoI pooling -----------------------------------------------------------------------------
+  // input: [N, C, H, W] (NCHW or channels_last); rois: [K, 5] (batch index, x1, y1, x2, y2) in
+  // input-image pixels, scaled by spatial_scale onto the map -> [K, C, pooled_height, pooled_width].
+  m.def(
+      "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor");
+  // output [K, C, PH, PW] and the flat (h * W + w) argmax of each bin, -1 for an empty bin.
+  m.def(
+      "roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width) -> (Tensor, Tensor)");
+  // FPN pooler: assigns each RoI to a level (FPN eq. 1) and pools it there, in one call.
+  m.def(
+      "multi_scale_roi_align(Tensor[] features, Tensor rois, float[] spatial_scales, "
+      "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, bool aligned, "
+      "float canonical_scale, int canonical_level) -> Tensor");
+
+  // ---- suppression -----------------------------------------------------------------------------
+  // Kept indices (int64) in decreasing score order.
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  // method: 0 = linear, 1 = gaussian. Returns (kept indices, their decayed scores).
+  m.def(
+      "soft_nms(Tensor boxes, Tensor scores, float iou_threshold, float sigma, "
+      "float score_threshold, int method) -> (Tensor, Tensor)");
+
+  // ---- masks -----------------------------------------------------------------------------------
+  // masks: [N, M, M] probabilities, boxes: [N, 4] image pixels -> [N, image_height, image_width],
+  // bool when threshold is given, else masks' float dtype.
+  m.def(
+      "paste_masks(Tensor masks, Tensor boxes, SymInt image_height, SymInt image_width, "
+      "float? threshold) -> Tensor");
 }
