@@ -1,17 +1,20 @@
-// RoIAlign on CUDA: forward, backward with atomics, and a deterministic backward.
+// RoIAlign (He et al., Mask R-CNN) on CUDA: forward, backward to the input (atomics, or a
+// deterministic gather), backward to the box coordinates. The host drivers serve one map
+// (roi_align) and a whole FPN pyramid in one launch (multi_scale_roi_align.cu).
 //
-// The per-RoI geometry and per-sample bilinear arithmetic come from common/roi_align_math.h, the
-// same functions the CPU kernel runs, so what the CPU tests prove about the numerics holds here.
+// The per-RoI geometry and per-sample bilinear arithmetic are common/roi_align_math.h, the very
+// functions the CPU kernels run, and the sums are formed in the CPU's NCHW order, so what the CPU
+// tests prove about the numerics holds here.
 //
-// Layouts: input is read through its strides, so NCHW and channels_last are both read in place
-// (no copy). The output and grad_input take the input's memory format; threads are mapped so
-// that consecutive threads write consecutive addresses in either format.
+// Layouts: every map is read through its strides, so NCHW and channels_last are read in place
+// (no copy). Outputs follow the CPU's rule for the memory format; threads are mapped so that
+// consecutive threads write consecutive addresses in either format.
 //
-// Backward: the ordinary path scatters each sample's four bilinear contributions with atomicAdd
-// into an accumulation buffer (float32 for the half types). Under
-// torch.use_deterministic_algorithms(True) it instead gathers: each thread owns one grad_input
-// element and sums, in a fixed RoI/sample order, every contribution that lands on it, so the
-// result is bitwise repeatable; it equals the atomic result up to summation order.
+// Backward to the input: the ordinary path scatters each sample's four bilinear contributions with
+// atomicAdd into an accumulation buffer (float32 for the half types, rounded once at the end).
+// Under torch.use_deterministic_algorithms(True) it gathers instead: each thread owns grad_input
+// elements and sums, in a fixed RoI and sample order, every contribution that lands on them, so
+// the result is bitwise repeatable; it equals the atomic result up to summation order.
 
 #include <ATen/Context.h>
 #include <ATen/Dispatch.h>
@@ -29,39 +32,64 @@
 #include <type_traits>
 
 #include "common/roi_align_math.h"
+#include "cuda/roi_align_kernels.cuh"
 #include "cuda/roi_launch.cuh"
 
 namespace roiops {
 namespace {
 
-// One RoI, resolved once: its image and the sampling geometry of both axes (common/roi_align_math.h).
+// The pyramid as the kernels see it, passed by value. T is `const scalar_t` (forward) or acc_t
+// (gradient buffers).
+template <typename T>
+struct LevelMaps {
+  T* data[kMaxLevelsCuda];
+  StridesNCHW strides[kMaxLevelsCuda];
+  int64_t height[kMaxLevelsCuda];
+  int64_t width[kMaxLevelsCuda];
+  double spatial_scale[kMaxLevelsCuda];
+  int64_t count;
+};
+
+struct PoolShape {
+  int64_t batch, channels, pooled_height, pooled_width, sampling_ratio;
+  bool aligned;
+};
+
+// One RoI, resolved once: its image, its level and the sampling geometry of both axes.
 template <typename acc_t>
 struct RoiAlignRoi {
-  bool valid;  // finite box and batch index in [0, batch): otherwise it pools to 0, gets no gradient
-  int64_t batch_index;
+  bool valid;  // finite box and integer batch index in [0, batch); else it pools to 0, no gradient
+  int64_t batch_index, level;
   RoiAxis<acc_t> ay, ax;
   acc_t inv_count;
 };
 
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-__device__ inline RoiAlignRoi<acc_t> load_roi_align_roi(const scalar_t* roi, int64_t batch, acc_t spatial_scale,
-                                                        int64_t pooled_height, int64_t pooled_width,
-                                                        int64_t sampling_ratio, bool aligned) {
+__device__ inline RoiAlignRoi<acc_t> load_roi_align_roi(const scalar_t* __restrict__ rois,
+                                                        const int64_t* __restrict__ levels, int64_t k,
+                                                        const double* spatial_scales, int64_t num_levels,
+                                                        const PoolShape& s) {
   RoiAlignRoi<acc_t> r;
+  const scalar_t* roi = rois + 5 * k;
   const acc_t b = static_cast<acc_t>(roi[0]);
   const acc_t x1 = static_cast<acc_t>(roi[1]), y1 = static_cast<acc_t>(roi[2]);
   const acc_t x2 = static_cast<acc_t>(roi[3]), y2 = static_cast<acc_t>(roi[4]);
-  // The wrapper rejects bad batch indices on the host; a direct call must still not read out of
-  // bounds, so such a RoI is treated like a non-finite one. (!(b >= 0) also catches NaN.)
-  r.valid = roi_is_finite(x1, y1, x2, y2) && b >= acc_t(0) && b < static_cast<acc_t>(batch);
-  r.batch_index = r.valid ? static_cast<int64_t>(b) : 0;
-  r.ay = roi_align_axis(y1, y2, spatial_scale, pooled_height, sampling_ratio, aligned);
-  r.ax = roi_align_axis(x1, x2, spatial_scale, pooled_width, sampling_ratio, aligned);
+  // The wrapper rejects bad batch indices on the host (the CPU kernel raises); a direct call must
+  // still not read out of bounds, so such a RoI is treated like a non-finite one.
+  const bool batch_ok = b >= acc_t(0) && b < static_cast<acc_t>(s.batch) &&
+                        b == static_cast<acc_t>(static_cast<int64_t>(b));
+  r.valid = batch_ok && roi_is_finite(x1, y1, x2, y2);
+  r.batch_index = batch_ok ? static_cast<int64_t>(b) : 0;
+  const int64_t level = levels != nullptr ? levels[k] : 0;
+  r.level = level < 0 ? 0 : level >= num_levels ? num_levels - 1 : level;
+  const acc_t scale = static_cast<acc_t>(spatial_scales[r.level]);
+  r.ay = roi_align_axis(y1, y2, scale, s.pooled_height, s.sampling_ratio, s.aligned);
+  r.ax = roi_align_axis(x1, x2, scale, s.pooled_width, s.sampling_ratio, s.aligned);
   r.inv_count = roi_align_inv_count(r.ay, r.ax);
   return r;
 }
 
-// A sample outside [-1, size] has both weights 0; a sample inside has weights summing to 1.
+// A sample outside [-1, size] has both weights 0; one inside has weights summing to 1.
 template <typename acc_t>
 __device__ inline bool contributes(const AxisSample<acc_t>& s) {
   return s.w_low != acc_t(0) || s.w_high != acc_t(0);
@@ -70,24 +98,22 @@ __device__ inline bool contributes(const AxisSample<acc_t>& s) {
 // ---- forward ------------------------------------------------------------------------------------
 
 template <typename scalar_t, bool kChannelsLast>
-__global__ void roi_align_forward_kernel_cuda(const scalar_t* __restrict__ input, StridesNCHW in_strides,
-                                              int64_t batch, int64_t channels, int64_t height,
-                                              int64_t width, const scalar_t* __restrict__ rois,
-                                              int64_t num_rois, double spatial_scale, int64_t pooled_height,
-                                              int64_t pooled_width, int64_t sampling_ratio, bool aligned,
+__global__ void roi_align_forward_kernel_cuda(LevelMaps<const scalar_t> maps, const scalar_t* __restrict__ rois,
+                                              const int64_t* __restrict__ levels, int64_t num_rois, PoolShape s,
                                               scalar_t* __restrict__ output) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t total = num_rois * channels * pooled_height * pooled_width;
+  const int64_t total = num_rois * s.channels * s.pooled_height * s.pooled_width;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const PooledIndex p = decode_pooled_index<kChannelsLast>(idx, channels, pooled_height, pooled_width);
-    const RoiAlignRoi<acc_t> r = load_roi_align_roi(rois + 5 * p.roi, batch, static_cast<acc_t>(spatial_scale),
-                                                    pooled_height, pooled_width, sampling_ratio, aligned);
+    const PooledIndex p = decode_pooled_index<kChannelsLast>(idx, s.channels, s.pooled_height, s.pooled_width);
+    const RoiAlignRoi<acc_t> r = load_roi_align_roi(rois, levels, p.roi, maps.spatial_scale, maps.count, s);
     if (!r.valid) {
       output[idx] = scalar_t(0);
       continue;
     }
-    const scalar_t* plane = input + r.batch_index * in_strides.n + p.channel * in_strides.c;
+    const StridesNCHW st = maps.strides[r.level];
+    const int64_t height = maps.height[r.level], width = maps.width[r.level];
+    const scalar_t* plane = maps.data[r.level] + r.batch_index * st.n + p.channel * st.c;
     int64_t iy0, iy1, ix0, ix1;
     sample_index_range(r.ay, p.ph, height, &iy0, &iy1);
     sample_index_range(r.ax, p.pw, width, &ix0, &ix1);
@@ -97,44 +123,48 @@ __global__ void roi_align_forward_kernel_cuda(const scalar_t* __restrict__ input
       if (!contributes(sy)) {
         continue;
       }
-      const scalar_t* row_low = plane + sy.low * in_strides.h;
-      const scalar_t* row_high = plane + sy.high * in_strides.h;
+      const scalar_t* row_lo = plane + sy.low * st.h;
+      const scalar_t* row_hi = plane + sy.high * st.h;
+      acc_t along_lo = 0, along_hi = 0;
       for (int64_t ix = ix0; ix < ix1; ++ix) {
         const AxisSample<acc_t> sx = bilinear_axis(sample_position(r.ax, p.pw, ix), width);
         if (!contributes(sx)) {
           continue;
         }
-        const int64_t xl = sx.low * in_strides.w, xh = sx.high * in_strides.w;
-        sum += sy.w_low * (sx.w_low * static_cast<acc_t>(row_low[xl]) + sx.w_high * static_cast<acc_t>(row_low[xh])) +
-               sy.w_high * (sx.w_low * static_cast<acc_t>(row_high[xl]) + sx.w_high * static_cast<acc_t>(row_high[xh]));
+        const int64_t xl = sx.low * st.w, xh = sx.high * st.w;
+        along_lo += sx.w_low * static_cast<acc_t>(row_lo[xl]) + sx.w_high * static_cast<acc_t>(row_lo[xh]);
+        along_hi += sx.w_low * static_cast<acc_t>(row_hi[xl]) + sx.w_high * static_cast<acc_t>(row_hi[xh]);
       }
+      sum += sy.w_low * along_lo + sy.w_high * along_hi;
     }
     output[idx] = static_cast<scalar_t>(sum * r.inv_count);
   }
 }
 
-// ---- backward, atomics --------------------------------------------------------------------------
+// ---- backward to the input, atomics -------------------------------------------------------------
 
 template <typename scalar_t, bool kChannelsLast>
-__global__ void roi_align_backward_atomic_kernel_cuda(
-    const scalar_t* __restrict__ grad_output, StridesNCHW go_strides, const scalar_t* __restrict__ rois,
-    int64_t num_rois, double spatial_scale, int64_t pooled_height, int64_t pooled_width,
-    int64_t sampling_ratio, bool aligned, int64_t batch, int64_t channels, int64_t height, int64_t width,
-    StridesNCHW gi_strides, at::opmath_type<scalar_t>* __restrict__ grad_input) {
+__global__ void roi_align_backward_atomic_kernel_cuda(const scalar_t* __restrict__ grad, StridesNCHW gs,
+                                                      const scalar_t* __restrict__ rois,
+                                                      const int64_t* __restrict__ levels, int64_t num_rois,
+                                                      PoolShape s, LevelMaps<at::opmath_type<scalar_t>> grads) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t total = num_rois * channels * pooled_height * pooled_width;
+  const int64_t total = num_rois * s.channels * s.pooled_height * s.pooled_width;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const PooledIndex p = decode_pooled_index<kChannelsLast>(idx, channels, pooled_height, pooled_width);
-    const RoiAlignRoi<acc_t> r = load_roi_align_roi(rois + 5 * p.roi, batch, static_cast<acc_t>(spatial_scale),
-                                                    pooled_height, pooled_width, sampling_ratio, aligned);
+    const PooledIndex p = decode_pooled_index<kChannelsLast>(idx, s.channels, s.pooled_height, s.pooled_width);
+    const RoiAlignRoi<acc_t> r = load_roi_align_roi(rois, levels, p.roi, grads.spatial_scale, grads.count, s);
     if (!r.valid) {
       continue;
     }
-    const acc_t grad = static_cast<acc_t>(grad_output[p.roi * go_strides.n + p.channel * go_strides.c +
-                                                      p.ph * go_strides.h + p.pw * go_strides.w]) *
-                       r.inv_count;
-    acc_t* plane = grad_input + r.batch_index * gi_strides.n + p.channel * gi_strides.c;
+    const acc_t gb = static_cast<acc_t>(grad[p.roi * gs.n + p.channel * gs.c + p.ph * gs.h + p.pw * gs.w]) *
+                     r.inv_count;
+    if (gb == acc_t(0)) {
+      continue;  // as the CPU kernel: nothing to add
+    }
+    const StridesNCHW st = grads.strides[r.level];
+    const int64_t height = grads.height[r.level], width = grads.width[r.level];
+    acc_t* plane = grads.data[r.level] + r.batch_index * st.n + p.channel * st.c;
     int64_t iy0, iy1, ix0, ix1;
     sample_index_range(r.ay, p.ph, height, &iy0, &iy1);
     sample_index_range(r.ax, p.pw, width, &ix0, &ix1);
@@ -143,41 +173,42 @@ __global__ void roi_align_backward_atomic_kernel_cuda(
       if (!contributes(sy)) {
         continue;
       }
-      acc_t* row_low = plane + sy.low * gi_strides.h;
-      acc_t* row_high = plane + sy.high * gi_strides.h;
+      acc_t* row_lo = plane + sy.low * st.h;
+      acc_t* row_hi = plane + sy.high * st.h;
+      const acc_t g_lo = gb * sy.w_low, g_hi = gb * sy.w_high;
       for (int64_t ix = ix0; ix < ix1; ++ix) {
         const AxisSample<acc_t> sx = bilinear_axis(sample_position(r.ax, p.pw, ix), width);
         if (!contributes(sx)) {
           continue;
         }
-        const int64_t xl = sx.low * gi_strides.w, xh = sx.high * gi_strides.w;
-        gpuAtomicAdd(row_low + xl, grad * (sy.w_low * sx.w_low));
-        gpuAtomicAdd(row_low + xh, grad * (sy.w_low * sx.w_high));
-        gpuAtomicAdd(row_high + xl, grad * (sy.w_high * sx.w_low));
-        gpuAtomicAdd(row_high + xh, grad * (sy.w_high * sx.w_high));
+        const int64_t xl = sx.low * st.w, xh = sx.high * st.w;
+        gpuAtomicAdd(row_lo + xl, g_lo * sx.w_low);
+        gpuAtomicAdd(row_lo + xh, g_lo * sx.w_high);
+        gpuAtomicAdd(row_hi + xl, g_hi * sx.w_low);
+        gpuAtomicAdd(row_hi + xh, g_hi * sx.w_high);
       }
     }
   }
 }
 
-// ---- backward, deterministic gather -------------------------------------------------------------
+// ---- backward to the input, deterministic gather ------------------------------------------------
 //
-// A thread block owns a tile of kTile x kTile pixels of one image, all channels. It lists, in
-// increasing RoI order, the RoIs of that image whose samples can reach the tile (with their
-// geometry, in shared memory); then each thread, for each grad_input element it alone owns, walks
-// that list and, per RoI, only the samples that can reach its pixel: a sample at y touches rows
-// floor(y) and floor(y) + 1, so only y in [h - 1, h + 1] matter, widened at the borders where
-// samples are clamped onto the edge row. Whether a sample reaches the pixel, and with which weight,
-// is decided by the same bilinear_axis call as the forward and the atomic path, so the same
-// contributions are summed, in a fixed order.
+// A thread block owns a kTile x kTile tile of one image of one level, all channels. It lists, in
+// increasing RoI order, the RoIs of that image and level whose samples can reach the tile (their
+// geometry cached in shared memory); then each thread, for each gradient element it alone owns,
+// walks that list and, per RoI, only the samples that can reach its pixel: a sample at y touches
+// rows floor(y) and floor(y) + 1, so only y in [h - 1, h + 1] matter, widened at the borders
+// where samples are clamped onto the edge pixel. Whether a sample reaches the pixel, and with which
+// weight, is decided by the same bilinear_axis call as the forward and the atomic path, so the
+// same contributions are summed, in a fixed order.
 
 constexpr int kTile = 8;
 constexpr int kGatherThreads = 256;  // also the number of RoIs examined per pass
 
-// The global sample indices s (s = bin * grid + i over the whole RoI, position increasing with s)
-// whose position can fall in [lo, hi]: a superset, the caller tests each exactly. Solved in
-// double with a margin for the rounding of positions computed in acc_t; a degenerate step gives
-// every sample.
+// The global sample indices [*first, *last) (s = bin * grid + i over the whole RoI; the position
+// increases with s) whose position can fall in [lo, hi]: a superset, each is tested exactly.
+// Solved in double with a margin for the rounding of positions computed in acc_t; a degenerate
+// step gives every sample.
 template <typename acc_t>
 __device__ inline void samples_reaching(const RoiAxis<acc_t>& axis, int64_t pooled, double lo, double hi,
                                         int64_t* first, int64_t* last) {
@@ -189,7 +220,7 @@ __device__ inline void samples_reaching(const RoiAxis<acc_t>& axis, int64_t pool
   if (!(step > 0.0)) {
     return;
   }
-  const double margin = 1e-5 * (fabs(start) + fabs(step) * static_cast<double>(n) + 1.0);
+  const double margin = 1e-5 * (fabs(start) + step * static_cast<double>(n) + 1.0);
   const double f = ::floor((lo - margin - start) / step - 0.5) - 1.0;
   const double l = ::ceil((hi + margin - start) / step - 0.5) + 2.0;
   const double nd = static_cast<double>(n);
@@ -217,24 +248,24 @@ __device__ inline bool axis_reaches(const RoiAxis<acc_t>& axis, int64_t pooled, 
   return !below && !above;
 }
 
-// Weight of pixel `pixel` in a sample (0 when the sample does not touch it; both weights when the
+// Whether a contributing sample touches `pixel`, and its weight there (both weights when the
 // sample is clamped onto the border pixel, low == high).
-template <typename acc_t>
-__device__ inline acc_t weight_at(const AxisSample<acc_t>& s, int64_t pixel) {
-  return (s.low == pixel ? s.w_low : acc_t(0)) + (s.high == pixel ? s.w_high : acc_t(0));
-}
-
 template <typename acc_t>
 __device__ inline bool touches(const AxisSample<acc_t>& s, int64_t pixel) {
   return contributes(s) && (s.low == pixel || s.high == pixel);
 }
 
+template <typename acc_t>
+__device__ inline acc_t weight_at(const AxisSample<acc_t>& s, int64_t pixel) {
+  return (s.low == pixel ? s.w_low : acc_t(0)) + (s.high == pixel ? s.w_high : acc_t(0));
+}
+
 template <typename scalar_t, bool kChannelsLast>
-__global__ void __launch_bounds__(kGatherThreads) roi_align_backward_gather_kernel_cuda(
-    const scalar_t* __restrict__ grad_output, StridesNCHW go_strides, const scalar_t* __restrict__ rois,
-    int64_t num_rois, double spatial_scale, int64_t pooled_height, int64_t pooled_width,
-    int64_t sampling_ratio, bool aligned, int64_t batch, int64_t channels, int64_t height, int64_t width,
-    StridesNCHW gi_strides, at::opmath_type<scalar_t>* __restrict__ grad_input) {
+__global__ void __launch_bounds__(kGatherThreads)
+    roi_align_backward_gather_kernel_cuda(const scalar_t* __restrict__ grad, StridesNCHW gs,
+                                          const scalar_t* __restrict__ rois, const int64_t* __restrict__ levels,
+                                          int64_t num_rois, PoolShape s, LevelMaps<at::opmath_type<scalar_t>> grads,
+                                          int64_t level) {
   using acc_t = at::opmath_type<scalar_t>;
   __shared__ int64_t listed_index[kGatherThreads];
   __shared__ RoiAxis<acc_t> listed_ay[kGatherThreads];
@@ -242,26 +273,29 @@ __global__ void __launch_bounds__(kGatherThreads) roi_align_backward_gather_kern
   __shared__ acc_t listed_inv_count[kGatherThreads];
   __shared__ int warp_counts[kGatherThreads / 32];
 
+  const int64_t height = grads.height[level], width = grads.width[level];
+  const StridesNCHW st = grads.strides[level];
+  acc_t* const out = grads.data[level];
   const int64_t tiles_w = (width + kTile - 1) / kTile;
   const int64_t image = blockIdx.y;
   const int64_t tile_h0 = (blockIdx.x / tiles_w) * kTile;
   const int64_t tile_w0 = (blockIdx.x % tiles_w) * kTile;
   const int64_t tile_h1 = std::min<int64_t>(tile_h0 + kTile, height) - 1;  // inclusive
   const int64_t tile_w1 = std::min<int64_t>(tile_w0 + kTile, width) - 1;
-  const int64_t items = channels * kTile * kTile;
+  const int64_t items = s.channels * kTile * kTile;
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
 
   for (int64_t chunk = 0; chunk < num_rois; chunk += kGatherThreads) {
-    // 1. List this chunk's RoIs that reach the tile, in RoI order (warp ballots + warp prefix).
+    // 1. List this chunk's RoIs that reach the tile, in RoI order (warp ballots + a warp prefix).
     const int64_t k = chunk + threadIdx.x;
-    RoiAlignRoi<acc_t> r;
     bool listed = false;
+    RoiAlignRoi<acc_t> r{};
     if (k < num_rois) {
-      r = load_roi_align_roi(rois + 5 * k, batch, static_cast<acc_t>(spatial_scale), pooled_height,
-                             pooled_width, sampling_ratio, aligned);
-      listed = r.valid && r.batch_index == image && axis_reaches(r.ay, pooled_height, tile_h0, tile_h1, height) &&
-               axis_reaches(r.ax, pooled_width, tile_w0, tile_w1, width);
+      r = load_roi_align_roi(rois, levels, k, grads.spatial_scale, grads.count, s);
+      listed = r.valid && r.batch_index == image && r.level == level &&
+               axis_reaches(r.ay, s.pooled_height, tile_h0, tile_h1, height) &&
+               axis_reaches(r.ax, s.pooled_width, tile_w0, tile_w1, width);
     }
     const unsigned ballot = __ballot_sync(0xffffffffu, listed);
     if (lane == 0) {
@@ -281,12 +315,12 @@ __global__ void __launch_bounds__(kGatherThreads) roi_align_backward_gather_kern
     }
     __syncthreads();
 
-    // 2. Each thread accumulates into the grad_input elements it alone owns.
+    // 2. Each thread accumulates into the gradient elements it alone owns.
     for (int64_t item = threadIdx.x; count > 0 && item < items; item += blockDim.x) {
       int64_t c, local;
       if (kChannelsLast) {
-        c = item % channels;
-        local = item / channels;
+        c = item % s.channels;
+        local = item / s.channels;
       } else {
         c = item / (kTile * kTile);
         local = item % (kTile * kTile);
@@ -306,9 +340,9 @@ __global__ void __launch_bounds__(kGatherThreads) roi_align_backward_gather_kern
         const RoiAxis<acc_t> ay = listed_ay[e];
         const RoiAxis<acc_t> ax = listed_ax[e];
         int64_t sy0, sy1, sx0, sx1;
-        samples_reaching(ay, pooled_height, y_lo, y_hi, &sy0, &sy1);
-        samples_reaching(ax, pooled_width, x_lo, x_hi, &sx0, &sx1);
-        const scalar_t* go = grad_output + listed_index[e] * go_strides.n + c * go_strides.c;
+        samples_reaching(ay, s.pooled_height, y_lo, y_hi, &sy0, &sy1);
+        samples_reaching(ax, s.pooled_width, x_lo, x_hi, &sx0, &sx1);
+        const scalar_t* g = grad + listed_index[e] * gs.n + c * gs.c;
         for (int64_t s_y = sy0; s_y < sy1; ++s_y) {
           const int64_t ph = s_y / ay.grid;
           const AxisSample<acc_t> sy = bilinear_axis(sample_position(ay, ph, s_y - ph * ay.grid), height);
@@ -322,110 +356,373 @@ __global__ void __launch_bounds__(kGatherThreads) roi_align_backward_gather_kern
             if (!touches(sx, w)) {
               continue;
             }
-            const acc_t grad = static_cast<acc_t>(go[ph * go_strides.h + pw * go_strides.w]) * listed_inv_count[e];
-            sum += grad * (wy * weight_at(sx, w));
+            const acc_t gb = static_cast<acc_t>(g[ph * gs.h + pw * gs.w]) * listed_inv_count[e];
+            if (gb != acc_t(0)) {
+              sum += (gb * wy) * weight_at(sx, w);
+            }
           }
         }
       }
-      grad_input[image * gi_strides.n + c * gi_strides.c + h * gi_strides.h + w * gi_strides.w] += sum;
+      out[image * st.n + c * st.c + h * st.h + w * st.w] += sum;
     }
     __syncthreads();  // the list is rebuilt for the next chunk
   }
 }
 
-// ---- host entry points --------------------------------------------------------------------------
+// ---- backward to the box coordinates ------------------------------------------------------------
+//
+// d(sum(grad * roi_align(input, rois)))/d(rois): one block per RoI; each thread sums its share of
+// (channel, bin) pairs, then a fixed tree reduction combines them, so the result is deterministic.
 
-void check_roi_align_args_cuda(const char* op, const at::Tensor& tensor, const char* name,
-                               const at::Tensor& rois, int64_t pooled_height, int64_t pooled_width) {
-  TORCH_CHECK(tensor.is_cuda(), op, ": ", name, " must be a CUDA tensor");
-  TORCH_CHECK(rois.device() == tensor.device(), op, ": rois and ", name, " are on different devices");
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, op, ": rois must be [K, 5]");
-  TORCH_CHECK(rois.scalar_type() == tensor.scalar_type(), op, ": rois and ", name, " dtypes differ");
-  TORCH_CHECK(tensor.dim() == 4, op, ": ", name, " must be 4-D");
-  TORCH_CHECK(pooled_height > 0 && pooled_width > 0, op, ": pooled_height and pooled_width must be positive");
+constexpr int kRoisThreads = 256;
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kRoisThreads)
+    roi_align_backward_rois_kernel_cuda(const scalar_t* __restrict__ grad, StridesNCHW gs,
+                                        LevelMaps<const scalar_t> maps, const scalar_t* __restrict__ rois,
+                                        const int64_t* __restrict__ levels, int64_t num_rois, PoolShape s,
+                                        at::opmath_type<scalar_t>* __restrict__ grad_rois) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t partial[4][kRoisThreads];
+  for (int64_t k = blockIdx.x; k < num_rois; k += gridDim.x) {
+    const RoiAlignRoi<acc_t> r = load_roi_align_roi(rois, levels, k, maps.spatial_scale, maps.count, s);
+    acc_t dx1 = 0, dy1 = 0, dx2 = 0, dy2 = 0;
+    if (r.valid) {
+      const StridesNCHW st = maps.strides[r.level];
+      const int64_t height = maps.height[r.level], width = maps.width[r.level];
+      const acc_t scale = static_cast<acc_t>(maps.spatial_scale[r.level]);
+      const int64_t bins = s.pooled_height * s.pooled_width;
+      for (int64_t item = threadIdx.x; item < s.channels * bins; item += blockDim.x) {
+        const int64_t c = item / bins;
+        const int64_t ph = (item % bins) / s.pooled_width;
+        const int64_t pw = item % s.pooled_width;
+        const acc_t gb = static_cast<acc_t>(grad[k * gs.n + c * gs.c + ph * gs.h + pw * gs.w]) * r.inv_count;
+        if (gb == acc_t(0)) {
+          continue;
+        }
+        const scalar_t* plane = maps.data[r.level] + r.batch_index * st.n + c * st.c;
+        int64_t iy0, iy1, ix0, ix1;
+        sample_index_range(r.ay, ph, height, &iy0, &iy1);
+        sample_index_range(r.ax, pw, width, &ix0, &ix1);
+        for (int64_t iy = iy0; iy < iy1; ++iy) {
+          const AxisSample<acc_t> ty = bilinear_axis(sample_position(r.ay, ph, iy), height);
+          if (!contributes(ty)) {
+            continue;
+          }
+          acc_t ty_d_lo, ty_d_hi;
+          sample_position_slopes(r.ay, scale, ph, iy, &ty_d_lo, &ty_d_hi);
+          const scalar_t* row_lo = plane + ty.low * st.h;
+          const scalar_t* row_hi = plane + ty.high * st.h;
+          for (int64_t ix = ix0; ix < ix1; ++ix) {
+            const AxisSample<acc_t> tx = bilinear_axis(sample_position(r.ax, pw, ix), width);
+            if (!contributes(tx)) {
+              continue;
+            }
+            acc_t tx_d_lo, tx_d_hi;
+            sample_position_slopes(r.ax, scale, pw, ix, &tx_d_lo, &tx_d_hi);
+            const acc_t v_ll = static_cast<acc_t>(row_lo[tx.low * st.w]);
+            const acc_t v_lh = static_cast<acc_t>(row_lo[tx.high * st.w]);
+            const acc_t v_hl = static_cast<acc_t>(row_hi[tx.low * st.w]);
+            const acc_t v_hh = static_cast<acc_t>(row_hi[tx.high * st.w]);
+            // The sample value is bilinear: along y its derivative is the x-interpolated
+            // difference of the two rows, along x that of the two columns.
+            const acc_t d_y = ty.slope * (tx.w_low * (v_hl - v_ll) + tx.w_high * (v_hh - v_lh));
+            const acc_t d_x = tx.slope * (ty.w_low * (v_lh - v_ll) + ty.w_high * (v_hh - v_hl));
+            dy1 += gb * d_y * ty_d_lo;
+            dy2 += gb * d_y * ty_d_hi;
+            dx1 += gb * d_x * tx_d_lo;
+            dx2 += gb * d_x * tx_d_hi;
+          }
+        }
+      }
+    }
+    partial[0][threadIdx.x] = dx1;
+    partial[1][threadIdx.x] = dy1;
+    partial[2][threadIdx.x] = dx2;
+    partial[3][threadIdx.x] = dy2;
+    __syncthreads();
+    for (int half = kRoisThreads / 2; half > 0; half /= 2) {
+      if (threadIdx.x < half) {
+        for (int j = 0; j < 4; ++j) {
+          partial[j][threadIdx.x] += partial[j][threadIdx.x + half];
+        }
+      }
+      __syncthreads();
+    }
+    if (threadIdx.x < 5) {
+      grad_rois[5 * k + threadIdx.x] = threadIdx.x == 0 ? acc_t(0) : partial[threadIdx.x - 1][0];
+    }
+    __syncthreads();  // partial is reused by the next RoI
+  }
 }
+
+// ---- host helpers -------------------------------------------------------------------------------
+
+void check_rois_cuda(const char* op, const at::Tensor& rois, const at::Tensor& like) {
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op, ": rois must be [K, 5], got ", rois.sizes());
+  TORCH_CHECK_TYPE(rois.scalar_type() == like.scalar_type(), op, ": rois dtype ", rois.scalar_type(),
+                   " differs from the input's ", like.scalar_type());
+  TORCH_CHECK_VALUE(rois.device() == like.device(), op, ": rois is on ", rois.device(), ", the input on ",
+                    like.device());
+}
+
+void check_pooled_cuda(const char* op, int64_t pooled_height, int64_t pooled_width) {
+  TORCH_CHECK_VALUE(pooled_height > 0 && pooled_width > 0, op, ": output size must be positive, got (",
+                    pooled_height, ", ", pooled_width, ")");
+}
+
+void check_levels_cuda(const char* op, const at::Tensor& levels, int64_t num_rois, const at::Tensor& like) {
+  if (levels.defined()) {
+    TORCH_CHECK(levels.scalar_type() == at::kLong && levels.dim() == 1 && levels.size(0) == num_rois &&
+                    levels.is_contiguous() && levels.device() == like.device(),
+                op, ": levels must be a contiguous int64 [K] tensor on the input's device");
+  }
+}
+
+template <typename T>
+LevelMaps<T> level_maps(const char* op, const std::vector<T*>& data, const std::vector<StridesNCHW>& strides,
+                        const std::vector<int64_t>& heights, const std::vector<int64_t>& widths,
+                        const std::vector<double>& spatial_scales) {
+  const int64_t count = static_cast<int64_t>(heights.size());
+  TORCH_CHECK_VALUE(count >= 1 && count <= kMaxLevelsCuda, op, ": between 1 and ", kMaxLevelsCuda,
+                    " feature maps are supported on CUDA, got ", count);
+  TORCH_CHECK_VALUE(spatial_scales.size() == heights.size(), op, ": need one spatial scale per feature map");
+  LevelMaps<T> maps{};
+  maps.count = count;
+  for (int64_t l = 0; l < count; ++l) {
+    TORCH_CHECK_VALUE(spatial_scales[l] > 0, op, ": spatial_scale must be positive, got ", spatial_scales[l]);
+    maps.data[l] = data[l];
+    maps.strides[l] = strides[l];
+    maps.height[l] = heights[l];
+    maps.width[l] = widths[l];
+    maps.spatial_scale[l] = spatial_scales[l];
+  }
+  return maps;
+}
+
+}  // namespace
+
+bool use_channels_last_cuda(const at::Tensor& input) {
+  return input.dim() == 4 && !input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+at::Tensor roi_align_forward_levels_cuda(const char* op, const std::vector<at::Tensor>& features,
+                                         const at::Tensor& rois_in, const std::vector<double>& spatial_scales,
+                                         const at::Tensor& levels, int64_t pooled_height, int64_t pooled_width,
+                                         int64_t sampling_ratio, bool aligned) {
+  TORCH_CHECK_VALUE(!features.empty() && features.size() == spatial_scales.size(), op,
+                    ": need one spatial scale per feature map");
+  check_pooled_cuda(op, pooled_height, pooled_width);
+  const at::Tensor& first = features[0];
+  TORCH_CHECK_VALUE(first.dim() == 4, op, ": input must be [N, C, H, W], got ", first.sizes());
+  TORCH_CHECK(first.is_cuda(), op, ": input must be a CUDA tensor");
+  check_rois_cuda(op, rois_in, first);
+  const c10::cuda::CUDAGuard guard(first.device());
+  const bool channels_last = use_channels_last_cuda(first);
+  const int64_t batch_size = first.size(0), channels = first.size(1);
+  std::vector<int64_t> heights, widths;
+  std::vector<StridesNCHW> strides;
+  for (const at::Tensor& f : features) {
+    TORCH_CHECK_VALUE(f.dim() == 4 && f.size(0) == batch_size && f.size(1) == channels, op,
+                      ": every feature map must be [N, C, H_l, W_l] with the same N and C, got ", f.sizes());
+    TORCH_CHECK_TYPE(f.scalar_type() == first.scalar_type(), op, ": feature maps differ in dtype");
+    TORCH_CHECK_VALUE(f.device() == first.device(), op, ": feature maps are on different devices");
+    heights.push_back(f.size(2));
+    widths.push_back(f.size(3));
+    strides.push_back(strides_of(f));
+  }
+  const int64_t num_rois = rois_in.size(0);
+  check_levels_cuda(op, levels, num_rois, first);
+  at::Tensor out = at::empty({num_rois, channels, pooled_height, pooled_width},
+                             first.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
+                                                                         : at::MemoryFormat::Contiguous));
+  if (out.numel() == 0) {
+    return out;
+  }
+  const at::Tensor rois = rois_in.contiguous();
+  const PoolShape shape{batch_size, channels, pooled_height, pooled_width, sampling_ratio, aligned};
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, first.scalar_type(), "roi_align_forward_cuda", [&] {
+    std::vector<const scalar_t*> data;
+    for (const at::Tensor& f : features) {
+      data.push_back(f.const_data_ptr<scalar_t>());
+    }
+    const auto maps = level_maps(op, data, strides, heights, widths, spatial_scales);
+    const int64_t* level_ptr = levels.defined() ? levels.const_data_ptr<int64_t>() : nullptr;
+    auto launch = [&](auto channels_last_tag) {
+      constexpr bool kCL = decltype(channels_last_tag)::value;
+      roi_align_forward_kernel_cuda<scalar_t, kCL><<<grid_for(out.numel()), kThreads, 0, stream>>>(
+          maps, rois.const_data_ptr<scalar_t>(), level_ptr, num_rois, shape, out.mutable_data_ptr<scalar_t>());
+    };
+    channels_last ? launch(std::true_type{}) : launch(std::false_type{});
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+std::vector<at::Tensor> roi_align_backward_levels_cuda(
+    const char* op, const at::Tensor& grad, const at::Tensor& rois_in, const std::vector<double>& spatial_scales,
+    const at::Tensor& levels, int64_t batch_size, int64_t channels, const std::vector<int64_t>& heights,
+    const std::vector<int64_t>& widths, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+    bool aligned, bool channels_last) {
+  check_pooled_cuda(op, pooled_height, pooled_width);
+  TORCH_CHECK(grad.is_cuda(), op, ": grad must be a CUDA tensor");
+  check_rois_cuda(op, rois_in, grad);
+  const int64_t num_rois = rois_in.size(0);
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
+                        grad.size(2) == pooled_height && grad.size(3) == pooled_width,
+                    op, ": grad must be [K, C, PH, PW] = [", num_rois, ", ", channels, ", ", pooled_height,
+                    ", ", pooled_width, "], got ", grad.sizes());
+  TORCH_CHECK_VALUE(heights.size() == spatial_scales.size() && widths.size() == spatial_scales.size(), op,
+                    ": need one height, width and scale per feature map");
+  TORCH_CHECK_VALUE(batch_size >= 0 && channels >= 0, op, ": negative batch_size or channels");
+  check_levels_cuda(op, levels, num_rois, grad);
+  const c10::cuda::CUDAGuard guard(grad.device());
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::ScalarType dtype = grad.scalar_type();
+  const at::ScalarType acc_dtype = at::toOpMathType(dtype);
+  std::vector<at::Tensor> grads;
+  std::vector<StridesNCHW> strides;
+  for (size_t l = 0; l < heights.size(); ++l) {
+    TORCH_CHECK_VALUE(heights[l] >= 0 && widths[l] >= 0, op, ": negative map size");
+    grads.push_back(at::zeros({batch_size, channels, heights[l], widths[l]},
+                              grad.options().dtype(acc_dtype).memory_format(format)));
+    strides.push_back(strides_of(grads.back()));
+  }
+  if (num_rois > 0 && channels > 0 && batch_size > 0) {
+    const at::Tensor rois = rois_in.contiguous();
+    const bool grad_channels_last = use_channels_last_cuda(grad);
+    const PoolShape shape{batch_size, channels, pooled_height, pooled_width, sampling_ratio, aligned};
+    const bool deterministic = at::globalContext().deterministicAlgorithms();
+    cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roi_align_backward_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      std::vector<acc_t*> data;
+      for (at::Tensor& g : grads) {
+        data.push_back(g.mutable_data_ptr<acc_t>());
+      }
+      const auto maps = level_maps(op, data, strides, heights, widths, spatial_scales);
+      const int64_t* level_ptr = levels.defined() ? levels.const_data_ptr<int64_t>() : nullptr;
+      if (deterministic) {
+        TORCH_CHECK(batch_size <= 65535, op, ": the deterministic backward supports at most 65535 images");
+        // The gather threads walk the gradient's elements in its own memory order.
+        auto launch = [&](auto channels_last_tag) {
+          constexpr bool kCL = decltype(channels_last_tag)::value;
+          for (int64_t l = 0; l < maps.count; ++l) {
+            const int64_t tiles = ((heights[l] + kTile - 1) / kTile) * ((widths[l] + kTile - 1) / kTile);
+            if (tiles == 0) {
+              continue;
+            }
+            TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max(), op, ": feature map too large");
+            const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(batch_size));
+            roi_align_backward_gather_kernel_cuda<scalar_t, kCL><<<grid, kGatherThreads, 0, stream>>>(
+                grad.const_data_ptr<scalar_t>(), strides_of(grad), rois.const_data_ptr<scalar_t>(), level_ptr,
+                num_rois, shape, maps, l);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          }
+        };
+        channels_last ? launch(std::true_type{}) : launch(std::false_type{});
+      } else {
+        // The scatter threads walk grad in its memory order (coalesced reads).
+        auto launch = [&](auto channels_last_tag) {
+          constexpr bool kCL = decltype(channels_last_tag)::value;
+          roi_align_backward_atomic_kernel_cuda<scalar_t, kCL><<<grid_for(grad.numel()), kThreads, 0, stream>>>(
+              grad.const_data_ptr<scalar_t>(), strides_of(grad), rois.const_data_ptr<scalar_t>(), level_ptr,
+              num_rois, shape, maps);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        };
+        grad_channels_last ? launch(std::true_type{}) : launch(std::false_type{});
+      }
+    });
+  }
+  if (acc_dtype != dtype) {
+    for (at::Tensor& g : grads) {
+      g = g.to(dtype);  // keeps the memory format
+    }
+  }
+  return grads;
+}
+
+at::Tensor roi_align_backward_rois_levels_cuda(const char* op, const at::Tensor& grad,
+                                               const std::vector<at::Tensor>& features, const at::Tensor& rois_in,
+                                               const std::vector<double>& spatial_scales, const at::Tensor& levels,
+                                               int64_t pooled_height, int64_t pooled_width,
+                                               int64_t sampling_ratio, bool aligned) {
+  check_pooled_cuda(op, pooled_height, pooled_width);
+  TORCH_CHECK_VALUE(!features.empty() && features.size() == spatial_scales.size(), op,
+                    ": need one spatial scale per feature map");
+  const at::Tensor& first = features[0];
+  TORCH_CHECK_VALUE(first.dim() == 4, op, ": input must be [N, C, H, W], got ", first.sizes());
+  TORCH_CHECK(first.is_cuda() && grad.is_cuda(), op, ": grad and input must be CUDA tensors");
+  check_rois_cuda(op, rois_in, first);
+  const int64_t num_rois = rois_in.size(0), batch_size = first.size(0), channels = first.size(1);
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
+                        grad.size(2) == pooled_height && grad.size(3) == pooled_width,
+                    op, ": grad must be [K, C, PH, PW], got ", grad.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == first.scalar_type(), op, ": grad and input dtypes differ");
+  TORCH_CHECK_VALUE(grad.device() == first.device(), op, ": grad and input are on different devices");
+  check_levels_cuda(op, levels, num_rois, first);
+  const c10::cuda::CUDAGuard guard(first.device());
+  std::vector<int64_t> heights, widths;
+  std::vector<StridesNCHW> strides;
+  for (const at::Tensor& f : features) {
+    TORCH_CHECK_VALUE(f.dim() == 4 && f.size(0) == batch_size && f.size(1) == channels, op,
+                      ": every feature map must be [N, C, H_l, W_l] with the same N and C, got ", f.sizes());
+    TORCH_CHECK_TYPE(f.scalar_type() == first.scalar_type(), op, ": feature maps differ in dtype");
+    TORCH_CHECK_VALUE(f.device() == first.device(), op, ": feature maps are on different devices");
+    heights.push_back(f.size(2));
+    widths.push_back(f.size(3));
+    strides.push_back(strides_of(f));
+  }
+  const at::ScalarType dtype = first.scalar_type();
+  const at::ScalarType acc_dtype = at::toOpMathType(dtype);
+  at::Tensor out = at::zeros({num_rois, 5}, rois_in.options().dtype(acc_dtype));
+  if (num_rois > 0) {
+    const at::Tensor rois = rois_in.contiguous();
+    const PoolShape shape{batch_size, channels, pooled_height, pooled_width, sampling_ratio, aligned};
+    cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roi_align_backward_rois_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      std::vector<const scalar_t*> data;
+      for (const at::Tensor& f : features) {
+        data.push_back(f.const_data_ptr<scalar_t>());
+      }
+      const auto maps = level_maps(op, data, strides, heights, widths, spatial_scales);
+      const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(num_rois, int64_t{65535} * 32));
+      roi_align_backward_rois_kernel_cuda<scalar_t><<<blocks, kRoisThreads, 0, stream>>>(
+          grad.const_data_ptr<scalar_t>(), strides_of(grad), maps, rois.const_data_ptr<scalar_t>(),
+          levels.defined() ? levels.const_data_ptr<int64_t>() : nullptr, num_rois, shape,
+          out.mutable_data_ptr<acc_t>());
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  return acc_dtype != dtype ? out.to(dtype) : out;
+}
+
+namespace {
 
 at::Tensor roi_align_forward_cuda(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                                   int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                                   bool aligned) {
-  check_roi_align_args_cuda("roi_align", input, "input", rois, pooled_height, pooled_width);
-  const c10::cuda::CUDAGuard guard(input.device());
-  const bool channels_last = is_channels_last(input);
-  const int64_t num_rois = rois.size(0);
-  const int64_t channels = input.size(1);
-  at::Tensor output = at::empty({num_rois, channels, pooled_height, pooled_width},
-                                input.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
-                                                                            : at::MemoryFormat::Contiguous));
-  if (output.numel() == 0) {
-    return output;
-  }
-  if (input.numel() == 0) {  // an empty map (H or W = 0): every sample falls outside it
-    return output.zero_();
-  }
-  const at::Tensor rois_c = rois.contiguous();
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_forward_cuda", [&] {
-    auto launch = [&](auto channels_last_tag) {
-      constexpr bool kCL = decltype(channels_last_tag)::value;
-      roi_align_forward_kernel_cuda<scalar_t, kCL><<<grid_for(output.numel()), kThreads, 0, stream>>>(
-          input.const_data_ptr<scalar_t>(), strides_of(input), input.size(0), channels, input.size(2),
-          input.size(3), rois_c.const_data_ptr<scalar_t>(), num_rois, spatial_scale, pooled_height, pooled_width,
-          sampling_ratio, aligned, output.mutable_data_ptr<scalar_t>());
-    };
-    channels_last ? launch(std::true_type{}) : launch(std::false_type{});
-  });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return output;
+  return roi_align_forward_levels_cuda("roi_align", {input}, rois, {spatial_scale}, at::Tensor(), pooled_height,
+                                       pooled_width, sampling_ratio, aligned);
 }
 
-// grad_output: [K, C, PH, PW] -> grad_input [batch_size, C, height, width] in the memory format of
-// grad_output (which the autograd formula gives in the input's format).
-at::Tensor roi_align_backward_cuda(const at::Tensor& grad_output, const at::Tensor& rois, double spatial_scale,
+at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
                                    int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
                                    int64_t channels, int64_t height, int64_t width, int64_t sampling_ratio,
-                                   bool aligned) {
-  check_roi_align_args_cuda("roi_align_backward", grad_output, "grad_output", rois, pooled_height, pooled_width);
-  TORCH_CHECK(grad_output.size(0) == rois.size(0) && grad_output.size(1) == channels &&
-                  grad_output.size(2) == pooled_height && grad_output.size(3) == pooled_width,
-              "roi_align_backward: grad_output must be [K, C, pooled_height, pooled_width]");
-  TORCH_CHECK(batch_size >= 0 && height >= 0 && width >= 0, "roi_align_backward: negative input size");
-  const c10::cuda::CUDAGuard guard(grad_output.device());
-  const bool channels_last = is_channels_last(grad_output);
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const auto acc_type = at::toOpMathType(grad_output.scalar_type());
-  at::Tensor grad_acc = at::zeros({batch_size, channels, height, width},
-                                  grad_output.options().dtype(acc_type).memory_format(format));
-  if (grad_acc.numel() == 0 || grad_output.numel() == 0) {
-    return grad_acc.to(grad_output.scalar_type());
-  }
-  const at::Tensor rois_c = rois.contiguous();
-  const int64_t num_rois = rois.size(0);
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  const bool deterministic = at::globalContext().deterministicAlgorithms();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "roi_align_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    auto launch = [&](auto channels_last_tag) {
-      constexpr bool kCL = decltype(channels_last_tag)::value;
-      if (deterministic) {
-        const int64_t tiles = ((height + kTile - 1) / kTile) * ((width + kTile - 1) / kTile);
-        TORCH_CHECK(tiles <= std::numeric_limits<int32_t>::max() && batch_size <= 65535,
-                    "roi_align_backward: input too large for the deterministic path");
-        const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(batch_size));
-        roi_align_backward_gather_kernel_cuda<scalar_t, kCL><<<grid, kGatherThreads, 0, stream>>>(
-            grad_output.const_data_ptr<scalar_t>(), strides_of(grad_output), rois_c.const_data_ptr<scalar_t>(),
-            num_rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, batch_size, channels,
-            height, width, strides_of(grad_acc), grad_acc.mutable_data_ptr<acc_t>());
-      } else {
-        roi_align_backward_atomic_kernel_cuda<scalar_t, kCL><<<grid_for(grad_output.numel()), kThreads, 0, stream>>>(
-            grad_output.const_data_ptr<scalar_t>(), strides_of(grad_output), rois_c.const_data_ptr<scalar_t>(),
-            num_rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned, batch_size, channels,
-            height, width, strides_of(grad_acc), grad_acc.mutable_data_ptr<acc_t>());
-      }
-    };
-    channels_last ? launch(std::true_type{}) : launch(std::false_type{});
-  });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return grad_output.scalar_type() == acc_type ? grad_acc : grad_acc.to(grad_output.scalar_type());
+                                   bool aligned, bool channels_last) {
+  return roi_align_backward_levels_cuda("roi_align_backward", grad, rois, {spatial_scale}, at::Tensor(),
+                                        batch_size, channels, {height}, {width}, pooled_height, pooled_width,
+                                        sampling_ratio, aligned, channels_last)[0];
+}
+
+at::Tensor roi_align_backward_rois_cuda(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& rois,
+                                        double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                        int64_t sampling_ratio, bool aligned) {
+  TORCH_CHECK_VALUE(input.dim() == 4, "roi_align_backward_rois: input must be [N, C, H, W]");
+  return roi_align_backward_rois_levels_cuda("roi_align_backward_rois", grad, {input}, rois, {spatial_scale},
+                                             at::Tensor(), pooled_height, pooled_width, sampling_ratio, aligned);
 }
 
 }  // namespace
@@ -433,6 +730,7 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad_output, const at::Tens
 TORCH_LIBRARY_IMPL(roiops, CUDA, m) {
   m.impl("roi_align", &roi_align_forward_cuda);
   m.impl("roi_align_backward", &roi_align_backward_cuda);
+  m.impl("roi_align_backward_rois", &roi_align_backward_rois_cuda);
 }
 
 }  // namespace roiops
