@@ -11,10 +11,18 @@ _extension.load()
 
 from roiops import _autograd, _meta  # noqa: E402,F401  (registrations; need _C loaded)
 from roiops.boxes import box_area, box_iou  # noqa: E402
+from roiops.poolers import MultiScaleRoIAlign  # noqa: E402
+from roiops.roi_align import RoIAlign, roi_align  # noqa: E402
+from roiops.roi_pool import RoIPool, roi_pool  # noqa: E402
 
 __all__ = [
     "box_area",
     "box_iou",
+    "roi_align",
+    "RoIAlign",
+    "roi_pool",
+    "RoIPool",
+    "MultiScaleRoIAlign",
 ]
 
 __version__ = "0.1.0"
