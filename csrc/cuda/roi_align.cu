@@ -22,7 +22,10 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/cuda/Atomic.cuh>
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
+#include <ATen/ops/arange.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -506,6 +509,19 @@ bool use_channels_last_cuda(const at::Tensor& input) {
   return input.dim() == 4 && !input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
+void check_batch_indices_cuda(const char* op, const at::Tensor& rois, int64_t batch_size) {
+  const int64_t num_rois = rois.size(0);
+  if (num_rois == 0 || c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None) {
+    return;
+  }
+  const at::Tensor b = rois.select(1, 0).to(at::kDouble);
+  const at::Tensor bad = b.lt(0).logical_or(b.ge(static_cast<double>(batch_size))).logical_or(b.ne(b.trunc()));
+  const at::Tensor position = at::arange(num_rois, rois.options().dtype(at::kLong));
+  const int64_t first_bad = at::where(bad, position, num_rois).min().item<int64_t>();
+  TORCH_CHECK_VALUE(first_bad == num_rois, op, ": rois[", first_bad, ", 0] (the batch index) must be an integer in [0, ",
+                    batch_size, "), got ", b[first_bad].item<double>());
+}
+
 at::Tensor roi_align_forward_levels_cuda(const char* op, const std::vector<at::Tensor>& features,
                                          const at::Tensor& rois_in, const std::vector<double>& spatial_scales,
                                          const at::Tensor& levels, int64_t pooled_height, int64_t pooled_width,
@@ -533,6 +549,7 @@ at::Tensor roi_align_forward_levels_cuda(const char* op, const std::vector<at::T
   }
   const int64_t num_rois = rois_in.size(0);
   check_levels_cuda(op, levels, num_rois, first);
+  check_batch_indices_cuda(op, rois_in, batch_size);
   at::Tensor out = at::empty({num_rois, channels, pooled_height, pooled_width},
                              first.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
                                                                          : at::MemoryFormat::Contiguous));

@@ -17,6 +17,12 @@ constexpr int64_t kMaxLevelsCuda = 8;
 // (cpu::use_channels_last, and roiops/_meta.py) — laid out channels_last and not also contiguous.
 bool use_channels_last_cuda(const at::Tensor& input);
 
+// Raises the CPU kernels' ValueError naming the first RoI whose batch index (rois[k, 0]) is not an
+// integer in [0, batch_size). Costs one device-to-host copy, so it is skipped while the stream is
+// being captured into a CUDA graph; the kernels then skip such RoIs (they pool to 0) rather than
+// read out of bounds.
+void check_batch_indices_cuda(const char* op, const at::Tensor& rois, int64_t batch_size);
+
 // features: the pyramid levels ([N, C, H_l, W_l], one dtype, any strides: read in place);
 // levels: [K] int64 level of each RoI on the device, or undefined for one level. Returns
 // [K, C, PH, PW], channels_last when use_channels_last_cuda(features[0]).
