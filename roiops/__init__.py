@@ -15,6 +15,11 @@ from roiops.poolers import MultiScaleRoIAlign  # noqa: E402
 from roiops.roi_align import RoIAlign, roi_align  # noqa: E402
 from roiops.roi_pool import RoIPool, roi_pool  # noqa: E402
 
+# isort: split
+# ---- suppression, box coding, box ops and masks (issue 4) ----
+from roiops.box_coder import BoxCoder  # noqa: E402
+from roiops.boxes import box_convert, clip_boxes_to_image, generalized_box_iou, remove_small_boxes  # noqa: E402
+
 __all__ = [
     "box_area",
     "box_iou",
@@ -23,6 +28,12 @@ __all__ = [
     "roi_pool",
     "RoIPool",
     "MultiScaleRoIAlign",
+    # suppression, box coding, box ops and masks (issue 4)
+    "BoxCoder",
+    "box_convert",
+    "clip_boxes_to_image",
+    "generalized_box_iou",
+    "remove_small_boxes",
 ]
 
 __version__ = "0.1.0"
