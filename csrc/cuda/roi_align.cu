@@ -602,8 +602,10 @@ std::vector<at::Tensor> roi_align_backward_levels_cuda(
   std::vector<StridesNCHW> strides;
   for (size_t l = 0; l < heights.size(); ++l) {
     TORCH_CHECK_VALUE(heights[l] >= 0 && widths[l] >= 0, op, ": negative map size");
-    grads.push_back(at::zeros({batch_size, channels, heights[l], widths[l]},
-                              grad.options().dtype(acc_dtype).memory_format(format)));
+    // at::empty + zero_, not at::zeros: at::zeros ignores the memory format.
+    grads.push_back(
+        at::empty({batch_size, channels, heights[l], widths[l]}, grad.options().dtype(acc_dtype).memory_format(format))
+            .zero_());
     strides.push_back(strides_of(grads.back()));
   }
   if (num_rois > 0 && channels > 0 && batch_size > 0) {

@@ -186,8 +186,9 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::ScalarType dtype = grad.scalar_type();
   const at::ScalarType acc_dtype = at::toOpMathType(dtype);
+  // at::empty + zero_, not at::zeros: at::zeros ignores the memory format.
   at::Tensor grad_input =
-      at::zeros({batch_size, channels, height, width}, grad.options().dtype(acc_dtype).memory_format(format));
+      at::empty({batch_size, channels, height, width}, grad.options().dtype(acc_dtype).memory_format(format)).zero_();
   if (num_rois > 0 && grad.numel() > 0 && grad_input.numel() > 0) {
     const at::Tensor rois = rois_in.contiguous();
     const int64_t pooled_height = grad.size(2), pooled_width = grad.size(3);
@@ -201,7 +202,7 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
           // Destinations in grad's memory order, then a deterministic (sorted) index_put_ into a
           // flat view of the buffer with one extra slot that catches the skipped elements.
           const int64_t dump = grad_input.numel();
-          at::Tensor flat = at::zeros({dump + 1}, grad_input.options().memory_format(at::MemoryFormat::Contiguous));
+          at::Tensor flat = at::zeros({dump + 1}, grad_input.options());
           at::Tensor dest = at::empty({grad.numel()}, grad.options().dtype(at::kLong));
           roi_pool_destinations_kernel_cuda<scalar_t, kCL><<<grid_for(grad.numel()), kThreads, 0, stream>>>(
               argmax.const_data_ptr<int64_t>(), strides_of(argmax), rois.const_data_ptr<scalar_t>(), num_rois,
