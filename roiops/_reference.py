@@ -43,8 +43,8 @@ def roi_align_reference(input, rois, output_size, spatial_scale=1.0, sampling_ra
         if not aligned:
             roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
         bin_h, bin_w = roi_h / ph, roi_w / pw
-        gh = sampling_ratio if sampling_ratio > 0 else max(int(math.ceil(float(roi_h) / ph)), 0)
-        gw = sampling_ratio if sampling_ratio > 0 else max(int(math.ceil(float(roi_w) / pw)), 0)
+        gh = sampling_ratio if sampling_ratio > 0 else max(int(math.ceil(float(roi_h.detach()) / ph)), 0)
+        gw = sampling_ratio if sampling_ratio > 0 else max(int(math.ceil(float(roi_w.detach()) / pw)), 0)
         if gh == 0 or gw == 0:
             outs.append(input.new_zeros(c, ph, pw))
             continue
