@@ -117,7 +117,7 @@ std::vector<at::Tensor> roi_align_backward_levels_cpu(
   const auto acc_options = grad_in.options().dtype(half ? at::kFloat : dtype).memory_format(format);
   std::vector<at::Tensor> grads;
   for (size_t l = 0; l < heights.size(); ++l) {
-    grads.push_back(at::zeros({batch_size, channels, heights[l], widths[l]}, acc_options));
+    grads.push_back(at::empty({batch_size, channels, heights[l], widths[l]}, acc_options).zero_());  // at::zeros drops the memory format
   }
   if (num_rois > 0 && channels > 0) {
     const at::Tensor grad = grad_in.contiguous(format);

@@ -215,8 +215,10 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_in, const at::Tensor& ro
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::ScalarType dtype = grad_in.scalar_type();
   const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
-  at::Tensor grad_input = at::zeros({batch_size, channels, height, width},
-                                    grad_in.options().dtype(half ? at::kFloat : dtype).memory_format(format));
+  // at::empty + zero_, not at::zeros: at::zeros ignores the memory format.
+  at::Tensor grad_input = at::empty({batch_size, channels, height, width},
+                                    grad_in.options().dtype(half ? at::kFloat : dtype).memory_format(format))
+                              .zero_();
   if (num_rois == 0 || grad_in.numel() == 0) {
     return half ? grad_input.to(dtype) : grad_input;
   }
