@@ -16,6 +16,7 @@
 
 #include <c10/macros/Macros.h>
 
+#include <cmath>
 #include <cstdint>
 
 namespace roiops {
@@ -26,6 +27,15 @@ struct PasteExtent {
   int64_t width, height;  // of the resized patch: x1 - x0 + 1 and y1 - y0 + 1, at least 1
   bool valid;             // false for a box with a non-finite coordinate (nothing is pasted)
 };
+
+template <typename T>
+C10_HOST_DEVICE inline T paste_fma(T a, T b, T c) {
+#ifdef __CUDA_ARCH__
+  return ::fma(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
 
 // Truncation toward zero of a finite coordinate, as Tensor.to(torch.int64) does; coordinates
 // beyond +-2^40 px are clamped first so the conversion is always defined.
@@ -75,7 +85,8 @@ C10_HOST_DEVICE inline void paste_source_index(int64_t dst, int64_t in_size, int
     return;
   }
   const acc_t ratio = static_cast<acc_t>(in_size) / static_cast<acc_t>(out_size);
-  acc_t src = ratio * (static_cast<acc_t>(dst) + acc_t(0.5)) - acc_t(0.5);
+  // ratio * (dst + 0.5) - 0.5, with one rounding (PyTorch's CPU build contracts it to an fma).
+  acc_t src = paste_fma(ratio, static_cast<acc_t>(dst) + acc_t(0.5), acc_t(-0.5));
   src = src < acc_t(0) ? acc_t(0) : src;
   int64_t index = static_cast<int64_t>(src);  // src >= 0: truncation is floor
   index = index < in_size - 1 ? index : in_size - 1;
@@ -95,14 +106,29 @@ C10_HOST_DEVICE inline scalar_t padded_mask_at(const scalar_t* mask, int64_t mas
   return (y >= 0 && y < mask_h && x >= 0 && x < mask_w) ? mask[y * mask_w + x] : scalar_t(0);
 }
 
-// Step 3 for one output pixel, in upsample_bilinear2d's order: each row interpolated along x
-// first, then the two rows blended along y.
+// Step 3's arithmetic. PyTorch's CPU upsample_bilinear2d has two kernels that round differently,
+// picked by output size; we follow the same one so that float32 results are identical to
+// F.interpolate's (both are built with fused multiply-adds, hence the explicit fmas here):
+//   - h + w <= 128: four taps with product weights, summed in a chain (paste_blend_four_tap);
+//   - larger: separable, each padded-mask row blended along x, then two rows along y
+//     (paste_lerp applied twice).
+C10_HOST_DEVICE inline bool paste_uses_four_tap(int64_t height, int64_t width) {
+  return height + width <= 128;
+}
+
+// a * w0 + b * w1 rounded as fma(a, w0, b * w1).
 template <typename acc_t>
-C10_HOST_DEVICE inline acc_t paste_blend(acc_t v00, acc_t v01, acc_t v10, acc_t v11,
-                                         acc_t wx0, acc_t wx1, acc_t wy0, acc_t wy1) {
-  const acc_t top = v00 * wx0 + v01 * wx1;
-  const acc_t bottom = v10 * wx0 + v11 * wx1;
-  return top * wy0 + bottom * wy1;
+C10_HOST_DEVICE inline acc_t paste_lerp(acc_t a, acc_t b, acc_t w0, acc_t w1) {
+  return paste_fma(a, w0, b * w1);
+}
+
+// v00 * wy0 * wx0 + v01 * wy0 * wx1 + v10 * wy1 * wx0 + v11 * wy1 * wx1, left to right.
+template <typename acc_t>
+C10_HOST_DEVICE inline acc_t paste_blend_four_tap(acc_t v00, acc_t v01, acc_t v10, acc_t v11,
+                                                  acc_t wx0, acc_t wx1, acc_t wy0, acc_t wy1) {
+  acc_t sum = paste_fma(v00, wy0 * wx0, v01 * (wy0 * wx1));
+  sum = paste_fma(v10, wy1 * wx0, sum);
+  return paste_fma(v11, wy1 * wx1, sum);
 }
 
 }  // namespace roiops
