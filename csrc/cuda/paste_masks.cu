@@ -3,8 +3,8 @@
 //
 // Two launches: one thread per mask computes its integer extent in the image (in the boxes' own
 // precision), then one thread per image pixel writes either 0 (outside the mask's extent) or the
-// bilinear resize of the zero-padded mask at that pixel, in upsample_bilinear2d's order (along x
-// within two padded rows, then along y), thresholded when a threshold is given.
+// bilinear resize of the zero-padded mask at that pixel, rounded as the CPU kernel rounds it
+// (paste_uses_four_tap picks PyTorch's four-tap or separable order), thresholded when asked.
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -58,11 +58,14 @@ __global__ void paste_masks_kernel_cuda(const scalar_t* __restrict__ masks, int6
     paste_source_index<acc_t>(x - e.x0, padded_w, e.width, &c0, &c1, &wx0, &wx1);
     paste_source_index<acc_t>(y - e.y0, padded_h, e.height, &r0, &r1, &wy0, &wy1);
     const scalar_t* mask = masks + i * mask_h * mask_w;
-    const acc_t top = paste_lerp(static_cast<acc_t>(padded_mask_at(mask, mask_h, mask_w, r0, c0)),
-                                 static_cast<acc_t>(padded_mask_at(mask, mask_h, mask_w, r0, c1)), wx0, wx1);
-    const acc_t bottom = paste_lerp(static_cast<acc_t>(padded_mask_at(mask, mask_h, mask_w, r1, c0)),
-                                    static_cast<acc_t>(padded_mask_at(mask, mask_h, mask_w, r1, c1)), wx0, wx1);
-    const acc_t v = paste_lerp(top, bottom, wy0, wy1);
+    const acc_t v00 = static_cast<acc_t>(padded_mask_at(mask, mask_h, mask_w, r0, c0));
+    const acc_t v01 = static_cast<acc_t>(padded_mask_at(mask, mask_h, mask_w, r0, c1));
+    const acc_t v10 = static_cast<acc_t>(padded_mask_at(mask, mask_h, mask_w, r1, c0));
+    const acc_t v11 = static_cast<acc_t>(padded_mask_at(mask, mask_h, mask_w, r1, c1));
+    // The same rounding as the CPU kernel (and PyTorch's upsample_bilinear2d), by patch size.
+    const acc_t v = paste_uses_four_tap(e.height, e.width)
+                        ? paste_blend_four_tap(v00, v01, v10, v11, wx0, wx1, wy0, wy1)
+                        : paste_lerp(paste_lerp(v00, v01, wx0, wx1), paste_lerp(v10, v11, wx0, wx1), wy0, wy1);
     if (kThreshold) {
       // Rounded to the mask dtype first, as torchvision's resized mask is.
       out[idx] = static_cast<out_t>(static_cast<acc_t>(static_cast<scalar_t>(v)) > threshold);
