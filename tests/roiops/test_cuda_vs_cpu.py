@@ -1,0 +1,503 @@
+"""The CUDA kernels against the CPU kernels (the reference the other tests pin) and against
+torchvision's CUDA ops: outputs, gradients, the deterministic backward, memory formats, dtypes,
+empty and bad inputs. Every test needs a GPU (marker ``cuda``; skipped without one).
+"""
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from roi_pooling_cases import build, roi_cases
+
+import roiops
+
+pytestmark = pytest.mark.cuda
+
+GPU = torch.device("cuda")
+HALF_TOL = {torch.float16: 1e-2, torch.bfloat16: 6e-2}
+
+
+@pytest.fixture
+def deterministic():
+    """torch.use_deterministic_algorithms(True) for the test, restored afterwards."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def to_gpu(*tensors):
+    # .to() keeps the memory format, so channels_last inputs stay channels_last.
+    return [t.to(GPU) for t in tensors]
+
+
+def random_feature(shape, seed, dtype=torch.float32, channels_last=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def random_rois(k, n, size, seed, dtype=torch.float32, min_side=0.0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(k, 2, generator=g, dtype=torch.float64) * size * 1.1 - size * 0.05
+    wh = torch.rand(k, 2, generator=g, dtype=torch.float64) * size * 0.6 + min_side
+    batch = torch.randint(0, n, (k, 1), generator=g).double()
+    return torch.cat([batch, xy, xy + wh], dim=1).to(dtype)
+
+
+def random_boxes(n, seed, dtype=torch.float32, scale=200.0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * scale
+    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * scale / 4 + 1
+    return torch.cat([xy, xy + wh], dim=1).to(dtype)
+
+
+def assert_same_memory_format(a, b):
+    assert a.is_contiguous() == b.is_contiguous()
+    cl = torch.channels_last
+    assert a.is_contiguous(memory_format=cl) == b.is_contiguous(memory_format=cl)
+
+
+# ---- roi_align -------------------------------------------------------------------------------------
+
+
+@settings(max_examples=25)
+@given(roi_cases(), st.sampled_from([torch.float32, torch.float64]))
+def test_roi_align_forward_matches_cpu(case, dtype):
+    x, rois = build(case, dtype)
+    args = (case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"])
+    expected = roiops.roi_align(x, rois, *args)
+    got = roiops.roi_align(*to_gpu(x, rois), *args)
+    assert got.device.type == "cuda" and got.dtype == dtype
+    assert_same_memory_format(got, expected)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(got.cpu(), expected, atol=tol, rtol=tol)
+
+
+@settings(max_examples=25)
+@given(roi_cases())
+def test_roi_align_forward_matches_torchvision_cuda(case):
+    x, rois = to_gpu(*build(case, torch.float32))
+    args = (case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"])
+    torch.testing.assert_close(roiops.roi_align(x, rois, *args), torchvision.ops.roi_align(x, rois, *args),
+                               atol=1e-5, rtol=1e-5)
+
+
+@settings(max_examples=20)
+@given(roi_cases(), st.booleans())
+def test_roi_align_gradients_match_cpu(case, with_respect_to_boxes):
+    x, rois = build(case, torch.float64)
+    args = (case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"])
+
+    def grads(x, rois):
+        x = x.detach().requires_grad_()
+        rois = rois.detach().requires_grad_(with_respect_to_boxes)
+        out = roiops.roi_align(x, rois, *args)
+        weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).reshape(out.shape)
+        inputs = (x, rois) if with_respect_to_boxes else (x,)
+        return torch.autograd.grad((out * weight).sum(), inputs, allow_unused=True)
+
+    expected = grads(x, rois)
+    got = grads(*to_gpu(x, rois))
+    for g, e in zip(got, expected):
+        if e is None:
+            assert g is None or not g.any()
+            continue
+        assert_same_memory_format(g, e)
+        torch.testing.assert_close(g.cpu(), e, atol=1e-9, rtol=1e-9)
+
+
+def test_roi_align_deterministic_backward_equals_atomics_and_repeats_bitwise(deterministic):
+    torch.use_deterministic_algorithms(False)
+    x = random_feature((2, 16, 40, 56), 0).to(GPU).requires_grad_()
+    rois = random_rois(300, 2, 48, 1).to(GPU)
+    grad = torch.randn(300, 16, 7, 7, generator=torch.Generator().manual_seed(2)).to(GPU)
+
+    def backward():
+        out = roiops.roi_align(x, rois, 7, 0.5, 2, True)
+        (g,) = torch.autograd.grad(out, x, grad)
+        return g
+
+    atomic = backward()
+    torch.use_deterministic_algorithms(True)
+    first, second = backward(), backward()
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first, atomic, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [-1, 0, 2])
+@pytest.mark.parametrize("aligned", [False, True])
+def test_roi_align_deterministic_backward_matches_cpu(deterministic, channels_last, sampling_ratio, aligned):
+    # Boxes of every kind the gather must find: inside, across the border, tiny, outside.
+    rois = torch.cat([
+        random_rois(40, 2, 16, 4, torch.float64),
+        torch.tensor([[0, -3.0, -3.0, 0.2, 0.3], [1, 15.5, 11.0, 40.0, 30.0], [0, 5.0, 5.0, 5.001, 5.002],
+                      [1, 100.0, 100.0, 120.0, 130.0], [0, 16.0, 12.0, 16.0, 12.0]], dtype=torch.float64),
+    ])
+    grad = torch.randn(rois.size(0), 5, 3, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    args = (rois, 1.0, 3, 4, 2, 5, 13, 17, sampling_ratio, aligned, channels_last)
+    expected = torch.ops.roiops.roi_align_backward(grad, *args)
+    got = torch.ops.roiops.roi_align_backward(grad.to(GPU), rois.to(GPU), *args[1:])
+    assert_same_memory_format(got, expected)
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_roi_align_half_types_match_cpu(dtype, channels_last):
+    x = random_feature((2, 8, 20, 24), 6, dtype, channels_last)
+    rois = random_rois(30, 2, 40, 7, dtype)
+    expected = roiops.roi_align(x, rois, 5, 0.5, 2, True)
+    got = roiops.roi_align(*to_gpu(x, rois), 5, 0.5, 2, True)
+    assert got.dtype == dtype
+    assert_same_memory_format(got, expected)
+    tol = HALF_TOL[dtype]
+    torch.testing.assert_close(got.cpu().float(), expected.float(), atol=tol, rtol=tol)
+
+    xg, rg = to_gpu(x, rois)
+    xg.requires_grad_()
+    roiops.roi_align(xg, rg, 5, 0.5, 2, True).float().sum().backward()
+    xc = x.clone().requires_grad_()
+    roiops.roi_align(xc, rois, 5, 0.5, 2, True).float().sum().backward()
+    assert xg.grad.dtype == dtype
+    torch.testing.assert_close(xg.grad.cpu().float(), xc.grad.float(), atol=tol, rtol=tol)
+
+
+def test_roi_align_gradcheck_float64():
+    x = random_feature((1, 2, 6, 7), 8, torch.float64).to(GPU).requires_grad_()
+    rois = torch.tensor([[0, 0.6, 1.1, 4.3, 5.2], [0, 2.2, 0.4, 6.1, 3.7]], dtype=torch.float64, device=GPU)
+    torch.autograd.gradcheck(lambda t: roiops.roi_align(t, rois, 3, 1.0, 2, True), (x,))
+    torch.autograd.gradgradcheck(lambda t: roiops.roi_align(t, rois, 3, 1.0, 2, True), (x,))
+    boxes = rois.clone().requires_grad_()
+    torch.autograd.gradcheck(lambda b: roiops.roi_align(x.detach(), b, 3, 1.0, 2, True), (boxes,))
+
+
+def test_roi_align_non_contiguous_input_is_read_in_place():
+    wide = random_feature((2, 6, 20, 30), 9)
+    view = wide[:, ::2, :, 1::2]  # neither NCHW- nor channels_last-contiguous
+    rois = random_rois(20, 2, 15, 10)
+    expected = roiops.roi_align(view.contiguous(), rois, 4, 1.0, 2, False)
+    got = roiops.roi_align(wide.to(GPU)[:, ::2, :, 1::2], rois.to(GPU), 4, 1.0, 2, False)
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_roi_align_non_finite_and_huge_boxes_match_cpu():
+    x = random_feature((1, 3, 10, 12), 11)
+    rois = torch.tensor([[0, float("nan"), 0, 5, 5], [0, 0, 0, float("inf"), 5], [0, -1e7, -1e7, 1e7, 1e7],
+                         [0, 3, 3, 2, 2], [0, 1, 1, 8, 9]])
+    for aligned in (False, True):
+        expected = roiops.roi_align(x, rois, 3, 1.0, -1, aligned)
+        got = roiops.roi_align(*to_gpu(x, rois), 3, 1.0, -1, aligned)
+        torch.testing.assert_close(got.cpu(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_roi_align_inside_a_cuda_graph():
+    # The host-side batch-index check needs a device-to-host copy; while capturing it is skipped.
+    x = random_feature((1, 4, 16, 16), 12).to(GPU)
+    rois = random_rois(10, 1, 16, 13).to(GPU)
+    expected = roiops.roi_align(x, rois, 4, 1.0, 2, True)
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        roiops.roi_align(x, rois, 4, 1.0, 2, True)  # warm up outside the capture
+        with torch.cuda.graph(graph):
+            out = roiops.roi_align(x, rois, 4, 1.0, 2, True)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out, expected)
+
+
+# ---- roi_pool --------------------------------------------------------------------------------------
+
+
+@settings(max_examples=25)
+@given(roi_cases(), st.sampled_from([torch.float32, torch.float64]))
+def test_roi_pool_forward_and_argmax_match_cpu(case, dtype):
+    x, rois = build(case, dtype)
+    args = (case["spatial_scale"], *case["output_size"])
+    expected, expected_argmax = torch.ops.roiops.roi_pool(x, rois, *args)
+    got, got_argmax = torch.ops.roiops.roi_pool(*to_gpu(x, rois), *args)
+    assert_same_memory_format(got, expected)
+    assert torch.equal(got.cpu(), expected)
+    assert torch.equal(got_argmax.cpu(), expected_argmax)
+
+
+@settings(max_examples=25)
+@given(roi_cases())
+def test_roi_pool_matches_torchvision_cuda(case):
+    x, rois = to_gpu(*build(case, torch.float32))
+    expected = torchvision.ops.roi_pool(x, rois, case["output_size"], case["spatial_scale"])
+    torch.testing.assert_close(roiops.roi_pool(x, rois, case["output_size"], case["spatial_scale"]), expected)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("det", [False, True])
+def test_roi_pool_backward_matches_cpu(channels_last, det):
+    x = random_feature((2, 6, 15, 18), 14, torch.float64, channels_last)
+    rois = random_rois(60, 2, 30, 15, torch.float64)
+    weight = torch.randn(60, 6, 3, 4, generator=torch.Generator().manual_seed(16), dtype=torch.float64)
+
+    def grad_of(x, rois, weight):
+        x = x.detach().requires_grad_()
+        (roiops.roi_pool(x, rois, (3, 4), 0.5) * weight).sum().backward()
+        return x.grad
+
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(det)
+    try:
+        got = grad_of(*to_gpu(x, rois, weight))
+        again = grad_of(*to_gpu(x, rois, weight))
+    finally:
+        torch.use_deterministic_algorithms(before)
+    expected = grad_of(x, rois, weight)
+    assert_same_memory_format(got, expected)
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-12, rtol=1e-12)
+    if det:
+        assert torch.equal(got, again)
+
+
+def test_roi_pool_gradcheck_float64():
+    x = random_feature((1, 2, 6, 7), 17, torch.float64).to(GPU).requires_grad_()
+    rois = torch.tensor([[0, 0.6, 1.1, 4.3, 5.2], [0, 2.2, 0.4, 6.1, 3.7]], dtype=torch.float64, device=GPU)
+    torch.autograd.gradcheck(lambda t: roiops.roi_pool(t, rois, 2, 1.0), (x,))
+
+
+# ---- the FPN pooler --------------------------------------------------------------------------------
+
+
+def fpn_inputs(dtype=torch.float32, channels_last=False, num_boxes=(40, 25), seed=18):
+    sizes = [(64, 80), (32, 40), (16, 20), (8, 10)]
+    x = {f"p{i}": random_feature((2, 8, h, w), seed + i, dtype, channels_last)
+         for i, (h, w) in enumerate(sizes)}
+    boxes = []
+    for j, k in enumerate(num_boxes):
+        b = random_boxes(k, seed + 10 + j, dtype, scale=300.0)
+        boxes.append(b.clamp(max=320.0))
+    return x, boxes, [(256, 320), (250, 300)]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("aligned", [False, True])
+def test_multi_scale_forward_and_gradients_match_cpu(channels_last, aligned):
+    x, boxes, shapes = fpn_inputs(torch.float64, channels_last)
+    pooler = roiops.MultiScaleRoIAlign(list(x), 7, 2, aligned=aligned)
+
+    def run(x, boxes):
+        x = {k: v.detach().requires_grad_() for k, v in x.items()}
+        out = pooler(x, boxes, shapes)
+        weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).reshape(out.shape)
+        grads = torch.autograd.grad((out * weight).sum(), list(x.values()))
+        return out, grads
+
+    expected, expected_grads = run(x, boxes)
+    got, got_grads = run({k: v.to(GPU) for k, v in x.items()}, [b.to(GPU) for b in boxes])
+    assert_same_memory_format(got, expected)
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-12, rtol=1e-12)
+    for g, e in zip(got_grads, expected_grads):
+        assert_same_memory_format(g, e)
+        torch.testing.assert_close(g.cpu(), e, atol=1e-12, rtol=1e-12)
+
+
+def test_multi_scale_matches_torchvision_cuda():
+    x, boxes, shapes = fpn_inputs()
+    x = {k: v.to(GPU) for k, v in x.items()}
+    boxes = [b.to(GPU) for b in boxes]
+    ours = roiops.MultiScaleRoIAlign(list(x), 7, 2, aligned=False)(x, boxes, shapes)
+    theirs = torchvision.ops.MultiScaleRoIAlign(list(x), 7, 2)(x, boxes, shapes)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_multi_scale_deterministic_backward_repeats_bitwise(deterministic):
+    x, boxes, shapes = fpn_inputs(num_boxes=(300, 200))
+    x = {k: v.to(GPU).requires_grad_() for k, v in x.items()}
+    boxes = [b.to(GPU) for b in boxes]
+    pooler = roiops.MultiScaleRoIAlign(list(x), 7, 2, aligned=True)
+
+    def grads():
+        return torch.autograd.grad(pooler(x, boxes, shapes).square().sum(), list(x.values()))
+
+    first, second = grads(), grads()
+    torch.use_deterministic_algorithms(False)
+    atomic = grads()
+    for a, b, c in zip(first, second, atomic):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, c, atol=1e-4, rtol=1e-5)
+
+
+# ---- suppression -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 500, 3000])
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.7, 1.0, -0.5])
+def test_nms_matches_cpu(n, threshold):
+    boxes = random_boxes(n, n + 1)
+    g = torch.Generator().manual_seed(n)
+    # Repeated scores, so that the tie-breaking (lower index first) is exercised.
+    scores = (torch.rand(n, generator=g) * 20).round() / 20
+    expected = roiops.nms(boxes, scores, threshold)
+    got = roiops.nms(*to_gpu(boxes, scores), threshold)
+    assert got.dtype == torch.int64 and got.device.type == "cuda"
+    assert torch.equal(got.cpu(), expected)
+
+
+def test_nms_matches_torchvision_cuda_for_distinct_scores():
+    boxes = random_boxes(2000, 19).to(GPU)
+    scores = torch.randperm(2000, generator=torch.Generator().manual_seed(20)).float().to(GPU)
+    for threshold in (0.3, 0.5, 0.7):
+        expected = torchvision.ops.nms(boxes, scores, threshold)
+        assert torch.equal(roiops.nms(boxes, scores, threshold), expected)
+
+
+def test_nms_nan_scores_and_degenerate_boxes_match_cpu():
+    boxes = random_boxes(200, 21)
+    boxes[::7, 2] = boxes[::7, 0]  # empty
+    boxes[3::11, 1] = float("nan")
+    boxes[5::13, 3] = float("inf")
+    scores = torch.rand(200, generator=torch.Generator().manual_seed(22))
+    scores[::5] = float("nan")
+    scores[1::9] = 0.5
+    for threshold in (0.0, 0.5):
+        expected = roiops.nms(boxes, scores, threshold)
+        assert torch.equal(roiops.nms(*to_gpu(boxes, scores), threshold).cpu(), expected)
+
+
+@pytest.mark.parametrize("n", [0, 100, 2500])
+def test_batched_nms_matches_cpu_and_torchvision(n):
+    boxes = random_boxes(n, 23)
+    g = torch.Generator().manual_seed(24)
+    scores = torch.rand(n, generator=g)
+    idxs = torch.randint(0, 7, (n,), generator=g)
+    expected = roiops.batched_nms(boxes, scores, idxs, 0.5)
+    got = roiops.batched_nms(*to_gpu(boxes, scores, idxs), 0.5)
+    assert torch.equal(got.cpu(), expected)
+    theirs = torchvision.ops.batched_nms(*to_gpu(boxes, scores, idxs), 0.5)
+    assert torch.equal(got, theirs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_nms_dtypes_match_cpu(dtype):
+    boxes = random_boxes(400, 25, dtype)
+    scores = torch.rand(400, generator=torch.Generator().manual_seed(26)).to(dtype)
+    assert torch.equal(roiops.nms(*to_gpu(boxes, scores), 0.5).cpu(), roiops.nms(boxes, scores, 0.5))
+
+
+@pytest.mark.parametrize("method", ["linear", "gaussian"])
+@pytest.mark.parametrize("n", [0, 1, 50, 700])
+def test_soft_nms_matches_cpu(method, n):
+    boxes = random_boxes(n, 27)
+    scores = torch.rand(n, generator=torch.Generator().manual_seed(28))
+    kwargs = dict(iou_threshold=0.3, sigma=0.5, score_threshold=0.05, method=method)
+    expected_keep, expected_scores = roiops.soft_nms(boxes, scores, **kwargs)
+    got_keep, got_scores = roiops.soft_nms(*to_gpu(boxes, scores), **kwargs)
+    assert torch.equal(got_keep.cpu(), expected_keep)
+    torch.testing.assert_close(got_scores.cpu(), expected_scores, atol=1e-6, rtol=1e-5)
+
+
+# ---- paste_masks -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("threshold", [None, 0.5])
+@pytest.mark.parametrize("mask_size", [14, 28])
+def test_paste_masks_matches_cpu(threshold, mask_size):
+    g = torch.Generator().manual_seed(mask_size)
+    masks = torch.rand(30, 1, mask_size, mask_size, generator=g)
+    boxes = random_boxes(30, 29, scale=300.0)
+    boxes[0] = torch.tensor([-20.0, -10.0, 40.0, 30.0])  # across the border
+    boxes[1] = torch.tensor([500.0, 500.0, 600.0, 600.0])  # outside the image
+    boxes[2] = torch.tensor([10.0, 10.0, 10.5, 10.2])  # tiny
+    boxes[3, 0] = float("nan")
+    expected = roiops.paste_masks(masks, boxes, (240, 320), threshold=threshold)
+    got = roiops.paste_masks(*to_gpu(masks, boxes), (240, 320), threshold=threshold)
+    assert got.dtype == expected.dtype
+    assert torch.equal(got.cpu(), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_paste_masks_dtypes_match_cpu(dtype):
+    masks = torch.rand(5, 28, 28, generator=torch.Generator().manual_seed(30)).to(dtype)
+    boxes = random_boxes(5, 31, dtype, scale=100.0)
+    expected = roiops.paste_masks(masks, boxes, (120, 130))
+    got = roiops.paste_masks(*to_gpu(masks, boxes), (120, 130))
+    torch.testing.assert_close(got.cpu(), expected, atol=HALF_TOL.get(dtype, 1e-12), rtol=0)
+
+
+# ---- empty and bad input ---------------------------------------------------------------------------
+
+
+def test_empty_inputs_give_empty_outputs_on_cuda():
+    x = torch.randn(2, 3, 8, 8, device=GPU)
+    no_rois = torch.zeros(0, 5, device=GPU)
+    assert roiops.roi_align(x, no_rois, 2, 1.0, 2, True).shape == (0, 3, 2, 2)
+    assert roiops.roi_pool(x, no_rois, 2, 1.0).shape == (0, 3, 2, 2)
+    no_boxes, no_scores = torch.zeros(0, 4, device=GPU), torch.zeros(0, device=GPU)
+    assert roiops.nms(no_boxes, no_scores, 0.5).shape == (0,)
+    no_idxs = torch.zeros(0, dtype=torch.int64, device=GPU)
+    assert roiops.batched_nms(no_boxes, no_scores, no_idxs, 0.5).shape == (0,)
+    assert roiops.paste_masks(torch.zeros(0, 28, 28, device=GPU), no_boxes, (10, 12)).shape == (0, 10, 12)
+    x.requires_grad_()
+    roiops.roi_align(x, no_rois, 2, 1.0, 2, True).sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def error_of(fn):
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001  (the type and message are what is compared)
+        return type(e), str(e).splitlines()[0]
+    return None
+
+
+@pytest.mark.parametrize("bad_index", [-1.0, 2.0, 0.5, float("nan")])
+@pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
+def test_bad_batch_index_raises_the_cpu_error(op, bad_index):
+    x = torch.randn(2, 3, 8, 8)
+    rois = torch.tensor([[0, 1.0, 1.0, 5.0, 5.0], [bad_index, 1.0, 1.0, 5.0, 5.0]])
+    call = {"roi_align": lambda x, r: roiops.roi_align(x, r, 2, 1.0, 2, True),
+            "roi_pool": lambda x, r: roiops.roi_pool(x, r, 2, 1.0)}[op]
+    cpu_error = error_of(lambda: call(x, rois))
+    assert cpu_error is not None and cpu_error[0] is ValueError
+    assert error_of(lambda: call(*to_gpu(x, rois))) == cpu_error
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda d: roiops.roi_align(torch.randn(1, 2, 4, 4, device=d), torch.zeros(1, 4, device=d), 2),
+        lambda d: roiops.roi_align(torch.randn(1, 2, 4, 4, device=d), torch.zeros(1, 5, device=d), 0),
+        lambda d: roiops.roi_align(torch.randn(1, 2, 4, 4, device=d),
+                                   torch.zeros(1, 5, device=d, dtype=torch.float64), 2),
+        lambda d: roiops.nms(torch.zeros(3, 4, device=d), torch.zeros(2, device=d), 0.5),
+        lambda d: roiops.nms(torch.zeros(3, 4, device=d), torch.zeros(3, device=d), float("nan")),
+        lambda d: roiops.paste_masks(torch.zeros(2, 5, 5, device=d), torch.zeros(3, 4, device=d), (4, 4)),
+    ],
+)
+def test_bad_input_raises_the_same_error_on_cuda_as_on_cpu(call):
+    cpu_error = error_of(lambda: call("cpu"))
+    assert cpu_error is not None
+    assert error_of(lambda: call("cuda")) == cpu_error
+
+
+def test_mixed_devices_raise_naming_the_arguments():
+    with pytest.raises(ValueError, match="same device"):
+        roiops.roi_align(torch.randn(1, 2, 4, 4, device=GPU), torch.zeros(1, 5), 2)
+    with pytest.raises(ValueError, match="same device"):
+        roiops.nms(torch.zeros(3, 4, device=GPU), torch.zeros(3), 0.5)
+
+
+# ---- the ops as registered -------------------------------------------------------------------------
+
+
+def test_opcheck_on_cuda():
+    x = random_feature((2, 3, 9, 11), 32, torch.float64).to(GPU)
+    rois = random_rois(6, 2, 10, 33, torch.float64).to(GPU)
+    torch.library.opcheck(torch.ops.roiops.roi_align.default, (x, rois, 1.0, 3, 3, 2, True))
+    torch.library.opcheck(torch.ops.roiops.roi_pool.default, (x, rois, 1.0, 3, 3))
+    boxes, scores = random_boxes(50, 34).to(GPU), torch.rand(50, device=GPU)
+    torch.library.opcheck(torch.ops.roiops.nms.default, (boxes, scores, 0.5),
+                          test_utils=("test_schema", "test_faketensor"))
