@@ -58,7 +58,8 @@ def paste_masks(masks: torch.Tensor, boxes: torch.Tensor, image_shape: tuple[int
                          f"boxes {tuple(boxes.shape)}")
     if boxes.device != masks.device:
         raise ValueError(f"masks and boxes must be on the same device, got {masks.device} and {boxes.device}")
-    if masks.size(0) > 0 and (masks.size(1) == 0 or masks.size(2) == 0):
+    # Static sizes first, so a data-dependent N (masks[keep] under torch.compile) is not guarded on.
+    if (masks.size(1) == 0 or masks.size(2) == 0) and masks.size(0) > 0:
         raise ValueError(f"masks must not be empty, got shape {tuple(masks.shape)}")
     if not isinstance(image_shape, (tuple, list, torch.Size)) or len(image_shape) != 2:
         raise ValueError(f"image_shape must be (height, width), got {image_shape!r}")

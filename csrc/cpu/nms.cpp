@@ -2,10 +2,10 @@
 //
 // Greedy NMS keeps a box iff no already-kept box of higher rank overlaps it with IoU above the
 // threshold. Written that way round (each candidate asks "does a kept box suppress me?") only
-// kept boxes are ever compared, and only kept boxes near the candidate: kept boxes are filed in
-// a uniform grid of cells about one typical box wide, so a candidate looks at the few cells it
-// covers instead of at every kept box. Two boxes with IoU > 0 intersect, so they share a cell.
-// The result is exactly the textbook (and torchvision's) greedy result; only the work differs.
+// kept boxes are ever compared, and only kept boxes whose centres are close enough for IoU > t:
+// kept boxes are filed by centre in a uniform grid, and a candidate scans only the cells within
+// that distance of its own centre (centre_reach: (1 - t) box widths for t >= 1/2). The result is
+// exactly the textbook (and torchvision's) greedy result; only the work differs.
 //
 // Rank: decreasing score, NaN scores after every number, ties broken by the lower index.
 // IoU: box_iou_with_areas from common/box_geometry.h (0 for an empty or NaN box).
@@ -73,86 +73,92 @@ inline bool overlaps_above(const RankedBox<acc_t>& a, const RankedBox<acc_t>& b,
   return box_iou_with_areas(a.x1, a.y1, a.x2, a.y2, a.area, b.x1, b.y1, b.x2, b.y2, b.area) > threshold;
 }
 
-// Kept boxes filed by grid cell. Every cell's slots are reserved up front (as many as boxes
-// cover the cell), so filing is a store, and a cell's kept boxes sit contiguously in memory.
+// How far apart the centres of two boxes with IoU > t can be, as a multiple of the candidate's
+// width (per axis; same for heights). IoU > t needs an intersection width iw > t * max(wa, wb)
+// (inter > t * union >= t * max(area), and ih <= min(ha, hb)), while two intervals with centre
+// distance d overlap by at most (wa + wb) / 2 - d. With wb < wa / t this bounds d by
+// (1 - t) * wa for t >= 1/2 and by (1 - t) / (2t) * wa below; at t = 0 only the largest width
+// bounds it, d < (wa + w_max) / 2, which is also a bound for every t.
+inline double centre_reach(double t) {
+  return t >= 0.5 ? 1.0 - t : (t > 0 ? (1.0 - t) / (2.0 * t) : INFINITY);
+}
+
+// Kept boxes filed by the grid cell of their centre. Every cell's slots are reserved up front
+// (as many as there are boxes centred in the cell), so filing is a store and a cell's kept boxes
+// sit contiguously. A candidate scans the cells within reach of its centre (centre_reach).
 template <typename acc_t>
 class KeptGrid {
  public:
-  // Boxes covering more cells than this go to one list every candidate scans instead.
-  static constexpr int64_t kMaxCellsPerBox = 36;
-
-  KeptGrid(const RankedBox<acc_t>* boxes, int64_t n) {
-    // Bounds and typical size over the boxes that can overlap anything: finite, non-empty.
-    acc_t lo_x = INFINITY, lo_y = INFINITY, hi_x = -INFINITY, hi_y = -INFINITY;
-    std::vector<acc_t> sides;
-    sides.reserve(n);
+  KeptGrid(const RankedBox<acc_t>* boxes, int64_t n, double threshold) {
+    // Bounds, largest sides and typical reach over the boxes that can overlap anything.
+    double lo_x = INFINITY, lo_y = INFINITY, hi_x = -INFINITY, hi_y = -INFINITY;
+    std::vector<double> reach;
+    reach.reserve(n);
+    reach_factor_ = centre_reach(threshold);
     for (int64_t i = 0; i < n; ++i) {
       const auto& b = boxes[i];
       if (b.area > acc_t(0) && box_is_finite(b)) {
-        lo_x = std::min(lo_x, b.x1);
-        lo_y = std::min(lo_y, b.y1);
-        hi_x = std::max(hi_x, b.x2);
-        hi_y = std::max(hi_y, b.y2);
-        sides.push_back(std::max(b.x2 - b.x1, b.y2 - b.y1));
+        const double cx = centre(b.x1, b.x2), cy = centre(b.y1, b.y2);
+        lo_x = std::min(lo_x, cx);
+        lo_y = std::min(lo_y, cy);
+        hi_x = std::max(hi_x, cx);
+        hi_y = std::max(hi_y, cy);
+        max_w_ = std::max<double>(max_w_, b.x2 - b.x1);
+        max_h_ = std::max<double>(max_h_, b.y2 - b.y1);
       }
     }
-    if (sides.empty()) {
-      return;
+    if (!(lo_x <= hi_x)) {
+      return;  // no box can overlap another: nothing is ever filed
     }
-    auto mid = sides.begin() + sides.size() / 2;
-    std::nth_element(sides.begin(), mid, sides.end());
-    const double extent_x = static_cast<double>(hi_x) - lo_x, extent_y = static_cast<double>(hi_y) - lo_y;
-    // About one median box per cell, but no more cells than ~4 per box.
-    double cell = std::max<double>(*mid, 1e-30);
-    const double max_cells = 4.0 * static_cast<double>(sides.size()) + 16.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& b = boxes[i];
+      if (b.area > acc_t(0) && box_is_finite(b)) {
+        double rx, ry;
+        reach_of(b, &rx, &ry);
+        reach.push_back(std::max(rx, ry));
+      }
+    }
+    auto mid = reach.begin() + reach.size() / 2;
+    std::nth_element(reach.begin(), mid, reach.end());
+    const double extent_x = hi_x - lo_x, extent_y = hi_y - lo_y;
+    // Cells about one typical reach wide (a query then spans ~3 x 3 cells), but no more cells
+    // than ~2 per box.
+    const double max_cells = 2.0 * static_cast<double>(reach.size()) + 16.0;
+    double cell = std::max(*mid, 1e-30);
     cell = std::max(cell, std::sqrt(extent_x * extent_y / max_cells));
     cell = std::max(cell, std::max(extent_x, extent_y) / max_cells);
     origin_x_ = lo_x;
     origin_y_ = lo_y;
-    inv_cell_ = static_cast<acc_t>(1.0 / cell);
+    inv_cell_ = 1.0 / cell;
     cells_x_ = std::max<int64_t>(1, static_cast<int64_t>(std::min(extent_x / cell, max_cells)) + 1);
     cells_y_ = std::max<int64_t>(1, static_cast<int64_t>(std::min(extent_y / cell, max_cells)) + 1);
 
-    // Reserve slots: counts per cell, then prefix sums.
     std::vector<int64_t> count(cells_x_ * cells_y_ + 1, 0);
     for (int64_t i = 0; i < n; ++i) {
       const auto& b = boxes[i];
-      if (!(b.area > acc_t(0) && box_is_finite(b))) {
-        continue;
-      }
-      int64_t cx1, cy1, cx2, cy2;
-      cell_range(b, &cx1, &cy1, &cx2, &cy2);
-      if ((cx2 - cx1 + 1) * (cy2 - cy1 + 1) > kMaxCellsPerBox) {
-        continue;
-      }
-      for (int64_t cy = cy1; cy <= cy2; ++cy) {
-        for (int64_t cx = cx1; cx <= cx2; ++cx) {
-          ++count[cy * cells_x_ + cx + 1];
-        }
+      if (b.area > acc_t(0) && box_is_finite(b)) {
+        ++count[cell_index(b) + 1];
       }
     }
     std::partial_sum(count.begin(), count.end(), count.begin());
     start_ = std::move(count);
     fill_.assign(start_.begin(), start_.end() - 1);
     slots_.resize(start_.back());
-    active_ = true;
   }
 
   // True when a kept box overlaps b with IoU > threshold (threshold >= 0, b finite, non-empty).
   bool suppresses(const RankedBox<acc_t>& b, acc_t threshold) const {
-    for (const auto& k : wide_) {
-      if (overlaps_above(k, b, threshold)) {
-        return true;
-      }
-    }
-    if (!active_) {
+    if (slots_.empty()) {
       return false;
     }
-    int64_t cx1, cy1, cx2, cy2;
-    cell_range(b, &cx1, &cy1, &cx2, &cy2);
-    for (int64_t cy = cy1; cy <= cy2; ++cy) {
-      for (int64_t cx = cx1; cx <= cx2; ++cx) {
-        const int64_t c = cy * cells_x_ + cx;
+    double rx, ry;
+    reach_of(b, &rx, &ry);
+    const double cx = centre(b.x1, b.x2), cy = centre(b.y1, b.y2);
+    const int64_t cx1 = cell_of(cx - rx, origin_x_, cells_x_), cx2 = cell_of(cx + rx, origin_x_, cells_x_);
+    const int64_t cy1 = cell_of(cy - ry, origin_y_, cells_y_), cy2 = cell_of(cy + ry, origin_y_, cells_y_);
+    for (int64_t gy = cy1; gy <= cy2; ++gy) {
+      for (int64_t gx = cx1; gx <= cx2; ++gx) {
+        const int64_t c = gy * cells_x_ + gx;
         const RankedBox<acc_t>* kept = slots_.data() + start_[c];
         const int64_t num = fill_[c] - start_[c];
         for (int64_t j = 0; j < num; ++j) {
@@ -166,42 +172,42 @@ class KeptGrid {
   }
 
   void insert(const RankedBox<acc_t>& b) {
-    int64_t cx1 = 0, cy1 = 0, cx2 = 0, cy2 = 0;
-    if (active_) {
-      cell_range(b, &cx1, &cy1, &cx2, &cy2);
-    }
-    if (!active_ || (cx2 - cx1 + 1) * (cy2 - cy1 + 1) > kMaxCellsPerBox) {
-      wide_.push_back(b);
-      return;
-    }
-    for (int64_t cy = cy1; cy <= cy2; ++cy) {
-      for (int64_t cx = cx1; cx <= cx2; ++cx) {
-        slots_[fill_[cy * cells_x_ + cx]++] = b;
-      }
-    }
+    slots_[fill_[cell_index(b)]++] = b;
   }
 
  private:
-  int64_t cell_of(acc_t v, acc_t origin, int64_t cells) const {
-    acc_t c = (v - origin) * inv_cell_;
-    c = c < acc_t(0) ? acc_t(0) : c;
-    const acc_t last = static_cast<acc_t>(cells - 1);
+  static double centre(acc_t a, acc_t b) {
+    return 0.5 * (static_cast<double>(a) + static_cast<double>(b));
+  }
+
+  // Search half-widths around b's centre, widened by a relative 1e-3 and a few float ulps of the
+  // coordinates so that rounding in the IoU can never reach a box outside them.
+  void reach_of(const RankedBox<acc_t>& b, double* rx, double* ry) const {
+    const double w = static_cast<double>(b.x2) - b.x1, h = static_cast<double>(b.y2) - b.y1;
+    const double slack_x = 1e-5 * (std::abs(static_cast<double>(b.x1)) + std::abs(static_cast<double>(b.x2)));
+    const double slack_y = 1e-5 * (std::abs(static_cast<double>(b.y1)) + std::abs(static_cast<double>(b.y2)));
+    *rx = std::min(reach_factor_ * w, 0.5 * (w + max_w_)) * 1.001 + slack_x;
+    *ry = std::min(reach_factor_ * h, 0.5 * (h + max_h_)) * 1.001 + slack_y;
+  }
+
+  int64_t cell_of(double v, double origin, int64_t cells) const {
+    double c = (v - origin) * inv_cell_;
+    c = c < 0.0 ? 0.0 : c;
+    const double last = static_cast<double>(cells - 1);
     return static_cast<int64_t>(c < last ? c : last);
   }
 
-  void cell_range(const RankedBox<acc_t>& b, int64_t* cx1, int64_t* cy1, int64_t* cx2, int64_t* cy2) const {
-    *cx1 = cell_of(b.x1, origin_x_, cells_x_);
-    *cx2 = cell_of(b.x2, origin_x_, cells_x_);
-    *cy1 = cell_of(b.y1, origin_y_, cells_y_);
-    *cy2 = cell_of(b.y2, origin_y_, cells_y_);
+  int64_t cell_index(const RankedBox<acc_t>& b) const {
+    return cell_of(centre(b.y1, b.y2), origin_y_, cells_y_) * cells_x_ +
+           cell_of(centre(b.x1, b.x2), origin_x_, cells_x_);
   }
 
-  bool active_ = false;
-  acc_t origin_x_ = 0, origin_y_ = 0, inv_cell_ = 1;
+  double reach_factor_ = INFINITY;
+  double max_w_ = 0, max_h_ = 0;
+  double origin_x_ = 0, origin_y_ = 0, inv_cell_ = 1;
   int64_t cells_x_ = 1, cells_y_ = 1;
   std::vector<int64_t> start_, fill_;
   std::vector<RankedBox<acc_t>> slots_;
-  std::vector<RankedBox<acc_t>> wide_;  // too large for the grid, or no grid at all
 };
 
 // Below this many boxes a flat scan of the kept boxes beats building a grid.
@@ -238,7 +244,7 @@ void greedy_nms_ranked(const RankedBox<acc_t>* boxes, int64_t n, acc_t threshold
     }
     return;
   }
-  KeptGrid<acc_t> grid(boxes, n);
+  KeptGrid<acc_t> grid(boxes, n, static_cast<double>(threshold));
   for (int64_t r = 0; r < n; ++r) {
     const auto& b = boxes[r];
     // An empty box has IoU 0 with everything: kept, and it suppresses nothing. So does a box with
