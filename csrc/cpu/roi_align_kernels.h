@@ -195,12 +195,25 @@ void roi_align_forward_nchw(const std::vector<RoiTaps<acc_t>>& taps, const std::
   });
 }
 
-// inputs[l]: [N, H_l, W_l, C] in memory (channels_last); out: [K, PH, PW, C] in memory.
+// inputs[l]: [N, H_l, W_l, C] in memory (channels_last); out: [K, C, PH, PW] whose element
+// (k, c, bin) is at k * C * PH * PW + c * out_channel_stride + bin * out_bin_stride (channels_last:
+// 1 and C; NCHW: PH * PW and 1).
+// Channels per task of the channels_last backward: 128 bytes of the gradient per pixel.
+template <typename scalar_t>
+constexpr int64_t channel_block() {
+  return static_cast<int64_t>(128 / sizeof(scalar_t)) > 0 ? static_cast<int64_t>(128 / sizeof(scalar_t)) : 1;
+}
+
+// inputs[l]: [N, H_l, W_l, C] in memory (channels_last); out: [K, C, PH, PW] whose element
+// (k, c, bin) is at k * C * PH * PW + c * out_channel_stride + bin * out_bin_stride (channels_last:
+// 1 and C; NCHW: PH * PW and 1). Parallel over RoIs; each sample reads 4 runs of C contiguous
+// values. (Blocking channels so that a slice of the maps stays in cache measured slower here.)
 template <typename scalar_t, typename acc_t>
 void roi_align_forward_channels_last(const std::vector<RoiTaps<acc_t>>& taps,
                                      const std::vector<const scalar_t*>& inputs,
                                      const std::vector<LevelShape>& shapes, int64_t channels,
-                                     int64_t pooled_height, int64_t pooled_width, scalar_t* out) {
+                                     int64_t pooled_height, int64_t pooled_width, scalar_t* out,
+                                     int64_t out_channel_stride, int64_t out_bin_stride) {
   const int64_t num_rois = static_cast<int64_t>(taps.size());
   at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(channels);
@@ -210,6 +223,8 @@ void roi_align_forward_channels_last(const std::vector<RoiTaps<acc_t>>& taps,
       const LevelShape& shape = shapes[t.level];
       const int64_t row_stride = shape.width * channels;
       const scalar_t* image = inputs[t.level] + t.batch * shape.height * row_stride;
+      scalar_t* out_roi = out + k * channels * pooled_height * pooled_width;
+      const acc_t inv = t.inv_count;
       for (int64_t ph = 0; ph < pooled_height; ++ph) {
         for (int64_t pw = 0; pw < pooled_width; ++pw) {
           std::fill(a, a + channels, acc_t(0));
@@ -232,11 +247,16 @@ void roi_align_forward_channels_last(const std::vector<RoiTaps<acc_t>>& taps,
               }
             }
           }
-          scalar_t* o = out + ((k * pooled_height + ph) * pooled_width + pw) * channels;
-          const acc_t inv = t.inv_count;
+          scalar_t* o = out_roi + (ph * pooled_width + pw) * out_bin_stride;
+          if (out_channel_stride == 1) {
 #pragma omp simd
-          for (int64_t c = 0; c < channels; ++c) {
-            o[c] = static_cast<scalar_t>(a[c] * inv);
+            for (int64_t c = 0; c < channels; ++c) {
+              o[c] = static_cast<scalar_t>(a[c] * inv);
+            }
+          } else {
+            for (int64_t c = 0; c < channels; ++c) {
+              o[c * out_channel_stride] = static_cast<scalar_t>(a[c] * inv);
+            }
           }
         }
       }
@@ -295,17 +315,19 @@ void roi_align_backward_nchw(const std::vector<RoiTaps<acc_t>>& taps, const scal
   });
 }
 
-// grad: [K, PH, PW, C] in memory; grad_inputs[l]: [N, H_l, W_l, C] in memory, zero-filled.
-// Tasks are (level, image, block of channels); each owns its slice of the gradient.
+// grad: [K, C, PH, PW] with element (k, c, bin) at k * C * PH * PW + c * grad_channel_stride +
+// bin * grad_bin_stride; grad_inputs[l]: [N, H_l, W_l, C] in memory, zero-filled. Tasks are
+// (level, image, block of channels); each owns its slice of the gradient.
 template <typename scalar_t, typename acc_t>
 void roi_align_backward_channels_last(const std::vector<RoiTaps<acc_t>>& taps, const scalar_t* grad,
+                                      int64_t grad_channel_stride, int64_t grad_bin_stride,
                                       const std::vector<acc_t*>& grad_inputs,
                                       const std::vector<LevelShape>& shapes, int64_t batch_size,
                                       int64_t channels, int64_t pooled_height, int64_t pooled_width) {
   const int64_t num_levels = static_cast<int64_t>(grad_inputs.size());
   std::vector<int64_t> offsets, order;
   group_rois(taps, num_levels, batch_size, offsets, order);
-  constexpr int64_t kBlock = 64;  // channels per task: whole cache lines, enough tasks for threads
+  constexpr int64_t kBlock = channel_block<scalar_t>();  // 128 bytes of the gradient per pixel
   const int64_t blocks = (channels + kBlock - 1) / kBlock;
   at::parallel_for(0, num_levels * batch_size * blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
@@ -321,10 +343,16 @@ void roi_align_backward_channels_last(const std::vector<RoiTaps<acc_t>>& taps, c
         const RoiTaps<acc_t>& t = taps[k];
         for (int64_t ph = 0; ph < pooled_height; ++ph) {
           for (int64_t pw = 0; pw < pooled_width; ++pw) {
-            const scalar_t* g = grad + ((k * pooled_height + ph) * pooled_width + pw) * channels + c0;
+            const scalar_t* g = grad + k * channels * pooled_height * pooled_width +
+                                (ph * pooled_width + pw) * grad_bin_stride + c0 * grad_channel_stride;
             acc_t gb[kBlock];
+            bool any = false;
             for (int64_t c = 0; c < nc; ++c) {
-              gb[c] = static_cast<acc_t>(g[c]) * t.inv_count;
+              gb[c] = static_cast<acc_t>(g[c * grad_channel_stride]) * t.inv_count;
+              any |= gb[c] != acc_t(0);
+            }
+            if (!any) {
+              continue;
             }
             for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
               const Tap<acc_t>& ty = t.ys[iy];
@@ -415,6 +443,77 @@ void roi_align_backward_rois_any(const std::vector<RoiTaps<acc_t>>& taps, const 
       out[4] = dy2;
     }
   });
+}
+
+}  // namespace cpu
+}  // namespace roiops
+
+namespace roiops {
+namespace cpu {
+
+// ---- layout changes ----------------------------------------------------------------------------
+
+// dst[n, p, c] = src[n, c, p] for p < plane (NCHW -> channels_last), by 32 x 32 tiles so that both
+// sides move whole cache lines; parallel over (image, tile row).
+template <typename src_t, typename dst_t>
+void channels_first_to_last(const src_t* src, dst_t* dst, int64_t batch_size, int64_t channels, int64_t plane) {
+  constexpr int64_t kTile = 32;
+  const int64_t p_tiles = (plane + kTile - 1) / kTile;
+  at::parallel_for(0, batch_size * p_tiles, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / p_tiles, p0 = (task % p_tiles) * kTile;
+      const int64_t p1 = std::min(plane, p0 + kTile);
+      const src_t* s = src + n * channels * plane;
+      dst_t* d = dst + n * channels * plane;
+      for (int64_t c0 = 0; c0 < channels; c0 += kTile) {
+        const int64_t c1 = std::min(channels, c0 + kTile);
+        for (int64_t p = p0; p < p1; ++p) {
+          for (int64_t c = c0; c < c1; ++c) {
+            d[p * channels + c] = static_cast<dst_t>(s[c * plane + p]);
+          }
+        }
+      }
+    }
+  });
+}
+
+// dst[n, c, p] = src[n, p, c] (channels_last -> NCHW), the inverse tiling.
+template <typename src_t, typename dst_t>
+void channels_last_to_first(const src_t* src, dst_t* dst, int64_t batch_size, int64_t channels, int64_t plane) {
+  constexpr int64_t kTile = 32;
+  const int64_t c_tiles = (channels + kTile - 1) / kTile;
+  at::parallel_for(0, batch_size * c_tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / c_tiles, c0 = (task % c_tiles) * kTile;
+      const int64_t c1 = std::min(channels, c0 + kTile);
+      const src_t* s = src + n * channels * plane;
+      dst_t* d = dst + n * channels * plane;
+      for (int64_t p0 = 0; p0 < plane; p0 += kTile) {
+        const int64_t p1 = std::min(plane, p0 + kTile);
+        for (int64_t c = c0; c < c1; ++c) {
+          for (int64_t p = p0; p < p1; ++p) {
+            d[c * plane + p] = static_cast<dst_t>(s[p * channels + c]);
+          }
+        }
+      }
+    }
+  });
+}
+
+// Bilinear corner reads per channel that the RoIs need: the NCHW kernels' cost. When it is large
+// against the size of the maps, transposing the maps to channels_last once and running the
+// vectorized kernels is faster (each pixel is then read by many RoIs from contiguous memory).
+template <typename acc_t>
+int64_t corner_reads_per_channel(const std::vector<RoiTaps<acc_t>>& taps, int64_t pooled_height,
+                                 int64_t pooled_width) {
+  int64_t total = 0;
+  for (const auto& t : taps) {
+    int64_t ys = 0, xs = 0;
+    for (int64_t p = 0; p < pooled_height; ++p) ys += t.y_begin[p + 1] - t.y_begin[p];
+    for (int64_t p = 0; p < pooled_width; ++p) xs += t.x_begin[p + 1] - t.x_begin[p];
+    total += 4 * ys * xs;  // sum over bins of 4 * ys(ph) * xs(pw) factorizes
+  }
+  return total;
 }
 
 }  // namespace cpu
