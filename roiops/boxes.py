@@ -1,5 +1,9 @@
 """Box operations. Boxes are Tensor[N, 4] in (x1, y1, x2, y2) order, in pixels of whatever image or
-feature map they refer to; a box with x2 <= x1 or y2 <= y1 is empty (area 0)."""
+feature map they refer to; a box with x2 <= x1 or y2 <= y1 is empty (area 0).
+
+box_iou has native CPU and CUDA kernels (its [N, M] output would otherwise need [N, M, 2]
+intermediates); the other ops stay plain PyTorch on every device: element-wise passes over [N, 4]
+are bandwidth-bound, so a custom kernel would save launches, not arithmetic."""
 
 import torch
 
