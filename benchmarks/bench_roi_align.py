@@ -1,3 +1,4 @@
+# ruff: noqa: B023  (the timed lambdas run inside the loop iteration that defines them)
 """RoIAlign, RoIPool and the FPN pooler against torchvision.ops on Mask R-CNN shapes (same process).
 
 Cases: box head (features [2, 256, 200, 304], 1024 RoIs, 7x7, sampling_ratio 2, aligned), mask
@@ -9,9 +10,9 @@ channels_last to NCHW anyway).
 
 import torch
 import torchvision
+from _common import Row, median_ms, parse_args, report, run_threads
 
 import roiops
-from _common import Row, median_ms, parse_args, report, run_threads
 
 
 def image_boxes(n: int, image_hw: tuple[int, int], g: torch.Generator) -> torch.Tensor:
@@ -61,6 +62,7 @@ def main() -> None:
             for t in inputs:
                 t.grad = None
             fn().sum().backward()
+
         return run
 
     def grad_inputs(t):
@@ -73,32 +75,67 @@ def main() -> None:
             shape = f"{label} {len(rois)} RoIs {out}x{out}"
             theirs_f = median_ms(lambda: torchvision.ops.roi_align(p2, rois, out, 0.25, sr, True), mt)
             xt = grad_inputs(p2)
-            theirs_b = median_ms(fwd_bwd(lambda: torchvision.ops.roi_align(xt, rois, out, 0.25, sr, True), [xt]), mt)
+            theirs_b = median_ms(
+                fwd_bwd(lambda: torchvision.ops.roi_align(xt, rois, out, 0.25, sr, True), [xt]), mt
+            )
             for fmt, x in (("NCHW", p2), ("channels_last", p2_cl)):
-                rows.append(Row(f"roi_align fwd {shape} {fmt}", t,
-                                median_ms(lambda: roiops.roi_align(x, rois, out, 0.25, sr, True), mt), theirs_f))
+                rows.append(
+                    Row(
+                        f"roi_align fwd {shape} {fmt}",
+                        t,
+                        median_ms(lambda: roiops.roi_align(x, rois, out, 0.25, sr, True), mt),
+                        theirs_f,
+                    )
+                )
                 xo = grad_inputs(x)
-                rows.append(Row(f"roi_align fwd+bwd {shape} {fmt}", t,
-                                median_ms(fwd_bwd(lambda: roiops.roi_align(xo, rois, out, 0.25, sr, True), [xo]), mt),
-                                theirs_b))
+                rows.append(
+                    Row(
+                        f"roi_align fwd+bwd {shape} {fmt}",
+                        t,
+                        median_ms(fwd_bwd(lambda: roiops.roi_align(xo, rois, out, 0.25, sr, True), [xo]), mt),
+                        theirs_b,
+                    )
+                )
         theirs_p = median_ms(lambda: torchvision.ops.roi_pool(p2, box_rois, 7, 0.25), mt)
         for fmt, x in (("NCHW", p2), ("channels_last", p2_cl)):
-            rows.append(Row(f"roi_pool fwd {len(box_rois)} RoIs 7x7 {fmt}", t,
-                            median_ms(lambda: roiops.roi_pool(x, box_rois, 7, 0.25), mt), theirs_p))
+            rows.append(
+                Row(
+                    f"roi_pool fwd {len(box_rois)} RoIs 7x7 {fmt}",
+                    t,
+                    median_ms(lambda: roiops.roi_pool(x, box_rois, 7, 0.25), mt),
+                    theirs_p,
+                )
+            )
         theirs_m = median_ms(lambda: theirs_fpn(fpn_x, fpn_boxes, sizes), mt)
         tx = {k: grad_inputs(v) for k, v in fpn_x.items()}
         theirs_mb = median_ms(fwd_bwd(lambda: theirs_fpn(tx, fpn_boxes, sizes), list(tx.values())), mt)
         for fmt, x in (("NCHW", fpn_x), ("channels_last", fpn_x_cl)):
-            rows.append(Row(f"MultiScaleRoIAlign fwd {n_fpn} RoIs 4 levels {fmt}", t,
-                            median_ms(lambda: ours_fpn(x, fpn_boxes, sizes), mt), theirs_m))
+            rows.append(
+                Row(
+                    f"MultiScaleRoIAlign fwd {n_fpn} RoIs 4 levels {fmt}",
+                    t,
+                    median_ms(lambda: ours_fpn(x, fpn_boxes, sizes), mt),
+                    theirs_m,
+                )
+            )
             ox = {k: grad_inputs(v) for k, v in x.items()}
-            rows.append(Row(f"MultiScaleRoIAlign fwd+bwd {n_fpn} RoIs {fmt}", t,
-                            median_ms(fwd_bwd(lambda: ours_fpn(ox, fpn_boxes, sizes), list(ox.values())), mt),
-                            theirs_mb))
+            rows.append(
+                Row(
+                    f"MultiScaleRoIAlign fwd+bwd {n_fpn} RoIs {fmt}",
+                    t,
+                    median_ms(fwd_bwd(lambda: ours_fpn(ox, fpn_boxes, sizes), list(ox.values())), mt),
+                    theirs_mb,
+                )
+            )
             # Same kernels driven level by level from Python: "theirs" column = the level loop.
-            rows.append(Row(f"  fused vs roiops level loop fwd {fmt}", t,
-                            median_ms(lambda: ours_fpn(x, fpn_boxes, sizes), mt),
-                            median_ms(lambda: level_loop(x, fpn_boxes), mt)))
+            rows.append(
+                Row(
+                    f"  fused vs roiops level loop fwd {fmt}",
+                    t,
+                    median_ms(lambda: ours_fpn(x, fpn_boxes, sizes), mt),
+                    median_ms(lambda: level_loop(x, fpn_boxes), mt),
+                )
+            )
         return rows
 
     report("roi_align", run_threads(args.threads, body), args)

@@ -55,7 +55,9 @@ def _roi_align_backward_grad(ctx, grad_grad_input):
     spatial_scale, ph, pw, sampling_ratio, aligned = ctx.params
     d_grad = d_rois = None
     if ctx.needs_input_grad[0]:
-        d_grad = torch.ops.roiops.roi_align(grad_grad_input, rois, spatial_scale, ph, pw, sampling_ratio, aligned)
+        d_grad = torch.ops.roiops.roi_align(
+            grad_grad_input, rois, spatial_scale, ph, pw, sampling_ratio, aligned
+        )
     if ctx.needs_input_grad[1]:
         # d/d(rois) of <grad_grad_input, backward(grad, rois)> = d/d(rois) <roi_align(grad_grad_input), grad>.
         d_rois = torch.ops.roiops.roi_align_backward_rois(
@@ -118,7 +120,8 @@ def _roi_pool_backward_grad(ctx, grad_grad_input):
     channel = torch.arange(c, device=argmax.device).view(1, -1, 1, 1)
     flat = (batch * c + channel) * (h * w) + argmax.clamp(min=0)
     gathered = torch.take(grad_grad_input.contiguous(), flat)
-    return torch.where(argmax >= 0, gathered, torch.zeros_like(gathered)), None, None, None, None, None, None, None
+    d_grad = torch.where(argmax >= 0, gathered, torch.zeros_like(gathered))
+    return (d_grad,) + (None,) * 7
 
 
 torch.library.register_autograd(
@@ -180,5 +183,7 @@ def _multi_scale_backward_grad(ctx, grad_grad_features):
 
 
 torch.library.register_autograd(
-    "roiops::multi_scale_roi_align_backward", _multi_scale_backward_grad, setup_context=_multi_scale_backward_setup
+    "roiops::multi_scale_roi_align_backward",
+    _multi_scale_backward_grad,
+    setup_context=_multi_scale_backward_setup,
 )

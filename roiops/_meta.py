@@ -54,8 +54,9 @@ def _roi_align_backward_fake(grad, rois, spatial_scale, pooled_height, pooled_wi
 
 
 @torch.library.register_fake("roiops::roi_align_backward_rois")
-def _roi_align_backward_rois_fake(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
-                                  aligned):
+def _roi_align_backward_rois_fake(
+    grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned
+):
     _check_rois_fake("roi_align_backward_rois", input, rois)
     return rois.new_empty((rois.size(0), 5))
 
@@ -91,8 +92,10 @@ def _multi_scale_roi_align_backward_fake(grad, rois, spatial_scales, pooled_heig
 
 
 @torch.library.register_fake("roiops::multi_scale_roi_align_backward_rois")
-def _multi_scale_roi_align_backward_rois_fake(grad, features, rois, spatial_scales, pooled_height, pooled_width,
-                                              sampling_ratio, aligned, canonical_scale, canonical_level):
+def _multi_scale_roi_align_backward_rois_fake(
+    grad, features, rois, spatial_scales, pooled_height, pooled_width, sampling_ratio, aligned,
+    canonical_scale, canonical_level,
+):
     return rois.new_empty((rois.size(0), 5))
 
 

@@ -102,8 +102,9 @@ def fpn_levels_reference(boxes, k_min, k_max, canonical_scale=224, canonical_lev
     return k.to(torch.int64) - k_min
 
 
-def multi_scale_roi_align_reference(features, rois, scales, output_size, sampling_ratio, aligned,
-                                    canonical_scale=224, canonical_level=4):
+def multi_scale_roi_align_reference(
+    features, rois, scales, output_size, sampling_ratio, aligned, canonical_scale=224, canonical_level=4
+):
     """The FPN pooler as a loop over levels: assign (fpn_levels_reference), pool each level's RoIs."""
     k_min = int(-math.log2(scales[0]))
     k_max = int(-math.log2(scales[-1]))
@@ -114,5 +115,7 @@ def multi_scale_roi_align_reference(features, rois, scales, output_size, samplin
     for level, (f, scale) in enumerate(zip(features, scales)):
         idx = torch.where(levels == level)[0]
         if idx.numel():
-            out = out.index_copy(0, idx, roi_align_reference(f, rois[idx], (ph, pw), scale, sampling_ratio, aligned))
+            out = out.index_copy(
+                0, idx, roi_align_reference(f, rois[idx], (ph, pw), scale, sampling_ratio, aligned)
+            )
     return out

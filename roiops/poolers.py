@@ -87,7 +87,9 @@ class MultiScaleRoIAlign(nn.Module):
         self.canonical_level = int(canonical_level)
         self.aligned = bool(aligned)
 
-    def forward(self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]):
+    def forward(
+        self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+    ):
         # The dict's order, not featmap_names' order, as torchvision does.
         features = [v for k, v in x.items() if k in self.featmap_names]
         if len(features) != len(self.featmap_names):
@@ -98,7 +100,9 @@ class MultiScaleRoIAlign(nn.Module):
             check_float(f"x[{name!r}]", f)
             check_same(f"x[{self.featmap_names[0]!r}]", features[0], f"x[{name!r}]", f)
         if not isinstance(boxes, (list, tuple)):
-            raise TypeError(f"boxes must be a list of Tensor[L_i, 4], one per image, got {type(boxes).__name__}")
+            raise TypeError(
+                f"boxes must be a list of Tensor[L_i, 4], one per image, got {type(boxes).__name__}"
+            )
         rois = boxes_to_rois(boxes)
         check_same("x", features[0], "boxes", rois)
         if len(image_shapes) == 0:

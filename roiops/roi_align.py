@@ -34,7 +34,9 @@ def boxes_to_rois(boxes, name: str = "boxes") -> torch.Tensor:
         check_tensor(name, boxes, ndim=2, last_dim=5)
         return boxes
     if not isinstance(boxes, (list, tuple)):
-        raise TypeError(f"{name} must be a Tensor[K, 5] or a list of Tensor[L_i, 4], got {type(boxes).__name__}")
+        raise TypeError(
+            f"{name} must be a Tensor[K, 5] or a list of Tensor[L_i, 4], got {type(boxes).__name__}"
+        )
     if len(boxes) == 0:
         raise ValueError(f"{name} is an empty list: pass one Tensor[L_i, 4] per image (L_i may be 0)")
     for i, b in enumerate(boxes):
@@ -133,7 +135,9 @@ class RoIAlign(nn.Module):
         self.aligned = bool(aligned)
 
     def forward(self, input: torch.Tensor, boxes) -> torch.Tensor:
-        return roi_align(input, boxes, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
+        return roi_align(
+            input, boxes, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned
+        )
 
     def extra_repr(self) -> str:
         return (

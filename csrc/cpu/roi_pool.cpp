@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "common/roi_align_math.h"
-#include "cpu/roi_align_kernels.h"  // use_channels_last
+#include "cpu/roi_align_kernels.h"  // use_channels_last, channels_first_to_last
 
 namespace roiops {
 namespace cpu {
@@ -115,49 +115,56 @@ void roi_pool_forward_nchw(const PoolRois& p, const scalar_t* input, int64_t bat
   });
 }
 
+// input: [N, H, W, C] in memory. Element (k, c, bin) of out and argmax is at k * C * bins +
+// c * out_channel_stride + bin * out_bin_stride (channels_last: 1 and C; NCHW: bins and 1).
 template <typename scalar_t>
 void roi_pool_forward_channels_last(const PoolRois& p, const scalar_t* input, int64_t channels, int64_t height,
-                                    int64_t width, int64_t bins, scalar_t* out, int64_t* argmax) {
+                                    int64_t width, int64_t bins, scalar_t* out, int64_t* argmax,
+                                    int64_t out_channel_stride, int64_t out_bin_stride) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t num_rois = static_cast<int64_t>(p.batch.size());
   at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> best_v(channels);
-    std::vector<int64_t> best_i(channels);
+    // Pixel indices fit in int32 for any map with < 2^31 pixels; int32 lanes keep the compare and
+    // select loop the same width as the float values, so it vectorizes.
+    std::vector<int32_t> best_i(channels);
     acc_t* bv = best_v.data();
-    int64_t* bi = best_i.data();
+    int32_t* bi = best_i.data();
     for (int64_t k = begin; k < end; ++k) {
       const scalar_t* image = input + p.batch[k] * height * width * channels;
       for (int64_t b = 0; b < bins; ++b) {
         const PoolBin& bin = p.bins[k * bins + b];
-        scalar_t* o = out + (k * bins + b) * channels;
-        int64_t* a = argmax + (k * bins + b) * channels;
+        scalar_t* o = out + k * channels * bins + b * out_bin_stride;
+        int64_t* a = argmax + k * channels * bins + b * out_bin_stride;
         if (bin.empty()) {
-          std::fill(o, o + channels, scalar_t(0));
-          std::fill(a, a + channels, int64_t(-1));
+          for (int64_t c = 0; c < channels; ++c) {
+            o[c * out_channel_stride] = scalar_t(0);
+            a[c * out_channel_stride] = -1;
+          }
           continue;
         }
-        const int64_t first = bin.h_start * width + bin.w_start;
-        const scalar_t* px = image + first * channels;
+        const int32_t first = static_cast<int32_t>(bin.h_start * width + bin.w_start);
+        const scalar_t* px = image + static_cast<int64_t>(first) * channels;
         for (int64_t c = 0; c < channels; ++c) {
           bv[c] = static_cast<acc_t>(px[c]);
           bi[c] = first;
         }
         for (int64_t h = bin.h_start; h < bin.h_end; ++h) {
           for (int64_t w = bin.w_start; w < bin.w_end; ++w) {
-            const int64_t at = h * width + w;
-            const scalar_t* q = image + at * channels;
+            const int32_t at = static_cast<int32_t>(h * width + w);
+            const scalar_t* q = image + static_cast<int64_t>(at) * channels;
 #pragma omp simd
             for (int64_t c = 0; c < channels; ++c) {
               const acc_t v = static_cast<acc_t>(q[c]);
-              const bool take = bv[c] == bv[c] && !(v <= bv[c]);
+              const bool take = bv[c] == bv[c] && !(v <= bv[c]);  // v > best, or v the first NaN
               bv[c] = take ? v : bv[c];
               bi[c] = take ? at : bi[c];
             }
           }
         }
         for (int64_t c = 0; c < channels; ++c) {
-          o[c] = static_cast<scalar_t>(bv[c]);
-          a[c] = bi[c];
+          o[c * out_channel_stride] = static_cast<scalar_t>(bv[c]);
+          a[c * out_channel_stride] = bi[c];
         }
       }
     }
@@ -179,6 +186,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input_
   const at::Tensor rois = rois_in.contiguous();
   const int64_t batch_size = input.size(0), channels = input.size(1), height = input.size(2),
                 width = input.size(3), num_rois = rois.size(0);
+  TORCH_CHECK_VALUE(height * width < (int64_t(1) << 31), "roi_pool: input maps over 2^31 pixels are not supported");
   at::Tensor out = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options().memory_format(format));
   at::Tensor argmax = at::empty(out.sizes(), input.options().dtype(at::kLong).memory_format(format));
   if (num_rois == 0) {
@@ -191,9 +199,24 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input_
       return;
     }
     const int64_t bins = pooled_height * pooled_width;
+    // Pixels the bins cover, per channel: when that is a large part of the map, one transposed
+    // copy to channels_last and the vectorized kernel beat reading NCHW planes in place.
+    int64_t covered = 0;
+    for (const PoolBin& bin : p.bins) {
+      covered += bin.empty() ? 0 : (bin.h_end - bin.h_start) * (bin.w_end - bin.w_start);
+    }
     if (channels_last) {
       roi_pool_forward_channels_last<scalar_t>(p, input.const_data_ptr<scalar_t>(), channels, height, width, bins,
-                                               out.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<int64_t>());
+                                               out.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<int64_t>(),
+                                               1, channels);
+    } else if (2 * covered >= batch_size * height * width) {
+      at::Tensor transposed = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::ChannelsLast));
+      channels_first_to_last<scalar_t, scalar_t>(input.const_data_ptr<scalar_t>(),
+                                                 transposed.mutable_data_ptr<scalar_t>(), batch_size, channels,
+                                                 height * width);
+      roi_pool_forward_channels_last<scalar_t>(p, transposed.const_data_ptr<scalar_t>(), channels, height, width,
+                                               bins, out.mutable_data_ptr<scalar_t>(),
+                                               argmax.mutable_data_ptr<int64_t>(), bins, 1);
     } else {
       roi_pool_forward_nchw<scalar_t>(p, input.const_data_ptr<scalar_t>(), batch_size, channels, height, width,
                                       bins, out.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<int64_t>());

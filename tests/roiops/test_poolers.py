@@ -23,7 +23,9 @@ def pyramid(image_hw, channels=3, seed=0, dtype=torch.float32, n=2, channels_las
     h, w = image_hw
     x = OrderedDict()
     for i, stride in enumerate([4, 8, 16, 32]):
-        f = torch.randn(n, channels, -(-h // stride), -(-w // stride), generator=g, dtype=torch.float64).to(dtype)
+        f = torch.randn(n, channels, -(-h // stride), -(-w // stride), generator=g, dtype=torch.float64).to(
+            dtype
+        )
         x[str(i)] = f.contiguous(memory_format=torch.channels_last) if channels_last else f
     x["pool"] = torch.randn(n, channels, 2, 2, generator=g).to(dtype)
     return x
@@ -66,13 +68,15 @@ def test_level_assignment_matches_torchvision_on_boundary_sizes():
         (str(i), torch.full((1, 1, 1024 // s, 1024 // s), float(i))) for i, s in enumerate([4, 8, 16, 32])
     )
     g = torch.Generator().manual_seed(0)
-    sizes = torch.cat([
-        torch.rand(4000, generator=g) * 900 + 1,
-        # sqrt(area) at and next to the level boundaries 112, 224, 448 (and 56).
-        torch.tensor([56.0, 112.0, 224.0, 448.0]).repeat_interleave(9)
-        * (1 + torch.tensor([-3e-7, -2e-7, -1e-7, -6e-8, 0, 6e-8, 1e-7, 2e-7, 3e-7]).repeat(4)),
-    ])
-    aspect = torch.exp((torch.rand(sizes.shape[0], generator=g) - 0.5))
+    sizes = torch.cat(
+        [
+            torch.rand(4000, generator=g) * 900 + 1,
+            # sqrt(area) at and next to the level boundaries 112, 224, 448 (and 56).
+            torch.tensor([56.0, 112.0, 224.0, 448.0]).repeat_interleave(9)
+            * (1 + torch.tensor([-3e-7, -2e-7, -1e-7, -6e-8, 0, 6e-8, 1e-7, 2e-7, 3e-7]).repeat(4)),
+        ]
+    )
+    aspect = torch.exp(torch.rand(sizes.shape[0], generator=g) - 0.5)
     w, h = sizes * aspect, sizes / aspect
     x1 = torch.rand(sizes.shape[0], generator=g) * 50
     y1 = torch.rand(sizes.shape[0], generator=g) * 50
@@ -90,10 +94,17 @@ def test_matches_level_loop_reference_in_float64(aligned):
     x = pyramid(image_hw, channels=2, seed=3, dtype=torch.float64)
     g = torch.Generator().manual_seed(3)
     boxes = [random_boxes(12, image_hw, g), random_boxes(9, image_hw, g)]
-    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i), dtype=torch.float64), b], 1) for i, b in enumerate(boxes)])
+    rois = torch.cat(
+        [
+            torch.cat([torch.full((len(b), 1), float(i), dtype=torch.float64), b], 1)
+            for i, b in enumerate(boxes)
+        ]
+    )
     ours = roiops.MultiScaleRoIAlign(NAMES, (5, 4), 2, aligned=aligned)(x, boxes, [image_hw, image_hw])
     features = [x[n] for n in NAMES]
-    expected = multi_scale_roi_align_reference(features, rois, [1 / 4, 1 / 8, 1 / 16, 1 / 32], (5, 4), 2, aligned)
+    expected = multi_scale_roi_align_reference(
+        features, rois, [1 / 4, 1 / 8, 1 / 16, 1 / 32], (5, 4), 2, aligned
+    )
     torch.testing.assert_close(ours, expected, atol=1e-12, rtol=0)
 
 
@@ -101,9 +112,14 @@ def test_gradcheck_maps_and_boxes_and_gradgradcheck_maps():
     image_hw = (32, 32)
     x = pyramid(image_hw, channels=1, seed=4, dtype=torch.float64, n=1)
     maps = [x[n].detach().requires_grad_(True) for n in NAMES[:3]]
-    coords = torch.tensor([[1.3, 2.1, 7.7, 9.2], [0.7, 0.4, 30.1, 28.9], [3.3, 4.1, 19.6, 20.2]], dtype=torch.float64,
-                          requires_grad=True)
-    pooler = roiops.MultiScaleRoIAlign(["0", "1", "2"], 2, 2, canonical_scale=16, canonical_level=3, aligned=True)
+    coords = torch.tensor(
+        [[1.3, 2.1, 7.7, 9.2], [0.7, 0.4, 30.1, 28.9], [3.3, 4.1, 19.6, 20.2]],
+        dtype=torch.float64,
+        requires_grad=True,
+    )
+    pooler = roiops.MultiScaleRoIAlign(
+        ["0", "1", "2"], 2, 2, canonical_scale=16, canonical_level=3, aligned=True
+    )
 
     def fn(coords_, *maps_):
         return pooler(dict(zip(["0", "1", "2"], maps_)), [coords_], [image_hw])

@@ -80,7 +80,8 @@ def test_translation_by_whole_pixels_leaves_output_unchanged():
     for aligned in (False, True):
         for sr in (-1, 2):
             torch.testing.assert_close(
-                roiops.roi_align(shifted, moved, 5, 1.0, sr, aligned), roiops.roi_align(x, rois, 5, 1.0, sr, aligned)
+                roiops.roi_align(shifted, moved, 5, 1.0, sr, aligned),
+                roiops.roi_align(x, rois, 5, 1.0, sr, aligned),
             )
 
 
@@ -92,7 +93,8 @@ def test_scaled_boxes_with_inverse_spatial_scale_are_equivalent(s):
     scaled = rois * torch.tensor([1, s, s, s, s], dtype=torch.float64)
     for aligned in (False, True):
         torch.testing.assert_close(
-            roiops.roi_align(x, scaled, (3, 4), 1 / s, -1, aligned), roiops.roi_align(x, rois, (3, 4), 1.0, -1, aligned)
+            roiops.roi_align(x, scaled, (3, 4), 1 / s, -1, aligned),
+            roiops.roi_align(x, rois, (3, 4), 1.0, -1, aligned),
         )
 
 
@@ -113,7 +115,9 @@ def test_box_list_equals_tensor_with_batch_index():
     b0 = torch.tensor([[1.0, 1, 5, 6], [0, 0, 3, 3]])
     b1 = torch.tensor([[2.0, 2, 8, 7]])
     rois = torch.tensor([[0, 1.0, 1, 5, 6], [0, 0, 0, 3, 3], [1, 2, 2, 8, 7]])
-    torch.testing.assert_close(roiops.roi_align(x, [b0, b1], 3, 1.0, 2, True), roiops.roi_align(x, rois, 3, 1.0, 2, True))
+    torch.testing.assert_close(
+        roiops.roi_align(x, [b0, b1], 3, 1.0, 2, True), roiops.roi_align(x, rois, 3, 1.0, 2, True)
+    )
     module = roiops.RoIAlign((3, 3), 1.0, 2, aligned=True)
     torch.testing.assert_close(module(x, [b0, b1]), roiops.roi_align(x, rois, 3, 1.0, 2, True))
 
@@ -265,3 +269,33 @@ def test_direct_op_call_checks_too():
         torch.ops.roiops.roi_align(torch.zeros(1, 1, 4, 4), torch.zeros(2, 4), 1.0, 2, 2, -1, False)
     with pytest.raises(ValueError, match="output size must be positive"):
         torch.ops.roiops.roi_align(torch.zeros(1, 1, 4, 4), torch.zeros(2, 5), 1.0, 0, 2, -1, False)
+
+
+@pytest.mark.parametrize("num_rois", [1, 200])
+def test_nchw_in_place_and_transposed_paths_agree_with_definition(num_rois):
+    # One small box reads the NCHW planes in place; 200 boxes make the kernel transpose the maps
+    # to channels_last first. Both must give the definition's values and gradients.
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 5, 20, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    xy = torch.rand(num_rois, 2, generator=g, dtype=torch.float64) * 15
+    rois = torch.cat(
+        [
+            torch.randint(0, 2, (num_rois, 1), generator=g).double(),
+            xy,
+            xy + 1 + 8 * torch.rand(num_rois, 2, generator=g, dtype=torch.float64),
+        ],
+        dim=1,
+    )
+    out = roiops.roi_align(x, rois, 3, 1.0, 2, True)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, roi_align_reference(x, rois, 3, 1.0, 2, True))
+    grad_out = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    (ours,) = torch.autograd.grad(out, x, grad_out)
+    (expected,) = torch.autograd.grad(roi_align_reference(x, rois, 3, 1.0, 2, True), x, grad_out)
+    assert ours.is_contiguous()
+    torch.testing.assert_close(ours, expected)
+    pooled = roiops.roi_pool(x, rois, 3, 1.0)
+    assert pooled.is_contiguous()
+    torch.testing.assert_close(
+        pooled, roiops.roi_pool(x.contiguous(memory_format=torch.channels_last), rois, 3, 1.0)
+    )

@@ -9,7 +9,9 @@ import roiops
 
 
 def sample_rois(dtype=torch.float32):
-    return torch.tensor([[0, 1.2, 0.7, 6.3, 5.9], [1, 0.0, 2.5, 4.1, 7.8], [1, -2.0, -1.0, 9.5, 3.3]], dtype=dtype)
+    return torch.tensor(
+        [[0, 1.2, 0.7, 6.3, 5.9], [1, 0.0, 2.5, 4.1, 7.8], [1, -2.0, -1.0, 9.5, 3.3]], dtype=dtype
+    )
 
 
 def maps(channels_last, dtype=torch.float32, requires_grad=False):
@@ -24,7 +26,9 @@ def test_opcheck_roi_align_and_its_backward_ops(channels_last):
     x = maps(channels_last, torch.float64, requires_grad=True)
     rois = sample_rois(torch.float64)
     torch.library.opcheck(torch.ops.roiops.roi_align.default, (x, rois, 0.5, 3, 2, 2, True))
-    torch.library.opcheck(torch.ops.roiops.roi_align.default, (x, rois.requires_grad_(True), 1.0, 2, 2, -1, False))
+    torch.library.opcheck(
+        torch.ops.roiops.roi_align.default, (x, rois.requires_grad_(True), 1.0, 2, 2, -1, False)
+    )
     grad = torch.randn(3, 3, 3, 2, dtype=torch.float64, requires_grad=True)
     torch.library.opcheck(
         torch.ops.roiops.roi_align_backward.default,
@@ -51,9 +55,12 @@ def test_opcheck_roi_pool_and_its_backward(channels_last):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_opcheck_multi_scale_roi_align_and_its_backward_ops(channels_last):
     feats = [maps(channels_last, requires_grad=True), maps(channels_last, requires_grad=True)[..., :4, :5]]
-    feats[1] = feats[1].detach().contiguous(
-        memory_format=torch.channels_last if channels_last else torch.contiguous_format
-    ).requires_grad_(True)
+    feats[1] = (
+        feats[1]
+        .detach()
+        .contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        .requires_grad_(True)
+    )
     rois = sample_rois() * torch.tensor([1.0, 8, 8, 8, 8])
     args = (feats, rois, [0.5, 0.25], 2, 2, 2, False, 16.0, 4)
     torch.library.opcheck(torch.ops.roiops.multi_scale_roi_align.default, args)
@@ -121,6 +128,10 @@ def test_export_runs_like_eager():
     rois = sample_rois()
     exported = torch.export.export(model, (x, rois))
     targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
-    assert {"roiops.roi_align.default", "roiops.roi_pool.default", "roiops.multi_scale_roi_align.default"} <= targets
+    assert {
+        "roiops.roi_align.default",
+        "roiops.roi_pool.default",
+        "roiops.multi_scale_roi_align.default",
+    } <= targets
     other_rois = sample_rois() + torch.tensor([0, 0.5, 0.5, 1.0, 1.0])
     torch.testing.assert_close(exported.module()(x, other_rois), model(x, other_rois))

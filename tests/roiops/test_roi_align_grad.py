@@ -41,7 +41,9 @@ def test_box_gradient_matches_autograd_through_the_definition(case):
     # Off the kinks of the piecewise-bilinear map (samples on whole pixels, a box exactly 1 wide).
     g = torch.Generator().manual_seed(case["seed"])
     rois[:, 1:] += torch.rand(rois.shape[0], 4, generator=g, dtype=torch.float64) * 1e-3
-    grad_out = torch.randn((rois.shape[0], x.shape[1], *case["output_size"]), generator=g, dtype=torch.float64)
+    grad_out = torch.randn(
+        (rois.shape[0], x.shape[1], *case["output_size"]), generator=g, dtype=torch.float64
+    )
     coords = rois[:, 1:].clone().requires_grad_(True)
     full = torch.cat([rois[:, :1], coords], dim=1)
     roiops.roi_align(x, full, *args(case)).backward(grad_out)
@@ -64,7 +66,9 @@ def test_gradcheck_and_gradgradcheck_input(aligned, channels_last, sampling_rati
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
-    rois = torch.tensor([[0, 0.3, 1.1, 4.6, 5.2], [1, -1.3, 2.2, 3.7, 9.1], [1, 2.2, 0.7, 2.9, 1.9]], dtype=torch.float64)
+    rois = torch.tensor(
+        [[0, 0.3, 1.1, 4.6, 5.2], [1, -1.3, 2.2, 3.7, 9.1], [1, 2.2, 0.7, 2.9, 1.9]], dtype=torch.float64
+    )
 
     def fn(t):
         return roiops.roi_align(t, rois, (3, 2), 0.9, sampling_ratio, aligned)
@@ -97,7 +101,9 @@ def test_box_gradient_through_the_backward_gives_rois_gradient_of_double_backwar
     g = torch.Generator().manual_seed(7)
     x = torch.randn(1, 2, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
     index = torch.zeros(2, 1, dtype=torch.float64)
-    coords = torch.tensor([[0.31, 1.13, 4.62, 5.27], [1.37, 0.21, 3.73, 4.11]], dtype=torch.float64, requires_grad=True)
+    coords = torch.tensor(
+        [[0.31, 1.13, 4.62, 5.27], [1.37, 0.21, 3.73, 4.11]], dtype=torch.float64, requires_grad=True
+    )
     grad_out = torch.randn(2, 2, 2, 2, generator=g, dtype=torch.float64)
 
     def input_grad_of(c):
@@ -120,7 +126,9 @@ def test_second_derivative_through_box_gradient_raises_clearly():
 @given(roi_cases(max_rois=8))
 def test_backward_does_not_depend_on_thread_count(case):
     x, rois = build(case)
-    grad_out = torch.randn((rois.shape[0], x.shape[1], *case["output_size"]), generator=torch.Generator().manual_seed(0))
+    grad_out = torch.randn(
+        (rois.shape[0], x.shape[1], *case["output_size"]), generator=torch.Generator().manual_seed(0)
+    )
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -140,9 +148,13 @@ def test_half_type_gradient_accumulates_in_float32(dtype):
     rois = torch.cat([torch.zeros(64, 1), torch.tensor([[1.0, 1.0, 10.0, 10.0]]).repeat(64, 1)], dim=1)
     grad_out = torch.rand(64, 8, 7, 7, generator=g)
     ours = input_grad(roiops.roi_align, x.to(dtype), rois.to(dtype), grad_out.to(dtype), 7, 1.0, 2, True)
-    exact = input_grad(roiops.roi_align, x.double(), rois.double(), grad_out.to(dtype).double(), 7, 1.0, 2, True)
+    exact = input_grad(
+        roiops.roi_align, x.double(), rois.double(), grad_out.to(dtype).double(), 7, 1.0, 2, True
+    )
     # One rounding of the float32 sum.
-    torch.testing.assert_close(ours.double(), exact, rtol={torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype], atol=1e-3)
+    torch.testing.assert_close(
+        ours.double(), exact, rtol={torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype], atol=1e-3
+    )
 
 
 def test_empty_boxes_give_empty_output_and_zero_gradients():

@@ -25,7 +25,9 @@ def test_matches_definition_including_argmax(case):
 @given(roi_cases(max_out=7))
 def test_matches_torchvision_forward_and_backward(case):
     x, rois = build(case)
-    grad_out = torch.randn((rois.shape[0], x.shape[1], *case["output_size"]), generator=torch.Generator().manual_seed(1))
+    grad_out = torch.randn(
+        (rois.shape[0], x.shape[1], *case["output_size"]), generator=torch.Generator().manual_seed(1)
+    )
     ours_x = x.detach().requires_grad_(True)
     ours = roiops.roi_pool(ours_x, rois, case["output_size"], case["spatial_scale"])
     ours.backward(grad_out)
@@ -44,7 +46,9 @@ def test_pool_bounds_align_for_whole_pixel_boxes():
     # box, so its average lies between the region's min and RoIPool's max of the same region.
     g = torch.Generator().manual_seed(2)
     x = torch.randn(1, 4, 12, 12, generator=g, dtype=torch.float64)
-    rois = torch.tensor([[0, 0, 0, 11, 11], [0, 2, 3, 7, 9], [0, 5, 5, 6, 6], [0, 1, 8, 10, 10]], dtype=torch.float64)
+    rois = torch.tensor(
+        [[0, 0, 0, 11, 11], [0, 2, 3, 7, 9], [0, 5, 5, 6, 6], [0, 1, 8, 10, 10]], dtype=torch.float64
+    )
     pooled = roiops.roi_pool(x, rois, 1, 1.0)
     for sr in (-1, 1, 3):
         aligned = roiops.roi_align(x, rois, 1, 1.0, sr, False)
@@ -62,26 +66,28 @@ def test_ties_go_to_the_first_pixel_and_nan_wins():
     assert out[1, 0, 0, 0] == 0 and argmax[1, 0, 0, 0] == 0
 
 
-def test_gradcheck_and_gradgradcheck():
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gradcheck_and_gradgradcheck(channels_last):
     g = torch.Generator().manual_seed(3)
-    for channels_last in (False, True):
-        x = torch.randn(2, 2, 7, 6, generator=g, dtype=torch.float64)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        x.requires_grad_(True)
-        rois = torch.tensor([[0, 0, 1, 5, 6], [1, 1.6, 0.2, 4.4, 3.9], [1, -3, -3, 30, 30]], dtype=torch.float64)
+    x = torch.randn(2, 2, 7, 6, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    rois = torch.tensor([[0, 0, 1, 5, 6], [1, 1.6, 0.2, 4.4, 3.9], [1, -3, -3, 30, 30]], dtype=torch.float64)
 
-        def fn(t):
-            return roiops.roi_pool(t, rois, (3, 2), 1.0)
+    def fn(t):
+        return roiops.roi_pool(t, rois, (3, 2), 1.0)
 
-        assert torch.autograd.gradcheck(fn, (x,))
-        assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=True)
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=True)
 
 
 def test_result_does_not_depend_on_thread_count():
     g = torch.Generator().manual_seed(4)
     x = torch.randn(2, 70, 30, 30, generator=g)
-    rois = torch.cat([torch.randint(0, 2, (50, 1)).float(), torch.rand(50, 2) * 15, torch.rand(50, 2) * 15 + 15], 1)
+    rois = torch.cat(
+        [torch.randint(0, 2, (50, 1)).float(), torch.rand(50, 2) * 15, torch.rand(50, 2) * 15 + 15], 1
+    )
     before = torch.get_num_threads()
     results = []
     try:
@@ -136,5 +142,7 @@ def test_empty_boxes_and_bad_input():
     with pytest.raises(ValueError, match="output_size"):
         roiops.RoIPool(0, 1.0)
     module = roiops.RoIPool(2, 0.5)
-    torch.testing.assert_close(module(x, [torch.tensor([[0.0, 0, 4, 4]]), torch.zeros(0, 4)]),
-                               roiops.roi_pool(x, torch.tensor([[0.0, 0, 0, 4, 4]]), 2, 0.5))
+    torch.testing.assert_close(
+        module(x, [torch.tensor([[0.0, 0, 4, 4]]), torch.zeros(0, 4)]),
+        roiops.roi_pool(x, torch.tensor([[0.0, 0, 0, 4, 4]]), 2, 0.5),
+    )
