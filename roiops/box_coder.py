@@ -92,8 +92,8 @@ class BoxCoder:
         ex_ctr = proposals[:, :2] + 0.5 * ex_size
         gt_size = reference_boxes[:, 2:] - reference_boxes[:, :2]
         gt_ctr = reference_boxes[:, :2] + 0.5 * gt_size
-        d_xy = w_xy * (gt_ctr - ex_ctr) / ex_size
-        d_wh = w_wh * torch.log(gt_size / ex_size)
+        d_xy = (gt_ctr - ex_ctr).mul_(w_xy).div_(ex_size)
+        d_wh = (gt_size / ex_size).log_().mul_(w_wh)
         return torch.cat((d_xy, d_wh), dim=1)
 
     # ---- decoding ----------------------------------------------------------------------------
@@ -142,8 +142,7 @@ class BoxCoder:
         codes = rel_codes.reshape(n, rel_codes.size(1) // 4, 2, 2)  # [N, C, (xy | wh), 2]
         w_xy = torch.tensor(self.weights[:2], dtype=dtype, device=device)
         w_wh = torch.tensor(self.weights[2:], dtype=dtype, device=device)
-        d_xy = codes[:, :, 0] / w_xy
-        d_wh = (codes[:, :, 1] / w_wh).clamp_(max=self.bbox_xform_clip)
-        pred_ctr = d_xy * size + ctr
-        half = 0.5 * (torch.exp(d_wh) * size)
+        # In place after the first op of each chain: same roundings, fewer [N, C, 2] buffers.
+        pred_ctr = (codes[:, :, 0] / w_xy).mul_(size).add_(ctr)
+        half = (codes[:, :, 1] / w_wh).clamp_(max=self.bbox_xform_clip).exp_().mul_(size).mul_(0.5)
         return torch.cat((pred_ctr - half, pred_ctr + half), dim=2).reshape(n, rel_codes.size(1))
