@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from roi_pooling_cases import build, roi_cases
 
 import roiops
+from roiops._reference import roi_align_reference
 
 pytestmark = pytest.mark.cuda
 
@@ -80,10 +81,16 @@ def test_roi_align_forward_matches_cpu(case, dtype):
 @settings(max_examples=25)
 @given(roi_cases())
 def test_roi_align_forward_matches_torchvision_cuda(case):
-    x, rois = to_gpu(*build(case, torch.float32))
+    x, rois = build(case, torch.float32)
     args = (case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"])
-    torch.testing.assert_close(roiops.roi_align(x, rois, *args), torchvision.ops.roi_align(x, rois, *args),
-                               atol=1e-5, rtol=1e-5)
+    ours = roiops.roi_align(*to_gpu(x, rois), *args).cpu()
+    theirs = torchvision.ops.roi_align(*to_gpu(x, rois), *args).cpu()
+    # A sample exactly on the map's far edge (x == W) is in or out by the last bit of its float
+    # position, which each build rounds its own way (fused multiply-adds): where the two
+    # disagree, ours must be the definition's (float64 reference) value.
+    differ = ~torch.isclose(ours, theirs, atol=1e-5, rtol=1e-5)
+    reference = roi_align_reference(x.double(), rois.double(), *args).float()
+    torch.testing.assert_close(ours[differ], reference[differ], atol=1e-4, rtol=1e-4)
 
 
 @settings(max_examples=20)
@@ -310,11 +317,16 @@ def test_multi_scale_forward_and_gradients_match_cpu(channels_last, aligned):
 
 def test_multi_scale_matches_torchvision_cuda():
     x, boxes, shapes = fpn_inputs()
+    pooler = roiops.MultiScaleRoIAlign(list(x), 7, 2, aligned=False)
+    on_cpu = pooler(x, boxes, shapes)
     x = {k: v.to(GPU) for k, v in x.items()}
     boxes = [b.to(GPU) for b in boxes]
-    ours = roiops.MultiScaleRoIAlign(list(x), 7, 2, aligned=False)(x, boxes, shapes)
-    theirs = torchvision.ops.MultiScaleRoIAlign(list(x), 7, 2)(x, boxes, shapes)
-    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    ours = pooler(x, boxes, shapes).cpu()
+    theirs = torchvision.ops.MultiScaleRoIAlign(list(x), 7, 2)(x, boxes, shapes).cpu()
+    # As for roi_align: where a sample on the far edge rounds differently, ours is the CPU's value.
+    differ = ~torch.isclose(ours, theirs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours[differ], on_cpu[differ], atol=1e-5, rtol=1e-5)
+    assert int(differ.sum()) <= ours.numel() // 100
 
 
 def test_multi_scale_deterministic_backward_repeats_bitwise(deterministic):
