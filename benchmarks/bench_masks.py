@@ -1,7 +1,7 @@
 """Mask pasting against torchvision's paste_masks_in_image: 100 masks of 28x28 into an 800x1216 image.
 
 Time (medians, same process) and peak memory: each side runs once in a fresh subprocess and
-reports the growth of its peak resident set (ru_maxrss) over the call. roiops returns the
+reports the growth of its peak resident set (VmHWM) over the call. roiops returns the
 thresholded bool masks; torchvision returns float probabilities (thresholding them costs extra,
 included in its time as `> 0.5`).
 """
@@ -34,14 +34,21 @@ def theirs(masks, boxes):
     return paste_masks_in_image(masks[:, None], boxes, (HEIGHT, WIDTH))[:, 0] > 0.5
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident set (VmHWM). Unlike ru_maxrss it belongs to the address space,
+    so a child started after a large parent does not inherit the parent's peak."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
 def peak_growth_mib(which: str, n: int) -> float:
     """Runs one call in a fresh process; its peak RSS growth over the call, in MiB."""
     code = (
-        "import resource, sys; sys.path.insert(0, '.'); import bench_masks as b;"
+        "import sys; sys.path.insert(0, '.'); import bench_masks as b;"
         f"m, x = b.make_inputs({n}); b.ours(m[:2], x[:2]); b.theirs(m[:2], x[:2]);"
-        "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "r0 = b.peak_rss_kib();"
         f"out = b.{which}(m, x);"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024)"
+        "print((b.peak_rss_kib() - r0) / 1024)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
