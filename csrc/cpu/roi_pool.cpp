@@ -115,14 +115,60 @@ void roi_pool_forward_nchw(const PoolRois& p, const scalar_t* input, int64_t bat
   });
 }
 
+// The max and argmax of one bin over channels [c0, c0 + nc) of a channels_last image, into
+// bv / bi. kFixed > 0: nc == kFixed, a compile-time width the compiler keeps in registers, so each
+// pixel costs one pass over nc contiguous values and no loads/stores of the running maxima.
+template <typename scalar_t, typename acc_t, int64_t kFixed>
+inline void pool_bin_channels(const scalar_t* image, int64_t channels, int64_t width, const PoolBin& bin,
+                              int64_t c0, int64_t nc_runtime, acc_t* bv_out, int32_t* bi_out) {
+  constexpr int64_t kStore = kFixed > 0 ? kFixed : 1;
+  const int64_t nc = kFixed > 0 ? kFixed : nc_runtime;
+  acc_t bv_fixed[kStore];
+  int32_t bi_fixed[kStore];
+  acc_t* bv = kFixed > 0 ? bv_fixed : bv_out;
+  int32_t* bi = kFixed > 0 ? bi_fixed : bi_out;
+  const int32_t first = static_cast<int32_t>(bin.h_start * width + bin.w_start);
+  const scalar_t* px = image + static_cast<int64_t>(first) * channels + c0;
+#pragma omp simd
+  for (int64_t c = 0; c < nc; ++c) {
+    bv[c] = static_cast<acc_t>(px[c]);
+    bi[c] = first;
+  }
+  for (int64_t h = bin.h_start; h < bin.h_end; ++h) {
+    // The first pixel is compared with itself: a no-op (equal, or NaN already kept).
+    for (int64_t w = bin.w_start; w < bin.w_end; ++w) {
+      const int32_t at = static_cast<int32_t>(h * width + w);
+      const scalar_t* q = image + static_cast<int64_t>(at) * channels + c0;
+#pragma omp simd
+      for (int64_t c = 0; c < nc; ++c) {
+        const acc_t v = static_cast<acc_t>(q[c]);
+        const bool take = bv[c] == bv[c] && !(v <= bv[c]);  // v > best, or v the first NaN
+        bv[c] = take ? v : bv[c];
+        bi[c] = take ? at : bi[c];
+      }
+    }
+  }
+  if constexpr (kFixed > 0) {
+    for (int64_t c = 0; c < nc; ++c) {
+      bv_out[c] = bv[c];
+      bi_out[c] = bi[c];
+    }
+  }
+}
+
 // input: [N, H, W, C] in memory. Element (k, c, bin) of out and argmax is at k * C * bins +
 // c * out_channel_stride + bin * out_bin_stride (channels_last: 1 and C; NCHW: bins and 1).
+// Parallel over RoIs, taken in `visit` order (spatially sorted, so that the RoIs a thread pools in
+// a row overlap and find much of their region in cache); per bin, channels in register-sized
+// blocks, so every map element of the bin is read once and the running max stays in registers.
 template <typename scalar_t>
-void roi_pool_forward_channels_last(const PoolRois& p, const scalar_t* input, int64_t channels, int64_t height,
-                                    int64_t width, int64_t bins, scalar_t* out, int64_t* argmax,
-                                    int64_t out_channel_stride, int64_t out_bin_stride) {
+void roi_pool_forward_channels_last(const PoolRois& p, const std::vector<int64_t>& visit, const scalar_t* input,
+                                    int64_t channels, int64_t height, int64_t width, int64_t bins, scalar_t* out,
+                                    int64_t* argmax, int64_t out_channel_stride, int64_t out_bin_stride) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t num_rois = static_cast<int64_t>(p.batch.size());
+  // 256 bytes of accumulators (4 AVX-512 registers), and as many for the indices.
+  constexpr int64_t kBlock = 256 / static_cast<int64_t>(sizeof(acc_t));
+  const int64_t num_rois = static_cast<int64_t>(visit.size());
   at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> best_v(channels);
     // Pixel indices fit in int32 for any map with < 2^31 pixels; int32 lanes keep the compare and
@@ -130,7 +176,8 @@ void roi_pool_forward_channels_last(const PoolRois& p, const scalar_t* input, in
     std::vector<int32_t> best_i(channels);
     acc_t* bv = best_v.data();
     int32_t* bi = best_i.data();
-    for (int64_t k = begin; k < end; ++k) {
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t k = visit[j];
       const scalar_t* image = input + p.batch[k] * height * width * channels;
       for (int64_t b = 0; b < bins; ++b) {
         const PoolBin& bin = p.bins[k * bins + b];
@@ -143,32 +190,41 @@ void roi_pool_forward_channels_last(const PoolRois& p, const scalar_t* input, in
           }
           continue;
         }
-        const int32_t first = static_cast<int32_t>(bin.h_start * width + bin.w_start);
-        const scalar_t* px = image + static_cast<int64_t>(first) * channels;
-        for (int64_t c = 0; c < channels; ++c) {
-          bv[c] = static_cast<acc_t>(px[c]);
-          bi[c] = first;
+        int64_t c0 = 0;
+        for (; c0 + kBlock <= channels; c0 += kBlock) {
+          pool_bin_channels<scalar_t, acc_t, kBlock>(image, channels, width, bin, c0, kBlock, bv + c0, bi + c0);
         }
-        for (int64_t h = bin.h_start; h < bin.h_end; ++h) {
-          for (int64_t w = bin.w_start; w < bin.w_end; ++w) {
-            const int32_t at = static_cast<int32_t>(h * width + w);
-            const scalar_t* q = image + static_cast<int64_t>(at) * channels;
-#pragma omp simd
-            for (int64_t c = 0; c < channels; ++c) {
-              const acc_t v = static_cast<acc_t>(q[c]);
-              const bool take = bv[c] == bv[c] && !(v <= bv[c]);  // v > best, or v the first NaN
-              bv[c] = take ? v : bv[c];
-              bi[c] = take ? at : bi[c];
-            }
+        if (c0 < channels) {
+          pool_bin_channels<scalar_t, acc_t, 0>(image, channels, width, bin, c0, channels - c0, bv + c0, bi + c0);
+        }
+        if (out_channel_stride == 1) {
+          for (int64_t c = 0; c < channels; ++c) {
+            o[c] = static_cast<scalar_t>(bv[c]);
+            a[c] = bi[c];
           }
-        }
-        for (int64_t c = 0; c < channels; ++c) {
-          o[c * out_channel_stride] = static_cast<scalar_t>(bv[c]);
-          a[c * out_channel_stride] = bi[c];
+        } else {
+          for (int64_t c = 0; c < channels; ++c) {
+            o[c * out_channel_stride] = static_cast<scalar_t>(bv[c]);
+            a[c * out_channel_stride] = bi[c];
+          }
         }
       }
     }
   });
+}
+
+// RoIs ordered by image, then by the band of rows their first bin starts in, then by column: a
+// visiting order in which neighbours overlap. Any order gives the same result.
+inline std::vector<int64_t> spatial_order(const PoolRois& p, int64_t bins) {
+  constexpr int64_t kBand = 16;
+  std::vector<int64_t> visit(p.batch.size());
+  for (size_t k = 0; k < visit.size(); ++k) visit[k] = static_cast<int64_t>(k);
+  auto key = [&](int64_t k) {
+    const PoolBin& first = p.bins[k * bins];
+    return std::make_tuple(p.batch[k], first.h_start / kBand, first.w_start, k);
+  };
+  std::sort(visit.begin(), visit.end(), [&](int64_t a, int64_t b) { return key(a) < key(b); });
+  return visit;
 }
 
 std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input_in, const at::Tensor& rois_in,
@@ -205,8 +261,9 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input_
     for (const PoolBin& bin : p.bins) {
       covered += bin.empty() ? 0 : (bin.h_end - bin.h_start) * (bin.w_end - bin.w_start);
     }
+    const std::vector<int64_t> visit = spatial_order(p, bins);
     if (channels_last) {
-      roi_pool_forward_channels_last<scalar_t>(p, input.const_data_ptr<scalar_t>(), channels, height, width, bins,
+      roi_pool_forward_channels_last<scalar_t>(p, visit, input.const_data_ptr<scalar_t>(), channels, height, width, bins,
                                                out.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<int64_t>(),
                                                1, channels);
     } else if (2 * covered >= batch_size * height * width) {
@@ -214,7 +271,7 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input_
       channels_first_to_last<scalar_t, scalar_t>(input.const_data_ptr<scalar_t>(),
                                                  transposed.mutable_data_ptr<scalar_t>(), batch_size, channels,
                                                  height * width);
-      roi_pool_forward_channels_last<scalar_t>(p, transposed.const_data_ptr<scalar_t>(), channels, height, width,
+      roi_pool_forward_channels_last<scalar_t>(p, visit, transposed.const_data_ptr<scalar_t>(), channels, height, width,
                                                bins, out.mutable_data_ptr<scalar_t>(),
                                                argmax.mutable_data_ptr<int64_t>(), bins, 1);
     } else {

@@ -271,12 +271,13 @@ def test_direct_op_call_checks_too():
         torch.ops.roiops.roi_align(torch.zeros(1, 1, 4, 4), torch.zeros(2, 5), 1.0, 0, 2, -1, False)
 
 
-@pytest.mark.parametrize("num_rois", [1, 200])
-def test_nchw_in_place_and_transposed_paths_agree_with_definition(num_rois):
-    # One small box reads the NCHW planes in place; 200 boxes make the kernel transpose the maps
+@pytest.mark.parametrize(("num_rois", "channels"), [(1, 5), (60, 5), (60, 67)])
+def test_nchw_in_place_and_transposed_paths_agree_with_definition(num_rois, channels):
+    # One small box reads the NCHW planes in place; 60 boxes make the kernel transpose the maps
     # to channels_last first. Both must give the definition's values and gradients.
     g = torch.Generator().manual_seed(9)
-    x = torch.randn(2, 5, 20, 24, generator=g, dtype=torch.float64, requires_grad=True)
+    # 67 channels on 20 x 24 = 480 pixels: full 32 x 32 transpose tiles and ragged edges.
+    x = torch.randn(2, channels, 20, 24, generator=g, dtype=torch.float64, requires_grad=True)
     xy = torch.rand(num_rois, 2, generator=g, dtype=torch.float64) * 15
     rois = torch.cat(
         [
@@ -294,6 +295,16 @@ def test_nchw_in_place_and_transposed_paths_agree_with_definition(num_rois):
     (expected,) = torch.autograd.grad(roi_align_reference(x, rois, 3, 1.0, 2, True), x, grad_out)
     assert ours.is_contiguous()
     torch.testing.assert_close(ours, expected)
+    # float32 too: the transposes have a vectorized float path.
+    xf, rf = x.detach().float(), rois.float()
+    torch.testing.assert_close(
+        roiops.roi_align(xf, rf, 3, 1.0, 2, True),
+        roiops.roi_align(xf.contiguous(memory_format=torch.channels_last), rf, 3, 1.0, 2, True),
+        atol=1e-6, rtol=0,
+    )
+    xf.requires_grad_(True)
+    (gf,) = torch.autograd.grad(roiops.roi_align(xf, rf, 3, 1.0, 2, True), xf, grad_out.float())
+    torch.testing.assert_close(gf.double(), expected, atol=1e-5, rtol=0)
     pooled = roiops.roi_pool(x, rois, 3, 1.0)
     assert pooled.is_contiguous()
     torch.testing.assert_close(

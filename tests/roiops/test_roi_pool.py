@@ -66,6 +66,27 @@ def test_ties_go_to_the_first_pixel_and_nan_wins():
     assert out[1, 0, 0, 0] == 0 and argmax[1, 0, 0, 0] == 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_many_channels_with_ties_and_nans_match_the_definition(dtype, channels_last):
+    # 150 channels: whole register blocks of the vectorized kernel and a remainder; quantized
+    # values give ties, a few NaNs test that the first NaN wins; many overlapping RoIs in two
+    # images (spatially reordered by the kernel) and a few outside the map.
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 4, (2, 150, 13, 17), generator=g).to(dtype)
+    x[0, 3, 2, 5] = x[1, 100, 7, 7] = x[1, 149, 0, 0] = math.nan
+    xy = torch.rand(60, 2, generator=g) * torch.tensor([17.0, 13.0]) * 1.2 - 1
+    wh = torch.rand(60, 2, generator=g) * 12
+    rois = torch.cat([torch.randint(0, 2, (60, 1), generator=g).to(dtype), xy, xy + wh], 1).to(dtype)
+    rois[-3:, 1:] += 40
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out, argmax = torch.ops.roiops.roi_pool(x, rois, 1.0, 3, 4)
+    expected, expected_argmax = roi_pool_reference(x.contiguous(), rois, (3, 4), 1.0)
+    torch.testing.assert_close(out, expected, atol=0, rtol=0, equal_nan=True)
+    assert torch.equal(argmax, expected_argmax)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_gradcheck_and_gradgradcheck(channels_last):
     g = torch.Generator().manual_seed(3)
