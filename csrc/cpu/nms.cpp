@@ -68,8 +68,13 @@ inline bool box_is_finite(const RankedBox<acc_t>& b) {
   return std::isfinite(b.x1) && std::isfinite(b.y1) && std::isfinite(b.x2) && std::isfinite(b.y2);
 }
 
+// IoU(a, b) > threshold, for threshold >= 0. Disjoint boxes (IoU 0, the common case) are rejected
+// before the division; otherwise the comparison is the shared IoU's, rounding included.
 template <typename acc_t>
 inline bool overlaps_above(const RankedBox<acc_t>& a, const RankedBox<acc_t>& b, acc_t threshold) {
+  if (!(a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2)) {
+    return false;
+  }
   return box_iou_with_areas(a.x1, a.y1, a.x2, a.y2, a.area, b.x1, b.y1, b.x2, b.y2, b.area) > threshold;
 }
 
@@ -211,7 +216,7 @@ class KeptGrid {
 };
 
 // Below this many boxes a flat scan of the kept boxes beats building a grid.
-constexpr int64_t kGridMinBoxes = 256;
+constexpr int64_t kGridMinBoxes = 48;
 
 // Greedy NMS over boxes already in rank order; keep[r] = 1 for each kept rank r.
 template <typename acc_t>
