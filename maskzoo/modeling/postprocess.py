@@ -19,7 +19,9 @@ def postprocess(detections: list[dict], image_sizes, original_sizes) -> list[dic
         det["boxes"] = resize_boxes(det["boxes"], size, original)
         if "masks" in det:
             image_shape = (int(original[0]), int(original[1]))
-            det["masks"] = roiops.paste_masks(det["masks"][:, 0], det["boxes"], image_shape, threshold=None)[:, None]
+            det["masks"] = roiops.paste_masks(det["masks"][:, 0], det["boxes"], image_shape, threshold=None)[
+                :, None
+            ]
         if "keypoints" in det:
             det["keypoints"] = resize_keypoints(det["keypoints"], size, original)
         out.append(det)
