@@ -319,6 +319,9 @@ def test_trainable_backbone_layers_freeze_the_lowest_stages(trainable, frozen_st
     for name, p in model.backbone.body.named_parameters():
         assert p.requires_grad == (name.split(".")[0] not in frozen_stages), name
     assert all(p.requires_grad for p in model.backbone.fpn.parameters())
+    model.train()
+    for name, m in model.backbone.body.named_children():
+        assert m.training == (name not in frozen_stages), name
 
 
 @pytest.mark.parametrize("name", ["r18_fpn", "keypoint_r18_fpn"])
