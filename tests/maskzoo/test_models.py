@@ -7,6 +7,7 @@ import torch
 from _torchvision_oracle import narrow_config, to_maskzoo_state_dict, tv_model
 
 import maskzoo
+from maskzoo.modeling.roi_heads import RoIHeads
 
 # Tiny images, few proposals and detections, narrow heads: the whole file stays cheap on 2 cores.
 SMALL = dict(
@@ -267,7 +268,7 @@ def test_class_agnostic_mask_head_predicts_one_mask():
     assert out["masks"].shape[1:] == (1, 100, 120)
 
 
-def test_c4_model_trains_and_predicts_14x14_masks():
+def test_c4_model_trains_and_predicts_14x14_masks(monkeypatch):
     model = build_small(
         "r50_c4",
         box_score_thresh=0.0,
@@ -283,6 +284,16 @@ def test_c4_model_trains_and_predicts_14x14_masks():
     assert set(losses) >= {"loss_classifier", "loss_mask"} and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert model.roi_heads.box_head.trunk[0].conv1.weight.grad is not None
+    # The shared res5 output gives the mask loss that pooling the foreground RoIs again gives.
+    assert model.roi_heads.shares_box_trunk
+    images, targets = [torch.rand(3, 100, 120, generator=g)], [tiny_target(100, 120, 2, 91, g)]
+    torch.manual_seed(1)
+    shared = model(images, targets)["loss_mask"]
+    monkeypatch.setattr(RoIHeads, "shares_box_trunk", property(lambda self: False))
+    torch.manual_seed(1)
+    recomputed = model(images, targets)["loss_mask"]
+    monkeypatch.undo()
+    torch.testing.assert_close(shared, recomputed, atol=1e-5, rtol=1e-5)
     model.eval()
     with torch.no_grad():
         pooled = model.roi_heads.mask_pooler(
