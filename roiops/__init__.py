@@ -11,10 +11,35 @@ _extension.load()
 
 from roiops import _autograd, _meta  # noqa: E402,F401  (registrations; need _C loaded)
 from roiops.boxes import box_area, box_iou  # noqa: E402
+from roiops.poolers import MultiScaleRoIAlign  # noqa: E402
+from roiops.roi_align import RoIAlign, roi_align  # noqa: E402
+from roiops.roi_pool import RoIPool, roi_pool  # noqa: E402
+
+# isort: split
+# ---- suppression, box coding, box ops and masks (issue 4) ----
+from roiops.box_coder import BoxCoder  # noqa: E402
+from roiops.boxes import box_convert, clip_boxes_to_image, generalized_box_iou, remove_small_boxes  # noqa: E402
+from roiops.masks import paste_masks  # noqa: E402
+from roiops.nms import batched_nms, nms, soft_nms  # noqa: E402
 
 __all__ = [
     "box_area",
     "box_iou",
+    "roi_align",
+    "RoIAlign",
+    "roi_pool",
+    "RoIPool",
+    "MultiScaleRoIAlign",
+    # suppression, box coding, box ops and masks (issue 4)
+    "BoxCoder",
+    "box_convert",
+    "clip_boxes_to_image",
+    "generalized_box_iou",
+    "remove_small_boxes",
+    "nms",
+    "batched_nms",
+    "soft_nms",
+    "paste_masks",
 ]
 
 __version__ = "0.1.0"
