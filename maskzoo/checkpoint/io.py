@@ -211,11 +211,19 @@ def save(model: nn.Module, path: str | os.PathLike, *, class_names: list[str] | 
             ``model.class_names`` if the model has them, else none are stored.
 
     Raises:
-        ValueError: ``model`` is not a maskzoo model; ``class_names`` is not ``num_classes`` strings.
+        ValueError: ``model`` is not a maskzoo model, or is fused for inference; ``class_names``
+            is not ``num_classes`` strings.
     """
     from safetensors.torch import save as safetensors_bytes
 
+    from maskzoo.modeling.fuse import is_fused
+
     config = config_of(model)
+    if is_fused(model):
+        raise ValueError(
+            "model: fused for inference (batch norms folded away), so its tensors no longer match "
+            f"{config.name!r}; save the model before calling fuse_for_inference"
+        )
     if class_names is None:
         class_names = getattr(model, "class_names", None)
     if class_names is not None:
