@@ -189,7 +189,14 @@ class ResNet(nn.Module):
                 break
         self.out_channels = in_channels
         init_backbone(self)
-        freeze_stages(self, config.trainable_layers)
+        self.frozen_stages = freeze_stages(self, config.trainable_layers)
+
+    def train(self, mode: bool = True):
+        # Frozen stages stay in eval mode, so trainable norms ("bn") there keep their statistics.
+        super().train(mode)
+        for name in self.frozen_stages:
+            getattr(self, name).eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         x = self.stem(x)
@@ -210,13 +217,17 @@ def init_backbone(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def freeze_stages(trunk: nn.Module, trainable_layers: int) -> None:
-    """Stops the gradient of all but the top ``trainable_layers`` stages (res5 first, stem last).
+def freeze_stages(trunk: nn.Module, trainable_layers: int) -> list[str]:
+    """Stops the gradient of all but the top ``trainable_layers`` stages (res5 first, stem last);
+    returns the names of the frozen stages present in ``trunk``.
 
     Counting follows torchvision's ``trainable_backbone_layers``: 5 trains everything, 0 nothing.
     """
     trainable = set(list(reversed(STAGES))[:trainable_layers])
+    frozen = []
     for name, child in trunk.named_children():
         if name in STAGES and name not in trainable:
+            frozen.append(name)
             for p in child.parameters():
                 p.requires_grad_(False)
+    return frozen

@@ -93,13 +93,31 @@ class RoIHeads(nn.Module):
     def has_keypoint(self) -> bool:
         return self.keypoint_predictor is not None
 
+    @property
+    def shares_box_trunk(self) -> bool:
+        """True for C4: the mask branch runs on the box head's res5 output of identically pooled RoIs."""
+        mp, bp = self.mask_pooler, self.box_pooler
+        return (
+            self.has_mask
+            and self.mask_head is None
+            and isinstance(mp, SingleLevelPooler)
+            and isinstance(bp, SingleLevelPooler)
+            and (mp.feature_name, mp.output_size, mp.spatial_scale, mp.sampling_ratio, mp.aligned)
+            == (bp.feature_name, bp.output_size, bp.spatial_scale, bp.sampling_ratio, bp.aligned)
+        )
+
     def forward(self, features, proposals, image_sizes, targets=None):
         if self.training:
             if targets is None:
                 raise ValueError("targets are required in training mode")
             proposals, matched_idxs, labels, regression_targets = self.sample_proposals(proposals, targets)
-        features_for_boxes = self.box_head(self.box_pooler(features, proposals, image_sizes))
-        class_logits, box_deltas = self.box_predictor(features_for_boxes)
+        pooled = self.box_pooler(features, proposals, image_sizes)
+        # C4 in training: the mask branch's RoIs are the box branch's foreground RoIs, pooled the
+        # same way, so the res5 output computed for the boxes is reused rather than recomputed.
+        reuse_trunk = self.training and self.shares_box_trunk
+        trunk_out = self.box_head.features(pooled) if reuse_trunk else None
+        box_features = trunk_out.mean(dim=(2, 3)) if reuse_trunk else self.box_head(pooled)
+        class_logits, box_deltas = self.box_predictor(box_features)
 
         if self.training:
             loss_classifier, loss_box_reg = box_loss(
@@ -110,7 +128,10 @@ class RoIHeads(nn.Module):
             fg_proposals = [p[i] for p, i in zip(proposals, fg)]
             fg_matched = [m[i] for m, i in zip(matched_idxs, fg)]
             if self.has_mask:
-                logits = self.mask_logits(features, fg_proposals, image_sizes)
+                if reuse_trunk:
+                    logits = self.mask_predictor(trunk_out[torch.where(torch.cat(labels) > 0)[0]])
+                else:
+                    logits = self.mask_logits(features, fg_proposals, image_sizes)
                 losses["loss_mask"] = mask_loss(
                     logits,
                     fg_proposals,

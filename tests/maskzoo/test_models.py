@@ -7,6 +7,7 @@ import torch
 from _torchvision_oracle import narrow_config, to_maskzoo_state_dict, tv_model
 
 import maskzoo
+from maskzoo.modeling.roi_heads import RoIHeads
 
 # Tiny images, few proposals and detections, narrow heads: the whole file stays cheap on 2 cores.
 SMALL = dict(
@@ -267,7 +268,7 @@ def test_class_agnostic_mask_head_predicts_one_mask():
     assert out["masks"].shape[1:] == (1, 100, 120)
 
 
-def test_c4_model_trains_and_predicts_14x14_masks():
+def test_c4_model_trains_and_predicts_14x14_masks(monkeypatch):
     model = build_small(
         "r50_c4",
         box_score_thresh=0.0,
@@ -283,6 +284,16 @@ def test_c4_model_trains_and_predicts_14x14_masks():
     assert set(losses) >= {"loss_classifier", "loss_mask"} and all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
     assert model.roi_heads.box_head.trunk[0].conv1.weight.grad is not None
+    # The shared res5 output gives the mask loss that pooling the foreground RoIs again gives.
+    assert model.roi_heads.shares_box_trunk
+    images, targets = [torch.rand(3, 100, 120, generator=g)], [tiny_target(100, 120, 2, 91, g)]
+    torch.manual_seed(1)
+    shared = model(images, targets)["loss_mask"]
+    monkeypatch.setattr(RoIHeads, "shares_box_trunk", property(lambda self: False))
+    torch.manual_seed(1)
+    recomputed = model(images, targets)["loss_mask"]
+    monkeypatch.undo()
+    torch.testing.assert_close(shared, recomputed, atol=1e-5, rtol=1e-5)
     model.eval()
     with torch.no_grad():
         pooled = model.roi_heads.mask_pooler(
@@ -302,3 +313,43 @@ def test_keypoint_model_predicts_keypoints_inside_the_image():
     assert out["keypoints"].shape == (d, 17, 3) and out["keypoints_scores"].shape == (d, 17)
     assert bool((out["keypoints"][..., 0] <= 130).all()) and bool((out["keypoints"][..., 1] <= 90).all())
     assert bool((out["keypoints"][..., 2] == 1).all())
+
+
+@pytest.mark.parametrize("norm, layer", [("frozen_bn", "FrozenBatchNorm2d"), ("bn", "BatchNorm2d"),
+                                         ("gn", "GroupNorm")])
+def test_norm_choice_sets_every_backbone_norm_layer(norm, layer):
+    model = maskzoo.build("r18_fpn", norm=norm)
+    norms = {type(m).__name__ for n, m in model.backbone.body.named_modules() if "norm" in n.split(".")[-1]}
+    assert norms == {layer}
+
+
+@pytest.mark.parametrize("trainable, frozen_stages", [(0, {"stem", "res2", "res3", "res4", "res5"}),
+                                                      (3, {"stem", "res2"}), (5, set())])
+def test_trainable_backbone_layers_freeze_the_lowest_stages(trainable, frozen_stages):
+    model = maskzoo.build("r18_fpn", trainable_backbone_layers=trainable)
+    for name, p in model.backbone.body.named_parameters():
+        assert p.requires_grad == (name.split(".")[0] not in frozen_stages), name
+    assert all(p.requires_grad for p in model.backbone.fpn.parameters())
+    model.train()
+    for name, m in model.backbone.body.named_children():
+        assert m.training == (name not in frozen_stages), name
+
+
+@pytest.mark.parametrize("name", ["r18_fpn", "keypoint_r18_fpn"])
+def test_no_detection_gives_empty_well_formed_outputs(name):
+    model = build_small(name, box_score_thresh=1.0).eval()
+    with torch.no_grad():
+        out = model([torch.rand(3, 100, 120)])[0]
+    assert out["boxes"].shape == (0, 4) and out["scores"].shape == (0,) and out["labels"].dtype == torch.int64
+    if "masks" in out:
+        assert out["masks"].shape == (0, 1, 100, 120)
+    else:
+        assert out["keypoints"].shape == (0, 17, 3) and out["keypoints_scores"].shape == (0, 17)
+
+
+def test_images_must_be_a_list_of_chw_tensors(r18):
+    r18.eval()
+    with pytest.raises(TypeError, match="list"):
+        r18(torch.rand(2, 3, 64, 64))
+    with pytest.raises(ValueError, match="empty"):
+        r18([])
