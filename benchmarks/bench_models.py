@@ -248,7 +248,7 @@ def training(args):
         optimizers[name].zero_grad()
         loss.backward()
         optimizers[name].step()
-        return time.perf_counter() - start, {k: float(v) for k, v in loss_dict.items()}
+        return time.perf_counter() - start, {k: float(v.detach()) for k, v in loss_dict.items()}
 
     for name in models:
         losses[name] = step(name)[1]  # warm-up; losses of the identical first step
