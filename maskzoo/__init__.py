@@ -45,3 +45,28 @@ def build(name: str, **overrides):
     """
     return build_from_config(get_config(name, **overrides))
 # ---- end models ----
+
+# ---- checkpoints (branch ckpt) ----
+from maskzoo.checkpoint.io import load, save  # noqa: E402,F401  (public API)
+
+_build_from_name = build
+
+
+def build(name: str, checkpoint=None, **overrides):  # noqa: F811  (adds checkpoint= to the models' build)
+    """A model by registry name with flat config overrides, optionally filled from ``checkpoint``.
+
+    ``checkpoint`` (a path) may be a maskzoo file (``maskzoo.save``), a torchvision detector file
+    (``maskrcnn_resnet50_fpn``, ``keypointrcnn_resnet50_fpn``, R101/X101 resnet_fpn_backbone
+    layouts; converted on load) or a torchvision ImageNet ResNet (fills the backbone trunk only);
+    see :func:`maskzoo.checkpoint.build_with_checkpoint`. Without it: random initialisation.
+
+    Raises KeyError for an unknown model name, TypeError for an unknown override, ValueError for an
+    out-of-range value, FileNotFoundError / maskzoo.checkpoint.CheckpointError for a checkpoint
+    that is missing, unreadable or does not match (every missing/unexpected key and shape listed).
+    """
+    if checkpoint is None:
+        return _build_from_name(name, **overrides)
+    from maskzoo.checkpoint import build_with_checkpoint
+
+    return build_with_checkpoint(name, checkpoint, **overrides)
+# ---- end checkpoints ----

@@ -83,7 +83,7 @@ def box_inference(config: BoxHeadConfig, box_coder, class_logits, box_deltas, pr
     """
     num_classes = class_logits.shape[-1]
     counts = [p.shape[0] for p in proposals]
-    boxes_all = box_coder.decode_single(box_deltas, torch.cat(proposals)).reshape(sum(counts), -1, 4)
+    boxes_all = box_coder.decode_single(box_deltas, torch.cat(proposals)).reshape(sum(counts), num_classes, 4)
     scores_all = F.softmax(class_logits, -1)
     results = []
     for boxes, scores, size in zip(boxes_all.split(counts), scores_all.split(counts), image_sizes):

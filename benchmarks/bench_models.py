@@ -1,0 +1,339 @@
+"""Whole-model speed: maskzoo r50_fpn vs torchvision's maskrcnn_resnet50_fpn, same weights, same image.
+
+Inference: one 800 x 1216 image (no resizing at the default 800 / 1333), eval mode, 100
+detections, on the CPU, with per-stage times (backbone+FPN, RPN, RoI pooling, box head, mask
+head, mask pasting, NMS) taken by timing hooks on the corresponding modules and functions.
+Training: one SGD step (forward, backward, update) on 2 images of 512 x 512 with 3 objects each,
+maskzoo as built and with its parameters stored channels_last (``model.to(memory_format=
+torch.channels_last)``, which a training script applies once).
+
+torchvision's model is built as for its COCO_V1 weights (frozen batch norm, eps 0, 3 trainable
+backbone stages) with random weights, saved as a plain state_dict and loaded into maskzoo with
+``maskzoo.build("r50_fpn", checkpoint=...)``, so both run the same weights. maskzoo runs as a
+user runs it for inference: ``fuse_for_inference`` (frozen BN folded into convolutions,
+channels_last), plus unfused for reference.
+
+Allocator: ``--allocator kept`` keeps freed memory in the process (see _common.keep_freed_memory);
+``--allocator both`` (default) runs each setting in its own process, as the two cannot be mixed
+in one. The machine is shared and noisy: read the ratios (same process, interleaved runs).
+
+    python benchmarks/bench_models.py                     # both allocators, inference + training
+    python benchmarks/bench_models.py --allocator kept --repeats 5 --skip-training
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _common import RESULTS_DIR, keep_freed_memory  # noqa: E402
+
+STAGES = ["backbone+FPN", "RPN (without NMS)", "RoI pooling", "box head", "mask head", "mask pasting", "NMS"]
+ROIOPS_STAGES = ("RoI pooling", "mask pasting", "NMS")
+
+
+class StageTimer:
+    """Accumulates wall time per stage from module hooks and wrapped functions (nesting-aware:
+    NMS inside the RPN is subtracted from the RPN)."""
+
+    def __init__(self):
+        self.times = defaultdict(float)
+        self._open = {}
+        self._active = set()
+        self._handles = []
+        self._patches = []
+
+    def module(self, module, stage):
+        def pre(mod, args):
+            self._open[id(mod)] = time.perf_counter()
+            self._active.add(stage)
+
+        def post(mod, args, out):
+            self.times[stage] += time.perf_counter() - self._open.pop(id(mod))
+            self._active.discard(stage)
+
+        self._handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+
+    def function(self, owner, name, stage):
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - start
+                self.times[stage] += elapsed
+                for enclosing in self._active:  # e.g. the RPN's NMS: counted once, under NMS
+                    self.times[enclosing] -= elapsed
+
+        setattr(owner, name, timed)
+        self._patches.append((owner, name, original))
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()
+        for owner, name, original in reversed(self._patches):
+            setattr(owner, name, original)
+
+
+def torchvision_model(**kwargs):
+    from torchvision.models.detection._utils import overwrite_eps
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.models.detection.mask_rcnn import MaskRCNN
+    from torchvision.models.resnet import resnet50
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    model = MaskRCNN(
+        _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3), num_classes=91, **kwargs
+    )
+    overwrite_eps(model, 0.0)
+    with torch.no_grad():  # non-trivial frozen batch norms (torchvision initialises them to identity)
+        g = torch.Generator().manual_seed(1)
+        for m in model.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                c = m.weight.numel()
+                m.weight.copy_(0.5 + 0.5 * torch.rand(c, generator=g))
+                m.bias.copy_(0.1 * torch.randn(c, generator=g))
+                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+        # Peaked class scores: distinct, so "equal outputs" is a meaningful comparison.
+        model.roi_heads.box_predictor.cls_score.weight.mul_(40.0)
+    return model
+
+
+@contextmanager
+def timed_torchvision(model, timer):
+    import torchvision.models.detection.transform as tv_transform
+    import torchvision.ops.boxes as tv_boxes
+
+    rh = model.roi_heads
+    timer.module(model.backbone, "backbone+FPN")
+    timer.module(model.rpn, "RPN (without NMS)")
+    timer.module(rh.box_roi_pool, "RoI pooling")
+    timer.module(rh.mask_roi_pool, "RoI pooling")
+    for m in (rh.box_head, rh.box_predictor):
+        timer.module(m, "box head")
+    for m in (rh.mask_head, rh.mask_predictor):
+        timer.module(m, "mask head")
+    timer.function(tv_transform, "paste_masks_in_image", "mask pasting")
+    timer.function(tv_boxes, "batched_nms", "NMS")
+    try:
+        yield
+    finally:
+        timer.remove()
+
+
+@contextmanager
+def timed_maskzoo(model, timer):
+    import roiops
+
+    rh = model.roi_heads
+    timer.module(model.backbone, "backbone+FPN")
+    timer.module(model.rpn, "RPN (without NMS)")
+    timer.module(rh.box_pooler, "RoI pooling")
+    timer.module(rh.mask_pooler, "RoI pooling")
+    for m in (rh.box_head, rh.box_predictor):
+        timer.module(m, "box head")
+    for m in (rh.mask_head, rh.mask_predictor):
+        timer.module(m, "mask head")
+    timer.function(roiops, "paste_masks", "mask pasting")
+    timer.function(roiops, "batched_nms", "NMS")
+    try:
+        yield
+    finally:
+        timer.remove()
+
+
+def run_inference(model, image, instrument):
+    timer = StageTimer()
+    with instrument(model, timer), torch.no_grad():
+        start = time.perf_counter()
+        out = model([image])
+        total = time.perf_counter() - start
+    return total, dict(timer.times), out
+
+
+def compare_outputs(a, b):
+    n = min(a["boxes"].shape[0], b["boxes"].shape[0])
+    return {
+        "detections": (a["boxes"].shape[0], b["boxes"].shape[0]),
+        "max box diff (px)": float((a["boxes"][:n] - b["boxes"][:n]).abs().max()) if n else 0.0,
+        "max score diff": float((a["scores"][:n] - b["scores"][:n]).abs().max()) if n else 0.0,
+        "labels equal": bool(torch.equal(a["labels"][:n], b["labels"][:n])),
+    }
+
+
+def inference(args):
+    import maskzoo
+    from maskzoo.modeling.fuse import fuse_for_inference
+
+    tv = torchvision_model(box_score_thresh=0.0, box_detections_per_img=100).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "maskrcnn_resnet50_fpn.pth")
+        torch.save(tv.state_dict(), path)
+        plain = maskzoo.build(
+            "r50_fpn", checkpoint=path, box_score_thresh=0.0, box_detections_per_img=100
+        ).eval()
+    fused = fuse_for_inference(copy.deepcopy(plain))
+    image = torch.rand(3, 800, 1216, generator=torch.Generator().manual_seed(0))
+
+    variants = {
+        "torchvision": (tv, timed_torchvision),
+        "maskzoo": (plain, timed_maskzoo),
+        "maskzoo fused": (fused, timed_maskzoo),
+    }
+    totals = defaultdict(list)
+    stages = defaultdict(lambda: defaultdict(list))
+    outputs = {}
+    for name, (model, instrument) in variants.items():  # warm-up
+        outputs[name] = run_inference(model, image, instrument)[2][0]
+    for _ in range(args.repeats):  # interleaved, so that load changes hit every variant alike
+        for name, (model, instrument) in variants.items():
+            total, times, _ = run_inference(model, image, instrument)
+            totals[name].append(total)
+            for stage, t in times.items():
+                stages[name][stage].append(t)
+    return totals, stages, {n: compare_outputs(outputs["torchvision"], outputs[n]) for n in variants}
+
+
+def _targets(num_images, size, generator):
+    targets = []
+    for _ in range(num_images):
+        xy = torch.rand(3, 2, generator=generator) * (size * 0.6)
+        wh = 40 + torch.rand(3, 2, generator=generator) * (size * 0.3)
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        masks = torch.zeros(3, size, size, dtype=torch.uint8)
+        for j, (x1, y1, x2, y2) in enumerate(boxes.round().int().tolist()):
+            masks[j, y1:y2, x1:x2] = 1
+        targets.append({"boxes": boxes, "labels": torch.tensor([1, 5, 17]), "masks": masks})
+    return targets
+
+
+def training(args):
+    import maskzoo
+
+    size = 512
+    tv = torchvision_model(min_size=size, max_size=size).train()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "maskrcnn_resnet50_fpn.pth")
+        torch.save(tv.state_dict(), path)
+        mz = maskzoo.build("r50_fpn", checkpoint=path, min_size=size, max_size=size).train()
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, size, size, generator=g) for _ in range(2)]
+    targets = _targets(2, size, g)
+    # channels_last: NHWC activations, oneDNN's fastest convolution layout (also in the backward).
+    models = {"torchvision": tv, "maskzoo": mz,
+              "maskzoo channels_last": copy.deepcopy(mz).to(memory_format=torch.channels_last)}
+    optimizers = {
+        n: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+        for n, m in models.items()
+    }
+    times, losses = defaultdict(list), {}
+
+    def step(name):
+        torch.manual_seed(0)  # same sampling in both where their RNG use agrees
+        start = time.perf_counter()
+        loss_dict = models[name](images, targets)
+        loss = sum(loss_dict.values())
+        optimizers[name].zero_grad()
+        loss.backward()
+        optimizers[name].step()
+        return time.perf_counter() - start, {k: float(v.detach()) for k, v in loss_dict.items()}
+
+    for name in models:
+        losses[name] = step(name)[1]  # warm-up; losses of the identical first step
+    for _ in range(args.repeats):
+        for name in models:
+            times[name].append(step(name)[0])
+    return times, losses
+
+
+def run_one(args):
+    if args.allocator == "kept":
+        keep_freed_memory()
+    torch.set_num_threads(args.threads)
+    result = {"allocator": args.allocator, "threads": args.threads, "torch": torch.__version__}
+    print(
+        f"\n## bench_models  (allocator={args.allocator}, {args.threads} threads, median of {args.repeats})"
+    )
+    if not args.skip_inference:
+        totals, stages, equal = inference(args)
+        med = {n: statistics.median(v) for n, v in totals.items()}
+        print("\nInference, 1 image 800x1216, 100 detections (seconds):")
+        print(f"| {'stage':<22} | torchvision | maskzoo | maskzoo fused | speed-up (fused) |")
+        print(f"|{'-' * 24}|-------------|---------|---------------|------------------|")
+        rows = {}
+        for stage in STAGES:
+            m = {n: statistics.median(stages[n][stage]) if stages[n][stage] else 0.0 for n in totals}
+            rows[stage] = m
+            ratio = m["torchvision"] / m["maskzoo fused"] if m["maskzoo fused"] > 0 else float("nan")
+            print(
+                f"| {stage:<22} | {m['torchvision']:>11.4f} | {m['maskzoo']:>7.4f} | "
+                f"{m['maskzoo fused']:>13.4f} | {ratio:>15.2f}x |"
+            )
+        own = {n: sum(rows[s][n] for s in ROIOPS_STAGES) for n in totals}
+        print(
+            f"| {'roiops stages (sum)':<22} | {own['torchvision']:>11.4f} | {own['maskzoo']:>7.4f} | "
+            f"{own['maskzoo fused']:>13.4f} | {own['torchvision'] / own['maskzoo fused']:>15.2f}x |"
+        )
+        print(
+            f"| {'END TO END':<22} | {med['torchvision']:>11.4f} | {med['maskzoo']:>7.4f} | "
+            f"{med['maskzoo fused']:>13.4f} | {med['torchvision'] / med['maskzoo fused']:>15.2f}x |"
+        )
+        print(f"(unfused maskzoo end to end: {med['torchvision'] / med['maskzoo']:.2f}x)")
+        for n, e in equal.items():
+            print(f"  outputs {n} vs torchvision: {e}")
+        result["inference"] = {"total_s": med, "stages_s": rows, "roiops_stages_s": own, "outputs": equal}
+    if not args.skip_training:
+        times, losses = training(args)
+        med = {n: statistics.median(v) for n, v in times.items()}
+        print("\nTraining step, 2 images 512x512 (seconds):")
+        for name in ("maskzoo", "maskzoo channels_last"):
+            print(f"  torchvision {med['torchvision']:.3f}  {name} {med[name]:.3f}  "
+                  f"speed-up {med['torchvision'] / med[name]:.2f}x")
+        for n, lo in losses.items():
+            print(f"  first-step losses {n}: " + ", ".join(f"{k}={v:.5f}" for k, v in sorted(lo.items())))
+        result["training"] = {"step_s": med, "losses": losses}
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, f"models_{args.allocator}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"(written to {os.path.relpath(path)})")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--allocator", choices=["default", "kept", "both"], default="both")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-inference", action="store_true")
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="accepted for make bench; same as --repeats 1")
+    args, _ = parser.parse_known_args()
+    if args.quick:
+        args.repeats = 1
+    if args.allocator != "both":
+        return run_one(args)
+    for allocator in ("default", "kept"):  # each in its own process: mallopt cannot be undone
+        forwarded = [a for a in sys.argv[1:] if not a.startswith("--allocator")]
+        subprocess.check_call(
+            [sys.executable, os.path.abspath(__file__), "--allocator", allocator, *forwarded]
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""fuse_for_inference: frozen batch norm folded into convolutions, channels_last; same outputs."""
+
+import copy
+
+import pytest
+import torch
+
+import maskzoo
+from maskzoo.modeling.backbone import FrozenBatchNorm2d
+from maskzoo.modeling.fuse import fold_frozen_batch_norm, fuse_for_inference, is_fused
+
+
+def _random_frozen_norms(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                c = m.weight.numel()
+                m.weight.copy_(0.5 + 0.5 * torch.rand(c, generator=g))
+                m.bias.copy_(0.1 * torch.randn(c, generator=g))
+                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
+                m.running_var.copy_(1.0 + torch.rand(c, generator=g))
+    return model
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-5])
+def test_folding_equals_convolution_then_frozen_norm(eps):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1, bias=True).double()
+    norm = _random_frozen_norms(FrozenBatchNorm2d(16, eps=eps), 1).double()
+    x = torch.randn(2, 8, 9, 11, dtype=torch.float64)
+    expected = norm(conv(x))
+    fold_frozen_batch_norm(conv, norm)
+    torch.testing.assert_close(conv(x), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def frozen_small_model():
+    torch.manual_seed(0)
+    model = maskzoo.build(
+        "r18_fpn",
+        norm="frozen_bn",
+        num_classes=5,
+        min_size=160,
+        max_size=224,
+        box_score_thresh=0.0,
+        box_detections_per_img=10,
+    )
+    with torch.no_grad():  # peaked, well separated scores: no near-ties to reorder
+        model.roi_heads.box_predictor.class_logits.weight.mul_(50.0)
+        model.rpn.head.objectness.weight.mul_(50.0)
+    return _random_frozen_norms(model, 2).eval()
+
+
+def test_fused_model_has_no_frozen_norms_left_and_gives_the_same_features(frozen_small_model):
+    fused = fuse_for_inference(copy.deepcopy(frozen_small_model))
+    assert is_fused(fused) and not is_fused(frozen_small_model)
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in fused.modules())
+    x = torch.rand(1, 3, 160, 224, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = frozen_small_model.backbone(x)
+        got = fused.backbone(x)
+    for level in expected:
+        torch.testing.assert_close(
+            got[level], expected[level], rtol=1e-4, atol=1e-4 * expected[level].abs().max()
+        )
+
+
+def test_fused_model_gives_the_same_detections(frozen_small_model):
+    fused = fuse_for_inference(copy.deepcopy(frozen_small_model))
+    image = torch.rand(3, 170, 200, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        a, b = frozen_small_model([image])[0], fused([image])[0]
+    assert a["boxes"].shape[0] == 10
+    assert torch.equal(a["labels"], b["labels"])
+    torch.testing.assert_close(b["boxes"], a["boxes"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(b["scores"], a["scores"], atol=1e-4, rtol=0)
+
+
+def test_fused_model_cannot_be_saved(frozen_small_model, tmp_path):
+    fused = fuse_for_inference(copy.deepcopy(frozen_small_model))
+    with pytest.raises(ValueError, match="fused"):
+        maskzoo.save(fused, tmp_path / "fused.safetensors")
