@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["Compose", "ResizeShortestSide", "RandomHorizontalFlip", "COCO_PERSON_KEYPOINT_FLIP_PAIRS",
-           "flip_pair_permutation", "default_train_transforms"]
+           "flip_pair_permutation", "default_train_transforms", "flip_pairs_from_names"]
 
 # COCO person keypoints: 0 nose, then (left, right) pairs of eyes, ears, shoulders, elbows, wrists,
 # hips, knees, ankles.
@@ -130,3 +130,17 @@ def default_train_transforms(flip_pairs: Sequence[tuple[int, int]] = (), resize:
     steps = [ResizeShortestSide(min_sizes, max_size)] if resize else []
     steps.append(RandomHorizontalFlip(0.5, flip_pairs))
     return Compose(steps)
+
+
+def flip_pairs_from_names(names: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """Keypoint pairs that swap under a horizontal flip, found by name: every name containing "left"
+    pairs with the same name with "right" in its place (COCO's ``left_eye``/``right_eye``, the shapes
+    set's ``left``/``right``)."""
+    index = {n: i for i, n in enumerate(names)}
+    pairs = []
+    for i, name in enumerate(names):
+        if "left" in name:
+            j = index.get(name.replace("left", "right"))
+            if j is not None:
+                pairs.append((i, j))
+    return tuple(pairs)

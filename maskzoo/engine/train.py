@@ -289,12 +289,15 @@ def train(model, dataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resum
     DistributedDataParallel and each process takes its slice of every global batch.
 
     ``resume``: continue from the newest checkpoint in ``out_dir`` (from scratch if there is none).
-    ``model_spec``: ``{"name": registry name, "overrides": {...}}``, stored in checkpoints so that
-    ``maskzoo eval`` can rebuild the model.
+    ``model_spec``: stored in checkpoints so that ``maskzoo eval`` can rebuild the model; by default,
+    for a maskzoo model, its config (JSON) and ``model.class_names``. A maskzoo model is also saved
+    with :func:`maskzoo.save` to ``out_dir/model_final.safetensors`` at the end.
 
     Raises ``FloatingPointError`` when the loss stops being finite (nothing is saved then).
     """
     out_dir = Path(out_dir)
+    if model_spec is None:
+        model_spec = _model_spec(model)
     rank, world = distributed_utils.get_rank(), distributed_utils.get_world_size()
     main = rank == 0
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -432,10 +435,27 @@ def train(model, dataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resum
             bar.close()
         if log is not None:
             log.close()
+    if main and getattr(model, "config", None) is not None:
+        import maskzoo
+
+        maskzoo.save(model, out_dir / "model_final.safetensors")
     distributed_utils.barrier()
     return {"iteration": iteration, "checkpoint": str(last_saved) if last_saved else None,
             "resumed_from": str(resumed_from) if resumed_from else None,
             "final_loss": records[-1]["loss"] if records else None}
+
+
+def _model_spec(model) -> dict:
+    """What ``maskzoo eval`` needs to rebuild a maskzoo model from a training checkpoint."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return {}
+    from maskzoo.checkpoint.io import config_to_json
+
+    spec = {"config_json": config_to_json(config)}
+    if getattr(model, "class_names", None):
+        spec["class_names"] = list(model.class_names)
+    return spec
 
 
 def _fault_injection(iteration: int) -> None:
