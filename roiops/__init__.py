@@ -12,9 +12,20 @@ _extension.load()
 from roiops import _autograd, _meta  # noqa: E402,F401  (registrations; need _C loaded)
 from roiops.boxes import box_area, box_iou  # noqa: E402
 
+# isort: split
+# ---- suppression, box coding, box ops and masks (issue 4) ----
+from roiops.box_coder import BoxCoder  # noqa: E402
+from roiops.boxes import box_convert, clip_boxes_to_image, generalized_box_iou, remove_small_boxes  # noqa: E402
+
 __all__ = [
     "box_area",
     "box_iou",
+    # suppression, box coding, box ops and masks (issue 4)
+    "BoxCoder",
+    "box_convert",
+    "clip_boxes_to_image",
+    "generalized_box_iou",
+    "remove_small_boxes",
 ]
 
 __version__ = "0.1.0"

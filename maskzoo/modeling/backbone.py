@@ -1,0 +1,213 @@
+"""ResNet / ResNeXt trunks (He et al. 2016; Xie et al. 2017) with a choice of normalisation.
+
+Stages are named after the paper: ``stem`` (7x7 conv, stride 2, then 3x3 max pool, stride 2),
+``res2`` .. ``res5`` (strides 4, 8, 16, 32). The stride of a bottleneck block sits in its 3x3
+convolution (the "ResNet v1.5" layout torchvision's weights use).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from maskzoo.config import BackboneConfig
+
+STAGES = ("stem", "res2", "res3", "res4", "res5")
+_BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """Batch norm with fixed statistics and affine parameters, all buffers (nothing trains).
+
+    y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, computed as one per-channel
+    scale and shift (the same arithmetic as torchvision's, so converted weights give equal outputs).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight.reshape(1, -1, 1, 1) * (self.running_var.reshape(1, -1, 1, 1) + self.eps).rsqrt()
+        shift = self.bias.reshape(1, -1, 1, 1) - self.running_mean.reshape(1, -1, 1, 1) * scale
+        return x * scale + shift
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def make_norm(kind: str, channels: int, frozen_bn_eps: float = 1e-5) -> nn.Module:
+    """A normalisation layer: "frozen_bn", "bn" (BatchNorm2d) or "gn" (GroupNorm, 32 groups)."""
+    if kind == "frozen_bn":
+        return FrozenBatchNorm2d(channels, eps=frozen_bn_eps)
+    if kind == "bn":
+        return nn.BatchNorm2d(channels)
+    if kind == "gn":
+        return nn.GroupNorm(min(32, channels), channels)
+    raise ValueError(f"norm must be 'frozen_bn', 'bn' or 'gn', got {kind!r}")
+
+
+class Stem(nn.Module):
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu_(self.norm(self.conv(x)))
+        return nn.functional.max_pool2d(x, kernel_size=3, stride=2, padding=1)
+
+
+class Shortcut(nn.Module):
+    """Projection shortcut (1x1 conv + norm) where a block changes width or stride."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, norm: nn.Module):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, in_channels, planes, stride, groups, width_per_group, norm_fn):
+        super().__init__()
+        out_channels = planes
+        self.conv1 = nn.Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = norm_fn(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.norm2 = norm_fn(planes)
+        self.shortcut = (
+            Shortcut(in_channels, out_channels, stride, norm_fn(out_channels))
+            if stride != 1 or in_channels != out_channels
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.shortcut is None else self.shortcut(x)
+        y = torch.relu_(self.norm1(self.conv1(x)))
+        y = self.norm2(self.conv2(y))
+        return torch.relu_(y + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (grouped for ResNeXt, carries the stride), 1x1 expand by 4."""
+
+    expansion = 4
+
+    def __init__(self, in_channels, planes, stride, groups, width_per_group, norm_fn):
+        super().__init__()
+        width = int(planes * (width_per_group / 64.0)) * groups
+        out_channels = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        self.norm1 = norm_fn(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=groups, bias=False)
+        self.norm2 = norm_fn(width)
+        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.norm3 = norm_fn(out_channels)
+        self.shortcut = (
+            Shortcut(in_channels, out_channels, stride, norm_fn(out_channels))
+            if stride != 1 or in_channels != out_channels
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.shortcut is None else self.shortcut(x)
+        y = torch.relu_(self.norm1(self.conv1(x)))
+        y = torch.relu_(self.norm2(self.conv2(y)))
+        y = self.norm3(self.conv3(y))
+        return torch.relu_(y + identity)
+
+
+def block_type(depth: int):
+    return Bottleneck if depth >= 50 else BasicBlock
+
+
+def make_stage(config: BackboneConfig, in_channels: int, planes: int, num_blocks: int, stride: int):
+    """One residual stage: ``num_blocks`` blocks, the first one strided. Returns (stage, out_channels)."""
+    block = block_type(config.depth)
+
+    def norm_fn(c):
+        return make_norm(config.norm, c, config.frozen_bn_eps)
+
+    blocks = []
+    for i in range(num_blocks):
+        blocks.append(block(in_channels, planes, stride if i == 0 else 1, config.groups,
+                            config.width_per_group, norm_fn))
+        in_channels = planes * block.expansion
+    return nn.Sequential(*blocks), in_channels
+
+
+def stage_channels(depth: int) -> tuple[int, int, int, int]:
+    """Output channels of res2..res5."""
+    e = block_type(depth).expansion
+    return (64 * e, 128 * e, 256 * e, 512 * e)
+
+
+class ResNet(nn.Module):
+    """ResNet trunk up to ``last_stage`` ("res4" for C4 models, "res5" for FPN).
+
+    forward(Tensor[N, 3, H, W]) -> OrderedDict {"res2": Tensor[N, C2, H/4, W/4], ..., last_stage}.
+    """
+
+    def __init__(self, config: BackboneConfig, last_stage: str = "res5"):
+        super().__init__()
+        self.config = config
+
+        def norm_fn(c):
+            return make_norm(config.norm, c, config.frozen_bn_eps)
+
+        self.stem = Stem(norm_fn(64))
+        blocks = _BLOCKS_PER_STAGE[config.depth]
+        in_channels = 64
+        self.stage_names = []
+        for i, name in enumerate(("res2", "res3", "res4", "res5")):
+            stage, in_channels = make_stage(config, in_channels, 64 * 2**i, blocks[i], 1 if i == 0 else 2)
+            self.add_module(name, stage)
+            self.stage_names.append(name)
+            if name == last_stage:
+                break
+        self.out_channels = in_channels
+        init_backbone(self)
+        freeze_stages(self, config.trainable_layers)
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        x = self.stem(x)
+        out = OrderedDict()
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+            out[name] = x
+        return out
+
+
+def init_backbone(module: nn.Module) -> None:
+    """He-normal (fan-out) convolutions, unit-scale zero-shift norms."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def freeze_stages(trunk: nn.Module, trainable_layers: int) -> None:
+    """Stops the gradient of all but the top ``trainable_layers`` stages (res5 first, stem last).
+
+    Counting follows torchvision's ``trainable_backbone_layers``: 5 trains everything, 0 nothing.
+    """
+    trainable = set(list(reversed(STAGES))[:trainable_layers])
+    for name, child in trunk.named_children():
+        if name in STAGES and name not in trainable:
+            for p in child.parameters():
+                p.requires_grad_(False)

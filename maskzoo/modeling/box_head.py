@@ -1,0 +1,99 @@
+"""Box branch: RoI feature -> class logits and class-specific box deltas; its loss and inference."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import roiops
+from maskzoo.config import BoxHeadConfig
+
+
+class FPNBoxHead(nn.Module):
+    """Two hidden FC layers ("2fc"): Tensor[K, C, 7, 7] -> Tensor[K, representation_size]."""
+
+    def __init__(self, in_features: int, representation_size: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, representation_size)
+        self.fc2 = nn.Linear(representation_size, representation_size)
+        self.out_features = representation_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.fc1(x.flatten(1)))
+        return torch.relu(self.fc2(x))
+
+
+class Res5BoxHead(nn.Module):
+    """C4 RoI head: res5 on 14x14 RoI features (stride 2 -> 7x7), then average pooling.
+
+    ``trunk`` is shared with the C4 mask branch, which deconvolves its 7x7 output (paper Fig. 4 left).
+    forward(Tensor[K, 1024, 14, 14]) -> Tensor[K, 2048]; ``features`` gives the 7x7 map itself.
+    """
+
+    def __init__(self, trunk: nn.Module, out_features: int):
+        super().__init__()
+        self.trunk = trunk
+        self.out_features = out_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x).mean(dim=(2, 3))
+
+
+class BoxPredictor(nn.Module):
+    """Linear class logits Tensor[K, num_classes] and box deltas Tensor[K, num_classes * 4]."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.class_logits = nn.Linear(in_features, num_classes)
+        self.box_deltas = nn.Linear(in_features, num_classes * 4)
+
+    def forward(self, x: torch.Tensor):
+        x = x.flatten(1)
+        return self.class_logits(x), self.box_deltas(x)
+
+
+def box_loss(class_logits, box_deltas, labels, regression_targets):
+    """Fast R-CNN loss -> (loss_classifier, loss_box_reg).
+
+    class_logits: Tensor[K, C]; box_deltas: Tensor[K, 4C]; labels: Tensor[K] int64 (0 =
+    background); regression_targets: Tensor[K, 4] encoded towards the matched ground truth.
+    Classification: mean cross-entropy. Box: smooth L1 (beta = 1/9) of the ground-truth class's
+    deltas over foreground RoIs, summed and divided by all K sampled RoIs.
+    """
+    classification = F.cross_entropy(class_logits, labels)
+    fg = torch.where(labels > 0)[0]
+    deltas = box_deltas.reshape(box_deltas.shape[0], -1, 4)[fg, labels[fg]]
+    regression = F.smooth_l1_loss(deltas, regression_targets[fg], beta=1 / 9, reduction="sum") / labels.numel()
+    return classification, regression
+
+
+def box_inference(config: BoxHeadConfig, box_coder, class_logits, box_deltas, proposals, image_sizes):
+    """Detections per image: (boxes Tensor[D, 4], scores Tensor[D], labels Tensor[D] int64).
+
+    Per image: softmax over classes; every (proposal, foreground class) pair becomes a candidate with
+    its class's decoded box clipped to the image; candidates with score <= score_thresh or a side
+    below min_box_size are dropped; NMS per class at nms_thresh; the detections_per_img best kept,
+    in decreasing score order.
+    """
+    num_classes = class_logits.shape[-1]
+    counts = [p.shape[0] for p in proposals]
+    boxes_all = box_coder.decode_single(box_deltas, torch.cat(proposals)).reshape(sum(counts), -1, 4)
+    scores_all = F.softmax(class_logits, -1)
+    results = []
+    for boxes, scores, size in zip(boxes_all.split(counts), scores_all.split(counts), image_sizes):
+        boxes = roiops.clip_boxes_to_image(boxes, size)
+        labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
+        boxes = boxes[:, 1:].reshape(-1, 4)
+        scores = scores[:, 1:].reshape(-1)
+        labels = labels[:, 1:].reshape(-1)
+        keep = torch.where(scores > config.score_thresh)[0]
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = roiops.remove_small_boxes(boxes, config.min_box_size)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = roiops.batched_nms(boxes, scores, labels, config.nms_thresh)[: config.detections_per_img]
+        results.append((boxes[keep], scores[keep], labels[keep]))
+    return results
