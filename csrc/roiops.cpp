@@ -41,6 +41,31 @@ TORCH_LIBRARY(roiops, m) {
       "multi_scale_roi_align(Tensor[] features, Tensor rois, float[] spatial_scales, "
       "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, bool aligned, "
       "float canonical_scale, int canonical_level) -> Tensor");
+  // Backward ops (autograd in roiops/_autograd.py). grad: [K, C, PH, PW]; the gradient of the
+  // input is [batch_size, channels, height, width], channels_last in memory when channels_last.
+  m.def(
+      "roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, "
+      "int sampling_ratio, bool aligned, bool channels_last) -> Tensor");
+  // Gradient with respect to the box coordinates: [K, 5], column 0 (batch index) is 0.
+  m.def(
+      "roi_align_backward_rois(Tensor grad, Tensor input, Tensor rois, float spatial_scale, "
+      "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor");
+  // argmax from roi_pool; the gradient goes to the argmax of each bin.
+  m.def(
+      "roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, SymInt batch_size, SymInt channels, "
+      "SymInt height, SymInt width, bool channels_last) -> Tensor");
+  // One gradient per feature map, heights[l] x widths[l].
+  m.def(
+      "multi_scale_roi_align_backward(Tensor grad, Tensor rois, float[] spatial_scales, "
+      "SymInt pooled_height, SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt[] heights, "
+      "SymInt[] widths, int sampling_ratio, bool aligned, float canonical_scale, int canonical_level, "
+      "bool channels_last) -> Tensor[]");
+  // Gradient with respect to the image-space box coordinates: [K, 5], column 0 is 0.
+  m.def(
+      "multi_scale_roi_align_backward_rois(Tensor grad, Tensor[] features, Tensor rois, "
+      "float[] spatial_scales, SymInt pooled_height, SymInt pooled_width, int sampling_ratio, "
+      "bool aligned, float canonical_scale, int canonical_level) -> Tensor");
 
   // ---- suppression -----------------------------------------------------------------------------
   // Kept indices (int64) in decreasing score order.

@@ -11,6 +11,9 @@ _extension.load()
 
 from roiops import _autograd, _meta  # noqa: E402,F401  (registrations; need _C loaded)
 from roiops.boxes import box_area, box_iou  # noqa: E402
+from roiops.poolers import MultiScaleRoIAlign  # noqa: E402
+from roiops.roi_align import RoIAlign, roi_align  # noqa: E402
+from roiops.roi_pool import RoIPool, roi_pool  # noqa: E402
 
 # isort: split
 # ---- suppression, box coding, box ops and masks (issue 4) ----
@@ -20,6 +23,11 @@ from roiops.boxes import box_convert, clip_boxes_to_image, generalized_box_iou, 
 __all__ = [
     "box_area",
     "box_iou",
+    "roi_align",
+    "RoIAlign",
+    "roi_pool",
+    "RoIPool",
+    "MultiScaleRoIAlign",
     # suppression, box coding, box ops and masks (issue 4)
     "BoxCoder",
     "box_convert",

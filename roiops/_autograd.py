@@ -3,3 +3,182 @@
 Every op a backward calls is itself a registered op with a fake kernel, so gradients trace under
 torch.compile and torch.export too.
 """
+
+import torch
+
+# ---- RoI pooling ------------------------------------------------------------------------------
+# roi_align is linear in its input, so its backward (roi_align_backward) is linear in the incoming
+# gradient and is itself the adjoint of roi_align: the double backward is roi_align again. The box
+# gradient (roi_align_backward_rois) is first order only.
+
+
+def _channels_last(t) -> bool:
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _roi_align_setup(ctx, inputs, output):
+    input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned = inputs
+    ctx.params = (spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    ctx.input_shape = tuple(input.shape)
+    ctx.channels_last = _channels_last(input)
+    # The input is kept only when the box gradient will need it.
+    ctx.save_for_backward(rois, input if rois.requires_grad else None)
+
+
+def _roi_align_grad(ctx, grad):
+    rois, input = ctx.saved_tensors
+    spatial_scale, ph, pw, sampling_ratio, aligned = ctx.params
+    n, c, h, w = ctx.input_shape
+    grad_input = grad_rois = None
+    if ctx.needs_input_grad[0]:
+        grad_input = torch.ops.roiops.roi_align_backward(
+            grad, rois, spatial_scale, ph, pw, n, c, h, w, sampling_ratio, aligned, ctx.channels_last
+        )
+    if ctx.needs_input_grad[1]:
+        grad_rois = torch.ops.roiops.roi_align_backward_rois(
+            grad, input, rois, spatial_scale, ph, pw, sampling_ratio, aligned
+        )
+    return grad_input, grad_rois, None, None, None, None, None
+
+
+torch.library.register_autograd("roiops::roi_align", _roi_align_grad, setup_context=_roi_align_setup)
+
+
+def _roi_align_backward_setup(ctx, inputs, output):
+    grad, rois, spatial_scale, ph, pw, n, c, h, w, sampling_ratio, aligned, channels_last = inputs
+    ctx.params = (spatial_scale, ph, pw, sampling_ratio, aligned)
+    ctx.save_for_backward(grad if rois.requires_grad else None, rois)
+
+
+def _roi_align_backward_grad(ctx, grad_grad_input):
+    grad, rois = ctx.saved_tensors
+    spatial_scale, ph, pw, sampling_ratio, aligned = ctx.params
+    d_grad = d_rois = None
+    if ctx.needs_input_grad[0]:
+        d_grad = torch.ops.roiops.roi_align(grad_grad_input, rois, spatial_scale, ph, pw, sampling_ratio, aligned)
+    if ctx.needs_input_grad[1]:
+        # d/d(rois) of <grad_grad_input, backward(grad, rois)> = d/d(rois) <roi_align(grad_grad_input), grad>.
+        d_rois = torch.ops.roiops.roi_align_backward_rois(
+            grad, grad_grad_input, rois, spatial_scale, ph, pw, sampling_ratio, aligned
+        )
+    return (d_grad, d_rois) + (None,) * 10
+
+
+torch.library.register_autograd(
+    "roiops::roi_align_backward", _roi_align_backward_grad, setup_context=_roi_align_backward_setup
+)
+
+
+def _first_order_only_setup(ctx, inputs, output):
+    pass
+
+
+def _first_order_only(ctx, *grads):
+    raise NotImplementedError(
+        "roiops: the gradient with respect to box coordinates is first order only; a second derivative "
+        "through it (e.g. double backward with boxes requiring grad) is not implemented"
+    )
+
+
+for _op in ("roiops::roi_align_backward_rois", "roiops::multi_scale_roi_align_backward_rois"):
+    torch.library.register_autograd(_op, _first_order_only, setup_context=_first_order_only_setup)
+
+
+def _roi_pool_setup(ctx, inputs, output):
+    input, rois, spatial_scale, ph, pw = inputs
+    ctx.input_shape = tuple(input.shape)
+    ctx.channels_last = _channels_last(input)
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(rois, output[1])
+
+
+def _roi_pool_grad(ctx, grad, _grad_argmax):
+    rois, argmax = ctx.saved_tensors
+    n, c, h, w = ctx.input_shape
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = torch.ops.roiops.roi_pool_backward(grad, rois, argmax, n, c, h, w, ctx.channels_last)
+    # RoIPool's output does not move with the (rounded) box coordinates: no box gradient.
+    return grad_input, None, None, None, None
+
+
+torch.library.register_autograd("roiops::roi_pool", _roi_pool_grad, setup_context=_roi_pool_setup)
+
+
+def _roi_pool_backward_setup(ctx, inputs, output):
+    grad, rois, argmax, n, c, h, w, channels_last = inputs
+    ctx.save_for_backward(rois, argmax)
+
+
+def _roi_pool_backward_grad(ctx, grad_grad_input):
+    # roi_pool_backward scatters grad to the argmax pixels; its adjoint gathers from them.
+    rois, argmax = ctx.saved_tensors
+    n, c, h, w = grad_grad_input.shape
+    batch = rois[:, 0].to(torch.int64).view(-1, 1, 1, 1)
+    channel = torch.arange(c, device=argmax.device).view(1, -1, 1, 1)
+    flat = (batch * c + channel) * (h * w) + argmax.clamp(min=0)
+    gathered = torch.take(grad_grad_input.contiguous(), flat)
+    return torch.where(argmax >= 0, gathered, torch.zeros_like(gathered)), None, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "roiops::roi_pool_backward", _roi_pool_backward_grad, setup_context=_roi_pool_backward_setup
+)
+
+
+def _multi_scale_setup(ctx, inputs, output):
+    features, rois, scales, ph, pw, sampling_ratio, aligned, canonical_scale, canonical_level = inputs
+    ctx.params = (scales, ph, pw, sampling_ratio, aligned, canonical_scale, canonical_level)
+    ctx.shapes = (features[0].shape[0], features[0].shape[1], [f.shape[2] for f in features],
+                  [f.shape[3] for f in features])
+    ctx.channels_last = _channels_last(features[0])
+    ctx.num_features = len(features)
+    ctx.save_for_backward(rois, *(features if rois.requires_grad else ()))
+
+
+def _multi_scale_grad(ctx, grad):
+    rois, *features = ctx.saved_tensors
+    scales, ph, pw, sampling_ratio, aligned, canonical_scale, canonical_level = ctx.params
+    n, c, heights, widths = ctx.shapes
+    grad_features = grad_rois = None
+    if ctx.needs_input_grad[0]:
+        grad_features = torch.ops.roiops.multi_scale_roi_align_backward(
+            grad, rois, scales, ph, pw, n, c, heights, widths, sampling_ratio, aligned, canonical_scale,
+            canonical_level, ctx.channels_last,
+        )
+    if ctx.needs_input_grad[1]:
+        grad_rois = torch.ops.roiops.multi_scale_roi_align_backward_rois(
+            grad, features, rois, scales, ph, pw, sampling_ratio, aligned, canonical_scale, canonical_level
+        )
+    return grad_features, grad_rois, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "roiops::multi_scale_roi_align", _multi_scale_grad, setup_context=_multi_scale_setup
+)
+
+
+def _multi_scale_backward_setup(ctx, inputs, output):
+    grad, rois, scales, ph, pw, n, c, heights, widths, sampling_ratio, aligned, cs, cl, channels_last = inputs
+    ctx.params = (scales, ph, pw, sampling_ratio, aligned, cs, cl)
+    ctx.save_for_backward(grad if rois.requires_grad else None, rois)
+
+
+def _multi_scale_backward_grad(ctx, grad_grad_features):
+    grad, rois = ctx.saved_tensors
+    scales, ph, pw, sampling_ratio, aligned, cs, cl = ctx.params
+    d_grad = d_rois = None
+    if ctx.needs_input_grad[0]:
+        d_grad = torch.ops.roiops.multi_scale_roi_align(
+            list(grad_grad_features), rois, scales, ph, pw, sampling_ratio, aligned, cs, cl
+        )
+    if ctx.needs_input_grad[1]:
+        d_rois = torch.ops.roiops.multi_scale_roi_align_backward_rois(
+            grad, list(grad_grad_features), rois, scales, ph, pw, sampling_ratio, aligned, cs, cl
+        )
+    return (d_grad, d_rois) + (None,) * 12
+
+
+torch.library.register_autograd(
+    "roiops::multi_scale_roi_align_backward", _multi_scale_backward_grad, setup_context=_multi_scale_backward_setup
+)

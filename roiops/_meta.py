@@ -13,3 +13,84 @@ def _box_iou_fake(boxes1, boxes2):
     torch._check(boxes2.dim() == 2 and boxes2.size(1) == 4, lambda: "box_iou: boxes2 must be [M, 4]")
     torch._check(boxes1.dtype == boxes2.dtype, lambda: "box_iou: boxes1 and boxes2 dtypes differ")
     return boxes1.new_empty((boxes1.size(0), boxes2.size(0)))
+
+
+# ---- RoI pooling (roi_align, roi_pool, multi_scale_roi_align) ---------------------------------
+
+
+def _uses_channels_last(input) -> bool:
+    # The kernels' rule (csrc/cpu/roi_align_kernels.h, use_channels_last): channels_last in memory
+    # and not also plain contiguous.
+    return (
+        input.dim() == 4
+        and not input.is_contiguous()
+        and input.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def _pooled_like(input, shape, channels_last: bool, dtype=None):
+    out = input.new_empty(shape, dtype=dtype)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+def _check_rois_fake(op, input, rois):
+    torch._check(input.dim() == 4, lambda: f"{op}: input must be [N, C, H, W]")
+    torch._check(rois.dim() == 2 and rois.size(1) == 5, lambda: f"{op}: rois must be [K, 5]")
+    torch._check(rois.dtype == input.dtype, lambda: f"{op}: rois and input dtypes differ")
+
+
+@torch.library.register_fake("roiops::roi_align")
+def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    _check_rois_fake("roi_align", input, rois)
+    shape = (rois.size(0), input.size(1), pooled_height, pooled_width)
+    return _pooled_like(input, shape, _uses_channels_last(input))
+
+
+@torch.library.register_fake("roiops::roi_align_backward")
+def _roi_align_backward_fake(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels,
+                             height, width, sampling_ratio, aligned, channels_last):
+    torch._check(grad.dim() == 4, lambda: "roi_align_backward: grad must be [K, C, PH, PW]")
+    return _pooled_like(grad, (batch_size, channels, height, width), channels_last)
+
+
+@torch.library.register_fake("roiops::roi_align_backward_rois")
+def _roi_align_backward_rois_fake(grad, input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                                  aligned):
+    _check_rois_fake("roi_align_backward_rois", input, rois)
+    return rois.new_empty((rois.size(0), 5))
+
+
+@torch.library.register_fake("roiops::roi_pool")
+def _roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
+    _check_rois_fake("roi_pool", input, rois)
+    shape = (rois.size(0), input.size(1), pooled_height, pooled_width)
+    cl = _uses_channels_last(input)
+    return _pooled_like(input, shape, cl), _pooled_like(input, shape, cl, dtype=torch.int64)
+
+
+@torch.library.register_fake("roiops::roi_pool_backward")
+def _roi_pool_backward_fake(grad, rois, argmax, batch_size, channels, height, width, channels_last):
+    torch._check(grad.dim() == 4, lambda: "roi_pool_backward: grad must be [K, C, PH, PW]")
+    return _pooled_like(grad, (batch_size, channels, height, width), channels_last)
+
+
+@torch.library.register_fake("roiops::multi_scale_roi_align")
+def _multi_scale_roi_align_fake(features, rois, spatial_scales, pooled_height, pooled_width, sampling_ratio,
+                                aligned, canonical_scale, canonical_level):
+    torch._check(len(features) == len(spatial_scales), lambda: "multi_scale_roi_align: one scale per map")
+    _check_rois_fake("multi_scale_roi_align", features[0], rois)
+    shape = (rois.size(0), features[0].size(1), pooled_height, pooled_width)
+    return _pooled_like(features[0], shape, _uses_channels_last(features[0]))
+
+
+@torch.library.register_fake("roiops::multi_scale_roi_align_backward")
+def _multi_scale_roi_align_backward_fake(grad, rois, spatial_scales, pooled_height, pooled_width, batch_size,
+                                         channels, heights, widths, sampling_ratio, aligned, canonical_scale,
+                                         canonical_level, channels_last):
+    return [_pooled_like(grad, (batch_size, channels, h, w), channels_last) for h, w in zip(heights, widths)]
+
+
+@torch.library.register_fake("roiops::multi_scale_roi_align_backward_rois")
+def _multi_scale_roi_align_backward_rois_fake(grad, features, rois, spatial_scales, pooled_height, pooled_width,
+                                              sampling_ratio, aligned, canonical_scale, canonical_level):
+    return rois.new_empty((rois.size(0), 5))

@@ -1,0 +1,227 @@
+// RoIAlign (He et al., Mask R-CNN) on the CPU: forward, backward to the input and backward to the
+// box coordinates. The kernels are in roi_align_kernels.h (shared with the FPN pooler); this file
+// checks arguments, picks the memory format, allocates and dispatches on dtype.
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include "cpu/roi_align_kernels.h"
+
+namespace roiops {
+namespace cpu {
+
+bool use_channels_last(const at::Tensor& input) {
+  return input.dim() == 4 && !input.is_contiguous() && input.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+namespace {
+
+void check_rois(const char* op, const at::Tensor& rois, const at::Tensor& like) {
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op, ": rois must be [K, 5], got ", rois.sizes());
+  TORCH_CHECK_TYPE(rois.scalar_type() == like.scalar_type(), op, ": rois dtype ", rois.scalar_type(),
+                   " differs from the input's ", like.scalar_type());
+}
+
+void check_pooled(const char* op, int64_t pooled_height, int64_t pooled_width) {
+  TORCH_CHECK_VALUE(pooled_height > 0 && pooled_width > 0, op, ": output size must be positive, got (",
+                    pooled_height, ", ", pooled_width, ")");
+}
+
+std::vector<LevelShape> level_shapes(const std::vector<int64_t>& heights, const std::vector<int64_t>& widths,
+                                     const std::vector<double>& spatial_scales) {
+  std::vector<LevelShape> shapes;
+  for (size_t l = 0; l < heights.size(); ++l) {
+    TORCH_CHECK_VALUE(spatial_scales[l] > 0, "spatial_scale must be positive, got ", spatial_scales[l]);
+    shapes.push_back({heights[l], widths[l], spatial_scales[l]});
+  }
+  return shapes;
+}
+
+}  // namespace
+
+at::Tensor roi_align_forward_levels_cpu(const char* op, const std::vector<at::Tensor>& features,
+                                        const at::Tensor& rois_in, const std::vector<double>& spatial_scales,
+                                        const int64_t* levels, int64_t pooled_height, int64_t pooled_width,
+                                        int64_t sampling_ratio, bool aligned) {
+  TORCH_CHECK_VALUE(!features.empty() && features.size() == spatial_scales.size(), op,
+                    ": need one spatial scale per feature map");
+  check_pooled(op, pooled_height, pooled_width);
+  const at::Tensor& first = features[0];
+  TORCH_CHECK_VALUE(first.dim() == 4, op, ": input must be [N, C, H, W], got ", first.sizes());
+  check_rois(op, rois_in, first);
+  const bool channels_last = use_channels_last(first);
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const int64_t batch_size = first.size(0), channels = first.size(1);
+  std::vector<at::Tensor> inputs;
+  std::vector<int64_t> heights, widths;
+  for (const at::Tensor& f : features) {
+    TORCH_CHECK_VALUE(f.dim() == 4 && f.size(0) == batch_size && f.size(1) == channels, op,
+                      ": every feature map must be [N, C, H_l, W_l] with the same N and C, got ", f.sizes());
+    TORCH_CHECK_TYPE(f.scalar_type() == first.scalar_type(), op, ": feature maps differ in dtype");
+    inputs.push_back(f.contiguous(format));
+    heights.push_back(f.size(2));
+    widths.push_back(f.size(3));
+  }
+  const std::vector<LevelShape> shapes = level_shapes(heights, widths, spatial_scales);
+  const at::Tensor rois = rois_in.contiguous();
+  const int64_t num_rois = rois.size(0);
+  at::Tensor out = at::empty({num_rois, channels, pooled_height, pooled_width},
+                             first.options().memory_format(format));
+  if (num_rois == 0) {
+    return out;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, first.scalar_type(), "roi_align_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto taps = build_roi_taps<scalar_t, acc_t>(op, rois, levels, shapes, batch_size, pooled_height,
+                                                      pooled_width, sampling_ratio, aligned);
+    if (out.numel() == 0) {
+      return;
+    }
+    std::vector<const scalar_t*> ptrs;
+    for (const at::Tensor& f : inputs) {
+      ptrs.push_back(f.const_data_ptr<scalar_t>());
+    }
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    if (channels_last) {
+      roi_align_forward_channels_last<scalar_t, acc_t>(taps, ptrs, shapes, channels, pooled_height,
+                                                       pooled_width, o);
+    } else {
+      roi_align_forward_nchw<scalar_t, acc_t>(taps, ptrs, shapes, batch_size, channels, pooled_height,
+                                              pooled_width, o);
+    }
+  });
+  return out;
+}
+
+std::vector<at::Tensor> roi_align_backward_levels_cpu(
+    const char* op, const at::Tensor& grad_in, const at::Tensor& rois_in, const std::vector<double>& spatial_scales,
+    const int64_t* levels, int64_t batch_size, int64_t channels, const std::vector<int64_t>& heights,
+    const std::vector<int64_t>& widths, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+    bool aligned, bool channels_last) {
+  check_pooled(op, pooled_height, pooled_width);
+  check_rois(op, rois_in, grad_in);
+  const int64_t num_rois = rois_in.size(0);
+  TORCH_CHECK_VALUE(grad_in.dim() == 4 && grad_in.size(0) == num_rois && grad_in.size(1) == channels &&
+                        grad_in.size(2) == pooled_height && grad_in.size(3) == pooled_width,
+                    op, ": grad must be [K, C, PH, PW] = [", num_rois, ", ", channels, ", ", pooled_height,
+                    ", ", pooled_width, "], got ", grad_in.sizes());
+  const std::vector<LevelShape> shapes = level_shapes(heights, widths, spatial_scales);
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::ScalarType dtype = grad_in.scalar_type();
+  const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
+  // The half types accumulate in a float32 buffer, rounded once at the end.
+  const auto acc_options = grad_in.options().dtype(half ? at::kFloat : dtype).memory_format(format);
+  std::vector<at::Tensor> grads;
+  for (size_t l = 0; l < heights.size(); ++l) {
+    grads.push_back(at::empty({batch_size, channels, heights[l], widths[l]}, acc_options).zero_());  // at::zeros drops the memory format
+  }
+  if (num_rois > 0 && channels > 0) {
+    const at::Tensor grad = grad_in.contiguous(format);
+    const at::Tensor rois = rois_in.contiguous();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roi_align_backward_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const auto taps = build_roi_taps<scalar_t, acc_t>(op, rois, levels, shapes, batch_size, pooled_height,
+                                                        pooled_width, sampling_ratio, aligned);
+      std::vector<acc_t*> ptrs;
+      for (at::Tensor& g : grads) {
+        ptrs.push_back(g.mutable_data_ptr<acc_t>());
+      }
+      if (channels_last) {
+        roi_align_backward_channels_last<scalar_t, acc_t>(taps, grad.const_data_ptr<scalar_t>(), ptrs, shapes,
+                                                          batch_size, channels, pooled_height, pooled_width);
+      } else {
+        roi_align_backward_nchw<scalar_t, acc_t>(taps, grad.const_data_ptr<scalar_t>(), ptrs, shapes, batch_size,
+                                                 channels, pooled_height, pooled_width);
+      }
+    });
+  }
+  if (half) {
+    for (at::Tensor& g : grads) {
+      g = g.to(dtype);  // keeps the memory format
+    }
+  }
+  return grads;
+}
+
+at::Tensor roi_align_backward_rois_levels_cpu(const char* op, const at::Tensor& grad,
+                                              const std::vector<at::Tensor>& features, const at::Tensor& rois_in,
+                                              const std::vector<double>& spatial_scales, const int64_t* levels,
+                                              int64_t pooled_height, int64_t pooled_width,
+                                              int64_t sampling_ratio, bool aligned) {
+  check_pooled(op, pooled_height, pooled_width);
+  const at::Tensor& first = features[0];
+  check_rois(op, rois_in, first);
+  const int64_t num_rois = rois_in.size(0), batch_size = first.size(0), channels = first.size(1);
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
+                        grad.size(2) == pooled_height && grad.size(3) == pooled_width,
+                    op, ": grad must be [K, C, PH, PW], got ", grad.sizes());
+  std::vector<int64_t> heights, widths;
+  std::vector<std::array<int64_t, 4>> strides;
+  for (const at::Tensor& f : features) {
+    heights.push_back(f.size(2));
+    widths.push_back(f.size(3));
+    strides.push_back({f.stride(0), f.stride(1), f.stride(2), f.stride(3)});
+  }
+  const std::vector<LevelShape> shapes = level_shapes(heights, widths, spatial_scales);
+  const at::Tensor rois = rois_in.contiguous();
+  const at::ScalarType dtype = first.scalar_type();
+  const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
+  at::Tensor out = at::zeros({num_rois, 5}, rois.options().dtype(half ? at::kFloat : dtype));
+  if (num_rois > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roi_align_backward_rois_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const auto taps = build_roi_taps<scalar_t, acc_t>(op, rois, levels, shapes, batch_size, pooled_height,
+                                                        pooled_width, sampling_ratio, aligned);
+      std::vector<const scalar_t*> ptrs;
+      for (const at::Tensor& f : features) {
+        ptrs.push_back(f.const_data_ptr<scalar_t>());
+      }
+      const int64_t gs[4] = {grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3)};
+      roi_align_backward_rois_any<scalar_t, acc_t>(taps, grad.const_data_ptr<scalar_t>(), gs, ptrs, strides,
+                                                   channels, pooled_height, pooled_width,
+                                                   out.mutable_data_ptr<acc_t>());
+    });
+  }
+  return half ? out.to(dtype) : out;
+}
+
+namespace {
+
+at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                                 int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                                 bool aligned) {
+  return roi_align_forward_levels_cpu("roi_align", {input}, rois, {spatial_scale}, nullptr, pooled_height,
+                                      pooled_width, sampling_ratio, aligned);
+}
+
+at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
+                                  int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
+                                  int64_t channels, int64_t height, int64_t width, int64_t sampling_ratio,
+                                  bool aligned, bool channels_last) {
+  return roi_align_backward_levels_cpu("roi_align_backward", grad, rois, {spatial_scale}, nullptr, batch_size,
+                                       channels, {height}, {width}, pooled_height, pooled_width,
+                                       sampling_ratio, aligned, channels_last)[0];
+}
+
+at::Tensor roi_align_backward_rois_cpu(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& rois,
+                                       double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                       int64_t sampling_ratio, bool aligned) {
+  TORCH_CHECK_VALUE(input.dim() == 4, "roi_align_backward_rois: input must be [N, C, H, W]");
+  return roi_align_backward_rois_levels_cpu("roi_align_backward_rois", grad, {input}, rois, {spatial_scale},
+                                            nullptr, pooled_height, pooled_width, sampling_ratio, aligned);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(roiops, CPU, m) {
+  m.impl("roi_align", &roi_align_forward_cpu);
+  m.impl("roi_align_backward", &roi_align_backward_cpu);
+  m.impl("roi_align_backward_rois", &roi_align_backward_rois_cpu);
+}
+
+}  // namespace cpu
+}  // namespace roiops

@@ -1,0 +1,453 @@
+// CPU RoIAlign kernels shared by roi_align.cpp (one feature map) and multi_scale_roi_align.cpp
+// (an FPN pyramid, each RoI pooled from its own level). Only this pair of files includes it.
+//
+// Plan: the bilinear taps of every RoI (which rows and columns each sample reads, with what
+// weight) are computed once per RoI from roi_align_math.h and stored per axis, because the 2-D
+// weight of a sample is the product of its y and x weights. The kernels then only multiply and add
+// over channels:
+// - channels_last: parallel over RoIs; each tap reads 4 contiguous runs of C values and the inner
+//   loop over C is vectorized.
+// - NCHW: parallel over (level, image, channel) planes, RoIs of that image innermost, so each
+//   plane is read from memory once and then stays in cache while all its RoIs sample it.
+// Backward kernels partition the gradient of the input by (level, image, channel block): every
+// element has one writer and a fixed summation order, so results do not depend on the number of
+// threads and no atomics are needed.
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "common/roi_align_math.h"
+
+namespace roiops {
+namespace cpu {
+
+// One sample along one axis, kept only when it lands on the map (else it contributes nothing).
+template <typename acc_t>
+struct Tap {
+  int64_t low, high;    // pixel rows (y taps) or columns (x taps)
+  acc_t w_low, w_high;  // interpolation weights
+  acc_t slope;          // d(w_high)/d(position), see AxisSample
+  acc_t d_lo, d_hi;     // d(position)/d(box x1|y1), d(position)/d(box x2|y2)
+};
+
+// The taps of one RoI: bin ph's y taps are ys[y_begin[ph] .. y_begin[ph + 1]), likewise x.
+template <typename acc_t>
+struct RoiTaps {
+  int64_t batch = 0;
+  int64_t level = 0;
+  acc_t inv_count = 1;
+  std::vector<int32_t> y_begin, x_begin;
+  std::vector<Tap<acc_t>> ys, xs;
+};
+
+// A feature map (one pyramid level) as the kernels see it.
+struct LevelShape {
+  int64_t height, width;
+  double spatial_scale;
+};
+
+template <typename acc_t>
+void build_axis_taps(const RoiAxis<acc_t>& axis, acc_t spatial_scale, int64_t pooled, int64_t size,
+                     std::vector<int32_t>& begin, std::vector<Tap<acc_t>>& taps) {
+  begin.assign(pooled + 1, 0);
+  taps.clear();
+  for (int64_t p = 0; p < pooled; ++p) {
+    begin[p] = static_cast<int32_t>(taps.size());
+    int64_t first, last;
+    sample_index_range(axis, p, size, &first, &last);
+    for (int64_t i = first; i < last; ++i) {
+      const AxisSample<acc_t> s = bilinear_axis(sample_position(axis, p, i), size);
+      if (s.w_low == acc_t(0) && s.w_high == acc_t(0)) {
+        continue;  // outside [-1, size]
+      }
+      Tap<acc_t> t;
+      t.low = s.low;
+      t.high = s.high;
+      t.w_low = s.w_low;
+      t.w_high = s.w_high;
+      t.slope = s.slope;
+      sample_position_slopes(axis, spatial_scale, p, i, &t.d_lo, &t.d_hi);
+      taps.push_back(t);
+    }
+  }
+  begin[pooled] = static_cast<int32_t>(taps.size());
+}
+
+// Taps of every RoI. rois: [K, 5] contiguous, levels[k] the pyramid level of RoI k (nullptr: all
+// on level 0). Raises a ValueError naming the first RoI whose batch index is not an integer in
+// [0, batch_size).
+template <typename scalar_t, typename acc_t>
+std::vector<RoiTaps<acc_t>> build_roi_taps(const char* op, const at::Tensor& rois, const int64_t* levels,
+                                           const std::vector<LevelShape>& shapes, int64_t batch_size,
+                                           int64_t pooled_height, int64_t pooled_width,
+                                           int64_t sampling_ratio, bool aligned) {
+  const int64_t num_rois = rois.size(0);
+  const scalar_t* r = rois.const_data_ptr<scalar_t>();
+  std::vector<RoiTaps<acc_t>> taps(num_rois);
+  std::atomic<int64_t> first_bad{num_rois};
+  at::parallel_for(0, num_rois, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const scalar_t* roi = r + 5 * k;
+      const acc_t b = static_cast<acc_t>(roi[0]);
+      RoiTaps<acc_t>& t = taps[k];
+      if (!(b >= acc_t(0) && b < static_cast<acc_t>(batch_size) && b == static_cast<acc_t>(static_cast<int64_t>(b)))) {
+        int64_t seen = first_bad.load();
+        while (k < seen && !first_bad.compare_exchange_weak(seen, k)) {
+        }
+        continue;
+      }
+      t.batch = static_cast<int64_t>(b);
+      t.level = levels ? levels[k] : 0;
+      const LevelShape& shape = shapes[t.level];
+      const acc_t scale = static_cast<acc_t>(shape.spatial_scale);
+      const acc_t x1 = static_cast<acc_t>(roi[1]), y1 = static_cast<acc_t>(roi[2]);
+      const acc_t x2 = static_cast<acc_t>(roi[3]), y2 = static_cast<acc_t>(roi[4]);
+      if (!roi_is_finite(x1, y1, x2, y2)) {
+        t.y_begin.assign(pooled_height + 1, 0);  // no taps: pools to 0, no gradient
+        t.x_begin.assign(pooled_width + 1, 0);
+        continue;
+      }
+      const RoiAxis<acc_t> ay = roi_align_axis(y1, y2, scale, pooled_height, sampling_ratio, aligned);
+      const RoiAxis<acc_t> ax = roi_align_axis(x1, x2, scale, pooled_width, sampling_ratio, aligned);
+      t.inv_count = roi_align_inv_count(ay, ax);
+      build_axis_taps(ay, scale, pooled_height, shape.height, t.y_begin, t.ys);
+      build_axis_taps(ax, scale, pooled_width, shape.width, t.x_begin, t.xs);
+    }
+  });
+  const int64_t bad = first_bad.load();
+  if (bad < num_rois) {
+    TORCH_CHECK_VALUE(false, op, ": rois[", bad, ", 0] (the batch index) must be an integer in [0, ",
+                      batch_size, "), got ", static_cast<double>(r[5 * bad]));
+  }
+  return taps;
+}
+
+// RoI indices grouped by (level, image), each group in increasing RoI order: group g = level *
+// batch_size + image holds order[offsets[g] .. offsets[g + 1]).
+template <typename acc_t>
+void group_rois(const std::vector<RoiTaps<acc_t>>& taps, int64_t num_levels, int64_t batch_size,
+                std::vector<int64_t>& offsets, std::vector<int64_t>& order) {
+  offsets.assign(num_levels * batch_size + 1, 0);
+  for (const auto& t : taps) {
+    ++offsets[t.level * batch_size + t.batch + 1];
+  }
+  for (size_t g = 1; g < offsets.size(); ++g) {
+    offsets[g] += offsets[g - 1];
+  }
+  order.resize(taps.size());
+  std::vector<int64_t> fill(offsets.begin(), offsets.end() - 1);
+  for (size_t k = 0; k < taps.size(); ++k) {
+    order[fill[taps[k].level * batch_size + taps[k].batch]++] = static_cast<int64_t>(k);
+  }
+}
+
+// ---- forward ---------------------------------------------------------------------------------
+
+// inputs[l]: [N, C, H_l, W_l] contiguous (NCHW); out: [K, C, PH, PW] contiguous.
+template <typename scalar_t, typename acc_t>
+void roi_align_forward_nchw(const std::vector<RoiTaps<acc_t>>& taps, const std::vector<const scalar_t*>& inputs,
+                            const std::vector<LevelShape>& shapes, int64_t batch_size, int64_t channels,
+                            int64_t pooled_height, int64_t pooled_width, scalar_t* out) {
+  const int64_t num_levels = static_cast<int64_t>(inputs.size());
+  std::vector<int64_t> offsets, order;
+  group_rois(taps, num_levels, batch_size, offsets, order);
+  const int64_t bins = pooled_height * pooled_width;
+  at::parallel_for(0, num_levels * batch_size * channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t group = task / channels;  // level * batch_size + image
+      const int64_t c = task % channels;
+      const int64_t level = group / batch_size;
+      const int64_t n = group % batch_size;
+      const int64_t width = shapes[level].width;
+      const scalar_t* plane = inputs[level] + (n * channels + c) * shapes[level].height * width;
+      for (int64_t j = offsets[group]; j < offsets[group + 1]; ++j) {
+        const int64_t k = order[j];
+        const RoiTaps<acc_t>& t = taps[k];
+        scalar_t* o = out + (k * channels + c) * bins;
+        for (int64_t ph = 0; ph < pooled_height; ++ph) {
+          for (int64_t pw = 0; pw < pooled_width; ++pw) {
+            acc_t sum = 0;
+            for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
+              const Tap<acc_t>& ty = t.ys[iy];
+              const scalar_t* row_lo = plane + ty.low * width;
+              const scalar_t* row_hi = plane + ty.high * width;
+              acc_t along_lo = 0, along_hi = 0;
+              for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
+                const Tap<acc_t>& tx = t.xs[ix];
+                along_lo += tx.w_low * static_cast<acc_t>(row_lo[tx.low]) + tx.w_high * static_cast<acc_t>(row_lo[tx.high]);
+                along_hi += tx.w_low * static_cast<acc_t>(row_hi[tx.low]) + tx.w_high * static_cast<acc_t>(row_hi[tx.high]);
+              }
+              sum += ty.w_low * along_lo + ty.w_high * along_hi;
+            }
+            o[ph * pooled_width + pw] = static_cast<scalar_t>(sum * t.inv_count);
+          }
+        }
+      }
+    }
+  });
+}
+
+// inputs[l]: [N, H_l, W_l, C] in memory (channels_last); out: [K, PH, PW, C] in memory.
+template <typename scalar_t, typename acc_t>
+void roi_align_forward_channels_last(const std::vector<RoiTaps<acc_t>>& taps,
+                                     const std::vector<const scalar_t*>& inputs,
+                                     const std::vector<LevelShape>& shapes, int64_t channels,
+                                     int64_t pooled_height, int64_t pooled_width, scalar_t* out) {
+  const int64_t num_rois = static_cast<int64_t>(taps.size());
+  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(channels);
+    acc_t* a = acc.data();
+    for (int64_t k = begin; k < end; ++k) {
+      const RoiTaps<acc_t>& t = taps[k];
+      const LevelShape& shape = shapes[t.level];
+      const int64_t row_stride = shape.width * channels;
+      const scalar_t* image = inputs[t.level] + t.batch * shape.height * row_stride;
+      for (int64_t ph = 0; ph < pooled_height; ++ph) {
+        for (int64_t pw = 0; pw < pooled_width; ++pw) {
+          std::fill(a, a + channels, acc_t(0));
+          for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
+            const Tap<acc_t>& ty = t.ys[iy];
+            const scalar_t* row_lo = image + ty.low * row_stride;
+            const scalar_t* row_hi = image + ty.high * row_stride;
+            for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
+              const Tap<acc_t>& tx = t.xs[ix];
+              const scalar_t* p1 = row_lo + tx.low * channels;
+              const scalar_t* p2 = row_lo + tx.high * channels;
+              const scalar_t* p3 = row_hi + tx.low * channels;
+              const scalar_t* p4 = row_hi + tx.high * channels;
+              const acc_t w1 = ty.w_low * tx.w_low, w2 = ty.w_low * tx.w_high;
+              const acc_t w3 = ty.w_high * tx.w_low, w4 = ty.w_high * tx.w_high;
+#pragma omp simd
+              for (int64_t c = 0; c < channels; ++c) {
+                a[c] += w1 * static_cast<acc_t>(p1[c]) + w2 * static_cast<acc_t>(p2[c]) +
+                        w3 * static_cast<acc_t>(p3[c]) + w4 * static_cast<acc_t>(p4[c]);
+              }
+            }
+          }
+          scalar_t* o = out + ((k * pooled_height + ph) * pooled_width + pw) * channels;
+          const acc_t inv = t.inv_count;
+#pragma omp simd
+          for (int64_t c = 0; c < channels; ++c) {
+            o[c] = static_cast<scalar_t>(a[c] * inv);
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---- backward to the input -------------------------------------------------------------------
+
+// grad: [K, C, PH, PW] contiguous; grad_inputs[l]: [N, C, H_l, W_l] contiguous, zero-filled, in
+// acc_t (float for the half types, which are rounded once at the end by the caller).
+template <typename scalar_t, typename acc_t>
+void roi_align_backward_nchw(const std::vector<RoiTaps<acc_t>>& taps, const scalar_t* grad,
+                             const std::vector<acc_t*>& grad_inputs, const std::vector<LevelShape>& shapes,
+                             int64_t batch_size, int64_t channels, int64_t pooled_height,
+                             int64_t pooled_width) {
+  const int64_t num_levels = static_cast<int64_t>(grad_inputs.size());
+  std::vector<int64_t> offsets, order;
+  group_rois(taps, num_levels, batch_size, offsets, order);
+  const int64_t bins = pooled_height * pooled_width;
+  at::parallel_for(0, num_levels * batch_size * channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t group = task / channels;
+      const int64_t c = task % channels;
+      const int64_t level = group / batch_size;
+      const int64_t n = group % batch_size;
+      const int64_t width = shapes[level].width;
+      acc_t* plane = grad_inputs[level] + (n * channels + c) * shapes[level].height * width;
+      for (int64_t j = offsets[group]; j < offsets[group + 1]; ++j) {
+        const int64_t k = order[j];
+        const RoiTaps<acc_t>& t = taps[k];
+        const scalar_t* g = grad + (k * channels + c) * bins;
+        for (int64_t ph = 0; ph < pooled_height; ++ph) {
+          for (int64_t pw = 0; pw < pooled_width; ++pw) {
+            const acc_t gb = static_cast<acc_t>(g[ph * pooled_width + pw]) * t.inv_count;
+            if (gb == acc_t(0)) {
+              continue;
+            }
+            for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
+              const Tap<acc_t>& ty = t.ys[iy];
+              acc_t* row_lo = plane + ty.low * width;
+              acc_t* row_hi = plane + ty.high * width;
+              const acc_t g_lo = gb * ty.w_low, g_hi = gb * ty.w_high;
+              for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
+                const Tap<acc_t>& tx = t.xs[ix];
+                row_lo[tx.low] += g_lo * tx.w_low;
+                row_lo[tx.high] += g_lo * tx.w_high;
+                row_hi[tx.low] += g_hi * tx.w_low;
+                row_hi[tx.high] += g_hi * tx.w_high;
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// grad: [K, PH, PW, C] in memory; grad_inputs[l]: [N, H_l, W_l, C] in memory, zero-filled.
+// Tasks are (level, image, block of channels); each owns its slice of the gradient.
+template <typename scalar_t, typename acc_t>
+void roi_align_backward_channels_last(const std::vector<RoiTaps<acc_t>>& taps, const scalar_t* grad,
+                                      const std::vector<acc_t*>& grad_inputs,
+                                      const std::vector<LevelShape>& shapes, int64_t batch_size,
+                                      int64_t channels, int64_t pooled_height, int64_t pooled_width) {
+  const int64_t num_levels = static_cast<int64_t>(grad_inputs.size());
+  std::vector<int64_t> offsets, order;
+  group_rois(taps, num_levels, batch_size, offsets, order);
+  constexpr int64_t kBlock = 64;  // channels per task: whole cache lines, enough tasks for threads
+  const int64_t blocks = (channels + kBlock - 1) / kBlock;
+  at::parallel_for(0, num_levels * batch_size * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t group = task / blocks;
+      const int64_t c0 = (task % blocks) * kBlock;
+      const int64_t nc = std::min(kBlock, channels - c0);
+      const int64_t level = group / batch_size;
+      const int64_t n = group % batch_size;
+      const int64_t row_stride = shapes[level].width * channels;
+      acc_t* image = grad_inputs[level] + n * shapes[level].height * row_stride + c0;
+      for (int64_t j = offsets[group]; j < offsets[group + 1]; ++j) {
+        const int64_t k = order[j];
+        const RoiTaps<acc_t>& t = taps[k];
+        for (int64_t ph = 0; ph < pooled_height; ++ph) {
+          for (int64_t pw = 0; pw < pooled_width; ++pw) {
+            const scalar_t* g = grad + ((k * pooled_height + ph) * pooled_width + pw) * channels + c0;
+            acc_t gb[kBlock];
+            for (int64_t c = 0; c < nc; ++c) {
+              gb[c] = static_cast<acc_t>(g[c]) * t.inv_count;
+            }
+            for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
+              const Tap<acc_t>& ty = t.ys[iy];
+              acc_t* row_lo = image + ty.low * row_stride;
+              acc_t* row_hi = image + ty.high * row_stride;
+              for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
+                const Tap<acc_t>& tx = t.xs[ix];
+                const acc_t w[4] = {ty.w_low * tx.w_low, ty.w_low * tx.w_high, ty.w_high * tx.w_low,
+                                    ty.w_high * tx.w_high};
+                acc_t* p[4] = {row_lo + tx.low * channels, row_lo + tx.high * channels,
+                                  row_hi + tx.low * channels, row_hi + tx.high * channels};
+                // One corner at a time: corners may coincide at the border, and each pass must
+                // see the previous one's writes.
+                for (int corner = 0; corner < 4; ++corner) {
+                  const acc_t wc = w[corner];
+                  if (wc == acc_t(0)) {
+                    continue;
+                  }
+                  acc_t* pc = p[corner];
+#pragma omp simd
+                  for (int64_t c = 0; c < nc; ++c) {
+                    pc[c] += wc * gb[c];
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+// ---- backward to the box coordinates -----------------------------------------------------------
+
+// d(sum(grad * roi_align(input, rois)))/d(rois): grad_rois[k] = (0, dx1, dy1, dx2, dy2), in acc_t.
+// Any memory format (strides in elements); parallel over RoIs, each writes its own row.
+template <typename scalar_t, typename acc_t>
+void roi_align_backward_rois_any(const std::vector<RoiTaps<acc_t>>& taps, const scalar_t* grad,
+                                 const int64_t* grad_strides, const std::vector<const scalar_t*>& inputs,
+                                 const std::vector<std::array<int64_t, 4>>& input_strides, int64_t channels,
+                                 int64_t pooled_height, int64_t pooled_width, acc_t* grad_rois) {
+  const int64_t num_rois = static_cast<int64_t>(taps.size());
+  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const RoiTaps<acc_t>& t = taps[k];
+      const auto& st = input_strides[t.level];
+      const scalar_t* image = inputs[t.level] + t.batch * st[0];
+      acc_t dx1 = 0, dy1 = 0, dx2 = 0, dy2 = 0;
+      for (int64_t c = 0; c < channels; ++c) {
+        const scalar_t* plane = image + c * st[1];
+        for (int64_t ph = 0; ph < pooled_height; ++ph) {
+          for (int64_t pw = 0; pw < pooled_width; ++pw) {
+            const acc_t gb = static_cast<acc_t>(grad[k * grad_strides[0] + c * grad_strides[1] +
+                                                     ph * grad_strides[2] + pw * grad_strides[3]]) *
+                             t.inv_count;
+            if (gb == acc_t(0)) {
+              continue;
+            }
+            for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
+              const Tap<acc_t>& ty = t.ys[iy];
+              const scalar_t* row_lo = plane + ty.low * st[2];
+              const scalar_t* row_hi = plane + ty.high * st[2];
+              for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
+                const Tap<acc_t>& tx = t.xs[ix];
+                const acc_t v_ll = static_cast<acc_t>(row_lo[tx.low * st[3]]);
+                const acc_t v_lh = static_cast<acc_t>(row_lo[tx.high * st[3]]);
+                const acc_t v_hl = static_cast<acc_t>(row_hi[tx.low * st[3]]);
+                const acc_t v_hh = static_cast<acc_t>(row_hi[tx.high * st[3]]);
+                // The sample value is bilinear: its derivative along y is the x-interpolated
+                // difference of the two rows, and along x that of the two columns.
+                const acc_t d_y = ty.slope * (tx.w_low * (v_hl - v_ll) + tx.w_high * (v_hh - v_lh));
+                const acc_t d_x = tx.slope * (ty.w_low * (v_lh - v_ll) + ty.w_high * (v_hh - v_hl));
+                dy1 += gb * d_y * ty.d_lo;
+                dy2 += gb * d_y * ty.d_hi;
+                dx1 += gb * d_x * tx.d_lo;
+                dx2 += gb * d_x * tx.d_hi;
+              }
+            }
+          }
+        }
+      }
+      acc_t* out = grad_rois + 5 * k;
+      out[0] = 0;
+      out[1] = dx1;
+      out[2] = dy1;
+      out[3] = dx2;
+      out[4] = dy2;
+    }
+  });
+}
+
+}  // namespace cpu
+}  // namespace roiops
+
+// ---- host drivers (defined in roi_align.cpp, used by roi_align and multi_scale_roi_align) ------
+
+namespace roiops {
+namespace cpu {
+
+// True when the kernels take the channels_last path for this input: a 4-d tensor laid out as
+// channels_last and not also plain contiguous (C == 1 or H == W == 1 are both; NCHW is used).
+// roiops/_meta.py applies the same rule to the fake outputs.
+bool use_channels_last(const at::Tensor& input);
+
+// features: the pyramid levels ([N, C, H_l, W_l], one dtype); levels: the level of each RoI or
+// nullptr for one level. Returns [K, C, PH, PW] in the memory format the kernels chose.
+at::Tensor roi_align_forward_levels_cpu(const char* op, const std::vector<at::Tensor>& features,
+                                        const at::Tensor& rois, const std::vector<double>& spatial_scales,
+                                        const int64_t* levels, int64_t pooled_height, int64_t pooled_width,
+                                        int64_t sampling_ratio, bool aligned);
+
+std::vector<at::Tensor> roi_align_backward_levels_cpu(
+    const char* op, const at::Tensor& grad, const at::Tensor& rois, const std::vector<double>& spatial_scales,
+    const int64_t* levels, int64_t batch_size, int64_t channels, const std::vector<int64_t>& heights,
+    const std::vector<int64_t>& widths, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+    bool aligned, bool channels_last);
+
+at::Tensor roi_align_backward_rois_levels_cpu(const char* op, const at::Tensor& grad,
+                                              const std::vector<at::Tensor>& features, const at::Tensor& rois,
+                                              const std::vector<double>& spatial_scales, const int64_t* levels,
+                                              int64_t pooled_height, int64_t pooled_width,
+                                              int64_t sampling_ratio, bool aligned);
+
+}  // namespace cpu
+}  // namespace roiops

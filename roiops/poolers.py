@@ -1,0 +1,124 @@
+"""MultiScaleRoIAlign: the FPN pooler (Lin et al., Feature Pyramid Networks, 2017, eq. 1).
+
+Each RoI is pooled from one pyramid level, k = floor(k0 + log2(sqrt(w * h) / 224) + 1e-6),
+clamped to the levels given, where k0 = canonical_level, 224 = canonical_scale, and w, h are the
+box's size in image pixels. The level assignment and the RoIAlign of every level happen in one
+native call (torch.ops.roiops.multi_scale_roi_align), without gathering each level's RoIs and
+scattering the results back.
+
+Parity with torchvision.ops.MultiScaleRoIAlign: the scales are inferred the same way (2 **
+round(log2(map size / largest image size)), from the height), the level rule is evaluated with the
+same operations in the box dtype (roi_align_math.h, fpn_level_index), and ``aligned`` defaults to
+False as torchvision hard-codes it, so the same RoI lands on the same level and gets the same
+values. Two deliberate differences: the scales are inferred on every call (torchvision caches the
+first call's), and a box with zero, negative or NaN area goes to the finest level (torchvision
+drops it from every level and returns zeros).
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from roiops._validation import check_float, check_same, check_tensor
+from roiops.roi_align import boxes_to_rois, pair_output_size
+
+__all__ = ["MultiScaleRoIAlign", "infer_scale"]
+
+
+def infer_scale(feature_size: tuple[int, int], image_size: tuple[int, int]) -> float:
+    """Map pixels per image pixel of a pyramid level: 2 ** round(log2(feature height / image height)).
+
+    torchvision rounds log2 in float32 (half to even); the float64 log2 here agrees except within
+    1e-7 of a half-integer, i.e. for size ratios no network produces.
+    """
+    return 2.0 ** round(math.log2(float(feature_size[0]) / float(image_size[0])))
+
+
+class MultiScaleRoIAlign(nn.Module):
+    """RoIAlign over a feature pyramid, each RoI on the level FPN eq. 1 assigns it.
+
+    Args:
+        featmap_names: keys of the feature dict to pool from, e.g. ["0", "1", "2", "3"]; the maps
+            are used in the dict's order, finest first, each half the size of the previous.
+        output_size: int or (height, width).
+        sampling_ratio: samples per bin side, <= 0 for adaptive.
+        canonical_scale: the box size (image pixels) that maps to canonical_level (224).
+        canonical_level: k0 of FPN eq. 1 (4).
+        aligned: RoIAlign's half-pixel model (see roiops.roi_align); False as in torchvision.
+
+    Call:
+        x: dict name -> Tensor[N, C, H_l, W_l] (all levels: same N, C, dtype, device; contiguous
+            or channels_last, as the first one).
+        boxes: list of N Tensor[L_i, 4] (x1, y1, x2, y2) in image pixels, same dtype as the maps.
+        image_shapes: list of N (height, width) of the images before padding; the scale of each
+            level is inferred from the largest.
+
+    Returns:
+        Tensor[sum L_i, C, output_height, output_width], RoIs in the order of boxes. Differentiable
+        with respect to the maps (twice) and to the boxes (once; the level choice is constant).
+
+    Raises:
+        ValueError / TypeError naming the argument: a missing feature name, maps that disagree,
+        boxes that are not a list of [L_i, 4], empty image_shapes.
+    """
+
+    def __init__(
+        self,
+        featmap_names: list[str],
+        output_size,
+        sampling_ratio: int,
+        *,
+        canonical_scale: int = 224,
+        canonical_level: int = 4,
+        aligned: bool = False,
+    ):
+        super().__init__()
+        if isinstance(featmap_names, str) or not all(isinstance(n, str) for n in featmap_names):
+            raise TypeError(f"featmap_names must be a list of str, got {featmap_names!r}")
+        if len(featmap_names) == 0:
+            raise ValueError("featmap_names must name at least one feature map")
+        if not canonical_scale > 0:
+            raise ValueError(f"canonical_scale must be positive, got {canonical_scale}")
+        self.featmap_names = list(featmap_names)
+        self.output_size = pair_output_size(output_size)
+        self.sampling_ratio = int(sampling_ratio)
+        self.canonical_scale = canonical_scale
+        self.canonical_level = int(canonical_level)
+        self.aligned = bool(aligned)
+
+    def forward(self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]):
+        # The dict's order, not featmap_names' order, as torchvision does.
+        features = [v for k, v in x.items() if k in self.featmap_names]
+        if len(features) != len(self.featmap_names):
+            missing = [n for n in self.featmap_names if n not in x]
+            raise ValueError(f"x has no feature map named {missing} (has {list(x)})")
+        for name, f in zip([k for k in x if k in self.featmap_names], features):
+            check_tensor(f"x[{name!r}]", f, ndim=4)
+            check_float(f"x[{name!r}]", f)
+            check_same(f"x[{self.featmap_names[0]!r}]", features[0], f"x[{name!r}]", f)
+        if not isinstance(boxes, (list, tuple)):
+            raise TypeError(f"boxes must be a list of Tensor[L_i, 4], one per image, got {type(boxes).__name__}")
+        rois = boxes_to_rois(boxes)
+        check_same("x", features[0], "boxes", rois)
+        if len(image_shapes) == 0:
+            raise ValueError("image_shapes must hold the (height, width) of every image, got an empty list")
+        largest = (max(int(s[0]) for s in image_shapes), max(int(s[1]) for s in image_shapes))
+        scales = [infer_scale((f.shape[-2], f.shape[-1]), largest) for f in features]
+        return torch.ops.roiops.multi_scale_roi_align(
+            features,
+            rois,
+            scales,
+            self.output_size[0],
+            self.output_size[1],
+            self.sampling_ratio,
+            self.aligned,
+            float(self.canonical_scale),
+            self.canonical_level,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
+        )

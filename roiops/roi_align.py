@@ -1,0 +1,142 @@
+"""RoIAlign (He et al., Mask R-CNN, 2017): bilinear pooling of regions of a feature map into a fixed
+grid, with no quantization of the region or its bins.
+
+Pixel model. A box is (x1, y1, x2, y2) in input-image pixels; spatial_scale maps it onto the
+feature map. With ``aligned=False`` (the paper's and torchvision's default) feature pixel (h, w)
+sits at the point (w, h), and a box is at least 1x1 map pixels; with ``aligned=True`` (Detectron2's
+convention, ``test_aligned_true_matches_half_pixel_model``) the box is shifted by -0.5 pixel first,
+so that a box covering pixels [0, W) x [0, H) samples exactly the pixel centres, and it keeps its
+size, however small. Each of the output_size bins averages sampling_ratio x sampling_ratio
+bilinear samples at the centres of an even sub-grid (sampling_ratio <= 0: ceil(box / output_size)
+per axis). A sample outside [-1, H] x [-1, W] contributes 0 (it still counts in the average); one
+in [-1, 0] or [H - 1, H] reads the border pixel.
+
+Degenerate boxes, defined: a box with a NaN or infinite coordinate pools to 0 and gets no
+gradient. A box with x2 < x1 and aligned=True has no adaptive samples and pools to 0. A huge box
+(1e7 pixels and beyond) is computed as defined, visiting only the samples that land on the map;
+the adaptive count is capped at 2**20 samples per bin side (roi_align_math.h).
+"""
+
+import math
+from numbers import Integral, Real
+
+import torch
+from torch import nn
+
+from roiops._validation import check_float, check_same, check_tensor
+
+__all__ = ["roi_align", "RoIAlign"]
+
+
+def boxes_to_rois(boxes, name: str = "boxes") -> torch.Tensor:
+    """Tensor[K, 5] (batch index, x1, y1, x2, y2) from either that or a list of Tensor[L_i, 4]."""
+    if isinstance(boxes, torch.Tensor):
+        check_tensor(name, boxes, ndim=2, last_dim=5)
+        return boxes
+    if not isinstance(boxes, (list, tuple)):
+        raise TypeError(f"{name} must be a Tensor[K, 5] or a list of Tensor[L_i, 4], got {type(boxes).__name__}")
+    if len(boxes) == 0:
+        raise ValueError(f"{name} is an empty list: pass one Tensor[L_i, 4] per image (L_i may be 0)")
+    for i, b in enumerate(boxes):
+        check_tensor(f"{name}[{i}]", b, ndim=2, last_dim=4)
+        check_same(f"{name}[0]", boxes[0], f"{name}[{i}]", b)
+    index = [torch.full((b.shape[0], 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
+    return torch.cat([torch.cat(index, dim=0), torch.cat(list(boxes), dim=0)], dim=1)
+
+
+def pair_output_size(output_size) -> tuple[int, int]:
+    """(height, width) from an int or a pair; raises ValueError unless both are positive ints."""
+    if isinstance(output_size, (Integral, torch.SymInt)) and not isinstance(output_size, bool):
+        output_size = (output_size, output_size)
+    if (
+        not isinstance(output_size, (tuple, list))
+        or len(output_size) != 2
+        or any(isinstance(s, bool) or not isinstance(s, (Integral, torch.SymInt)) for s in output_size)
+    ):
+        raise ValueError(f"output_size must be an int or a pair of ints (height, width), got {output_size!r}")
+    h, w = int(output_size[0]), int(output_size[1])
+    if h <= 0 or w <= 0:
+        raise ValueError(f"output_size must be positive, got {(h, w)}")
+    return h, w
+
+
+def check_spatial_scale(spatial_scale) -> float:
+    if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, Real):
+        raise TypeError(f"spatial_scale must be a float, got {type(spatial_scale).__name__}")
+    spatial_scale = float(spatial_scale)
+    if not (spatial_scale > 0 and math.isfinite(spatial_scale)):
+        raise ValueError(f"spatial_scale must be positive and finite, got {spatial_scale}")
+    return spatial_scale
+
+
+def check_roi_call(input: torch.Tensor, boxes) -> torch.Tensor:
+    """Validates input against the boxes and returns the boxes as rois Tensor[K, 5]."""
+    check_tensor("input", input, ndim=4)
+    check_float("input", input)
+    rois = boxes_to_rois(boxes)
+    check_same("input", input, "boxes", rois)
+    return rois
+
+
+def roi_align(
+    input: torch.Tensor,
+    boxes,
+    output_size,
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> torch.Tensor:
+    """RoIAlign, a drop-in replacement for torchvision.ops.roi_align (see the module docstring).
+
+    Args:
+        input: Tensor[N, C, H, W], float32, float64, float16 or bfloat16 (the half types
+            accumulate in float32), contiguous or channels_last.
+        boxes: Tensor[K, 5] (batch index, x1, y1, x2, y2), or a list of N Tensor[L_i, 4]
+            (x1, y1, x2, y2) of image i; input-image pixels; same dtype and device as input.
+        output_size: int or (height, width) of the pooled grid.
+        spatial_scale: feature-map pixels per input-image pixel (e.g. 1/16), > 0.
+        sampling_ratio: samples per bin side; <= 0 for adaptive (ceil(box / output_size)).
+        aligned: shift boxes by -0.5 pixel (pixel-centre model); see the module docstring.
+
+    Returns:
+        Tensor[K, C, output_height, output_width] of input's dtype, channels_last in memory when
+        input is. Differentiable (twice) with respect to input, and once with respect to the box
+        coordinates (piecewise: sample positions move with the box; the adaptive sample count and
+        aligned=False's 1-pixel minimum are treated as constants).
+
+    Raises:
+        TypeError / ValueError naming the argument: input not a 4-d float tensor; boxes not
+        [K, 5] or a list of [L_i, 4]; dtype or device mismatch; output_size not positive;
+        spatial_scale <= 0; a batch index that is negative, fractional or >= N.
+    """
+    rois = check_roi_call(input, boxes)
+    pooled_height, pooled_width = pair_output_size(output_size)
+    spatial_scale = check_spatial_scale(spatial_scale)
+    if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, Integral):
+        raise TypeError(f"sampling_ratio must be an int, got {type(sampling_ratio).__name__}")
+    if not isinstance(aligned, bool):
+        raise TypeError(f"aligned must be a bool, got {type(aligned).__name__}")
+    return torch.ops.roiops.roi_align(
+        input, rois, spatial_scale, pooled_height, pooled_width, int(sampling_ratio), aligned
+    )
+
+
+class RoIAlign(nn.Module):
+    """Module form of roi_align: ``RoIAlign(output_size, spatial_scale, sampling_ratio, aligned)``,
+    called as ``m(input, boxes)``."""
+
+    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int, aligned: bool = False):
+        super().__init__()
+        self.output_size = pair_output_size(output_size)
+        self.spatial_scale = check_spatial_scale(spatial_scale)
+        self.sampling_ratio = int(sampling_ratio)
+        self.aligned = bool(aligned)
+
+    def forward(self, input: torch.Tensor, boxes) -> torch.Tensor:
+        return roi_align(input, boxes, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
+        )

@@ -1,0 +1,54 @@
+"""RoIPool (Girshick, Fast R-CNN, 2015): the max over each bin of a quantized region.
+
+The box corners are rounded to feature-map pixels (x * spatial_scale, half away from zero), the
+region is at least 1x1, bin (ph, pw) covers pixels floor(ph * bin_h) .. ceil((ph + 1) * bin_h) of
+it, clipped to the map. The backward routes each bin's gradient to its argmax pixel. Ties go to the
+first pixel in row-major order; a NaN in a bin wins (output NaN, as torch.max). An empty bin
+(outside the map, or a box with a NaN coordinate) gives 0 and no gradient.
+"""
+
+import torch
+from torch import nn
+
+from roiops.roi_align import check_roi_call, check_spatial_scale, pair_output_size
+
+__all__ = ["roi_pool", "RoIPool"]
+
+
+def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0) -> torch.Tensor:
+    """RoIPool, a drop-in replacement for torchvision.ops.roi_pool.
+
+    Args:
+        input: Tensor[N, C, H, W], float32, float64, float16 or bfloat16, contiguous or
+            channels_last.
+        boxes: Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of N Tensor[L_i, 4], input
+            pixels, same dtype and device as input.
+        output_size: int or (height, width).
+        spatial_scale: feature-map pixels per input pixel, > 0.
+
+    Returns:
+        Tensor[K, C, output_height, output_width], input's dtype and memory format.
+
+    Raises:
+        TypeError / ValueError naming the argument, as roi_align.
+    """
+    rois = check_roi_call(input, boxes)
+    pooled_height, pooled_width = pair_output_size(output_size)
+    spatial_scale = check_spatial_scale(spatial_scale)
+    output, _argmax = torch.ops.roiops.roi_pool(input, rois, spatial_scale, pooled_height, pooled_width)
+    return output
+
+
+class RoIPool(nn.Module):
+    """Module form of roi_pool: ``RoIPool(output_size, spatial_scale)``, called as ``m(input, boxes)``."""
+
+    def __init__(self, output_size, spatial_scale: float):
+        super().__init__()
+        self.output_size = pair_output_size(output_size)
+        self.spatial_scale = check_spatial_scale(spatial_scale)
+
+    def forward(self, input: torch.Tensor, boxes) -> torch.Tensor:
+        return roi_pool(input, boxes, self.output_size, self.spatial_scale)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"

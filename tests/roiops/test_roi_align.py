@@ -1,0 +1,267 @@
+"""roi_align forward: the native kernels against the definition (roiops._reference), torchvision,
+hand-computed values and RoIAlign's properties; degenerate and bad input."""
+
+import math
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given
+from roi_pooling_cases import build, roi_cases
+
+import roiops
+from roiops._reference import roi_align_reference
+
+
+def call(case, x, rois):
+    return roiops.roi_align(
+        x, rois, case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"]
+    )
+
+
+@given(roi_cases())
+def test_matches_definition_in_float64(case):
+    x, rois = build(case, torch.float64)
+    expected = roi_align_reference(
+        x, rois, case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"]
+    )
+    torch.testing.assert_close(call(case, x, rois), expected, atol=1e-12, rtol=0)
+
+
+@given(roi_cases())
+def test_matches_torchvision_in_float32(case):
+    x, rois = build(case)
+    expected = torchvision.ops.roi_align(
+        x, rois, case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"]
+    )
+    torch.testing.assert_close(call(case, x, rois), expected, atol=1e-5, rtol=0)
+
+
+@given(roi_cases())
+def test_channels_last_gives_the_same_values_and_stays_channels_last(case):
+    case = dict(case, channels_last=False)
+    x, rois = build(case)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    out_cl = call(case, cl, rois)
+    torch.testing.assert_close(out_cl, call(case, x, rois), atol=1e-6, rtol=0)
+    if x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1 and rois.shape[0] > 0:
+        assert out_cl.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_aligned_true_matches_half_pixel_model():
+    # With aligned=True, pixel (h, w) is the value at (w + 0.5, h + 0.5): a box over exactly pixels
+    # [1, 3) x [2, 4) with a 2x2 output and one sample per bin lands on the four pixel centres.
+    x = torch.arange(5 * 5, dtype=torch.float64).view(1, 1, 5, 5)
+    out = roiops.roi_align(x, torch.tensor([[0, 1.0, 2.0, 3.0, 4.0]], dtype=torch.float64), 2, 1.0, 1, True)
+    torch.testing.assert_close(out[0, 0], x[0, 0, 2:4, 1:3])
+    # aligned=False reads the same pixels from the box shifted by -0.5.
+    out = roiops.roi_align(x, torch.tensor([[0, 0.5, 1.5, 2.5, 3.5]], dtype=torch.float64), 2, 1.0, 1, False)
+    torch.testing.assert_close(out[0, 0], x[0, 0, 2:4, 1:3])
+
+
+def test_hand_computed_bilinear_values():
+    # Map value = 10 * y + x (a plane), which bilinear interpolation reproduces exactly inside the
+    # map, so each bin is the plane at its centre. Box (0.5, 1, 2.5, 3), 2x2 bins, 2x2 samples.
+    ys, xs = torch.meshgrid(torch.arange(5.0), torch.arange(5.0), indexing="ij")
+    x = (10 * ys + xs).double().view(1, 1, 5, 5)
+    out = roiops.roi_align(x, torch.tensor([[0, 0.5, 1.0, 2.5, 3.0]], dtype=torch.float64), 2, 1.0, 2, False)
+    centres_y, centres_x = torch.tensor([1.5, 2.5]), torch.tensor([1.0, 2.0])
+    expected = 10 * centres_y[:, None] + centres_x[None, :]
+    torch.testing.assert_close(out[0, 0], expected.double())
+
+
+def test_translation_by_whole_pixels_leaves_output_unchanged():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 20, 20, generator=g, dtype=torch.float64)
+    rois = torch.tensor([[0, 2.3, 3.1, 9.7, 8.2], [0, 1.0, 1.0, 6.5, 9.9]], dtype=torch.float64)
+    shifted = torch.zeros(1, 3, 27, 25, dtype=torch.float64)
+    shifted[..., 7:, 5:] = x
+    moved = rois + torch.tensor([0, 5.0, 7.0, 5.0, 7.0], dtype=torch.float64)
+    for aligned in (False, True):
+        for sr in (-1, 2):
+            torch.testing.assert_close(
+                roiops.roi_align(shifted, moved, 5, 1.0, sr, aligned), roiops.roi_align(x, rois, 5, 1.0, sr, aligned)
+            )
+
+
+@pytest.mark.parametrize("s", [2.0, 4.0, 16.0])
+def test_scaled_boxes_with_inverse_spatial_scale_are_equivalent(s):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 2, 15, 17, generator=g, dtype=torch.float64)
+    rois = torch.tensor([[1, 1.2, 0.3, 12.5, 9.9], [0, -2.0, 3.0, 7.0, 14.0]], dtype=torch.float64)
+    scaled = rois * torch.tensor([1, s, s, s, s], dtype=torch.float64)
+    for aligned in (False, True):
+        torch.testing.assert_close(
+            roiops.roi_align(x, scaled, (3, 4), 1 / s, -1, aligned), roiops.roi_align(x, rois, (3, 4), 1.0, -1, aligned)
+        )
+
+
+def test_constant_map_pools_to_the_constant_for_boxes_inside():
+    x = torch.full((2, 3, 10, 12), 2.5, dtype=torch.float64)
+    rois = torch.tensor([[0, 0, 0, 11, 9], [1, 3.3, 2.2, 4.4, 3.1], [1, 5, 5, 5, 5]], dtype=torch.float64)
+    for aligned in (False, True):
+        for sr in (-1, 1, 3):
+            out = roiops.roi_align(x, rois, 4, 1.0, sr, aligned)
+            if aligned:  # the zero-size box has no adaptive samples there
+                out = out[:2] if sr <= 0 else out
+            torch.testing.assert_close(out, torch.full_like(out, 2.5))
+
+
+def test_box_list_equals_tensor_with_batch_index():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 9, 9, generator=g)
+    b0 = torch.tensor([[1.0, 1, 5, 6], [0, 0, 3, 3]])
+    b1 = torch.tensor([[2.0, 2, 8, 7]])
+    rois = torch.tensor([[0, 1.0, 1, 5, 6], [0, 0, 0, 3, 3], [1, 2, 2, 8, 7]])
+    torch.testing.assert_close(roiops.roi_align(x, [b0, b1], 3, 1.0, 2, True), roiops.roi_align(x, rois, 3, 1.0, 2, True))
+    module = roiops.RoIAlign((3, 3), 1.0, 2, aligned=True)
+    torch.testing.assert_close(module(x, [b0, b1]), roiops.roi_align(x, rois, 3, 1.0, 2, True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_half_types_accumulate_in_float32(dtype, channels_last):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 16, 24, 24, generator=g).to(dtype)
+    rois = torch.tensor([[0, 1.0, 1, 20, 22], [1, 3, 2, 9, 9], [1, 0, 0, 23, 23]]).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = roiops.roi_align(x, rois, 7, 1.0, -1, True)
+    assert out.dtype == dtype
+    # The exact value of the rounded inputs, rounded once: within one half-type ulp of ~1.
+    expected = roi_align_reference(x.double(), rois.double(), 7, 1.0, -1, True)
+    tol = {torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+    torch.testing.assert_close(out.double(), expected, atol=tol, rtol=0)
+
+
+@given(roi_cases(max_rois=8))
+def test_result_does_not_depend_on_thread_count(case):
+    x, rois = build(case)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = call(case, x, rois)
+        torch.set_num_threads(2)
+        two = call(case, x, rois)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+# ---- degenerate input -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_box_pools_to_zero(bad):
+    x = torch.randn(1, 2, 8, 8)
+    rois = torch.tensor([[0, 1.0, 1, 6, 6], [0, bad, 1, 6, 6], [0, 1, 1, 6, bad]])
+    for channels_last in (False, True):
+        xi = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        out = roiops.roi_align(xi, rois, 3, 1.0, -1, True)
+        assert torch.isfinite(out).all()
+        assert (out[1:] == 0).all()
+        torch.testing.assert_close(out[0], roiops.roi_align(x, rois[:1], 3, 1.0, -1, True)[0])
+
+
+def test_inverted_box_pools_to_zero_when_aligned_and_to_a_pixel_box_otherwise():
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    inverted = torch.tensor([[0, 6.0, 6, 2, 2]], dtype=torch.float64)
+    assert (roiops.roi_align(x, inverted, 2, 1.0, -1, True) == 0).all()
+    # aligned=False: the size is raised to 1 pixel, as the paper's definition does.
+    torch.testing.assert_close(
+        roiops.roi_align(x, inverted, 2, 1.0, -1, False), roi_align_reference(x, inverted, 2, 1.0, -1, False)
+    )
+
+
+@pytest.mark.parametrize("magnitude", [1e7, 1e9, 1e30])
+def test_huge_boxes_finish_and_stay_bounded(magnitude):
+    # Adaptive sampling would take ceil(2e7 / 7)^2 samples per bin; only those on the map are visited.
+    x = torch.rand(1, 3, 16, 16)
+    rois = torch.tensor([[0, -magnitude, -magnitude, magnitude, magnitude], [0, 0, 0, magnitude, 8]])
+    for channels_last in (False, True):
+        xi = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        out = roiops.roi_align(xi, rois, 7, 1.0, -1, False)
+        assert torch.isfinite(out).all() and (out >= 0).all() and (out <= 1).all()
+
+
+def test_huge_box_matches_definition_where_it_can_be_evaluated():
+    # 600 samples per bin side, of which only those on the 6x6 map are visited: still the exact
+    # definition (the average counts all 600^2).
+    x = torch.rand(1, 2, 6, 6, dtype=torch.float64)
+    rois = torch.tensor([[0, -600.0, -600.0, 600.0, 600.0]], dtype=torch.float64)
+    out = roiops.roi_align(x, rois, 2, 1.0, -1, True)
+    expected = roi_align_reference(x, rois, 2, 1.0, 600, True)
+    torch.testing.assert_close(out, expected, atol=1e-15, rtol=1e-9)
+
+
+def test_empty_boxes_give_empty_output_of_the_right_shape():
+    x = torch.randn(2, 3, 8, 8)
+    assert roiops.roi_align(x, torch.zeros(0, 5), (4, 5), 1.0, 2, False).shape == (0, 3, 4, 5)
+    assert roiops.roi_align(x, [torch.zeros(0, 4), torch.zeros(0, 4)], 2, 1.0, 2, False).shape == (0, 3, 2, 2)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert roiops.roi_align(cl, torch.zeros(0, 5), 3, 1.0, 2, True).shape == (0, 3, 3, 3)
+
+
+def test_boxes_outside_the_map_pool_to_zero():
+    x = torch.randn(1, 2, 8, 8)
+    rois = torch.tensor([[0, 20.0, 20, 30, 30], [0, -30, -30, -10, -10]])
+    assert (roiops.roi_align(x, rois, 3, 1.0, -1, False) == 0).all()
+
+
+# ---- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rois", "match"),
+    [
+        (torch.zeros(3, 4), "boxes must have last dimension 5"),
+        (torch.zeros(5), "boxes must have 2 dimensions"),
+        (torch.zeros(2, 5, 1), "boxes must have 2 dimensions"),
+        ([torch.zeros(2, 5)], r"boxes\[0\] must have last dimension 4"),
+        ([], "boxes is an empty list"),
+    ],
+)
+def test_malformed_boxes_raise_naming_boxes(rois, match):
+    with pytest.raises(ValueError, match=match):
+        roiops.roi_align(torch.zeros(1, 1, 4, 4), rois, 2)
+
+
+@pytest.mark.parametrize("index", [-1.0, 0.5, 2.0, 7.0, math.nan])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bad_batch_index_raises_naming_it(index, channels_last):
+    x = torch.zeros(2, 3, 4, 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    rois = torch.tensor([[0, 0, 0, 2, 2], [index, 0, 0, 2, 2]])
+    with pytest.raises(ValueError, match=r"rois\[1, 0\] \(the batch index\) must be an integer in \[0, 2\)"):
+        roiops.roi_align(x, rois, 2)
+
+
+def test_dtype_and_device_mismatch_raise():
+    with pytest.raises(TypeError, match="input and boxes must have the same dtype"):
+        roiops.roi_align(torch.zeros(1, 1, 4, 4), torch.zeros(1, 5, dtype=torch.float64), 2)
+    with pytest.raises(ValueError, match="input and boxes must be on the same device"):
+        roiops.roi_align(torch.zeros(1, 1, 4, 4), torch.zeros(1, 5, device="meta"), 2)
+    with pytest.raises(TypeError, match="input must be float32"):
+        roiops.roi_align(torch.zeros(1, 1, 4, 4, dtype=torch.int32), torch.zeros(1, 5, dtype=torch.int32), 2)
+    with pytest.raises(ValueError, match="input must have 4 dimensions"):
+        roiops.roi_align(torch.zeros(1, 4, 4), torch.zeros(1, 5), 2)
+
+
+@pytest.mark.parametrize("output_size", [0, -1, (2, 0), (3,), (2.5, 2), True, "7"])
+def test_non_positive_or_malformed_output_size_raises(output_size):
+    with pytest.raises(ValueError, match="output_size"):
+        roiops.roi_align(torch.zeros(1, 1, 4, 4), torch.zeros(1, 5), output_size)
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.25, math.nan, math.inf])
+def test_non_positive_spatial_scale_raises(scale):
+    with pytest.raises(ValueError, match="spatial_scale must be positive"):
+        roiops.roi_align(torch.zeros(1, 1, 4, 4), torch.zeros(1, 5), 2, scale)
+
+
+def test_direct_op_call_checks_too():
+    with pytest.raises(ValueError, match="rois must be"):
+        torch.ops.roiops.roi_align(torch.zeros(1, 1, 4, 4), torch.zeros(2, 4), 1.0, 2, 2, -1, False)
+    with pytest.raises(ValueError, match="output size must be positive"):
+        torch.ops.roiops.roi_align(torch.zeros(1, 1, 4, 4), torch.zeros(2, 5), 1.0, 0, 2, -1, False)

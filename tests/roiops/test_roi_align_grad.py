@@ -1,0 +1,166 @@
+"""roi_align gradients: to the input (against torchvision and the definition), double backward, to
+the box coordinates (against autograd through the definition), gradcheck / gradgradcheck in float64,
+determinism."""
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given
+from roi_pooling_cases import build, roi_cases
+
+import roiops
+from roiops._reference import roi_align_reference
+
+
+def args(case):
+    return case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"]
+
+
+def input_grad(fn, x, rois, grad_out, *a):
+    x = x.detach().requires_grad_(True)
+    fn(x, rois, *a).backward(grad_out)
+    return x.grad
+
+
+@given(roi_cases())
+def test_input_gradient_matches_torchvision_in_float32(case):
+    x, rois = build(case)
+    g = torch.Generator().manual_seed(case["seed"] + 1)
+    out_shape = (rois.shape[0], x.shape[1], *case["output_size"])
+    grad_out = torch.randn(out_shape, generator=g)
+    ours = input_grad(roiops.roi_align, x, rois, grad_out, *args(case))
+    theirs = input_grad(torchvision.ops.roi_align, x.contiguous(), rois, grad_out, *args(case))
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+    if case["channels_last"] and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1:
+        assert ours.is_contiguous(memory_format=torch.channels_last)
+
+
+@given(roi_cases(max_rois=4, max_size=8, max_out=5))
+def test_box_gradient_matches_autograd_through_the_definition(case):
+    x, rois = build(case, torch.float64)
+    # Off the kinks of the piecewise-bilinear map (samples on whole pixels, a box exactly 1 wide).
+    g = torch.Generator().manual_seed(case["seed"])
+    rois[:, 1:] += torch.rand(rois.shape[0], 4, generator=g, dtype=torch.float64) * 1e-3
+    grad_out = torch.randn((rois.shape[0], x.shape[1], *case["output_size"]), generator=g, dtype=torch.float64)
+    coords = rois[:, 1:].clone().requires_grad_(True)
+    full = torch.cat([rois[:, :1], coords], dim=1)
+    roiops.roi_align(x, full, *args(case)).backward(grad_out)
+    ours = coords.grad
+    coords_ref = rois[:, 1:].clone().requires_grad_(True)
+    full_ref = torch.cat([rois[:, :1], coords_ref], dim=1)
+    out_ref = roi_align_reference(x, full_ref, *args(case))
+    if out_ref.requires_grad:
+        out_ref.backward(grad_out)
+    expected = coords_ref.grad if coords_ref.grad is not None else torch.zeros_like(coords_ref)
+    torch.testing.assert_close(ours, expected, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+def test_gradcheck_and_gradgradcheck_input(aligned, channels_last, sampling_ratio):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 2, 5, 6, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    rois = torch.tensor([[0, 0.3, 1.1, 4.6, 5.2], [1, -1.3, 2.2, 3.7, 9.1], [1, 2.2, 0.7, 2.9, 1.9]], dtype=torch.float64)
+
+    def fn(t):
+        return roiops.roi_align(t, rois, (3, 2), 0.9, sampling_ratio, aligned)
+
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=True)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gradcheck_boxes_and_input_together(aligned, channels_last):
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 2, 7, 6, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    index = torch.tensor([[0.0], [1.0], [1.0]], dtype=torch.float64)
+    coords = torch.tensor(
+        [[0.31, 1.13, 4.62, 5.27], [-1.37, 2.21, 3.73, 9.11], [2.23, 0.71, 2.94, 1.93]], dtype=torch.float64
+    ).requires_grad_(True)
+
+    def fn(t, c):
+        return roiops.roi_align(t, torch.cat([index, c], dim=1), (2, 3), 1.1, 2, aligned)
+
+    assert torch.autograd.gradcheck(fn, (x, coords))
+
+
+def test_box_gradient_through_the_backward_gives_rois_gradient_of_double_backward():
+    # Differentiating the input gradient with respect to the boxes (mixed second derivative).
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 2, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    index = torch.zeros(2, 1, dtype=torch.float64)
+    coords = torch.tensor([[0.31, 1.13, 4.62, 5.27], [1.37, 0.21, 3.73, 4.11]], dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(2, 2, 2, 2, generator=g, dtype=torch.float64)
+
+    def input_grad_of(c):
+        out = roiops.roi_align(x, torch.cat([index, c], dim=1), 2, 1.0, 2, True)
+        (gx,) = torch.autograd.grad(out, x, grad_out, create_graph=True)
+        return gx
+
+    assert torch.autograd.gradcheck(input_grad_of, (coords,))
+
+
+def test_second_derivative_through_box_gradient_raises_clearly():
+    x = torch.randn(1, 1, 5, 5, dtype=torch.float64, requires_grad=True)
+    coords = torch.tensor([[0.3, 0.4, 3.3, 3.9]], dtype=torch.float64, requires_grad=True)
+    out = roiops.roi_align(x, torch.cat([torch.zeros(1, 1, dtype=torch.float64), coords], 1), 2, 1.0, 2, True)
+    (gc,) = torch.autograd.grad(out.sum(), coords, create_graph=True)
+    with pytest.raises(NotImplementedError, match="first order only"):
+        gc.sum().backward()
+
+
+@given(roi_cases(max_rois=8))
+def test_backward_does_not_depend_on_thread_count(case):
+    x, rois = build(case)
+    grad_out = torch.randn((rois.shape[0], x.shape[1], *case["output_size"]), generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = input_grad(roiops.roi_align, x, rois, grad_out, *args(case))
+        torch.set_num_threads(2)
+        two = input_grad(roiops.roi_align, x, rois, grad_out, *args(case))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_type_gradient_accumulates_in_float32(dtype):
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(1, 8, 12, 12, generator=g)
+    # Many overlapping boxes: float16 accumulation in float16 would drift well beyond one rounding.
+    rois = torch.cat([torch.zeros(64, 1), torch.tensor([[1.0, 1.0, 10.0, 10.0]]).repeat(64, 1)], dim=1)
+    grad_out = torch.rand(64, 8, 7, 7, generator=g)
+    ours = input_grad(roiops.roi_align, x.to(dtype), rois.to(dtype), grad_out.to(dtype), 7, 1.0, 2, True)
+    exact = input_grad(roiops.roi_align, x.double(), rois.double(), grad_out.to(dtype).double(), 7, 1.0, 2, True)
+    # One rounding of the float32 sum.
+    torch.testing.assert_close(ours.double(), exact, rtol={torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype], atol=1e-3)
+
+
+def test_empty_boxes_give_empty_output_and_zero_gradients():
+    for channels_last in (False, True):
+        x = torch.randn(2, 3, 5, 5)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+        coords = torch.zeros(0, 4, requires_grad=True)
+        out = roiops.roi_align(x, torch.cat([torch.zeros(0, 1), coords], 1), 3, 1.0, 2, True)
+        assert out.shape == (0, 3, 3, 3)
+        out.sum().backward()
+        assert x.grad.shape == x.shape and (x.grad == 0).all()
+        assert coords.grad.shape == (0, 4)
+
+
+def test_non_finite_box_gets_no_gradient():
+    x = torch.randn(1, 2, 6, 6, requires_grad=True)
+    coords = torch.tensor([[float("nan"), 1.0, 4.0, 4.0]], requires_grad=True)
+    roiops.roi_align(x, torch.cat([torch.zeros(1, 1), coords], 1), 2, 1.0, 2, True).sum().backward()
+    assert (x.grad == 0).all() and (coords.grad == 0).all()
