@@ -19,6 +19,8 @@ from roiops.roi_pool import RoIPool, roi_pool  # noqa: E402
 # ---- suppression, box coding, box ops and masks (issue 4) ----
 from roiops.box_coder import BoxCoder  # noqa: E402
 from roiops.boxes import box_convert, clip_boxes_to_image, generalized_box_iou, remove_small_boxes  # noqa: E402
+from roiops.masks import paste_masks  # noqa: E402
+from roiops.nms import batched_nms, nms, soft_nms  # noqa: E402
 
 __all__ = [
     "box_area",
@@ -34,6 +36,10 @@ __all__ = [
     "clip_boxes_to_image",
     "generalized_box_iou",
     "remove_small_boxes",
+    "nms",
+    "batched_nms",
+    "soft_nms",
+    "paste_masks",
 ]
 
 __version__ = "0.1.0"

@@ -94,3 +94,54 @@ def _multi_scale_roi_align_backward_fake(grad, rois, spatial_scales, pooled_heig
 def _multi_scale_roi_align_backward_rois_fake(grad, features, rois, spatial_scales, pooled_height, pooled_width,
                                               sampling_ratio, aligned, canonical_scale, canonical_level):
     return rois.new_empty((rois.size(0), 5))
+
+
+# ---- suppression and masks (issue 4) -----------------------------------------------------------
+
+
+def _check_nms_args(op, boxes, scores):
+    torch._check(boxes.dim() == 2 and boxes.size(1) == 4, lambda: f"{op}: boxes must be [N, 4]")
+    torch._check(scores.dim() == 1 and scores.size(0) == boxes.size(0),
+                 lambda: f"{op}: scores must be [N] for boxes [N, 4]")
+    torch._check(boxes.dtype == scores.dtype, lambda: f"{op}: boxes and scores dtypes differ")
+    torch._check(boxes.dtype.is_floating_point, lambda: f"{op}: boxes must be a floating dtype")
+
+
+def _num_kept():
+    # How many boxes survive depends on the data: an unbacked size, at most N.
+    return torch.library.get_ctx().new_dynamic_size()
+
+
+@torch.library.register_fake("roiops::nms")
+def _nms_fake(boxes, scores, iou_threshold):
+    _check_nms_args("nms", boxes, scores)
+    return boxes.new_empty((_num_kept(),), dtype=torch.int64)
+
+
+@torch.library.register_fake("roiops::batched_nms")
+def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
+    _check_nms_args("batched_nms", boxes, scores)
+    torch._check(idxs.dim() == 1 and idxs.size(0) == boxes.size(0),
+                 lambda: "batched_nms: idxs must be [N] for boxes [N, 4]")
+    torch._check(idxs.dtype == torch.int64, lambda: "batched_nms: idxs must be int64")
+    return boxes.new_empty((_num_kept(),), dtype=torch.int64)
+
+
+@torch.library.register_fake("roiops::soft_nms")
+def _soft_nms_fake(boxes, scores, iou_threshold, sigma, score_threshold, method):
+    _check_nms_args("soft_nms", boxes, scores)
+    torch._check(method in (0, 1), lambda: "soft_nms: method must be 0 (linear) or 1 (gaussian)")
+    k = _num_kept()
+    return boxes.new_empty((k,), dtype=torch.int64), scores.new_empty((k,))
+
+
+@torch.library.register_fake("roiops::paste_masks")
+def _paste_masks_fake(masks, boxes, image_height, image_width, threshold):
+    torch._check(masks.dim() == 3, lambda: "paste_masks: masks must be [N, M, M]")
+    torch._check(boxes.dim() == 2 and boxes.size(1) == 4 and boxes.size(0) == masks.size(0),
+                 lambda: "paste_masks: boxes must be [N, 4] for masks [N, M, M]")
+    torch._check(masks.dtype.is_floating_point and boxes.dtype.is_floating_point,
+                 lambda: "paste_masks: masks and boxes must be floating dtypes")
+    torch._check(image_height >= 0 and image_width >= 0, lambda: "paste_masks: image size must be >= 0")
+    dtype = torch.bool if threshold is not None else masks.dtype
+    return masks.new_empty((masks.size(0), image_height, image_width), dtype=dtype)

@@ -1,0 +1,479 @@
+// Non-maximum suppression on the CPU: nms, batched_nms (per category, one call) and soft_nms.
+//
+// Greedy NMS keeps a box iff no already-kept box of higher rank overlaps it with IoU above the
+// threshold. Written that way round (each candidate asks "does a kept box suppress me?") only
+// kept boxes are ever compared, and only kept boxes near the candidate: kept boxes are filed in
+// a uniform grid of cells about one typical box wide, so a candidate looks at the few cells it
+// covers instead of at every kept box. Two boxes with IoU > 0 intersect, so they share a cell.
+// The result is exactly the textbook (and torchvision's) greedy result; only the work differs.
+//
+// Rank: decreasing score, NaN scores after every number, ties broken by the lower index.
+// IoU: box_iou_with_areas from common/box_geometry.h (0 for an empty or NaN box).
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "common/box_geometry.h"
+
+namespace roiops {
+namespace {
+
+template <typename acc_t>
+struct RankedBox {
+  acc_t x1, y1, x2, y2, area;
+};
+
+// Ranks of all boxes: indices sorted by decreasing score, NaN last, ties by lower index.
+template <typename scalar_t>
+std::vector<int64_t> rank_by_score(const scalar_t* scores, int64_t n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  struct Entry {
+    acc_t score;
+    int64_t index;
+  };
+  std::vector<Entry> entries(n);
+  for (int64_t i = 0; i < n; ++i) {
+    entries[i] = {static_cast<acc_t>(scores[i]), i};
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    const bool a_nan = std::isnan(a.score), b_nan = std::isnan(b.score);
+    if (a_nan != b_nan) {
+      return b_nan;
+    }
+    if (!a_nan && a.score != b.score) {
+      return a.score > b.score;
+    }
+    return a.index < b.index;
+  });
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) {
+    order[i] = entries[i].index;
+  }
+  return order;
+}
+
+template <typename acc_t>
+inline bool box_is_finite(const RankedBox<acc_t>& b) {
+  return std::isfinite(b.x1) && std::isfinite(b.y1) && std::isfinite(b.x2) && std::isfinite(b.y2);
+}
+
+template <typename acc_t>
+inline bool overlaps_above(const RankedBox<acc_t>& a, const RankedBox<acc_t>& b, acc_t threshold) {
+  return box_iou_with_areas(a.x1, a.y1, a.x2, a.y2, a.area, b.x1, b.y1, b.x2, b.y2, b.area) > threshold;
+}
+
+// Kept boxes filed by grid cell. Every cell's slots are reserved up front (as many as boxes
+// cover the cell), so filing is a store, and a cell's kept boxes sit contiguously in memory.
+template <typename acc_t>
+class KeptGrid {
+ public:
+  // Boxes covering more cells than this go to one list every candidate scans instead.
+  static constexpr int64_t kMaxCellsPerBox = 36;
+
+  KeptGrid(const RankedBox<acc_t>* boxes, int64_t n) {
+    // Bounds and typical size over the boxes that can overlap anything: finite, non-empty.
+    acc_t lo_x = INFINITY, lo_y = INFINITY, hi_x = -INFINITY, hi_y = -INFINITY;
+    std::vector<acc_t> sides;
+    sides.reserve(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& b = boxes[i];
+      if (b.area > acc_t(0) && box_is_finite(b)) {
+        lo_x = std::min(lo_x, b.x1);
+        lo_y = std::min(lo_y, b.y1);
+        hi_x = std::max(hi_x, b.x2);
+        hi_y = std::max(hi_y, b.y2);
+        sides.push_back(std::max(b.x2 - b.x1, b.y2 - b.y1));
+      }
+    }
+    if (sides.empty()) {
+      return;
+    }
+    auto mid = sides.begin() + sides.size() / 2;
+    std::nth_element(sides.begin(), mid, sides.end());
+    const double extent_x = static_cast<double>(hi_x) - lo_x, extent_y = static_cast<double>(hi_y) - lo_y;
+    // About one median box per cell, but no more cells than ~4 per box.
+    double cell = std::max<double>(*mid, 1e-30);
+    const double max_cells = 4.0 * static_cast<double>(sides.size()) + 16.0;
+    cell = std::max(cell, std::sqrt(extent_x * extent_y / max_cells));
+    cell = std::max(cell, std::max(extent_x, extent_y) / max_cells);
+    origin_x_ = lo_x;
+    origin_y_ = lo_y;
+    inv_cell_ = static_cast<acc_t>(1.0 / cell);
+    cells_x_ = std::max<int64_t>(1, static_cast<int64_t>(std::min(extent_x / cell, max_cells)) + 1);
+    cells_y_ = std::max<int64_t>(1, static_cast<int64_t>(std::min(extent_y / cell, max_cells)) + 1);
+
+    // Reserve slots: counts per cell, then prefix sums.
+    std::vector<int64_t> count(cells_x_ * cells_y_ + 1, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& b = boxes[i];
+      if (!(b.area > acc_t(0) && box_is_finite(b))) {
+        continue;
+      }
+      int64_t cx1, cy1, cx2, cy2;
+      cell_range(b, &cx1, &cy1, &cx2, &cy2);
+      if ((cx2 - cx1 + 1) * (cy2 - cy1 + 1) > kMaxCellsPerBox) {
+        continue;
+      }
+      for (int64_t cy = cy1; cy <= cy2; ++cy) {
+        for (int64_t cx = cx1; cx <= cx2; ++cx) {
+          ++count[cy * cells_x_ + cx + 1];
+        }
+      }
+    }
+    std::partial_sum(count.begin(), count.end(), count.begin());
+    start_ = std::move(count);
+    fill_.assign(start_.begin(), start_.end() - 1);
+    slots_.resize(start_.back());
+    active_ = true;
+  }
+
+  // True when a kept box overlaps b with IoU > threshold (threshold >= 0, b finite, non-empty).
+  bool suppresses(const RankedBox<acc_t>& b, acc_t threshold) const {
+    for (const auto& k : wide_) {
+      if (overlaps_above(k, b, threshold)) {
+        return true;
+      }
+    }
+    if (!active_) {
+      return false;
+    }
+    int64_t cx1, cy1, cx2, cy2;
+    cell_range(b, &cx1, &cy1, &cx2, &cy2);
+    for (int64_t cy = cy1; cy <= cy2; ++cy) {
+      for (int64_t cx = cx1; cx <= cx2; ++cx) {
+        const int64_t c = cy * cells_x_ + cx;
+        const RankedBox<acc_t>* kept = slots_.data() + start_[c];
+        const int64_t num = fill_[c] - start_[c];
+        for (int64_t j = 0; j < num; ++j) {
+          if (overlaps_above(kept[j], b, threshold)) {
+            return true;
+          }
+        }
+      }
+    }
+    return false;
+  }
+
+  void insert(const RankedBox<acc_t>& b) {
+    int64_t cx1 = 0, cy1 = 0, cx2 = 0, cy2 = 0;
+    if (active_) {
+      cell_range(b, &cx1, &cy1, &cx2, &cy2);
+    }
+    if (!active_ || (cx2 - cx1 + 1) * (cy2 - cy1 + 1) > kMaxCellsPerBox) {
+      wide_.push_back(b);
+      return;
+    }
+    for (int64_t cy = cy1; cy <= cy2; ++cy) {
+      for (int64_t cx = cx1; cx <= cx2; ++cx) {
+        slots_[fill_[cy * cells_x_ + cx]++] = b;
+      }
+    }
+  }
+
+ private:
+  int64_t cell_of(acc_t v, acc_t origin, int64_t cells) const {
+    acc_t c = (v - origin) * inv_cell_;
+    c = c < acc_t(0) ? acc_t(0) : c;
+    const acc_t last = static_cast<acc_t>(cells - 1);
+    return static_cast<int64_t>(c < last ? c : last);
+  }
+
+  void cell_range(const RankedBox<acc_t>& b, int64_t* cx1, int64_t* cy1, int64_t* cx2, int64_t* cy2) const {
+    *cx1 = cell_of(b.x1, origin_x_, cells_x_);
+    *cx2 = cell_of(b.x2, origin_x_, cells_x_);
+    *cy1 = cell_of(b.y1, origin_y_, cells_y_);
+    *cy2 = cell_of(b.y2, origin_y_, cells_y_);
+  }
+
+  bool active_ = false;
+  acc_t origin_x_ = 0, origin_y_ = 0, inv_cell_ = 1;
+  int64_t cells_x_ = 1, cells_y_ = 1;
+  std::vector<int64_t> start_, fill_;
+  std::vector<RankedBox<acc_t>> slots_;
+  std::vector<RankedBox<acc_t>> wide_;  // too large for the grid, or no grid at all
+};
+
+// Below this many boxes a flat scan of the kept boxes beats building a grid.
+constexpr int64_t kGridMinBoxes = 256;
+
+// Greedy NMS over boxes already in rank order; keep[r] = 1 for each kept rank r.
+template <typename acc_t>
+void greedy_nms_ranked(const RankedBox<acc_t>* boxes, int64_t n, acc_t threshold, uint8_t* keep) {
+  if (n == 0) {
+    return;
+  }
+  if (!(threshold >= acc_t(0))) {
+    // Every IoU (>= 0) exceeds a negative threshold: the top box suppresses all the others.
+    std::memset(keep, 0, n);
+    keep[0] = 1;
+    return;
+  }
+  if (n < kGridMinBoxes) {
+    std::vector<RankedBox<acc_t>> kept;
+    kept.reserve(n);
+    for (int64_t r = 0; r < n; ++r) {
+      const auto& b = boxes[r];
+      bool suppressed = false;
+      for (const auto& k : kept) {
+        if (overlaps_above(k, b, threshold)) {
+          suppressed = true;
+          break;
+        }
+      }
+      keep[r] = suppressed ? 0 : 1;
+      if (!suppressed && b.area > acc_t(0)) {
+        kept.push_back(b);
+      }
+    }
+    return;
+  }
+  KeptGrid<acc_t> grid(boxes, n);
+  for (int64_t r = 0; r < n; ++r) {
+    const auto& b = boxes[r];
+    // An empty box has IoU 0 with everything: kept, and it suppresses nothing. So does a box with
+    // an infinite coordinate (its area is infinite, so every IoU with it is 0 or NaN).
+    if (!(b.area > acc_t(0)) || !box_is_finite(b)) {
+      keep[r] = 1;
+      continue;
+    }
+    const bool suppressed = grid.suppresses(b, threshold);
+    keep[r] = suppressed ? 0 : 1;
+    if (!suppressed) {
+      grid.insert(b);
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+RankedBox<acc_t> load_box(const scalar_t* boxes, int64_t i) {
+  const acc_t x1 = static_cast<acc_t>(boxes[4 * i + 0]);
+  const acc_t y1 = static_cast<acc_t>(boxes[4 * i + 1]);
+  const acc_t x2 = static_cast<acc_t>(boxes[4 * i + 2]);
+  const acc_t y2 = static_cast<acc_t>(boxes[4 * i + 3]);
+  return {x1, y1, x2, y2, box_area(x1, y1, x2, y2)};
+}
+
+at::Tensor kept_indices(const std::vector<int64_t>& order, const std::vector<uint8_t>& keep,
+                        const at::Tensor& like) {
+  int64_t num_kept = 0;
+  for (uint8_t k : keep) {
+    num_kept += k;
+  }
+  at::Tensor out = at::empty({num_kept}, like.options().dtype(at::kLong));
+  int64_t* o = out.mutable_data_ptr<int64_t>();
+  for (size_t r = 0; r < order.size(); ++r) {
+    if (keep[r]) {
+      *o++ = order[r];
+    }
+  }
+  return out;
+}
+
+void check_nms_args(const char* op, const at::Tensor& boxes, const at::Tensor& scores) {
+  // The Python wrapper validates; these checks only guard direct torch.ops calls.
+  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4, op, ": boxes must be [N, 4], got ", boxes.sizes());
+  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == boxes.size(0), op, ": scores must be [N] for boxes [N, 4], got ",
+              scores.sizes());
+  TORCH_CHECK(boxes.scalar_type() == scores.scalar_type(), op, ": boxes and scores dtypes differ");
+  TORCH_CHECK(at::isFloatingType(boxes.scalar_type()), op, ": boxes must be a floating dtype");
+}
+
+at::Tensor nms_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_in, double iou_threshold) {
+  check_nms_args("nms", boxes_in, scores_in);
+  const at::Tensor boxes = boxes_in.contiguous();
+  const at::Tensor scores = scores_in.contiguous();
+  const int64_t n = boxes.size(0);
+  std::vector<int64_t> order;
+  std::vector<uint8_t> keep(n, 0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, boxes.scalar_type(), "nms_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    order = rank_by_score(scores.const_data_ptr<scalar_t>(), n);
+    const scalar_t* b = boxes.const_data_ptr<scalar_t>();
+    std::vector<RankedBox<acc_t>> ranked(n);
+    for (int64_t r = 0; r < n; ++r) {
+      ranked[r] = load_box(b, order[r]);
+    }
+    greedy_nms_ranked(ranked.data(), n, static_cast<acc_t>(iou_threshold), keep.data());
+  });
+  return kept_indices(order, keep, boxes);
+}
+
+at::Tensor batched_nms_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_in, const at::Tensor& idxs_in,
+                           double iou_threshold) {
+  check_nms_args("batched_nms", boxes_in, scores_in);
+  TORCH_CHECK(idxs_in.dim() == 1 && idxs_in.size(0) == boxes_in.size(0),
+              "batched_nms: idxs must be [N] for boxes [N, 4], got ", idxs_in.sizes());
+  TORCH_CHECK(idxs_in.scalar_type() == at::kLong, "batched_nms: idxs must be int64");
+  const at::Tensor boxes = boxes_in.contiguous();
+  const at::Tensor scores = scores_in.contiguous();
+  const at::Tensor idxs = idxs_in.contiguous();
+  const int64_t n = boxes.size(0);
+  const int64_t* category = idxs.const_data_ptr<int64_t>();
+  std::vector<int64_t> order;
+  std::vector<uint8_t> keep(n, 0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, boxes.scalar_type(), "batched_nms_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    order = rank_by_score(scores.const_data_ptr<scalar_t>(), n);
+    if (n == 0) {
+      return;
+    }
+    // Group the ranks by category, each group still in rank order (a stable counting sort when
+    // the category ids span a modest range, a stable comparison sort otherwise).
+    std::vector<int64_t> grouped(n);  // positions r in rank order, grouped by category
+    std::vector<int64_t> group_start;
+    const auto [lo_it, hi_it] = std::minmax_element(category, category + n);
+    const int64_t lo = *lo_it, hi = *hi_it;
+    if (static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo) < static_cast<uint64_t>(4 * n + 1024)) {
+      const int64_t span = hi - lo + 1;
+      std::vector<int64_t> count(span + 1, 0);
+      for (int64_t r = 0; r < n; ++r) {
+        ++count[category[order[r]] - lo + 1];
+      }
+      std::partial_sum(count.begin(), count.end(), count.begin());
+      for (int64_t c = 0; c < span; ++c) {
+        if (count[c + 1] > count[c]) {
+          group_start.push_back(count[c]);
+        }
+      }
+      for (int64_t r = 0; r < n; ++r) {
+        grouped[count[category[order[r]] - lo]++] = r;
+      }
+    } else {
+      std::iota(grouped.begin(), grouped.end(), 0);
+      std::stable_sort(grouped.begin(), grouped.end(),
+                       [&](int64_t a, int64_t b) { return category[order[a]] < category[order[b]]; });
+      for (int64_t k = 0; k < n; ++k) {
+        if (k == 0 || category[order[grouped[k]]] != category[order[grouped[k - 1]]]) {
+          group_start.push_back(k);
+        }
+      }
+    }
+    group_start.push_back(n);
+    const int64_t num_groups = static_cast<int64_t>(group_start.size()) - 1;
+
+    const scalar_t* b = boxes.const_data_ptr<scalar_t>();
+    std::vector<RankedBox<acc_t>> ranked(n);  // in grouped order
+    for (int64_t k = 0; k < n; ++k) {
+      ranked[k] = load_box(b, order[grouped[k]]);
+    }
+    std::vector<uint8_t> keep_grouped(n, 0);
+    const acc_t threshold = static_cast<acc_t>(iou_threshold);
+    // Categories are independent: threads take the next one from a shared counter, which
+    // balances categories of very different sizes.
+    std::atomic<int64_t> next{0};
+    const int64_t workers = std::min<int64_t>(at::get_num_threads(), num_groups);
+    at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t w = begin; w < end; ++w) {
+        for (int64_t g = next++; g < num_groups; g = next++) {
+          const int64_t s = group_start[g], e = group_start[g + 1];
+          greedy_nms_ranked(ranked.data() + s, e - s, threshold, keep_grouped.data() + s);
+        }
+      }
+    });
+    for (int64_t k = 0; k < n; ++k) {
+      keep[grouped[k]] = keep_grouped[k];
+    }
+  });
+  return kept_indices(order, keep, boxes);
+}
+
+// Soft-NMS (Bodla et al. 2017): repeatedly take the highest-scoring remaining box and decay the
+// scores of the others by their overlap with it, instead of removing them.
+std::tuple<at::Tensor, at::Tensor> soft_nms_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_in,
+                                                double iou_threshold, double sigma, double score_threshold,
+                                                int64_t method) {
+  check_nms_args("soft_nms", boxes_in, scores_in);
+  TORCH_CHECK(method == 0 || method == 1, "soft_nms: method must be 0 (linear) or 1 (gaussian), got ", method);
+  const at::Tensor boxes = boxes_in.contiguous();
+  const at::Tensor scores = scores_in.contiguous();
+  const int64_t n = boxes.size(0);
+  at::Tensor kept, kept_scores;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, boxes.scalar_type(), "soft_nms_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* b = boxes.const_data_ptr<scalar_t>();
+    const scalar_t* s = scores.const_data_ptr<scalar_t>();
+    const acc_t thr = static_cast<acc_t>(iou_threshold);
+    const acc_t min_score = static_cast<acc_t>(score_threshold);
+    const acc_t inv_sigma = acc_t(1) / static_cast<acc_t>(sigma);
+    // The live set, compacted as boxes leave it; kept in index order so ties go to the lower index.
+    std::vector<RankedBox<acc_t>> live_box;
+    std::vector<acc_t> live_score;
+    std::vector<int64_t> live_index;
+    for (int64_t i = 0; i < n; ++i) {
+      const acc_t score = static_cast<acc_t>(s[i]);
+      if (score >= min_score) {  // false for NaN: a NaN score is dropped
+        live_box.push_back(load_box(b, i));
+        live_score.push_back(score);
+        live_index.push_back(i);
+      }
+    }
+    std::vector<int64_t> out_index;
+    std::vector<acc_t> out_score;
+    while (!live_index.empty()) {
+      const int64_t m = static_cast<int64_t>(live_index.size());
+      int64_t best = 0;
+      for (int64_t j = 1; j < m; ++j) {
+        if (live_score[j] > live_score[best]) {
+          best = j;
+        }
+      }
+      const RankedBox<acc_t> top = live_box[best];
+      out_index.push_back(live_index[best]);
+      out_score.push_back(live_score[best]);
+      int64_t w = 0;
+      for (int64_t j = 0; j < m; ++j) {
+        if (j == best) {
+          continue;
+        }
+        const auto& c = live_box[j];
+        const acc_t iou = box_iou_with_areas(top.x1, top.y1, top.x2, top.y2, top.area, c.x1, c.y1, c.x2, c.y2, c.area);
+        acc_t decay = acc_t(1);
+        if (method == 0) {
+          decay = iou > thr ? acc_t(1) - iou : acc_t(1);
+        } else {
+          decay = std::exp(-(iou * iou) * inv_sigma);
+        }
+        const acc_t score = live_score[j] * decay;
+        if (score >= min_score) {
+          live_box[w] = c;
+          live_score[w] = score;
+          live_index[w] = live_index[j];
+          ++w;
+        }
+      }
+      live_box.resize(w);
+      live_score.resize(w);
+      live_index.resize(w);
+    }
+    const int64_t k = static_cast<int64_t>(out_index.size());
+    kept = at::empty({k}, boxes.options().dtype(at::kLong));
+    kept_scores = at::empty({k}, scores.options());
+    std::copy(out_index.begin(), out_index.end(), kept.mutable_data_ptr<int64_t>());
+    scalar_t* ks = kept_scores.mutable_data_ptr<scalar_t>();
+    for (int64_t i = 0; i < k; ++i) {
+      ks[i] = static_cast<scalar_t>(out_score[i]);
+    }
+  });
+  return {kept, kept_scores};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(roiops, CPU, m) {
+  m.impl("nms", &nms_cpu);
+  m.impl("batched_nms", &batched_nms_cpu);
+  m.impl("soft_nms", &soft_nms_cpu);
+}
+
+}  // namespace roiops
