@@ -233,7 +233,9 @@ def apply_overrides(config: ModelConfig, **overrides) -> ModelConfig:
             top[name] = value
         else:
             if getattr(config, section) is None:
-                raise TypeError(f"override {key!r} does not apply: model {config.name!r} has no {section} branch")
+                raise TypeError(
+                    f"override {key!r} does not apply: model {config.name!r} has no {section} branch"
+                )
             sections.setdefault(section, {})[name] = value
     for section, changes in sections.items():
         top[section] = dataclasses.replace(getattr(config, section), **changes)
@@ -252,20 +254,32 @@ def _check_fraction(name: str, value: float) -> None:
 def validate(config: ModelConfig) -> None:
     """Raises ValueError naming the first field whose value is out of range."""
     _check(config.architecture in ARCHITECTURES, f"architecture must be one of {ARCHITECTURES}")
-    _check(int(config.num_classes) >= 2, f"num_classes must be >= 2 (background + 1), got {config.num_classes}")
+    _check(
+        int(config.num_classes) >= 2, f"num_classes must be >= 2 (background + 1), got {config.num_classes}"
+    )
     t = config.transform
-    _check(len(t.min_size) >= 1 and all(int(s) > 0 for s in t.min_size), f"min_size must be positive, got {t.min_size}")
+    _check(
+        len(t.min_size) >= 1 and all(int(s) > 0 for s in t.min_size),
+        f"min_size must be positive, got {t.min_size}",
+    )
     _check(int(t.max_size) > 0, f"max_size must be positive, got {t.max_size}")
     _check(len(t.image_mean) == 3 and len(t.image_std) == 3, "image_mean and image_std need 3 values")
     _check(all(float(s) > 0 for s in t.image_std), f"image_std must be positive, got {t.image_std}")
     b = config.backbone
     _check(b.depth in (18, 34, 50, 101, 152), f"backbone depth must be 18/34/50/101/152, got {b.depth}")
     _check(b.norm in NORMS, f"norm must be one of {NORMS}, got {b.norm!r}")
-    _check(0 <= b.trainable_layers <= 5, f"trainable_backbone_layers must be in [0, 5], got {b.trainable_layers}")
+    _check(
+        0 <= b.trainable_layers <= 5, f"trainable_backbone_layers must be in [0, 5], got {b.trainable_layers}"
+    )
     _check(b.frozen_bn_eps >= 0, f"frozen_bn_eps must be >= 0, got {b.frozen_bn_eps}")
     r = config.rpn
-    for name in ("pre_nms_top_n_train", "pre_nms_top_n_test", "post_nms_top_n_train", "post_nms_top_n_test",
-                 "batch_size_per_image"):
+    for name in (
+        "pre_nms_top_n_train",
+        "pre_nms_top_n_test",
+        "post_nms_top_n_train",
+        "post_nms_top_n_test",
+        "batch_size_per_image",
+    ):
         _check(int(getattr(r, name)) > 0, f"rpn_{name} must be positive, got {getattr(r, name)}")
     for name in ("nms_thresh", "fg_iou_thresh", "bg_iou_thresh", "positive_fraction", "score_thresh"):
         _check_fraction(f"rpn_{name}", getattr(r, name))
@@ -274,10 +288,15 @@ def validate(config: ModelConfig) -> None:
     for name in ("nms_thresh", "fg_iou_thresh", "bg_iou_thresh", "positive_fraction", "score_thresh"):
         _check_fraction(f"box_{name}", getattr(bx, name))
     _check(bx.bg_iou_thresh <= bx.fg_iou_thresh, "box_bg_iou_thresh must be <= box_fg_iou_thresh")
-    _check(int(bx.detections_per_img) > 0, f"box_detections_per_img must be positive, got {bx.detections_per_img}")
+    _check(
+        int(bx.detections_per_img) > 0,
+        f"box_detections_per_img must be positive, got {bx.detections_per_img}",
+    )
     _check(int(bx.batch_size_per_image) > 0, "box_batch_size_per_image must be positive")
-    _check(len(bx.bbox_reg_weights) == 4 and all(w > 0 for w in bx.bbox_reg_weights),
-           f"bbox_reg_weights must be 4 positive numbers, got {bx.bbox_reg_weights}")
+    _check(
+        len(bx.bbox_reg_weights) == 4 and all(w > 0 for w in bx.bbox_reg_weights),
+        f"bbox_reg_weights must be 4 positive numbers, got {bx.bbox_reg_weights}",
+    )
     if config.keypoint is not None:
         _check(int(config.keypoint.num_keypoints) > 0, "num_keypoints must be positive")
 

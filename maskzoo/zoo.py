@@ -45,7 +45,9 @@ def r50_fpn() -> ModelConfig:
 
 
 def _variant(base: ModelConfig, name: str, **backbone_changes) -> ModelConfig:
-    return dataclasses.replace(base, name=name, backbone=dataclasses.replace(base.backbone, **backbone_changes))
+    return dataclasses.replace(
+        base, name=name, backbone=dataclasses.replace(base.backbone, **backbone_changes)
+    )
 
 
 @register("r101_fpn")
@@ -83,7 +85,9 @@ def keypoint_r50_fpn() -> ModelConfig:
 def keypoint_r18_fpn() -> ModelConfig:
     base = keypoint_r50_fpn()
     small = r18_fpn()
-    return dataclasses.replace(base, name="keypoint_r18_fpn", backbone=small.backbone, transform=small.transform)
+    return dataclasses.replace(
+        base, name="keypoint_r18_fpn", backbone=small.backbone, transform=small.transform
+    )
 
 
 @register("r50_c4")
@@ -95,9 +99,14 @@ def r50_c4() -> ModelConfig:
         name="r50_c4",
         architecture="c4",
         # One level with all five sizes (15 anchors per location); more candidates than per-level FPN.
-        rpn=RPNConfig(anchor_sizes=((32, 64, 128, 256, 512),), aspect_ratios=(0.5, 1.0, 2.0),
-                      pre_nms_top_n_train=12000, pre_nms_top_n_test=6000,
-                      post_nms_top_n_train=2000, post_nms_top_n_test=1000),
+        rpn=RPNConfig(
+            anchor_sizes=((32, 64, 128, 256, 512),),
+            aspect_ratios=(0.5, 1.0, 2.0),
+            pre_nms_top_n_train=12000,
+            pre_nms_top_n_test=6000,
+            post_nms_top_n_train=2000,
+            post_nms_top_n_test=1000,
+        ),
         box=dataclasses.replace(base.box, pool_size=14, sampling_ratio=0),
         mask=MaskHeadConfig(pool_size=14, sampling_ratio=0, conv_channels=(), deconv_channels=256),
     )
@@ -124,7 +133,9 @@ def _num_masks(config: ModelConfig) -> int:
 
 def _build_fpn(config: ModelConfig) -> RCNN:
     c = config.fpn_channels
-    backbone = ResNetFPN(ResNet(config.backbone, last_stage="res5"), FPN(list(stage_channels(config.backbone.depth)), c))
+    backbone = ResNetFPN(
+        ResNet(config.backbone, last_stage="res5"), FPN(list(stage_channels(config.backbone.depth)), c)
+    )
     anchors = AnchorGenerator(config.rpn.anchor_sizes, config.rpn.aspect_ratios)
     rpn = RPN(config.rpn, anchors, RPNHead(c, anchors.num_anchors_per_location()[0]))
     # Pooling on P2-P5 (P6 is for the RPN only), level by FPN eq. 1 with canonical 224 px at P4.
@@ -135,19 +146,28 @@ def _build_fpn(config: ModelConfig) -> RCNN:
 
     box = config.box
     box_head = FPNBoxHead(c * box.pool_size**2, box.representation_size)
-    heads = dict(box_pooler=pooler(box), box_head=box_head,
-                 box_predictor=BoxPredictor(box_head.out_features, config.num_classes))
+    heads = dict(
+        box_pooler=pooler(box),
+        box_head=box_head,
+        box_predictor=BoxPredictor(box_head.out_features, config.num_classes),
+    )
     if config.mask is not None:
         mask_head = FPNMaskHead(c, config.mask.conv_channels)
-        heads.update(mask_pooler=pooler(config.mask), mask_head=mask_head,
-                     mask_predictor=MaskPredictor(mask_head.out_channels, config.mask.deconv_channels,
-                                                  _num_masks(config)))
+        heads.update(
+            mask_pooler=pooler(config.mask),
+            mask_head=mask_head,
+            mask_predictor=MaskPredictor(
+                mask_head.out_channels, config.mask.deconv_channels, _num_masks(config)
+            ),
+        )
     if config.keypoint is not None:
         kp = config.keypoint
         kp_head = KeypointHead(c, kp.conv_channels)
-        heads.update(keypoint_pooler=pooler(kp), keypoint_head=kp_head,
-                     keypoint_predictor=KeypointPredictor(kp_head.out_channels, kp.num_keypoints,
-                                                          kp.upsample_factor))
+        heads.update(
+            keypoint_pooler=pooler(kp),
+            keypoint_head=kp_head,
+            keypoint_predictor=KeypointPredictor(kp_head.out_channels, kp.num_keypoints, kp.upsample_factor),
+        )
     return RCNN(config, Transform(config.transform), backbone, rpn, RoIHeads(config, **heads))
 
 
@@ -167,10 +187,14 @@ def _build_c4(config: ModelConfig) -> RCNN:
     box = config.box
     pooler = SingleLevelPooler("c4", box.pool_size, 1.0 / 16, box.sampling_ratio, box.aligned)
     box_head = Res5BoxHead(res5, res5_channels)
-    heads = dict(box_pooler=pooler, box_head=box_head, box_predictor=BoxPredictor(res5_channels, config.num_classes))
+    heads = dict(
+        box_pooler=pooler, box_head=box_head, box_predictor=BoxPredictor(res5_channels, config.num_classes)
+    )
     if config.mask is not None:
         m = config.mask
-        heads.update(mask_pooler=SingleLevelPooler("c4", m.pool_size, 1.0 / 16, m.sampling_ratio, m.aligned),
-                     mask_head=None,
-                     mask_predictor=MaskPredictor(res5_channels, m.deconv_channels, _num_masks(config)))
+        heads.update(
+            mask_pooler=SingleLevelPooler("c4", m.pool_size, 1.0 / 16, m.sampling_ratio, m.aligned),
+            mask_head=None,
+            mask_predictor=MaskPredictor(res5_channels, m.deconv_channels, _num_masks(config)),
+        )
     return RCNN(config, Transform(config.transform), backbone, rpn, RoIHeads(config, **heads))

@@ -1,7 +1,8 @@
 """maskzoo's model components. The module tree of an FPN model (``maskzoo.build("r50_fpn")``)::
 
     transform                     Transform (no parameters)
-    backbone.body                 ResNet: stem.{conv, norm}, res2..res5.<i>.{conv1..3, norm1..3, shortcut.{conv, norm}}
+    backbone.body                 ResNet: stem.{conv, norm},
+                                  res2..res5.<i>.{conv1..3, norm1..3, shortcut.{conv, norm}}
     backbone.fpn                  FPN: lateral.<0..3> (1x1), output.<0..3> (3x3)
     rpn.head                      RPNHead: conv (3x3), objectness (1x1, A), box_deltas (1x1, 4A)
     roi_heads.box_head            FPNBoxHead: fc1, fc2

@@ -47,11 +47,14 @@ class AnchorGenerator(nn.Module):
         key = (image_h, image_w, grids, features[0].dtype, features[0].device)
         anchors = self._cache.get(key)
         if anchors is None:
-            anchors = torch.cat([
-                self.grid_anchors(sizes, (h, w), (image_h // h, image_w // w), features[0].dtype,
-                                  features[0].device)
-                for sizes, (h, w) in zip(self.sizes, grids)
-            ])
+            anchors = torch.cat(
+                [
+                    self.grid_anchors(
+                        sizes, (h, w), (image_h // h, image_w // w), features[0].dtype, features[0].device
+                    )
+                    for sizes, (h, w) in zip(self.sizes, grids)
+                ]
+            )
             self._cache = {key: anchors}  # keep only the latest: sizes vary from batch to batch
         return anchors
 

@@ -15,7 +15,13 @@ from torch import nn
 from maskzoo.config import BackboneConfig
 
 STAGES = ("stem", "res2", "res3", "res4", "res5")
-_BLOCKS_PER_STAGE = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+_BLOCKS_PER_STAGE = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -143,8 +149,11 @@ def make_stage(config: BackboneConfig, in_channels: int, planes: int, num_blocks
 
     blocks = []
     for i in range(num_blocks):
-        blocks.append(block(in_channels, planes, stride if i == 0 else 1, config.groups,
-                            config.width_per_group, norm_fn))
+        blocks.append(
+            block(
+                in_channels, planes, stride if i == 0 else 1, config.groups, config.width_per_group, norm_fn
+            )
+        )
         in_channels = planes * block.expansion
     return nn.Sequential(*blocks), in_channels
 

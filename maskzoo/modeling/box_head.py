@@ -67,7 +67,9 @@ def box_loss(class_logits, box_deltas, labels, regression_targets):
     classification = F.cross_entropy(class_logits, labels)
     fg = torch.where(labels > 0)[0]
     deltas = box_deltas.reshape(box_deltas.shape[0], -1, 4)[fg, labels[fg]]
-    regression = F.smooth_l1_loss(deltas, regression_targets[fg], beta=1 / 9, reduction="sum") / labels.numel()
+    regression = (
+        F.smooth_l1_loss(deltas, regression_targets[fg], beta=1 / 9, reduction="sum") / labels.numel()
+    )
     return classification, regression
 
 

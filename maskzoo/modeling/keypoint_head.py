@@ -41,8 +41,13 @@ class KeypointPredictor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.deconv(x)
-        return F.interpolate(x, scale_factor=float(self.upsample_factor), mode="bilinear",
-                             align_corners=False, recompute_scale_factor=False)
+        return F.interpolate(
+            x,
+            scale_factor=float(self.upsample_factor),
+            mode="bilinear",
+            align_corners=False,
+            recompute_scale_factor=False,
+        )
 
 
 def keypoint_targets(keypoints: torch.Tensor, rois: torch.Tensor, size: int):

@@ -53,8 +53,9 @@ def mask_targets(gt_masks: torch.Tensor, boxes: torch.Tensor, matched_idxs: torc
     sampling, aligned=False: the targets torchvision's and Detectron's models were trained on).
     """
     rois = torch.cat([matched_idxs.to(boxes)[:, None], boxes], dim=1)
-    return roiops.roi_align(gt_masks[:, None].to(rois), rois, (size, size), spatial_scale=1.0,
-                            sampling_ratio=-1, aligned=False)[:, 0]
+    return roiops.roi_align(
+        gt_masks[:, None].to(rois), rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=False
+    )[:, 0]
 
 
 def mask_loss(mask_logits, proposals, gt_masks, gt_labels, matched_idxs):

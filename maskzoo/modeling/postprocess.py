@@ -20,8 +20,9 @@ def postprocess(detections: list[dict], image_sizes, original_sizes, mask_config
         if "masks" in det:
             padding = 1 if mask_config is None else mask_config.paste_padding
             masks = det["masks"]
-            pasted = roiops.paste_masks(masks[:, 0], det["boxes"], (int(original[0]), int(original[1])),
-                                        padding=padding)
+            pasted = roiops.paste_masks(
+                masks[:, 0], det["boxes"], (int(original[0]), int(original[1])), padding=padding
+            )
             det["masks"] = pasted[:, None]
         if "keypoints" in det:
             det["keypoints"] = resize_keypoints(det["keypoints"], size, original)

@@ -52,32 +52,52 @@ def check_targets(config: ModelConfig, images, targets) -> None:
     if not isinstance(targets, (list, tuple)) or len(targets) != len(images):
         raise ValueError(f"targets must be a list with one dict per image ({len(images)})")
     for i, t in enumerate(targets):
-        required = ["boxes", "labels"] + (["masks"] if config.mask is not None else []) + (
-            ["keypoints"] if config.keypoint is not None else [])
+        required = (
+            ["boxes", "labels"]
+            + (["masks"] if config.mask is not None else [])
+            + (["keypoints"] if config.keypoint is not None else [])
+        )
         for key in required:
             if key not in t:
                 raise ValueError(f"targets[{i}] has no {key!r}")
         boxes, labels = t["boxes"], t["labels"]
         if not boxes.is_floating_point() or boxes.dim() != 2 or boxes.shape[-1] != 4:
-            raise TypeError(f"targets[{i}]['boxes'] must be a float Tensor[G, 4], got {boxes.dtype} "
-                            f"{list(boxes.shape)}")
+            raise TypeError(
+                f"targets[{i}]['boxes'] must be a float Tensor[G, 4], got {boxes.dtype} {list(boxes.shape)}"
+            )
         if labels.dtype != torch.int64 or labels.shape != boxes.shape[:1]:
-            raise TypeError(f"targets[{i}]['labels'] must be an int64 Tensor[{boxes.shape[0]}], got "
-                            f"{labels.dtype} {list(labels.shape)}")
+            raise TypeError(
+                f"targets[{i}]['labels'] must be an int64 Tensor[{boxes.shape[0]}], got "
+                f"{labels.dtype} {list(labels.shape)}"
+            )
         if labels.numel() and (labels.min() < 0 or labels.max() >= config.num_classes):
             raise ValueError(f"targets[{i}]['labels'] must be in [0, {config.num_classes - 1}]")
         degenerate = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
         if degenerate.any():
             j = int(torch.where(degenerate)[0][0])
-            raise ValueError(f"targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} has no positive width and height")
+            raise ValueError(
+                f"targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} has no positive width and height"
+            )
         if config.mask is not None:
             masks = t["masks"]
-            if masks.dim() != 3 or masks.shape[0] != boxes.shape[0] or tuple(masks.shape[1:]) != tuple(
-                    images[i].shape[-2:]):
-                raise ValueError(f"targets[{i}]['masks'] must be Tensor[{boxes.shape[0]}, H, W] of the image's "
-                                 f"size {list(images[i].shape[-2:])}, got {list(masks.shape)}")
+            if (
+                masks.dim() != 3
+                or masks.shape[0] != boxes.shape[0]
+                or tuple(masks.shape[1:]) != tuple(images[i].shape[-2:])
+            ):
+                raise ValueError(
+                    f"targets[{i}]['masks'] must be Tensor[{boxes.shape[0]}, H, W] of the image's "
+                    f"size {list(images[i].shape[-2:])}, got {list(masks.shape)}"
+                )
         if config.keypoint is not None:
             kp = t["keypoints"]
-            if kp.dtype != torch.float32 or kp.dim() != 3 or kp.shape[0] != boxes.shape[0] or kp.shape[2] != 3:
-                raise TypeError(f"targets[{i}]['keypoints'] must be a float32 Tensor[{boxes.shape[0]}, P, 3], got "
-                                f"{kp.dtype} {list(kp.shape)}")
+            if (
+                kp.dtype != torch.float32
+                or kp.dim() != 3
+                or kp.shape[0] != boxes.shape[0]
+                or kp.shape[2] != 3
+            ):
+                raise TypeError(
+                    f"targets[{i}]['keypoints'] must be a float32 Tensor[{boxes.shape[0]}, P, 3], got "
+                    f"{kp.dtype} {list(kp.shape)}"
+                )

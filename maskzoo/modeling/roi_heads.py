@@ -19,10 +19,14 @@ from maskzoo.modeling.rpn import BBOX_XFORM_CLIP
 
 
 class SingleLevelPooler(nn.Module):
-    """RoIAlign on one feature map (C4 models): (features, boxes per image, image sizes) -> Tensor[K, C, S, S]."""
+    """RoIAlign on one feature map (C4 models).
 
-    def __init__(self, feature_name: str, output_size: int, spatial_scale: float, sampling_ratio: int,
-                 aligned: bool):
+    forward(features dict, boxes per image, image sizes) -> Tensor[K, C, S, S].
+    """
+
+    def __init__(
+        self, feature_name: str, output_size: int, spatial_scale: float, sampling_ratio: int, aligned: bool
+    ):
         super().__init__()
         self.feature_name = feature_name
         self.output_size = output_size
@@ -31,9 +35,14 @@ class SingleLevelPooler(nn.Module):
         self.aligned = aligned
 
     def forward(self, features, boxes, image_sizes):
-        return roiops.roi_align(features[self.feature_name], boxes, (self.output_size, self.output_size),
-                                spatial_scale=self.spatial_scale, sampling_ratio=self.sampling_ratio,
-                                aligned=self.aligned)
+        return roiops.roi_align(
+            features[self.feature_name],
+            boxes,
+            (self.output_size, self.output_size),
+            spatial_scale=self.spatial_scale,
+            sampling_ratio=self.sampling_ratio,
+            aligned=self.aligned,
+        )
 
 
 class RoIHeads(nn.Module):
@@ -47,9 +56,19 @@ class RoIHeads(nn.Module):
     A mask branch without its own ``mask_head`` (C4) runs the box head's res5 trunk on its RoIs.
     """
 
-    def __init__(self, config: ModelConfig, box_pooler, box_head, box_predictor,
-                 mask_pooler=None, mask_head=None, mask_predictor=None,
-                 keypoint_pooler=None, keypoint_head=None, keypoint_predictor=None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        box_pooler,
+        box_head,
+        box_predictor,
+        mask_pooler=None,
+        mask_head=None,
+        mask_predictor=None,
+        keypoint_pooler=None,
+        keypoint_head=None,
+        keypoint_predictor=None,
+    ):
         super().__init__()
         self.config = config
         self.box_pooler = box_pooler
@@ -83,30 +102,40 @@ class RoIHeads(nn.Module):
         class_logits, box_deltas = self.box_predictor(features_for_boxes)
 
         if self.training:
-            loss_classifier, loss_box_reg = box_loss(class_logits, box_deltas, torch.cat(labels),
-                                                     torch.cat(regression_targets))
+            loss_classifier, loss_box_reg = box_loss(
+                class_logits, box_deltas, torch.cat(labels), torch.cat(regression_targets)
+            )
             losses = {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
             fg = [torch.where(lab > 0)[0] for lab in labels]
             fg_proposals = [p[i] for p, i in zip(proposals, fg)]
             fg_matched = [m[i] for m, i in zip(matched_idxs, fg)]
             if self.has_mask:
                 logits = self.mask_logits(features, fg_proposals, image_sizes)
-                losses["loss_mask"] = mask_loss(logits, fg_proposals, [t["masks"] for t in targets],
-                                                [t["labels"] for t in targets], fg_matched)
+                losses["loss_mask"] = mask_loss(
+                    logits,
+                    fg_proposals,
+                    [t["masks"] for t in targets],
+                    [t["labels"] for t in targets],
+                    fg_matched,
+                )
             if self.has_keypoint:
                 logits = self.keypoint_logits(features, fg_proposals, image_sizes)
-                losses["loss_keypoint"] = keypoint_loss(logits, fg_proposals, [t["keypoints"] for t in targets],
-                                                        fg_matched)
+                losses["loss_keypoint"] = keypoint_loss(
+                    logits, fg_proposals, [t["keypoints"] for t in targets], fg_matched
+                )
             return [], losses
 
         detections = [
             {"boxes": b, "labels": lab, "scores": s}
-            for b, s, lab in box_inference(self.config.box, self.box_coder, class_logits, box_deltas, proposals,
-                                           image_sizes)
+            for b, s, lab in box_inference(
+                self.config.box, self.box_coder, class_logits, box_deltas, proposals, image_sizes
+            )
         ]
         boxes = [d["boxes"] for d in detections]
         if self.has_mask:
-            masks = mask_inference(self.mask_logits(features, boxes, image_sizes), [d["labels"] for d in detections])
+            masks = mask_inference(
+                self.mask_logits(features, boxes, image_sizes), [d["labels"] for d in detections]
+            )
             for d, m in zip(detections, masks):
                 d["masks"] = m
         if self.has_keypoint:

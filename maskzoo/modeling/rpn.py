@@ -20,7 +20,8 @@ BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 class RPNHead(nn.Module):
     """3x3 conv + ReLU shared over levels, then 1x1 convs for A objectness logits and 4A deltas.
 
-    forward(list of Tensor[N, C, H_l, W_l]) -> (list of Tensor[N, A, H_l, W_l], list of Tensor[N, 4A, H_l, W_l])
+    forward(list of Tensor[N, C, H_l, W_l])
+        -> (list of Tensor[N, A, H_l, W_l], list of Tensor[N, 4A, H_l, W_l])
     """
 
     def __init__(self, channels: int, num_anchors: int):
@@ -77,8 +78,9 @@ class RPN(nn.Module):
         anchors = self.anchor_generator(batch.tensors, levels)
         num_per_level = [lg.shape[1] * lg.shape[2] * lg.shape[3] for lg in logits]
         logits, deltas = flatten_predictions(logits, deltas)
-        proposals = self.select_proposals(anchors, logits.detach(), deltas.detach(), batch.image_sizes,
-                                          num_per_level)
+        proposals = self.select_proposals(
+            anchors, logits.detach(), deltas.detach(), batch.image_sizes, num_per_level
+        )
         losses = {}
         if self.training:
             if targets is None:
@@ -147,6 +149,10 @@ def rpn_loss(sampler, box_coder, logits, deltas, anchors, labels, matched_gt):
     sampled = torch.cat([pos, neg])
     # Anchors are the same in every image: the flat index of image i's anchor a is i * A + a.
     targets = box_coder.encode_single(torch.cat(matched_gt)[pos], anchors[pos % anchors.shape[0]])
-    box_loss = F.smooth_l1_loss(deltas.reshape(-1, 4)[pos], targets, beta=1 / 9, reduction="sum") / sampled.numel()
-    objectness_loss = F.binary_cross_entropy_with_logits(logits.reshape(-1)[sampled], torch.cat(labels)[sampled])
+    box_loss = (
+        F.smooth_l1_loss(deltas.reshape(-1, 4)[pos], targets, beta=1 / 9, reduction="sum") / sampled.numel()
+    )
+    objectness_loss = F.binary_cross_entropy_with_logits(
+        logits.reshape(-1)[sampled], torch.cat(labels)[sampled]
+    )
     return {"loss_objectness": objectness_loss, "loss_rpn_box_reg": box_loss}

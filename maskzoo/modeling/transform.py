@@ -49,9 +49,11 @@ def to_float_image(image: torch.Tensor, index: int = 0) -> torch.Tensor:
 def resize_boxes(boxes: torch.Tensor, old_size, new_size) -> torch.Tensor:
     """Scales Tensor[K, 4] (x1, y1, x2, y2) from an image of ``old_size`` (h, w) to ``new_size``."""
     ratio_h = torch.tensor(new_size[0], dtype=torch.float32, device=boxes.device) / torch.tensor(
-        old_size[0], dtype=torch.float32, device=boxes.device)
+        old_size[0], dtype=torch.float32, device=boxes.device
+    )
     ratio_w = torch.tensor(new_size[1], dtype=torch.float32, device=boxes.device) / torch.tensor(
-        old_size[1], dtype=torch.float32, device=boxes.device)
+        old_size[1], dtype=torch.float32, device=boxes.device
+    )
     x1, y1, x2, y2 = boxes.unbind(1)
     return torch.stack((x1 * ratio_w, y1 * ratio_h, x2 * ratio_w, y2 * ratio_h), dim=1)
 
@@ -59,9 +61,11 @@ def resize_boxes(boxes: torch.Tensor, old_size, new_size) -> torch.Tensor:
 def resize_keypoints(keypoints: torch.Tensor, old_size, new_size) -> torch.Tensor:
     """Scales Tensor[K, P, 3] (x, y, visibility) from ``old_size`` (h, w) to ``new_size``."""
     ratio_h = torch.tensor(new_size[0], dtype=torch.float32, device=keypoints.device) / torch.tensor(
-        old_size[0], dtype=torch.float32, device=keypoints.device)
+        old_size[0], dtype=torch.float32, device=keypoints.device
+    )
     ratio_w = torch.tensor(new_size[1], dtype=torch.float32, device=keypoints.device) / torch.tensor(
-        old_size[1], dtype=torch.float32, device=keypoints.device)
+        old_size[1], dtype=torch.float32, device=keypoints.device
+    )
     out = keypoints.clone()
     out[..., 0] *= ratio_w
     out[..., 1] *= ratio_h
@@ -103,16 +107,18 @@ class Transform(nn.Module):
 
     def target_min_size(self) -> int:
         sizes = self.config.min_size
-        if self.training and len(sizes) > 1:
-            # Multi-scale training: one shorter side drawn per image, from torch's RNG.
+        if self.training:
+            # Multi-scale training: one shorter side drawn per image from torch's RNG (drawn even
+            # for a single size, so that a seeded run samples the same RoIs as torchvision's).
             return int(sizes[int(torch.empty(1).uniform_(0.0, float(len(sizes))).item())])
         return int(sizes[-1])
 
     def resize(self, image: torch.Tensor, target: dict | None):
         h, w = image.shape[-2:]
         scale = min(self.target_min_size() / min(h, w), self.config.max_size / max(h, w))
-        image = F.interpolate(image[None], scale_factor=scale, mode="bilinear",
-                              recompute_scale_factor=True, align_corners=False)[0]
+        image = F.interpolate(
+            image[None], scale_factor=scale, mode="bilinear", recompute_scale_factor=True, align_corners=False
+        )[0]
         if target is None:
             return image, None
         new_size = image.shape[-2:]
@@ -120,8 +126,9 @@ class Transform(nn.Module):
             target["boxes"] = resize_boxes(target["boxes"], (h, w), new_size)
         if "masks" in target:
             masks = target["masks"]
-            target["masks"] = F.interpolate(masks[:, None].float(), scale_factor=scale,
-                                            recompute_scale_factor=True)[:, 0].byte()
+            target["masks"] = F.interpolate(
+                masks[:, None].float(), scale_factor=scale, recompute_scale_factor=True
+            )[:, 0].byte()
         if "keypoints" in target:
             target["keypoints"] = resize_keypoints(target["keypoints"], (h, w), new_size)
         return image, target
@@ -134,4 +141,3 @@ class Transform(nn.Module):
         for i, img in enumerate(images):
             out[i, :, : img.shape[1], : img.shape[2]].copy_(img)
         return out
-

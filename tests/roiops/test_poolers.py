@@ -1,0 +1,158 @@
+"""MultiScaleRoIAlign: parity with torchvision's (levels, values, gradients), the FPN level rule,
+the single fused native call, gradients, bad input."""
+
+from collections import OrderedDict
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import roiops
+from roiops._reference import fpn_levels_reference, multi_scale_roi_align_reference
+
+NAMES = ["0", "1", "2", "3"]
+
+
+def pyramid(image_hw, channels=3, seed=0, dtype=torch.float32, n=2, channels_last=False):
+    """FPN maps at strides 4, 8, 16, 32 of an image batch padded to image_hw (a 'pool' map last,
+    which the pooler must ignore)."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = image_hw
+    x = OrderedDict()
+    for i, stride in enumerate([4, 8, 16, 32]):
+        f = torch.randn(n, channels, -(-h // stride), -(-w // stride), generator=g, dtype=torch.float64).to(dtype)
+        x[str(i)] = f.contiguous(memory_format=torch.channels_last) if channels_last else f
+    x["pool"] = torch.randn(n, channels, 2, 2, generator=g).to(dtype)
+    return x
+
+
+def random_boxes(n, hw, g, min_size=1.0):
+    h, w = hw
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * torch.tensor([w, h])
+    size = torch.exp(torch.rand(n, 2, generator=g, dtype=torch.float64) * 6) * min_size  # 1 .. 400 px
+    return torch.cat([xy, (xy + size).minimum(torch.tensor([w, h]))], dim=1)
+
+
+@given(st.integers(0, 2**16), st.sampled_from([-1, 0, 2]), st.booleans())
+def test_matches_torchvision_values_and_gradients(seed, sampling_ratio, channels_last):
+    image_hw = (200, 264)
+    x = pyramid(image_hw, seed=seed, channels_last=channels_last)
+    g = torch.Generator().manual_seed(seed)
+    boxes = [random_boxes(30, image_hw, g).float(), random_boxes(17, (180, 250), g).float()]
+    image_sizes = [(200, 264), (180, 250)]
+    ours_x = {k: v.detach().requires_grad_(True) for k, v in x.items()}
+    theirs_x = {k: v.detach().contiguous().requires_grad_(True) for k, v in x.items()}
+    ours = roiops.MultiScaleRoIAlign(NAMES, 7, sampling_ratio, aligned=False)(ours_x, boxes, image_sizes)
+    theirs = torchvision.ops.MultiScaleRoIAlign(NAMES, 7, sampling_ratio)(theirs_x, boxes, image_sizes)
+    # Image-space boxes up to 264 px: float32 sample positions carry ~2e-5 px of rounding in both
+    # libraries (both are this far from the float64 result; measured).
+    torch.testing.assert_close(ours, theirs, atol=5e-5, rtol=1e-5)
+    grad_out = torch.randn(ours.shape, generator=g)
+    ours.backward(grad_out)
+    theirs.backward(grad_out)
+    for name in NAMES:
+        # Many RoIs add into one pixel: float32 sums in a different order, hence the rtol.
+        torch.testing.assert_close(ours_x[name].grad, theirs_x[name].grad, atol=5e-5, rtol=1e-5)
+    assert ours_x["pool"].grad is None
+
+
+def test_level_assignment_matches_torchvision_on_boundary_sizes():
+    # Maps whose value is their level number: a 1x1 bin sampled once inside the box reads the level.
+    image_hw = (1024, 1024)
+    x = OrderedDict(
+        (str(i), torch.full((1, 1, 1024 // s, 1024 // s), float(i))) for i, s in enumerate([4, 8, 16, 32])
+    )
+    g = torch.Generator().manual_seed(0)
+    sizes = torch.cat([
+        torch.rand(4000, generator=g) * 900 + 1,
+        # sqrt(area) at and next to the level boundaries 112, 224, 448 (and 56).
+        torch.tensor([56.0, 112.0, 224.0, 448.0]).repeat_interleave(9)
+        * (1 + torch.tensor([-3e-7, -2e-7, -1e-7, -6e-8, 0, 6e-8, 1e-7, 2e-7, 3e-7]).repeat(4)),
+    ])
+    aspect = torch.exp((torch.rand(sizes.shape[0], generator=g) - 0.5))
+    w, h = sizes * aspect, sizes / aspect
+    x1 = torch.rand(sizes.shape[0], generator=g) * 50
+    y1 = torch.rand(sizes.shape[0], generator=g) * 50
+    boxes = torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
+    levels = roiops.MultiScaleRoIAlign(NAMES, 1, 1, aligned=False)(x, [boxes], [image_hw])[:, 0, 0, 0]
+    mapper = torchvision.ops.poolers.initLevelMapper(2, 5)
+    expected = mapper([boxes]).float()
+    assert torch.equal(levels, expected)
+    torch.testing.assert_close(expected.long(), fpn_levels_reference(boxes, 2, 5))
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_matches_level_loop_reference_in_float64(aligned):
+    image_hw = (96, 128)
+    x = pyramid(image_hw, channels=2, seed=3, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    boxes = [random_boxes(12, image_hw, g), random_boxes(9, image_hw, g)]
+    rois = torch.cat([torch.cat([torch.full((len(b), 1), float(i), dtype=torch.float64), b], 1) for i, b in enumerate(boxes)])
+    ours = roiops.MultiScaleRoIAlign(NAMES, (5, 4), 2, aligned=aligned)(x, boxes, [image_hw, image_hw])
+    features = [x[n] for n in NAMES]
+    expected = multi_scale_roi_align_reference(features, rois, [1 / 4, 1 / 8, 1 / 16, 1 / 32], (5, 4), 2, aligned)
+    torch.testing.assert_close(ours, expected, atol=1e-12, rtol=0)
+
+
+def test_gradcheck_maps_and_boxes_and_gradgradcheck_maps():
+    image_hw = (32, 32)
+    x = pyramid(image_hw, channels=1, seed=4, dtype=torch.float64, n=1)
+    maps = [x[n].detach().requires_grad_(True) for n in NAMES[:3]]
+    coords = torch.tensor([[1.3, 2.1, 7.7, 9.2], [0.7, 0.4, 30.1, 28.9], [3.3, 4.1, 19.6, 20.2]], dtype=torch.float64,
+                          requires_grad=True)
+    pooler = roiops.MultiScaleRoIAlign(["0", "1", "2"], 2, 2, canonical_scale=16, canonical_level=3, aligned=True)
+
+    def fn(coords_, *maps_):
+        return pooler(dict(zip(["0", "1", "2"], maps_)), [coords_], [image_hw])
+
+    assert torch.autograd.gradcheck(fn, (coords, *maps))
+    assert torch.autograd.gradgradcheck(lambda *m: fn(coords.detach(), *m), tuple(maps), fast_mode=True)
+
+
+def test_assignment_and_pooling_are_one_native_call():
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    x = pyramid((64, 64), seed=5)
+    g = torch.Generator().manual_seed(5)
+    boxes = [random_boxes(20, (64, 64), g).float(), random_boxes(20, (64, 64), g).float()]
+    with Recorder() as rec:
+        roiops.MultiScaleRoIAlign(NAMES, 7, 2, aligned=False)(x, boxes, [(64, 64), (64, 64)])
+    assert rec.ops.count("roiops.multi_scale_roi_align") == 1
+    assert not [op for op in rec.ops if "roi_align" in op and op != "roiops.multi_scale_roi_align"]
+    assert not [op for op in rec.ops if op.startswith("aten.index") or op.startswith("aten.where")]
+
+
+def test_single_level_and_empty_boxes():
+    x = pyramid((64, 64), seed=6)
+    boxes = [torch.tensor([[1.0, 2.0, 30.0, 40.0]]), torch.zeros(0, 4)]
+    one = roiops.MultiScaleRoIAlign(["1"], 3, 2, aligned=True)(x, boxes, [(64, 64), (64, 64)])
+    torch.testing.assert_close(one, roiops.roi_align(x["1"], boxes, 3, 1 / 8, 2, True))
+    empty = roiops.MultiScaleRoIAlign(NAMES, 3, 2)(x, [torch.zeros(0, 4), torch.zeros(0, 4)], [(64, 64)] * 2)
+    assert empty.shape == (0, 3, 3, 3)
+
+
+def test_bad_input_raises_naming_the_argument():
+    x = pyramid((64, 64))
+    boxes = [torch.zeros(1, 4), torch.zeros(1, 4)]
+    with pytest.raises(ValueError, match="no feature map named"):
+        roiops.MultiScaleRoIAlign(["0", "7"], 3, 2)(x, boxes, [(64, 64)] * 2)
+    with pytest.raises(ValueError, match="image_shapes"):
+        roiops.MultiScaleRoIAlign(NAMES, 3, 2)(x, boxes, [])
+    with pytest.raises(TypeError, match="boxes must be a list"):
+        roiops.MultiScaleRoIAlign(NAMES, 3, 2)(x, torch.zeros(2, 5), [(64, 64)] * 2)
+    with pytest.raises(ValueError, match=r"boxes\[1\] must have last dimension 4"):
+        roiops.MultiScaleRoIAlign(NAMES, 3, 2)(x, [torch.zeros(1, 4), torch.zeros(1, 5)], [(64, 64)] * 2)
+    with pytest.raises(TypeError, match="same dtype"):
+        roiops.MultiScaleRoIAlign(NAMES, 3, 2)(x, [b.double() for b in boxes], [(64, 64)] * 2)
+    with pytest.raises(ValueError, match="output_size"):
+        roiops.MultiScaleRoIAlign(NAMES, 0, 2)

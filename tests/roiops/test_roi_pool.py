@@ -1,0 +1,140 @@
+"""roi_pool: the native kernels against the definition, torchvision, RoIPool's properties; its
+gradient (argmax routing), double backward, degenerate and bad input."""
+
+import math
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given
+from roi_pooling_cases import build, roi_cases
+
+import roiops
+from roiops._reference import roi_pool_reference
+
+
+@given(roi_cases(max_rois=4, max_out=5))
+def test_matches_definition_including_argmax(case):
+    x, rois = build(case, torch.float64)
+    out, argmax = torch.ops.roiops.roi_pool(x, rois, case["spatial_scale"], *case["output_size"])
+    expected, expected_argmax = roi_pool_reference(x, rois, case["output_size"], case["spatial_scale"])
+    torch.testing.assert_close(out, expected, atol=0, rtol=0)
+    assert torch.equal(argmax, expected_argmax)
+
+
+@given(roi_cases(max_out=7))
+def test_matches_torchvision_forward_and_backward(case):
+    x, rois = build(case)
+    grad_out = torch.randn((rois.shape[0], x.shape[1], *case["output_size"]), generator=torch.Generator().manual_seed(1))
+    ours_x = x.detach().requires_grad_(True)
+    ours = roiops.roi_pool(ours_x, rois, case["output_size"], case["spatial_scale"])
+    ours.backward(grad_out)
+    theirs_x = x.detach().contiguous().requires_grad_(True)
+    theirs = torchvision.ops.roi_pool(theirs_x, rois, case["output_size"], case["spatial_scale"])
+    theirs.backward(grad_out)
+    torch.testing.assert_close(ours, theirs, atol=0, rtol=0)
+    torch.testing.assert_close(ours_x.grad, theirs_x.grad, atol=1e-6, rtol=0)
+    if case["channels_last"] and x.shape[1] > 1 and x.shape[2] * x.shape[3] > 1 and rois.shape[0] > 0:
+        assert ours.is_contiguous(memory_format=torch.channels_last)
+        assert ours_x.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_pool_bounds_align_for_whole_pixel_boxes():
+    # With whole-pixel corners, RoIAlign (aligned=False, one bin) only interpolates pixels of the
+    # box, so its average lies between the region's min and RoIPool's max of the same region.
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 4, 12, 12, generator=g, dtype=torch.float64)
+    rois = torch.tensor([[0, 0, 0, 11, 11], [0, 2, 3, 7, 9], [0, 5, 5, 6, 6], [0, 1, 8, 10, 10]], dtype=torch.float64)
+    pooled = roiops.roi_pool(x, rois, 1, 1.0)
+    for sr in (-1, 1, 3):
+        aligned = roiops.roi_align(x, rois, 1, 1.0, sr, False)
+        assert (pooled >= aligned - 1e-12).all()
+        for k, (_, x1, y1, x2, y2) in enumerate(rois.int().tolist()):
+            region_min = x[0, :, y1 : y2 + 1, x1 : x2 + 1].amin(dim=(1, 2))
+            assert (aligned[k, :, 0, 0] >= region_min - 1e-12).all()
+
+
+def test_ties_go_to_the_first_pixel_and_nan_wins():
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 1, 2] = math.nan
+    out, argmax = torch.ops.roiops.roi_pool(x, torch.tensor([[0, 0, 0, 3, 3], [0, 0, 0, 1, 3.0]]), 1.0, 1, 1)
+    assert math.isnan(out[0, 0, 0, 0]) and argmax[0, 0, 0, 0] == 1 * 4 + 2
+    assert out[1, 0, 0, 0] == 0 and argmax[1, 0, 0, 0] == 0
+
+
+def test_gradcheck_and_gradgradcheck():
+    g = torch.Generator().manual_seed(3)
+    for channels_last in (False, True):
+        x = torch.randn(2, 2, 7, 6, generator=g, dtype=torch.float64)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(True)
+        rois = torch.tensor([[0, 0, 1, 5, 6], [1, 1.6, 0.2, 4.4, 3.9], [1, -3, -3, 30, 30]], dtype=torch.float64)
+
+        def fn(t):
+            return roiops.roi_pool(t, rois, (3, 2), 1.0)
+
+        assert torch.autograd.gradcheck(fn, (x,))
+        assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=True)
+
+
+def test_result_does_not_depend_on_thread_count():
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 70, 30, 30, generator=g)
+    rois = torch.cat([torch.randint(0, 2, (50, 1)).float(), torch.rand(50, 2) * 15, torch.rand(50, 2) * 15 + 15], 1)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            for xi in (x, x.contiguous(memory_format=torch.channels_last)):
+                xi = xi.detach().requires_grad_(True)
+                out = roiops.roi_pool(xi, rois, 7, 1.0)
+                out.backward(torch.ones_like(out))
+                results.append((out, xi.grad))
+    finally:
+        torch.set_num_threads(before)
+    for out, grad in results[1:]:
+        assert torch.equal(out, results[0][0]) and torch.equal(grad, results[0][1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_dtypes(dtype):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 3, 9, 9, generator=g)
+    rois = torch.tensor([[0, 1.0, 1, 7, 8]])
+    out = roiops.roi_pool(x.to(dtype), rois.to(dtype), 3, 1.0)
+    assert out.dtype == dtype
+    # The max is exact in any dtype.
+    torch.testing.assert_close(out, roiops.roi_pool(x, rois, 3, 1.0).to(dtype), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 1e30])
+def test_degenerate_boxes_are_defined(bad):
+    x = torch.randn(1, 2, 8, 8)
+    rois = torch.tensor([[0, 1.0, 1, 6, 6], [0, bad, 1, 6, 6], [0, -bad, -bad, bad, bad]])
+    out = roiops.roi_pool(x, rois, 3, 1.0)
+    assert out.shape == (3, 2, 3, 3)
+    if math.isnan(bad):
+        assert (out[1:] == 0).all()  # a NaN coordinate: empty bins
+    else:
+        assert torch.isfinite(out).all()
+
+
+def test_empty_boxes_and_bad_input():
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    out = roiops.roi_pool(x, torch.zeros(0, 5), (2, 3), 1.0)
+    assert out.shape == (0, 3, 2, 3)
+    out.sum().backward()
+    assert (x.grad == 0).all()
+    with pytest.raises(ValueError, match=r"batch index"):
+        roiops.roi_pool(x, torch.tensor([[2.0, 0, 0, 1, 1]]), 2)
+    with pytest.raises(ValueError, match="boxes must have last dimension 5"):
+        roiops.roi_pool(x, torch.zeros(1, 4), 2)
+    with pytest.raises(ValueError, match="spatial_scale must be positive"):
+        roiops.roi_pool(x, torch.zeros(1, 5), 2, 0.0)
+    with pytest.raises(ValueError, match="output_size"):
+        roiops.RoIPool(0, 1.0)
+    module = roiops.RoIPool(2, 0.5)
+    torch.testing.assert_close(module(x, [torch.tensor([[0.0, 0, 4, 4]]), torch.zeros(0, 4)]),
+                               roiops.roi_pool(x, torch.tensor([[0.0, 0, 0, 4, 4]]), 2, 0.5))
