@@ -1,4 +1,4 @@
-"""Command line: ``python -m maskzoo {list, shapes, train, eval, predict, convert, demo}`` (or ``maskzoo ...``).
+"""Command line: ``python -m maskzoo {list, shapes, train, eval, predict, convert, demo}`` (or ``maskzoo``).
 
     maskzoo list                                      every model and its full config
     maskzoo shapes OUT --train 1000 --val 100 --seed 0
@@ -109,7 +109,7 @@ def _runtime(args) -> None:
 
 def _add_runtime_flag(p) -> None:
     p.add_argument("--no-keep-freed-memory", action="store_true",
-                   help="leave glibc's malloc settings alone (default: keep freed memory, see maskzoo.runtime)")
+                   help="leave glibc's malloc settings alone (default: keep freed memory; maskzoo.runtime)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -174,14 +174,15 @@ def cmd_train(args) -> int:
         model.class_names = dataset.class_names
         cfg = TrainConfig(
             iters=args.iters, batch_size=args.batch, lr=args.lr, warmup_iters=args.warmup,
-            steps=tuple(args.steps) if args.steps is not None else (int(args.iters * 2 / 3), int(args.iters * 8 / 9)),
+            steps=tuple(args.steps) if args.steps is not None else (args.iters * 2 // 3, args.iters * 8 // 9),
             gamma=args.gamma, clip_grad_norm=args.clip_grad, amp=args.amp,
             checkpoint_period=args.checkpoint_period, seed=args.seed, num_workers=args.workers,
             weight_decay=args.weight_decay)
         summary = train(model, dataset, cfg, args.out, resume=args.resume, device=info.device,
                         progress=not args.quiet)
         if distributed.is_main_process():
-            print(f"trained to iteration {summary['iteration']}; model: {Path(args.out) / 'model_final.safetensors'}")
+            final = Path(args.out) / "model_final.safetensors"
+            print(f"trained to iteration {summary['iteration']}; model: {final}")
         if args.val:
             vjson, vimages = resolve_data(args.val, "val", args.val_images)
             val = CocoDataset(vjson, vimages, train=False)
@@ -275,8 +276,9 @@ def cmd_demo(args) -> int:
 
     _runtime(args)
     cfg = DemoConfig()
-    changes = {k: v for k, v in (("iters", args.iters), ("train_images", args.train), ("val_images", args.val),
-                                 ("seed", args.seed)) if v is not None}
+    given = (("iters", args.iters), ("train_images", args.train), ("val_images", args.val),
+             ("seed", args.seed))
+    changes = {k: v for k, v in given if v is not None}
     import dataclasses
 
     cfg = dataclasses.replace(cfg, **changes)

@@ -185,7 +185,8 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, device: str | None = None, thr
     print(f"COCO metrics on the {len(val_set)} held-out images (AP in %):")
     print(format_table(metrics))
     print()
-    print(f"[demo] times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {total:.0f} s")
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
+    print(f"[demo] times: {stages}; total {total:.0f} s")
     print(f"[demo] predictions: {out / 'predictions.png'}; loss curve: {out / 'train' / 'loss_curve.png'}; "
           f"model: {out / 'train' / 'model_final.safetensors'}")
     summary = {"metrics": metrics, "seconds": times, "config": dataclasses.asdict(cfg)}

@@ -25,7 +25,8 @@ def _to_pil(image) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if not torch.is_tensor(image) or image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be a PIL image or Tensor[3, H, W], got {getattr(image, 'shape', image)!r}")
+        got = getattr(image, "shape", image)
+        raise ValueError(f"image must be a PIL image or Tensor[3, H, W], got {got!r}")
     array = image.detach().cpu()
     if array.dtype.is_floating_point:
         array = (array.clamp(0, 1) * 255).round()
@@ -77,7 +78,8 @@ def draw_predictions(image, prediction: dict, class_names: Sequence[str] | None 
             # A third coordinate of 0 marks an unlabelled point (COCO visibility v = 0).
             shown = [len(p) < 3 or p[2] > 0 for p in points]
             if kp_scores is not None:
-                shown = [v and s > keypoint_thresh for v, s in zip(shown, kp_scores[i].detach().cpu().tolist())]
+                scores_i = kp_scores[i].detach().cpu().tolist()
+                shown = [v and s > keypoint_thresh for v, s in zip(shown, scores_i)]
             for a, b in skeleton:
                 if shown[a] and shown[b]:
                     draw.line([tuple(points[a][:2]), tuple(points[b][:2])], fill=colour, width=1)

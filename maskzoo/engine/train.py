@@ -438,7 +438,8 @@ def train(model, dataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resum
     if main and getattr(model, "config", None) is not None:
         import maskzoo
 
-        maskzoo.save(model, out_dir / "model_final.safetensors")
+        if hasattr(maskzoo, "save"):
+            maskzoo.save(model, out_dir / "model_final.safetensors")
     distributed_utils.barrier()
     return {"iteration": iteration, "checkpoint": str(last_saved) if last_saved else None,
             "resumed_from": str(resumed_from) if resumed_from else None,
@@ -450,8 +451,10 @@ def _model_spec(model) -> dict:
     config = getattr(model, "config", None)
     if config is None:
         return {}
-    from maskzoo.checkpoint.io import config_to_json
-
+    try:
+        from maskzoo.checkpoint.io import config_to_json
+    except ImportError:  # a build of maskzoo without its checkpoint package
+        return {}
     spec = {"config_json": config_to_json(config)}
     if getattr(model, "class_names", None):
         spec["class_names"] = list(model.class_names)
