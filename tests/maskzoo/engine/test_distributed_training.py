@@ -66,3 +66,28 @@ def test_two_cpu_processes_match_one_process_with_the_same_total_batch(tiny_shap
     assert wb["world_size"] == 2 and len(wb["rng"]) == 2
     for k, v in wa["model"].items():
         torch.testing.assert_close(wb["model"][k], v, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_evaluation_sharded_over_two_processes_equals_one_process(tiny_shapes, tmp_path):
+    from maskzoo.data.coco import CocoDataset
+    from maskzoo.engine.evaluate import evaluate
+    from standin_eval import CentrePredictor
+
+    val = CocoDataset(tiny_shapes["val"], tiny_shapes["root"] / "val", train=False)
+    single = evaluate(CentrePredictor(val), val, device="cpu", out_dir=tmp_path / "one", progress=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    script = Path(__file__).with_name("standin_eval.py")
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+         f"--master_port={_free_port()}", str(script), str(tiny_shapes["val"]),
+         str(tiny_shapes["root"] / "val"), str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "world_size.json").read_text()) == 2
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text()) == single
+    one_results = json.loads((tmp_path / "one" / "coco_results_segm.json").read_text())
+    two_results = json.loads((tmp_path / "two" / "coco_results_segm.json").read_text())
+    key = lambda r: (r["image_id"], r["score"])  # noqa: E731
+    assert sorted(one_results, key=key) == sorted(two_results, key=key)
+    assert 0 < single["bbox"]["AP"] < 1  # a non-trivial score: the comparison is not 0 == 0
