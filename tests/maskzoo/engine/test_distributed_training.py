@@ -70,9 +70,10 @@ def test_two_cpu_processes_match_one_process_with_the_same_total_batch(tiny_shap
 
 @pytest.mark.slow
 def test_evaluation_sharded_over_two_processes_equals_one_process(tiny_shapes, tmp_path):
+    from standin_eval import CentrePredictor
+
     from maskzoo.data.coco import CocoDataset
     from maskzoo.engine.evaluate import evaluate
-    from standin_eval import CentrePredictor
 
     val = CocoDataset(tiny_shapes["val"], tiny_shapes["root"] / "val", train=False)
     single = evaluate(CentrePredictor(val), val, device="cpu", out_dir=tmp_path / "one", progress=False)
