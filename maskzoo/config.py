@@ -127,8 +127,6 @@ class MaskHeadConfig:
     deconv_channels: int = 256
     # One mask per class (paper default) or a single class-agnostic mask.
     class_agnostic: bool = False
-    # Pasting: the M x M mask is padded by this many pixels before it is resized into its box.
-    paste_padding: int = 1
 
 
 @dataclass(frozen=True)

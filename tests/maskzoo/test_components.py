@@ -277,3 +277,45 @@ def test_rpn_loss_equals_torchvisions_with_the_same_seed():
     gb = torch.autograd.grad(sum(tv), (logits, deltas))
     for a, b in zip(ga, gb):
         torch.testing.assert_close(a, b)
+
+
+# ---- inference post-processing ---------------------------------------------------------------
+
+
+def test_box_inference_equals_torchvisions_postprocess_detections():
+    from torchvision.models.detection.roi_heads import RoIHeads as TVRoIHeads
+
+    from maskzoo.config import BoxHeadConfig
+    from maskzoo.modeling.box_head import box_inference
+
+    g = torch.Generator().manual_seed(0)
+    c = 6
+    proposals = [random_boxes(80, 200, 300, generator=g), random_boxes(50, 120, 90, generator=g)]
+    logits = torch.randn(130, c, generator=g) * 3
+    deltas = torch.randn(130, 4 * c, generator=g)
+    sizes = [(200, 300), (120, 90)]
+    cfg = BoxHeadConfig(score_thresh=0.05, nms_thresh=0.5, detections_per_img=40)
+    coder = roiops.BoxCoder((10.0, 10.0, 5.0, 5.0), bbox_xform_clip=BBOX_XFORM_CLIP)
+    ours = box_inference(cfg, coder, logits, deltas, proposals, sizes)
+    tv = TVRoIHeads(None, None, None, 0.5, 0.5, 512, 0.25, None, 0.05, 0.5, 40)
+    tv_boxes, tv_scores, tv_labels = tv.postprocess_detections(logits, deltas, proposals, sizes)
+    for (b, s, lab), tb, ts, tl in zip(ours, tv_boxes, tv_scores, tv_labels):
+        assert len(b) > 10
+        torch.testing.assert_close(b, tb, atol=1e-4, rtol=0)
+        torch.testing.assert_close(s, ts)
+        assert torch.equal(lab, tl)
+
+
+def test_heatmaps_to_keypoints_equals_torchvisions():
+    from torchvision.models.detection.roi_heads import heatmaps_to_keypoints as tv_heatmaps_to_keypoints
+
+    from maskzoo.modeling.keypoint_head import heatmaps_to_keypoints
+
+    g = torch.Generator().manual_seed(0)
+    rois = random_boxes(5, 200, 300, min_side=0.5, generator=g)
+    maps = torch.randn(5, 17, 56, 56, generator=g)
+    ours = heatmaps_to_keypoints(maps, rois)
+    tv = tv_heatmaps_to_keypoints(maps, rois)
+    for a, b in zip(ours, tv):
+        torch.testing.assert_close(a, b)
+    assert bool((ours[0][..., 0] >= rois[:, None, 0]).all()) and bool((ours[0][..., 2] == 1).all())

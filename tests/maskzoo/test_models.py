@@ -302,3 +302,40 @@ def test_keypoint_model_predicts_keypoints_inside_the_image():
     assert out["keypoints"].shape == (d, 17, 3) and out["keypoints_scores"].shape == (d, 17)
     assert bool((out["keypoints"][..., 0] <= 130).all()) and bool((out["keypoints"][..., 1] <= 90).all())
     assert bool((out["keypoints"][..., 2] == 1).all())
+
+
+@pytest.mark.parametrize("norm, layer", [("frozen_bn", "FrozenBatchNorm2d"), ("bn", "BatchNorm2d"),
+                                         ("gn", "GroupNorm")])
+def test_norm_choice_sets_every_backbone_norm_layer(norm, layer):
+    model = maskzoo.build("r18_fpn", norm=norm)
+    norms = {type(m).__name__ for n, m in model.backbone.body.named_modules() if "norm" in n.split(".")[-1]}
+    assert norms == {layer}
+
+
+@pytest.mark.parametrize("trainable, frozen_stages", [(0, {"stem", "res2", "res3", "res4", "res5"}),
+                                                      (3, {"stem", "res2"}), (5, set())])
+def test_trainable_backbone_layers_freeze_the_lowest_stages(trainable, frozen_stages):
+    model = maskzoo.build("r18_fpn", trainable_backbone_layers=trainable)
+    for name, p in model.backbone.body.named_parameters():
+        assert p.requires_grad == (name.split(".")[0] not in frozen_stages), name
+    assert all(p.requires_grad for p in model.backbone.fpn.parameters())
+
+
+@pytest.mark.parametrize("name", ["r18_fpn", "keypoint_r18_fpn"])
+def test_no_detection_gives_empty_well_formed_outputs(name):
+    model = build_small(name, box_score_thresh=1.0).eval()
+    with torch.no_grad():
+        out = model([torch.rand(3, 100, 120)])[0]
+    assert out["boxes"].shape == (0, 4) and out["scores"].shape == (0,) and out["labels"].dtype == torch.int64
+    if "masks" in out:
+        assert out["masks"].shape == (0, 1, 100, 120)
+    else:
+        assert out["keypoints"].shape == (0, 17, 3) and out["keypoints_scores"].shape == (0, 17)
+
+
+def test_images_must_be_a_list_of_chw_tensors(r18):
+    r18.eval()
+    with pytest.raises(TypeError, match="list"):
+        r18(torch.rand(2, 3, 64, 64))
+    with pytest.raises(ValueError, match="empty"):
+        r18([])
