@@ -1,0 +1,121 @@
+"""The acceptance test: torchvision's COCO detectors, saved as a user downloads them, loaded into
+maskzoo with ``maskzoo.build(name, checkpoint=path)``, give torchvision's outputs.
+
+torchvision's ``maskrcnn_resnet50_fpn`` and ``keypointrcnn_resnet50_fpn`` are built exactly as for
+their published COCO_V1 weights (frozen batch norm, 3 trainable stages, eps = 0 after loading) with
+random but realistic weights (see ``_torchvision_models``), their plain ``state_dict`` is saved
+with ``torch.save``, and both models run in eval mode on the same batch of three images of
+different sizes. Proposals, boxes (1e-3 px), scores (1e-4), labels, masks (IoU > 0.99) and
+keypoints must agree, with 50-100 detections per image.
+"""
+
+import pytest
+import torch
+from _torchvision_models import build_torchvision, synthetic_image
+
+import maskzoo
+
+SIZES = [(320, 416), (400, 300), (256, 384)]  # (H, W): landscape, portrait, and one scaled up
+MIN_SIZE, MAX_SIZE = 320, 512
+# Per model: (image seed base, score threshold, images used) giving 50-100 detections per image.
+# The keypoint head (eight 512-channel convolutions per RoI) is the slowest part: two images.
+SETTINGS = {"mask": (11, 0.25, 3), "keypoint": (14, 0.9, 2)}
+NAMES = {"mask": "r50_fpn", "keypoint": "keypoint_r50_fpn"}
+
+
+def _images(kind, device):
+    base, _, count = SETTINGS[kind]
+    return [synthetic_image(h, w, base * 10 + i).to(device) for i, (h, w) in enumerate(SIZES[:count])]
+
+
+def _run_with_proposals(model, images):
+    captured = {}
+
+    def keep_proposals(module, args, out):  # returns None: the output is not replaced
+        captured["proposals"] = out[0]
+
+    handle = model.rpn.register_forward_hook(keep_proposals)
+    try:
+        with torch.no_grad():
+            detections = model(images)
+    finally:
+        handle.remove()
+    return captured["proposals"], detections
+
+
+def _mask_iou(a, b):
+    a, b = a[:, 0] > 0.5, b[:, 0] > 0.5
+    inter = (a & b).flatten(1).sum(1).double()
+    union = (a | b).flatten(1).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))  # both empty: equal
+
+
+@pytest.fixture(scope="module", params=["mask", "keypoint"])
+def converted_pair(request, tmp_path_factory):
+    kind = request.param
+    threshold = SETTINGS[kind][1]
+    theirs = build_torchvision(kind, seed=0, min_size=MIN_SIZE, max_size=MAX_SIZE, box_score_thresh=threshold)
+    path = tmp_path_factory.mktemp("tv") / f"{kind}.pth"
+    torch.save(theirs.state_dict(), path)  # the plain file a user downloads
+    ours = maskzoo.build(
+        NAMES[kind], checkpoint=path, min_size=MIN_SIZE, max_size=MAX_SIZE, box_score_thresh=threshold
+    ).eval()
+    return kind, theirs, ours
+
+
+@pytest.mark.slow
+def test_converted_model_reproduces_torchvision(converted_pair, device):
+    kind, theirs, ours = converted_pair
+    images = _images(kind, device)
+    their_proposals, their_out = _run_with_proposals(theirs.to(device), images)
+    our_proposals, our_out = _run_with_proposals(ours.to(device), images)
+
+    for i, (p, q) in enumerate(zip(their_proposals, our_proposals)):
+        assert p.shape == q.shape, f"image {i}: {p.shape[0]} proposals vs {q.shape[0]}"
+        torch.testing.assert_close(q, p, atol=1e-3, rtol=0, msg=f"image {i} proposals")
+
+    for i, (t, o) in enumerate(zip(their_out, our_out)):
+        n = t["boxes"].shape[0]
+        assert 50 <= n <= 100, f"image {i}: {n} detections; the scenario must give 50-100"
+        assert torch.isfinite(t["boxes"]).all() and torch.isfinite(t["scores"]).all()
+        assert o["boxes"].shape[0] == n, f"image {i}: {o['boxes'].shape[0]} detections vs torchvision's {n}"
+        torch.testing.assert_close(o["boxes"], t["boxes"], atol=1e-3, rtol=0, msg=f"image {i} boxes")
+        torch.testing.assert_close(o["scores"], t["scores"], atol=1e-4, rtol=0, msg=f"image {i} scores")
+        assert torch.equal(o["labels"], t["labels"]), f"image {i} labels"
+        if kind == "mask":
+            assert o["masks"].shape == t["masks"].shape
+            iou = _mask_iou(o["masks"], t["masks"])
+            assert iou.min() > 0.99, f"image {i}: worst mask IoU {iou.min():.4f}"
+            assert (t["masks"] > 0.5).flatten(1).any(1).float().mean() > 0.5, (
+                "masks should mostly be non-empty"
+            )
+        else:
+            torch.testing.assert_close(
+                o["keypoints"], t["keypoints"], atol=1e-3, rtol=0, msg=f"image {i} keypoints"
+            )
+            torch.testing.assert_close(
+                o["keypoints_scores"],
+                t["keypoints_scores"],
+                atol=1e-4,
+                rtol=1e-5,
+                msg=f"image {i} keypoint scores",
+            )
+
+
+@pytest.mark.slow
+def test_statistics_are_realistic_enough_to_reveal_the_batch_norm_eps(converted_pair):
+    # With unit running_var an eps of 1e-5 instead of 0 changes nothing visible; here it must.
+    kind, theirs, ours = converted_pair
+    batch = ours.transform([_images(kind, "cpu")[0][:, :160, :160]])[0].tensors
+    with torch.no_grad():
+        exact = ours.backbone(batch)["p2"]
+        wrong_eps = [m for m in ours.modules() if type(m).__name__ == "FrozenBatchNorm2d"]
+        for m in wrong_eps:
+            m.eps = 1e-5
+        try:
+            off = ours.backbone(batch)["p2"]
+        finally:
+            for m in wrong_eps:
+                m.eps = 0.0
+    # Float rounding moves these features by ~1e-5; the eps by far more than the 1e-3 px tolerance.
+    assert (off - exact).abs().max() > 1e-2
