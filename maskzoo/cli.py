@@ -13,8 +13,8 @@ DATA is a COCO annotation JSON (images in ``--images``, by default the folder ne
 the file without ``.json``: ``train.json`` -> ``train/``), or a folder holding ``train.json`` +
 ``train/`` (and ``val.json`` + ``val/``) as ``maskzoo shapes`` writes it.
 
-CK is a ``.safetensors`` file from ``maskzoo.save`` / ``maskzoo train`` (``model_final.safetensors``)
-or a training checkpoint (``checkpoints/checkpoint_NNNNNNN.pt``).
+CK is a ``.safetensors`` file from ``maskzoo.checkpoint.save`` / ``maskzoo train``
+(``model_final.safetensors``) or a training checkpoint (``checkpoints/checkpoint_NNNNNNN.pt``).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _parse_overrides(pairs: list[str]) -> dict:
 
 
 def load_model_checkpoint(path: str | Path, **overrides):
-    """A model from ``maskzoo.save``'s safetensors file or a training checkpoint ``.pt``."""
+    """A model from ``maskzoo.checkpoint.save``'s safetensors file or a training checkpoint ``.pt``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -85,9 +85,9 @@ def load_model_checkpoint(path: str | Path, **overrides):
         if spec.get("class_names"):
             model.class_names = list(spec["class_names"])
         return model
-    import maskzoo
+    from maskzoo.checkpoint import load
 
-    return maskzoo.load(path, **overrides)
+    return load(path, **overrides)
 
 
 def _device(name: str | None):

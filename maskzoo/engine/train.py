@@ -15,7 +15,7 @@ Files written to ``out_dir`` (by rank 0 only):
   (temporary file, fsync, rename) every ``checkpoint_period`` iterations and at the end;
   ``checkpoints/last_checkpoint`` names the newest. Loaded with ``torch.load(weights_only=True)``:
   loading never runs code.
-- ``model_final.safetensors``: the trained model through :func:`maskzoo.save` (when the model
+- ``model_final.safetensors``: the trained model through :func:`maskzoo.checkpoint.save` (when the model
   was built by name), for ``maskzoo eval``/``predict``.
 
 Exact resume: the batch of iteration ``t`` depends only on (seed, t) (see
@@ -291,7 +291,7 @@ def train(model, dataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resum
     ``resume``: continue from the newest checkpoint in ``out_dir`` (from scratch if there is none).
     ``model_spec``: stored in checkpoints so that ``maskzoo eval`` can rebuild the model; by default,
     for a maskzoo model, its config (JSON) and ``model.class_names``. A maskzoo model is also saved
-    with :func:`maskzoo.save` to ``out_dir/model_final.safetensors`` at the end.
+    with :func:`maskzoo.checkpoint.save` to ``out_dir/model_final.safetensors`` at the end.
 
     Raises ``FloatingPointError`` when the loss stops being finite (nothing is saved then).
     """
@@ -436,10 +436,9 @@ def train(model, dataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resum
         if log is not None:
             log.close()
     if main and getattr(model, "config", None) is not None:
-        import maskzoo
+        from maskzoo.checkpoint import save
 
-        if hasattr(maskzoo, "save"):
-            maskzoo.save(model, out_dir / "model_final.safetensors")
+        save(model, out_dir / "model_final.safetensors")
     distributed_utils.barrier()
     return {"iteration": iteration, "checkpoint": str(last_saved) if last_saved else None,
             "resumed_from": str(resumed_from) if resumed_from else None,
@@ -451,10 +450,8 @@ def _model_spec(model) -> dict:
     config = getattr(model, "config", None)
     if config is None:
         return {}
-    try:
-        from maskzoo.checkpoint.io import config_to_json
-    except ImportError:  # a build of maskzoo without its checkpoint package
-        return {}
+    from maskzoo.checkpoint.io import config_to_json
+
     spec = {"config_json": config_to_json(config)}
     if getattr(model, "class_names", None):
         spec["class_names"] = list(model.class_names)

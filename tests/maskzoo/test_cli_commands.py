@@ -1,4 +1,3 @@
-import inspect
 import json
 import subprocess
 import sys
@@ -9,7 +8,6 @@ import torch
 from PIL import Image
 
 import maskzoo
-import roiops
 from maskzoo import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,18 +56,7 @@ def test_errors_are_one_line_messages_not_tracebacks(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-_PASTE_MISMATCH = "padding" not in inspect.signature(roiops.paste_masks).parameters
-try:
-    import maskzoo.checkpoint.io  # noqa: F401
-    _NO_CHECKPOINTS = False
-except ImportError:
-    _NO_CHECKPOINTS = True
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(_PASTE_MISMATCH, reason="maskzoo's postprocess passes padding= to roiops.paste_masks, "
-                    "which this roiops does not take yet (models/nms interface to reconcile)")
-@pytest.mark.skipif(_NO_CHECKPOINTS, reason="maskzoo.checkpoint (branch ckpt) not merged yet")
 def test_train_eval_predict_round_trip(tiny_shapes, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--model", "r18_fpn", "--data", str(tiny_shapes["root"]), "--out", str(out),
@@ -93,11 +80,12 @@ def test_train_eval_predict_round_trip(tiny_shapes, tmp_path, capsys):
     for det in record["detections"]:
         assert len(det["box"]) == 4 and set(det["mask"]) == {"size", "counts"}
     assert (tmp_path / "pred" / "000000.png").is_file()
-    if hasattr(maskzoo, "save"):
-        final = out / "model_final.safetensors"
-        reloaded = maskzoo.load(final)
-        for k, v in model.state_dict().items():
-            assert torch.equal(reloaded.state_dict()[k], v)
+    from maskzoo.checkpoint import load
+
+    reloaded = load(out / "model_final.safetensors")
+    assert reloaded.class_names == model.class_names
+    for k, v in model.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[k], v)
 
 
 def test_predictions_json_holds_boxes_names_scores_and_rle():
