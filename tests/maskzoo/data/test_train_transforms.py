@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from maskzoo.data.transforms import (
     COCO_PERSON_KEYPOINT_FLIP_PAIRS,
@@ -70,3 +72,23 @@ def test_default_resize_is_the_papers_range():
 def test_bad_flip_pairs_raise():
     with pytest.raises(ValueError, match="flip_pairs"):
         flip_pair_permutation(3, [(0, 5)])
+
+
+@given(h=st.integers(4, 40), w=st.integers(4, 40), data=st.data())
+def test_flip_maps_the_mask_extent_box_to_the_flipped_mask_extent(h, w, data):
+    y1 = data.draw(st.integers(0, h - 1))
+    y2 = data.draw(st.integers(y1 + 1, h))
+    x1 = data.draw(st.integers(0, w - 1))
+    x2 = data.draw(st.integers(x1 + 1, w))
+    masks = torch.zeros(1, h, w, dtype=torch.uint8)
+    masks[0, y1:y2, x1:x2] = 1
+    kps = torch.tensor([[[x1 + 0.25, y1 + 0.5, 2.0], [x2 - 0.5, y2 - 0.25, 2.0]]])
+    boxes = torch.tensor([[x1, y1, x2, y2]], dtype=torch.float32)
+    target = {"boxes": boxes, "masks": masks, "keypoints": kps}
+    _, flipped = hflip(torch.zeros(3, h, w), target, flip_pairs=[(0, 1)])
+    ys, xs = torch.nonzero(flipped["masks"][0], as_tuple=True)
+    extent = [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+    assert flipped["boxes"][0].tolist() == extent
+    # A keypoint inside pixel column c lands inside pixel column w - 1 - c.
+    for (x, _, _), (fx, _, _) in zip(kps[0].tolist(), flipped["keypoints"][0].flip(0).tolist()):
+        assert int(fx) == w - 1 - int(x)
