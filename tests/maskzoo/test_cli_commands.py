@@ -54,6 +54,8 @@ def test_errors_are_one_line_messages_not_tracebacks(tmp_path, capsys):
     missing = str(tmp_path / "none.safetensors")
     assert cli.main(["eval", "--checkpoint", missing, "--data", str(tmp_path)]) == 2
     assert "error:" in capsys.readouterr().err
+    assert cli.main(["convert", str(tmp_path / "missing.pth"), str(tmp_path / "out.safetensors")]) == 2
+    assert "missing.pth" in capsys.readouterr().err
 
 
 @pytest.mark.slow
