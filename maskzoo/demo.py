@@ -105,10 +105,22 @@ def _write_data(cfg: DemoConfig, root: Path) -> dict[str, Path]:
     return paths
 
 
+def _upscaled(image: torch.Tensor, pred: dict, factor: int):
+    """Image and prediction ``factor`` times larger, so small demo images get readable labels."""
+    import torch.nn.functional as F
+
+    if factor == 1:
+        return image, pred
+    image = F.interpolate(image[None], scale_factor=factor, mode="nearest")[0]
+    pred = dict(pred, boxes=pred["boxes"] * factor)
+    if "masks" in pred:
+        pred["masks"] = F.interpolate(pred["masks"], scale_factor=factor, mode="nearest")
+    return image, pred
+
+
 def _picture(model, dataset, cfg: DemoConfig, path: Path, device) -> None:
     from PIL import Image
 
-    from maskzoo.data.shapes import KEYPOINT_NAMES  # noqa: F401  (documents the skeleton below)
     from maskzoo.viz import draw_predictions
 
     count = min(cfg.picture_images, len(dataset))
@@ -118,6 +130,7 @@ def _picture(model, dataset, cfg: DemoConfig, path: Path, device) -> None:
         for i in range(count):
             image, _ = dataset[i]
             pred = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
+            image, pred = _upscaled(image, pred, max(1, 256 // max(image.shape[-2:])))
             tiles.append(draw_predictions(image, pred, dataset.class_names,
                                           score_thresh=cfg.picture_score_thresh))
     if not tiles:
