@@ -39,3 +39,23 @@ def pytest_collection_modifyitems(config, items):
 def device(request):
     """Every device this machine has: 'cpu', plus 'cuda' when a GPU and the CUDA kernels exist."""
     return torch.device(request.param)
+
+
+# --- maskzoo data/engine fixtures (issue 7) ---------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny_shapes_config():
+    """A shapes generator config for 64 x 64 images with 1-3 small shapes (fast to write and train on)."""
+    from maskzoo.data.shapes import ShapesConfig
+
+    return ShapesConfig(image_size=64, min_shapes=1, max_shapes=3, min_radius=8.0, max_radius=20.0,
+                        min_visible_pixels=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory, tiny_shapes_config):
+    """A 6-train / 3-val shapes set of 64 x 64 images: {"root", "train", "val"} (JSON paths)."""
+    from maskzoo.data.shapes import write_dataset
+
+    root = tmp_path_factory.mktemp("shapes")
+    paths = write_dataset(root, train=6, val=3, seed=3, cfg=tiny_shapes_config)
+    return {"root": root, **paths}

@@ -1,0 +1,468 @@
+"""The training loop: SGD with warm-up and step decay, checkpoints that resume exactly, DDP.
+
+Schedule (He et al. 2017, following Detectron): SGD with momentum 0.9 and weight decay 1e-4; the
+learning rate rises linearly from ``lr * warmup_factor`` to ``lr`` over ``warmup_iters`` iterations,
+then is multiplied by ``gamma`` at each iteration in ``steps``.
+
+Files written to ``out_dir`` (by rank 0 only):
+
+- ``metrics.jsonl``: one JSON object per iteration: ``iteration`` (1-based count of finished
+  iterations), ``loss`` (sum of the terms, mean over processes), every loss term, ``lr``,
+  ``time`` (seconds of that iteration);
+- ``loss_curve.png``: the total loss and each term against the iteration (drawn with Pillow);
+- ``checkpoints/checkpoint_NNNNNNN.pt``: everything needed to continue -- model, optimizer,
+  scheduler, AMP scaler, iteration and the random states of every process -- written atomically
+  (temporary file, fsync, rename) every ``checkpoint_period`` iterations and at the end;
+  ``checkpoints/last_checkpoint`` names the newest. Loaded with ``torch.load(weights_only=True)``:
+  loading never runs code.
+- ``model_final.safetensors``: the trained model through :func:`maskzoo.checkpoint.save` (when the model
+  was built by name), for ``maskzoo eval``/``predict``.
+
+Exact resume: the batch of iteration ``t`` depends only on (seed, t) (see
+:class:`~maskzoo.engine.distributed.IterationSampler`), augmentation draws from a generator seeded per
+sample, and the global random states (used by the model's proposal/RoI sampling) are restored from the
+checkpoint. A run killed after iteration k and resumed therefore computes on the CPU the same losses
+for iterations k+1, k+2, ... as a run that was never interrupted.
+
+A non-finite loss stops training with ``FloatingPointError`` naming the iteration, before the
+optimizer step, so the last checkpoint on disk stays the last good one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from maskzoo.engine import distributed as distributed_utils
+
+__all__ = ["TrainConfig", "train", "lr_factor", "latest_checkpoint", "load_training_checkpoint",
+           "draw_loss_curve", "atomic_torch_save"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of a training run (per process where it says so)."""
+
+    iters: int = 90_000  # optimizer steps in total
+    batch_size: int = 2  # images per process per iteration (total batch = batch_size * processes)
+    lr: float = 0.02  # base learning rate (for a total batch of 16 in the paper)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 1000  # linear warm-up length
+    warmup_factor: float = 0.001  # learning rate at iteration 0, relative to lr
+    steps: tuple[int, ...] = (60_000, 80_000)  # iterations where the learning rate is multiplied by gamma
+    gamma: float = 0.1
+    clip_grad_norm: float | None = None  # max L2 norm of all gradients together; None: no clipping
+    amp: bool = False  # float16 autocast + gradient scaling (CUDA only; ignored on the CPU)
+    checkpoint_period: int = 5000  # iterations between checkpoints (one is always written at the end)
+    seed: int = 0  # data order, augmentation, and the global random states
+    num_workers: int = 0  # data-loading processes per training process
+    find_unused_parameters: bool = False  # DDP option for models with branches some batches skip
+
+    def __post_init__(self):
+        if self.iters <= 0:
+            raise ValueError(f"iters must be positive, got {self.iters}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.checkpoint_period <= 0:
+            raise ValueError(f"checkpoint_period must be positive, got {self.checkpoint_period}")
+        if list(self.steps) != sorted(self.steps):
+            raise ValueError(f"steps must be increasing, got {self.steps}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be positive or None, got {self.clip_grad_norm}")
+
+
+def lr_factor(iteration: int, cfg: TrainConfig) -> float:
+    """Learning rate of (0-based) ``iteration`` relative to ``cfg.lr``: warm-up times step decay."""
+    warm = 1.0
+    if iteration < cfg.warmup_iters:
+        alpha = iteration / cfg.warmup_iters
+        warm = cfg.warmup_factor * (1 - alpha) + alpha
+    decays = sum(1 for s in cfg.steps if iteration >= s)
+    return warm * cfg.gamma**decays
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuples(state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The newest training checkpoint under ``out_dir/checkpoints`` (None when there is none)."""
+    folder = Path(out_dir) / "checkpoints"
+    marker = folder / "last_checkpoint"
+    if marker.is_file():
+        path = folder / marker.read_text().strip()
+        if path.is_file():
+            return path
+    found = sorted(folder.glob("checkpoint_*.pt"))
+    return found[-1] if found else None
+
+
+def load_training_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a training checkpoint without executing code (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Logging
+
+
+def draw_loss_curve(records: list[dict], path: str | os.PathLike, size=(800, 480)) -> None:
+    """Draw ``loss`` and each ``loss_*`` term of ``records`` against ``iteration`` as a PNG (log y axis)."""
+    from PIL import Image, ImageDraw
+
+    width, height = size
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    left, right, top, bottom = 60, width - 150, 20, height - 40
+    keys = ["loss"] + sorted({k for r in records for k in r if k.startswith("loss_")})
+    colours = [(0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+               (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34)]
+    points = [r for r in records if math.isfinite(r.get("loss", float("nan")))]
+    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+    if len(points) >= 2:
+        values = [r[k] for r in points for k in keys if k in r and r[k] > 0 and math.isfinite(r[k])]
+        lo, hi = math.log10(min(values)), math.log10(max(values))
+        hi = hi if hi > lo else lo + 1
+        it0, it1 = points[0]["iteration"], points[-1]["iteration"]
+        it1 = it1 if it1 > it0 else it0 + 1
+
+        def xy(it, v):
+            x = left + (right - left) * (it - it0) / (it1 - it0)
+            y = bottom - (bottom - top) * (math.log10(v) - lo) / (hi - lo)
+            return x, y
+
+        # A running mean over ~1% of the run, so the curve is readable with batch noise.
+        window = max(1, len(points) // 100)
+        for k, colour in zip(keys, colours * 3):
+            series = [(r["iteration"], r[k]) for r in points if k in r and r[k] > 0]
+            if len(series) < 2:
+                continue
+            smooth = []
+            for i in range(len(series)):
+                chunk = series[max(0, i - window + 1):i + 1]
+                smooth.append((series[i][0], sum(v for _, v in chunk) / len(chunk)))
+            draw.line([xy(it, v) for it, v in smooth], fill=colour, width=2 if k == "loss" else 1)
+            legend_y = top + 16 * keys.index(k)
+            draw.line([right + 10, legend_y + 6, right + 30, legend_y + 6], fill=colour, width=2)
+            draw.text((right + 35, legend_y), k, fill=colour)
+        for frac in (0.0, 0.5, 1.0):
+            v = 10 ** (lo + frac * (hi - lo))
+            y = bottom - (bottom - top) * frac
+            draw.text((5, y - 6), f"{v:.3g}", fill=(0, 0, 0))
+        draw.text((left, bottom + 5), str(it0), fill=(0, 0, 0))
+        draw.text((right - 40, bottom + 5), str(it1), fill=(0, 0, 0))
+    draw.text(((left + right) // 2 - 30, bottom + 20), "iteration", fill=(0, 0, 0))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def _read_metrics(path: Path, upto: int) -> list[dict]:
+    """Records of ``path`` with iteration <= ``upto`` (a killed run may have logged past its checkpoint)."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut short when the process was killed
+        if record.get("iteration", 0) <= upto:
+            out.append(record)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+
+
+class _SeededItems(torch.utils.data.Dataset):
+    """``items[(index, seed)]`` = ``dataset.get(index, Generator(seed))``: augmentation fixed by the seed."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        if hasattr(self.dataset, "get"):
+            return self.dataset.get(index, torch.Generator().manual_seed(seed))
+        return self.dataset[index]
+
+
+class _Batches(torch.utils.data.Sampler):
+    def __init__(self, sampler: distributed_utils.IterationSampler, start: int, stop: int):
+        self.sampler, self.start, self.stop = sampler, start, stop
+
+    def __iter__(self):
+        for it in range(self.start, self.stop):
+            yield self.sampler.batch(it)
+
+    def __len__(self):
+        return self.stop - self.start
+
+
+def _collate(batch):
+    return tuple(zip(*batch))
+
+
+def _to_device(target: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in target.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(model, dataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
+          device=None, model_spec: dict | None = None, progress: bool = True) -> dict:
+    """Train ``model`` on ``dataset`` for ``cfg.iters`` iterations; returns a summary dict.
+
+    ``model(images: list[Tensor[3, H, W]], targets: list[dict])`` must return a dict of scalar
+    losses in train mode. ``dataset`` yields ``(image, target)`` (a
+    :class:`~maskzoo.data.coco.CocoDataset` with training transforms). Under torchrun (process group
+    already joined, see :func:`~maskzoo.engine.distributed.init_distributed`) the model is wrapped in
+    DistributedDataParallel and each process takes its slice of every global batch.
+
+    ``resume``: continue from the newest checkpoint in ``out_dir`` (from scratch if there is none).
+    ``model_spec``: stored in checkpoints so that ``maskzoo eval`` can rebuild the model; by default,
+    for a maskzoo model, its config (JSON) and ``model.class_names``. A maskzoo model is also saved
+    with :func:`maskzoo.checkpoint.save` to ``out_dir/model_final.safetensors`` at the end.
+
+    Raises ``FloatingPointError`` when the loss stops being finite (nothing is saved then).
+    """
+    out_dir = Path(out_dir)
+    if model_spec is None:
+        model_spec = _model_spec(model)
+    rank, world = distributed_utils.get_rank(), distributed_utils.get_world_size()
+    main = rank == 0
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    ckpt_dir = out_dir / "checkpoints"
+    if main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    distributed_utils.barrier()
+
+    # Different processes draw different RoI samples, as independent machines would.
+    torch.manual_seed(cfg.seed + 7919 * rank)
+    random.seed(cfg.seed + 7919 * rank)
+    np.random.seed((cfg.seed + 7919 * rank) % 2**32)
+
+    model.to(device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start = 0
+    resumed_from = latest_checkpoint(out_dir) if resume else None
+    if resumed_from is not None:
+        state = load_training_checkpoint(resumed_from)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start = int(state["iteration"])
+        rng = state["rng"]
+        if len(rng) != world:
+            raise ValueError(f"{resumed_from} was written by {len(rng)} processes; resuming it exactly "
+                             f"needs the same number, got {world}")
+        _set_rng_state(rng[rank])
+    if start >= cfg.iters:
+        if main:
+            print(f"nothing to do: {resumed_from} is at iteration {start} >= iters {cfg.iters}")
+        return {"iteration": start, "checkpoint": str(resumed_from), "resumed_from": str(resumed_from)}
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.find_unused_parameters)
+
+    sampler = distributed_utils.IterationSampler(len(dataset), cfg.batch_size, cfg.seed, rank, world)
+    loader = torch.utils.data.DataLoader(
+        _SeededItems(dataset), batch_sampler=_Batches(sampler, start, cfg.iters), collate_fn=_collate,
+        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+        # Its own generator: a DataLoader otherwise draws its worker seed from the global stream,
+        # which would shift the model's random draws between a fresh and a resumed run.
+        generator=torch.Generator().manual_seed(cfg.seed))
+
+    metrics_path = out_dir / "metrics.jsonl"
+    records = _read_metrics(metrics_path, start) if main else []
+    if main:
+        _atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+    log = open(metrics_path, "a", encoding="utf-8") if main else None
+
+    bar = None
+    if main and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.iters, initial=start, desc="train", unit="it", dynamic_ncols=True)
+
+    def save_checkpoint(iteration: int) -> Path | None:
+        rng_all = distributed_utils.gather_to_main(_rng_state())
+        if not main:
+            return None
+        path = ckpt_dir / f"checkpoint_{iteration:07d}.pt"
+        atomic_torch_save({
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "iteration": iteration,
+            "rng": rng_all,
+            "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+            "model_spec": model_spec or {},
+            "world_size": world,
+        }, path)
+        _atomic_write_text(ckpt_dir / "last_checkpoint", path.name)
+        return path
+
+    last_saved = resumed_from
+    autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
+    iteration = start
+    try:
+        tick = time.perf_counter()
+        for images, targets in loader:
+            images = [img.to(device, non_blocking=True) for img in images]
+            targets = [_to_device(t, device) for t in targets]
+            with autocast:
+                loss_dict = net(images, targets)
+            loss = sum(loss_dict.values())
+            reduced = distributed_utils.all_reduce_mean(loss_dict)
+            total = sum(reduced.values())
+            if not math.isfinite(total):
+                bad = ", ".join(f"{k}={v}" for k, v in reduced.items() if not math.isfinite(v))
+                raise FloatingPointError(
+                    f"loss is {total} at iteration {iteration + 1} ({bad}); training stopped. "
+                    f"Last good checkpoint: {last_saved or 'none written yet'}. Try a lower --lr, "
+                    f"longer warm-up or --clip-grad.")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.clip_grad_norm is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            iteration += 1
+            now = time.perf_counter()
+            record = {"iteration": iteration, "loss": total, **reduced, "lr": lr, "time": now - tick}
+            tick = now
+            if main:
+                records.append(record)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                if bar is not None:
+                    bar.set_postfix_str(" ".join(
+                        [f"loss={total:.3f}"]
+                        + [f"{k.removeprefix('loss_')}={v:.3f}" for k, v in reduced.items()]
+                        + [f"lr={lr:.2g}"]), refresh=False)
+                    bar.update(1)
+            if iteration % cfg.checkpoint_period == 0 or iteration == cfg.iters:
+                last_saved = save_checkpoint(iteration) or last_saved
+                if main:
+                    draw_loss_curve(records, out_dir / "loss_curve.png")
+            _fault_injection(iteration)
+    finally:
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+    if main and getattr(model, "config", None) is not None:
+        from maskzoo.checkpoint import save
+
+        save(model, out_dir / "model_final.safetensors")
+    distributed_utils.barrier()
+    return {"iteration": iteration, "checkpoint": str(last_saved) if last_saved else None,
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            "final_loss": records[-1]["loss"] if records else None}
+
+
+def _model_spec(model) -> dict:
+    """What ``maskzoo eval`` needs to rebuild a maskzoo model from a training checkpoint."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return {}
+    from maskzoo.checkpoint.io import config_to_json
+
+    spec = {"config_json": config_to_json(config)}
+    if getattr(model, "class_names", None):
+        spec["class_names"] = list(model.class_names)
+    return spec
+
+
+def _fault_injection(iteration: int) -> None:
+    # For the resume test only: MASKZOO_KILL_AT_ITERATION=k makes the process SIGKILL itself right
+    # after iteration k, as an out-of-memory killer or a pre-empted machine would.
+    kill_at = os.environ.get("MASKZOO_KILL_AT_ITERATION")
+    if kill_at is not None and iteration == int(kill_at):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
