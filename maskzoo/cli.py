@@ -197,6 +197,7 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from maskzoo.data.coco import CocoDataset
+    from maskzoo.modeling.fuse import fuse_for_inference
     from maskzoo.engine import distributed
     from maskzoo.engine.evaluate import evaluate, format_table
 
@@ -205,7 +206,8 @@ def cmd_eval(args) -> int:
     try:
         json_path, image_dir = resolve_data(args.data, "val", args.images)
         dataset = CocoDataset(json_path, image_dir, train=False)
-        model = load_model_checkpoint(args.checkpoint, **_parse_overrides(args.set)).to(info.device).eval()
+        model = load_model_checkpoint(args.checkpoint, **_parse_overrides(args.set)).to(info.device)
+        model = fuse_for_inference(model)
         out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
         metrics = evaluate(model, dataset, device=info.device, out_dir=out, batch_size=args.batch,
                            progress=not args.quiet)
@@ -240,12 +242,13 @@ def cmd_predict(args) -> int:
     import torch
 
     from maskzoo.data.coco import load_image
+    from maskzoo.modeling.fuse import fuse_for_inference
     from maskzoo.viz import draw_predictions
 
     _runtime(args)
     device = _device(args.device)
     overrides = _parse_overrides(args.set)
-    model = load_model_checkpoint(args.checkpoint, **overrides).to(device).eval()
+    model = fuse_for_inference(load_model_checkpoint(args.checkpoint, **overrides).to(device))
     names = getattr(model, "class_names", None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
