@@ -62,7 +62,8 @@ def parse_args(description: str) -> argparse.Namespace:
 
 
 def report(topic: str, rows: list[Row], args: argparse.Namespace) -> None:
-    print(f"\n## {topic}  (allocator={args.allocator}, torch {torch.__version__}, {platform.processor() or platform.machine()})")
+    machine = platform.processor() or platform.machine()
+    print(f"\n## {topic}  (allocator={args.allocator}, torch {torch.__version__}, {machine})")
     print(f"| {'case':<48} | thr | roiops ms | torchvision ms | speed-up |")
     print(f"|{'-' * 50}|-----|-----------|----------------|----------|")
     for r in rows:

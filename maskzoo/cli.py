@@ -197,9 +197,9 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from maskzoo.data.coco import CocoDataset
-    from maskzoo.modeling.fuse import fuse_for_inference
     from maskzoo.engine import distributed
     from maskzoo.engine.evaluate import evaluate, format_table
+    from maskzoo.modeling.fuse import fuse_for_inference
 
     _runtime(args)
     info = distributed.init_distributed(args.device)

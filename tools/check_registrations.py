@@ -8,8 +8,8 @@ import torch
 
 def main(path: str) -> int:
     torch.ops.load_library(path)
-    cpu = {n for n in torch._C._dispatch_get_registrations_for_dispatch_key("CPU") if n.startswith("roiops::")}
-    cuda = {n for n in torch._C._dispatch_get_registrations_for_dispatch_key("CUDA") if n.startswith("roiops::")}
+    registered = torch._C._dispatch_get_registrations_for_dispatch_key
+    cpu, cuda = ({n for n in registered(key) if n.startswith("roiops::")} for key in ("CPU", "CUDA"))
     missing = sorted(cpu - cuda)
     print(f"cuda-check: {len(cuda)} roiops ops have CUDA kernels: {', '.join(sorted(cuda))}")
     if not cpu:
