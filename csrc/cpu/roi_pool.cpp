@@ -169,7 +169,28 @@ void roi_pool_forward_channels_last(const PoolRois& p, const std::vector<int64_t
   // 256 bytes of accumulators (4 AVX-512 registers), and as many for the indices.
   constexpr int64_t kBlock = 256 / static_cast<int64_t>(sizeof(acc_t));
   const int64_t num_rois = static_cast<int64_t>(visit.size());
-  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+  // Split the visiting order into runs of about equal work (pixels read), one run per thread:
+  // RoI sizes vary by orders of magnitude, so equal RoI counts leave a thread idle.
+  const int64_t runs = std::max<int64_t>(1, std::min<int64_t>(num_rois, at::get_num_threads()));
+  std::vector<int64_t> run_start(runs + 1, num_rois);
+  {
+    std::vector<int64_t> work(num_rois + 1, 0);
+    for (int64_t j = 0; j < num_rois; ++j) {
+      int64_t w = bins;
+      for (int64_t b = 0; b < bins; ++b) {
+        const PoolBin& bin = p.bins[visit[j] * bins + b];
+        w += bin.empty() ? 0 : (bin.h_end - bin.h_start) * (bin.w_end - bin.w_start);
+      }
+      work[j + 1] = work[j] + w;
+    }
+    int64_t j = 0;
+    for (int64_t r = 0; r < runs; ++r) {
+      while (j < num_rois && work[j] * runs < work[num_rois] * r) ++j;
+      run_start[r] = j;
+    }
+  }
+  at::parallel_for(0, runs, 1, [&](int64_t run_begin, int64_t run_end) {
+    const int64_t begin = run_start[run_begin], end = run_start[run_end];
     std::vector<acc_t> best_v(channels);
     // Pixel indices fit in int32 for any map with < 2^31 pixels; int32 lanes keep the compare and
     // select loop the same width as the float values, so it vectorizes.
