@@ -234,17 +234,31 @@ void roi_pool_forward_channels_last(const PoolRois& p, const std::vector<int64_t
   });
 }
 
-// RoIs ordered by image, then by the band of rows their first bin starts in, then by column: a
-// visiting order in which neighbours overlap. Any order gives the same result.
+// RoIs ordered by image, then along a Z-order (Morton) curve of their centres in 8-pixel cells: a
+// visiting order in which consecutive RoIs lie close together in both directions and overlap, so a
+// thread finds much of a RoI's region in cache. Any order gives the same result.
 inline std::vector<int64_t> spatial_order(const PoolRois& p, int64_t bins) {
-  constexpr int64_t kBand = 16;
-  std::vector<int64_t> visit(p.batch.size());
-  for (size_t k = 0; k < visit.size(); ++k) visit[k] = static_cast<int64_t>(k);
-  auto key = [&](int64_t k) {
+  auto code = [&](int64_t k) -> uint64_t {
     const PoolBin& first = p.bins[k * bins];
-    return std::make_tuple(p.batch[k], first.h_start / kBand, first.w_start, k);
+    const PoolBin& last = p.bins[k * bins + bins - 1];
+    const uint64_t y = static_cast<uint64_t>(std::max<int64_t>(0, (first.h_start + last.h_end) / 2)) / 8;
+    const uint64_t x = static_cast<uint64_t>(std::max<int64_t>(0, (first.w_start + last.w_end) / 2)) / 8;
+    uint64_t m = 0;
+    for (int bit = 0; bit < 28; ++bit) {
+      m |= ((y >> bit) & 1u) << (2 * bit + 1);
+      m |= ((x >> bit) & 1u) << (2 * bit);
+    }
+    return m;
   };
-  std::sort(visit.begin(), visit.end(), [&](int64_t a, int64_t b) { return key(a) < key(b); });
+  std::vector<std::tuple<int64_t, uint64_t, int64_t>> keys(p.batch.size());
+  for (size_t k = 0; k < keys.size(); ++k) {
+    keys[k] = std::make_tuple(p.batch[k], code(static_cast<int64_t>(k)), static_cast<int64_t>(k));
+  }
+  std::sort(keys.begin(), keys.end());
+  std::vector<int64_t> visit(keys.size());
+  for (size_t j = 0; j < keys.size(); ++j) {
+    visit[j] = std::get<2>(keys[j]);
+  }
   return visit;
 }
 
