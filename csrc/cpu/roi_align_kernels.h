@@ -154,23 +154,30 @@ void group_rois(const std::vector<RoiTaps<acc_t>>& taps, int64_t num_levels, int
   }
 }
 
-// RoIs ordered by (level, image), then by the band of rows their first sample reads, then by
-// column: consecutive RoIs of a thread then overlap and find much of their data in cache. The
-// order only changes which thread computes a RoI, never its result.
+// RoIs ordered by (level, image), then along a Z-order (Morton) curve of the centres of the
+// pixels they read, in 8-pixel cells: consecutive RoIs of a thread lie close together in both
+// directions and overlap, so they find much of their data in cache. The order only changes which
+// thread computes a RoI, never its result.
 template <typename acc_t>
 std::vector<int64_t> spatial_order(const std::vector<RoiTaps<acc_t>>& taps) {
-  constexpr int64_t kBand = 16;
-  std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>> keys(taps.size());
+  std::vector<std::tuple<int64_t, int64_t, uint64_t, int64_t>> keys(taps.size());
   for (size_t k = 0; k < taps.size(); ++k) {
     const RoiTaps<acc_t>& t = taps[k];
-    const int64_t y = t.ys.empty() ? 0 : t.ys.front().low;
-    const int64_t x = t.xs.empty() ? 0 : t.xs.front().low;
-    keys[k] = std::make_tuple(t.level, t.batch, y / kBand, x, static_cast<int64_t>(k));
+    const int64_t y = t.ys.empty() ? 0 : (t.ys.front().low + t.ys.back().high) / 2;
+    const int64_t x = t.xs.empty() ? 0 : (t.xs.front().low + t.xs.back().high) / 2;
+    const uint64_t cy = static_cast<uint64_t>(std::max<int64_t>(0, y)) / 8;
+    const uint64_t cx = static_cast<uint64_t>(std::max<int64_t>(0, x)) / 8;
+    uint64_t m = 0;
+    for (int bit = 0; bit < 28; ++bit) {
+      m |= ((cy >> bit) & 1u) << (2 * bit + 1);
+      m |= ((cx >> bit) & 1u) << (2 * bit);
+    }
+    keys[k] = std::make_tuple(t.level, t.batch, m, static_cast<int64_t>(k));
   }
   std::sort(keys.begin(), keys.end());
   std::vector<int64_t> visit(taps.size());
   for (size_t j = 0; j < keys.size(); ++j) {
-    visit[j] = std::get<4>(keys[j]);
+    visit[j] = std::get<3>(keys[j]);
   }
   return visit;
 }
