@@ -67,6 +67,9 @@ class TrainConfig:
     seed: int = 0  # data order, augmentation, and the global random states
     num_workers: int = 0  # data-loading processes per training process
     find_unused_parameters: bool = False  # DDP option for models with branches some batches skip
+    # Store 4-D weights NHWC: oneDNN's CPU and cuDNN's tensor-core convolutions run fastest on it
+    # (values unchanged; about 1.5x faster r50_fpn training steps on the CPU, benchmarks/bench_models.py).
+    channels_last: bool = True
 
     def __post_init__(self):
         if self.iters <= 0:
@@ -312,6 +315,8 @@ def train(model, dataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resum
     np.random.seed((cfg.seed + 7919 * rank) % 2**32)
 
     model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
