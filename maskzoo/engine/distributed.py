@@ -61,6 +61,9 @@ def init_distributed(device: str | None = None) -> DistInfo:
 def cleanup() -> None:
     """Leave the process group (when one was joined)."""
     if dist.is_available() and dist.is_initialized():
+        # Every rank reaches this point before any tears its connections down: a rank that leaves
+        # early (rank 0 still writing the last checkpoint) would otherwise break its peers' sockets.
+        dist.barrier()
         dist.destroy_process_group()
 
 
