@@ -6,26 +6,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from maskzoo.modeling.mask_head import ConvReLUStack
 
-class KeypointHead(nn.Module):
+
+class KeypointHead(ConvReLUStack):
     """Eight 3x3 convolutions of 512 channels + ReLU: Tensor[K, C, 14, 14] -> Tensor[K, 512, 14, 14]."""
-
-    def __init__(self, in_channels: int, conv_channels: tuple[int, ...]):
-        super().__init__()
-        layers = []
-        for c in conv_channels:
-            layers.append(nn.Conv2d(in_channels, c, 3, padding=1))
-            in_channels = c
-        self.convs = nn.ModuleList(layers)
-        self.out_channels = in_channels
-        for m in self.convs:
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs:
-            x = torch.relu(conv(x))
-        return x
 
 
 class KeypointPredictor(nn.Module):

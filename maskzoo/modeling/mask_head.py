@@ -9,8 +9,9 @@ from torch.nn import functional as F
 import roiops
 
 
-class FPNMaskHead(nn.Module):
-    """3x3 convolutions + ReLU ("4conv" of 256 channels): Tensor[K, C, 14, 14] -> Tensor[K, C', 14, 14]."""
+class ConvReLUStack(nn.Module):
+    """3x3 convolutions (padding 1) each followed by ReLU, Kaiming-initialised: Tensor[K, C, S, S] ->
+    Tensor[K, conv_channels[-1], S, S]. The trunk of the FPN mask head and of the keypoint head."""
 
     def __init__(self, in_channels: int, conv_channels: tuple[int, ...]):
         super().__init__()
@@ -28,6 +29,10 @@ class FPNMaskHead(nn.Module):
         for conv in self.convs:
             x = torch.relu(conv(x))
         return x
+
+
+class FPNMaskHead(ConvReLUStack):
+    """3x3 convolutions + ReLU ("4conv" of 256 channels): Tensor[K, C, 14, 14] -> Tensor[K, C', 14, 14]."""
 
 
 class MaskPredictor(nn.Module):
