@@ -43,8 +43,10 @@ class Row:
 
 
 def median_ms(fn, min_run_time: float) -> float:
+    """Median milliseconds per call of fn, under the caller's torch thread count."""
     fn()  # warm up (allocations, lazy initialisation)
-    timer = tbench.Timer(stmt="fn()", globals={"fn": fn})
+    # Timer runs its statement under num_threads, which defaults to 1 whatever the caller set.
+    timer = tbench.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
