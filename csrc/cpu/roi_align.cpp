@@ -41,18 +41,6 @@ std::vector<LevelShape> level_shapes(const std::vector<int64_t>& heights, const 
   return shapes;
 }
 
-// True when transposing NCHW maps to channels_last beats reading them in place: the RoIs read more
-// than half as many values per channel as the maps hold (the transpose costs about one pass).
-template <typename acc_t>
-bool prefer_transposed(const std::vector<RoiTaps<acc_t>>& taps, const std::vector<LevelShape>& shapes,
-                       int64_t batch_size, int64_t pooled_height, int64_t pooled_width) {
-  int64_t map_size = 0;
-  for (const LevelShape& s : shapes) {
-    map_size += batch_size * s.height * s.width;
-  }
-  return 2 * corner_reads_per_channel(taps, pooled_height, pooled_width) >= map_size;
-}
-
 }  // namespace
 
 at::Tensor roi_align_forward_levels_cpu(const char* op, const std::vector<at::Tensor>& features,
@@ -98,23 +86,9 @@ at::Tensor roi_align_forward_levels_cpu(const char* op, const std::vector<at::Te
       ptrs.push_back(f.const_data_ptr<scalar_t>());
     }
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
-    const int64_t bins = pooled_height * pooled_width;
     if (channels_last) {
       roi_align_forward_channels_last<scalar_t, acc_t>(taps, ptrs, shapes, channels, pooled_height,
                                                        pooled_width, o, 1, channels);
-    } else if (prefer_transposed(taps, shapes, batch_size, pooled_height, pooled_width)) {
-      // NCHW maps read by many RoIs: one transposed copy, then the vectorized kernel, writing
-      // the NCHW output directly.
-      std::vector<at::Tensor> transposed;
-      std::vector<const scalar_t*> tptrs;
-      for (size_t l = 0; l < inputs.size(); ++l) {
-        transposed.push_back(at::empty(inputs[l].sizes(), inputs[l].options().memory_format(at::MemoryFormat::ChannelsLast)));
-        channels_first_to_last<scalar_t, scalar_t>(ptrs[l], transposed.back().mutable_data_ptr<scalar_t>(),
-                                                   batch_size, channels, heights[l] * widths[l]);
-        tptrs.push_back(transposed.back().const_data_ptr<scalar_t>());
-      }
-      roi_align_forward_channels_last<scalar_t, acc_t>(taps, tptrs, shapes, channels, pooled_height,
-                                                       pooled_width, o, bins, 1);
     } else {
       roi_align_forward_nchw<scalar_t, acc_t>(taps, ptrs, shapes, batch_size, channels, pooled_height,
                                               pooled_width, o);
@@ -140,15 +114,12 @@ std::vector<at::Tensor> roi_align_backward_levels_cpu(
   const at::ScalarType dtype = grad_in.scalar_type();
   const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
   const at::ScalarType acc_dtype = half ? at::kFloat : dtype;
-  // The result, and the zero-filled buffer the kernels accumulate into: float32 for the half
-  // types (rounded once at the end), channels_last for the vectorized kernels. When the result
-  // itself is such a buffer it is used directly. at::empty + zero_(): at::zeros drops the format.
-  std::vector<at::Tensor> grads, buffers;
-  auto make = [&](int64_t l, at::ScalarType t, at::MemoryFormat f) {
-    return at::empty({batch_size, channels, heights[l], widths[l]}, grad_in.options().dtype(t).memory_format(f));
+  std::vector<at::Tensor> grads;
+  auto make = [&](int64_t l, at::ScalarType t) {
+    return at::empty({batch_size, channels, heights[l], widths[l]}, grad_in.options().dtype(t).memory_format(format));
   };
   for (size_t l = 0; l < heights.size(); ++l) {
-    grads.push_back(make(l, dtype, format));
+    grads.push_back(make(l, dtype));
   }
   if (num_rois == 0 || channels == 0) {
     for (at::Tensor& g : grads) {
@@ -157,40 +128,36 @@ std::vector<at::Tensor> roi_align_backward_levels_cpu(
     return grads;
   }
   const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor grad = grad_in.contiguous(format);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roi_align_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto taps = build_roi_taps<scalar_t, acc_t>(op, rois, levels, shapes, batch_size, pooled_height,
                                                       pooled_width, sampling_ratio, aligned);
-    const bool vectorized = channels_last || prefer_transposed(taps, shapes, batch_size, pooled_height, pooled_width);
-    const bool direct = (vectorized == channels_last) && !half;  // accumulate straight into the result
+    if (!channels_last) {
+      // Writes every element of the result, accumulating in acc_t internally.
+      std::vector<scalar_t*> ptrs;
+      for (at::Tensor& g : grads) {
+        ptrs.push_back(g.mutable_data_ptr<scalar_t>());
+      }
+      roi_align_backward_nchw<scalar_t, acc_t>(taps, grad.const_data_ptr<scalar_t>(), ptrs, shapes, batch_size,
+                                               channels, pooled_height, pooled_width);
+      return;
+    }
+    // channels_last: accumulates into a zero-filled buffer, the result itself unless the dtype is a
+    // half type (then float32, rounded once at the end). at::empty + zero_(): at::zeros drops the
+    // memory format.
+    std::vector<at::Tensor> buffers;
     std::vector<acc_t*> ptrs;
     for (size_t l = 0; l < grads.size(); ++l) {
-      buffers.push_back(direct ? grads[l]
-                               : make(l, acc_dtype, vectorized ? at::MemoryFormat::ChannelsLast
-                                                               : at::MemoryFormat::Contiguous));
+      buffers.push_back(half ? make(l, acc_dtype) : grads[l]);
       buffers.back().zero_();
       ptrs.push_back(buffers.back().mutable_data_ptr<acc_t>());
     }
-    const int64_t bins = pooled_height * pooled_width;
-    if (vectorized) {
-      const at::Tensor grad = grad_in.contiguous(format);
-      roi_align_backward_channels_last<scalar_t, acc_t>(taps, grad.const_data_ptr<scalar_t>(),
-                                                        channels_last ? 1 : bins, channels_last ? channels : 1,
-                                                        ptrs, shapes, batch_size, channels, pooled_height,
-                                                        pooled_width);
-    } else {
-      const at::Tensor grad = grad_in.contiguous();
-      roi_align_backward_nchw<scalar_t, acc_t>(taps, grad.const_data_ptr<scalar_t>(), ptrs, shapes, batch_size,
-                                               channels, pooled_height, pooled_width);
-    }
-    if (!direct) {
+    roi_align_backward_channels_last<scalar_t, acc_t>(taps, grad.const_data_ptr<scalar_t>(), 1, channels, ptrs,
+                                                      shapes, batch_size, channels, pooled_height, pooled_width);
+    if (half) {
       for (size_t l = 0; l < grads.size(); ++l) {
-        if (vectorized && !channels_last) {
-          channels_last_to_first<acc_t, scalar_t>(ptrs[l], grads[l].mutable_data_ptr<scalar_t>(), batch_size,
-                                                  channels, heights[l] * widths[l]);
-        } else {
-          grads[l].copy_(buffers[l]);  // same layout, only the dtype changes
-        }
+        grads[l].copy_(buffers[l]);
       }
     }
   });

@@ -7,8 +7,10 @@
 // over channels:
 // - channels_last: parallel over RoIs; each tap reads 4 contiguous runs of C values and the inner
 //   loop over C is vectorized.
-// - NCHW: parallel over (level, image, channel) planes, RoIs of that image innermost, so each
-//   plane is read from memory once and then stays in cache while all its RoIs sample it.
+// - NCHW: parallel over (level, image, block of 16 float channels); a task copies the map rows its
+//   RoIs read of its channel planes into a small channels_last scratch (one cache line per pixel)
+//   and runs the same vectorized loops on it, so the planes are read once, front to back, and
+//   no full transposed copy of the maps is made.
 // Backward kernels partition the gradient of the input by (level, image, channel block): every
 // element has one writer and a fixed summation order, so results do not depend on the number of
 // threads and no atomics are needed.
@@ -25,8 +27,10 @@
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
+#include <climits>
 #include <cstdint>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "common/roi_align_math.h"
@@ -184,63 +188,63 @@ std::vector<int64_t> spatial_order(const std::vector<RoiTaps<acc_t>>& taps) {
 
 // ---- forward ---------------------------------------------------------------------------------
 
-// inputs[l]: [N, C, H_l, W_l] contiguous (NCHW); out: [K, C, PH, PW] contiguous.
-template <typename scalar_t, typename acc_t>
-void roi_align_forward_nchw(const std::vector<RoiTaps<acc_t>>& taps, const std::vector<const scalar_t*>& inputs,
-                            const std::vector<LevelShape>& shapes, int64_t batch_size, int64_t channels,
-                            int64_t pooled_height, int64_t pooled_width, scalar_t* out) {
-  const int64_t num_levels = static_cast<int64_t>(inputs.size());
-  std::vector<int64_t> offsets, order;
-  group_rois(taps, num_levels, batch_size, offsets, order);
-  const int64_t bins = pooled_height * pooled_width;
-  at::parallel_for(0, num_levels * batch_size * channels, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t group = task / channels;  // level * batch_size + image
-      const int64_t c = task % channels;
-      const int64_t level = group / batch_size;
-      const int64_t n = group % batch_size;
-      const int64_t width = shapes[level].width;
-      const scalar_t* plane = inputs[level] + (n * channels + c) * shapes[level].height * width;
-      for (int64_t j = offsets[group]; j < offsets[group + 1]; ++j) {
-        const int64_t k = order[j];
-        const RoiTaps<acc_t>& t = taps[k];
-        scalar_t* o = out + (k * channels + c) * bins;
-        for (int64_t ph = 0; ph < pooled_height; ++ph) {
-          for (int64_t pw = 0; pw < pooled_width; ++pw) {
-            acc_t sum = 0;
-            for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
-              const Tap<acc_t>& ty = t.ys[iy];
-              const scalar_t* row_lo = plane + ty.low * width;
-              const scalar_t* row_hi = plane + ty.high * width;
-              acc_t along_lo = 0, along_hi = 0;
-              for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
-                const Tap<acc_t>& tx = t.xs[ix];
-                along_lo += tx.w_low * static_cast<acc_t>(row_lo[tx.low]) + tx.w_high * static_cast<acc_t>(row_lo[tx.high]);
-                along_hi += tx.w_low * static_cast<acc_t>(row_hi[tx.low]) + tx.w_high * static_cast<acc_t>(row_hi[tx.high]);
-              }
-              sum += ty.w_low * along_lo + ty.w_high * along_hi;
-            }
-            o[ph * pooled_width + pw] = static_cast<scalar_t>(sum * t.inv_count);
-          }
-        }
-      }
-    }
-  });
-}
-
-// inputs[l]: [N, H_l, W_l, C] in memory (channels_last); out: [K, C, PH, PW] whose element
-// (k, c, bin) is at k * C * PH * PW + c * out_channel_stride + bin * out_bin_stride (channels_last:
-// 1 and C; NCHW: PH * PW and 1).
 // Channels per task of the channels_last backward: 128 bytes of the gradient per pixel.
 template <typename scalar_t>
 constexpr int64_t channel_block() {
   return static_cast<int64_t>(128 / sizeof(scalar_t)) > 0 ? static_cast<int64_t>(128 / sizeof(scalar_t)) : 1;
 }
 
-// inputs[l]: [N, H_l, W_l, C] in memory (channels_last); out: [K, C, PH, PW] whose element
-// (k, c, bin) is at k * C * PH * PW + c * out_channel_stride + bin * out_bin_stride (channels_last:
-// 1 and C; NCHW: PH * PW and 1). Parallel over RoIs; each sample reads 4 runs of C contiguous
-// values. (Blocking channels so that a slice of the maps stays in cache measured slower here.)
+// Pools one RoI from an image laid out [H, W, channels] (pixel stride `channels`, row stride
+// W * channels) into out_roi, whose element (c, bin) is at c * out_channel_stride + bin *
+// out_bin_stride. Each sample reads 4 runs of `channels` contiguous values; acc: `channels` values
+// of scratch.
+template <typename in_t, typename acc_t, typename out_t>
+inline void pool_roi_channels_last(const RoiTaps<acc_t>& t, const in_t* image, int64_t width, int64_t channels,
+                                   int64_t pooled_height, int64_t pooled_width, out_t* out_roi,
+                                   int64_t out_channel_stride, int64_t out_bin_stride, int64_t out_channels,
+                                   acc_t* a) {
+  const int64_t row_stride = width * channels;
+  const acc_t inv = t.inv_count;
+  for (int64_t ph = 0; ph < pooled_height; ++ph) {
+    for (int64_t pw = 0; pw < pooled_width; ++pw) {
+      std::fill(a, a + channels, acc_t(0));
+      for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
+        const Tap<acc_t>& ty = t.ys[iy];
+        const in_t* row_lo = image + ty.low * row_stride;
+        const in_t* row_hi = image + ty.high * row_stride;
+        for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
+          const Tap<acc_t>& tx = t.xs[ix];
+          const in_t* p1 = row_lo + tx.low * channels;
+          const in_t* p2 = row_lo + tx.high * channels;
+          const in_t* p3 = row_hi + tx.low * channels;
+          const in_t* p4 = row_hi + tx.high * channels;
+          const acc_t w1 = ty.w_low * tx.w_low, w2 = ty.w_low * tx.w_high;
+          const acc_t w3 = ty.w_high * tx.w_low, w4 = ty.w_high * tx.w_high;
+#pragma omp simd
+          for (int64_t c = 0; c < channels; ++c) {
+            a[c] += w1 * static_cast<acc_t>(p1[c]) + w2 * static_cast<acc_t>(p2[c]) +
+                    w3 * static_cast<acc_t>(p3[c]) + w4 * static_cast<acc_t>(p4[c]);
+          }
+        }
+      }
+      out_t* o = out_roi + (ph * pooled_width + pw) * out_bin_stride;
+      if (out_channel_stride == 1) {
+#pragma omp simd
+        for (int64_t c = 0; c < out_channels; ++c) {
+          o[c] = static_cast<out_t>(a[c] * inv);
+        }
+      } else {
+        for (int64_t c = 0; c < out_channels; ++c) {
+          o[c * out_channel_stride] = static_cast<out_t>(a[c] * inv);
+        }
+      }
+    }
+  }
+}
+
+// inputs[l]: [N, H_l, W_l, C] in memory (channels_last); out: [K, C, PH, PW] channels_last.
+// Parallel over RoIs, visited in spatial order. (Blocking channels so that a slice of the maps
+// stays in cache measured slower for channels_last input.)
 template <typename scalar_t, typename acc_t>
 void roi_align_forward_channels_last(const std::vector<RoiTaps<acc_t>>& taps,
                                      const std::vector<const scalar_t*>& inputs,
@@ -251,49 +255,216 @@ void roi_align_forward_channels_last(const std::vector<RoiTaps<acc_t>>& taps,
   const std::vector<int64_t> visit = spatial_order(taps);
   at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> acc(channels);
-    acc_t* a = acc.data();
     for (int64_t j = begin; j < end; ++j) {
       const int64_t k = visit[j];
       const RoiTaps<acc_t>& t = taps[k];
       const LevelShape& shape = shapes[t.level];
-      const int64_t row_stride = shape.width * channels;
-      const scalar_t* image = inputs[t.level] + t.batch * shape.height * row_stride;
-      scalar_t* out_roi = out + k * channels * pooled_height * pooled_width;
-      const acc_t inv = t.inv_count;
-      for (int64_t ph = 0; ph < pooled_height; ++ph) {
-        for (int64_t pw = 0; pw < pooled_width; ++pw) {
-          std::fill(a, a + channels, acc_t(0));
-          for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
-            const Tap<acc_t>& ty = t.ys[iy];
-            const scalar_t* row_lo = image + ty.low * row_stride;
-            const scalar_t* row_hi = image + ty.high * row_stride;
-            for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
-              const Tap<acc_t>& tx = t.xs[ix];
-              const scalar_t* p1 = row_lo + tx.low * channels;
-              const scalar_t* p2 = row_lo + tx.high * channels;
-              const scalar_t* p3 = row_hi + tx.low * channels;
-              const scalar_t* p4 = row_hi + tx.high * channels;
-              const acc_t w1 = ty.w_low * tx.w_low, w2 = ty.w_low * tx.w_high;
-              const acc_t w3 = ty.w_high * tx.w_low, w4 = ty.w_high * tx.w_high;
-#pragma omp simd
-              for (int64_t c = 0; c < channels; ++c) {
-                a[c] += w1 * static_cast<acc_t>(p1[c]) + w2 * static_cast<acc_t>(p2[c]) +
-                        w3 * static_cast<acc_t>(p3[c]) + w4 * static_cast<acc_t>(p4[c]);
-              }
-            }
-          }
-          scalar_t* o = out_roi + (ph * pooled_width + pw) * out_bin_stride;
-          if (out_channel_stride == 1) {
-#pragma omp simd
-            for (int64_t c = 0; c < channels; ++c) {
-              o[c] = static_cast<scalar_t>(a[c] * inv);
-            }
-          } else {
-            for (int64_t c = 0; c < channels; ++c) {
-              o[c * out_channel_stride] = static_cast<scalar_t>(a[c] * inv);
+      const scalar_t* image = inputs[t.level] + t.batch * shape.height * shape.width * channels;
+      pool_roi_channels_last(t, image, shape.width, channels, pooled_height, pooled_width,
+                             out + k * channels * pooled_height * pooled_width, out_channel_stride, out_bin_stride,
+                             channels, acc.data());
+    }
+  });
+}
+
+// Channels per block of the NCHW kernels' transposed scratch: one 64-byte line of acc_t per pixel.
+template <typename acc_t>
+constexpr int64_t nchw_block() {
+  return static_cast<int64_t>(64 / sizeof(acc_t));
+}
+
+#if defined(__AVX__)
+// dst[i * dst_stride + j] = src[j * src_stride + i] for an 8 x 8 block of floats, in registers.
+inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm256_loadu_ps(src + i * src_stride);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * dst_stride, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * dst_stride, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+  }
+}
+#endif
+
+// The NCHW kernels work on a block of channels at a time, copied into a scratch laid out
+// [H, W, block] in acc_t, and only on the map rows some RoI reads. These two copy the pixels
+// [p_begin, p_end) of `nc` channel planes (plane stride `plane`) into and out of such a scratch.
+// Both walk 64 pixels of every plane at a time, so the planes are read or written front to back.
+template <typename scalar_t, typename acc_t>
+void planes_to_block(const scalar_t* src, int64_t plane, int64_t p_begin, int64_t p_end, int64_t nc, int64_t block,
+                     acc_t* dst) {
+  constexpr int64_t kTile = 64;
+  for (int64_t p0 = p_begin; p0 < p_end; p0 += kTile) {
+    const int64_t p1 = std::min(p_end, p0 + kTile);
+#if defined(__AVX__)
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      if (nc == block && block % 8 == 0 && (p1 - p0) % 8 == 0) {
+        // Sixteen planes are more streams than the hardware prefetcher follows: ask for the
+        // lines of the tile after next.
+        if (p0 + 3 * kTile <= p_end) {
+          for (int64_t i = 0; i < block; ++i) {
+            for (int64_t q = 0; q < kTile; q += 16) {
+              _mm_prefetch(reinterpret_cast<const char*>(src + i * plane + p0 + 2 * kTile + q), _MM_HINT_T0);
             }
           }
         }
+        for (int64_t p = p0; p < p1; p += 8) {
+          for (int64_t i = 0; i < block; i += 8) {
+            transpose_8x8(src + i * plane + p, plane, dst + p * block + i, block);
+          }
+        }
+        continue;
+      }
+    }
+#endif
+    for (int64_t i = 0; i < block; ++i) {
+      const scalar_t* s = src + i * plane;
+      for (int64_t p = p0; p < p1; ++p) {
+        dst[p * block + i] = i < nc ? static_cast<acc_t>(s[p]) : acc_t(0);  // a short block's tail is 0
+      }
+    }
+  }
+}
+
+template <typename acc_t, typename scalar_t>
+void block_to_planes(const acc_t* src, int64_t plane, int64_t p_begin, int64_t p_end, int64_t nc, int64_t block,
+                     scalar_t* dst) {
+  constexpr int64_t kTile = 64;
+  for (int64_t p0 = p_begin; p0 < p_end; p0 += kTile) {
+    const int64_t p1 = std::min(p_end, p0 + kTile);
+#if defined(__AVX__)
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      if (nc == block && block % 8 == 0 && (p1 - p0) % 8 == 0) {
+        for (int64_t i = 0; i < block; i += 8) {
+          for (int64_t p = p0; p < p1; p += 8) {
+            transpose_8x8(src + p * block + i, block, dst + i * plane + p, plane);
+          }
+        }
+        continue;
+      }
+    }
+#endif
+    for (int64_t i = 0; i < nc; ++i) {
+      scalar_t* d = dst + i * plane;
+      for (int64_t p = p0; p < p1; ++p) {
+        d[p] = static_cast<scalar_t>(src[p * block + i]);
+      }
+    }
+  }
+}
+
+// What the NCHW kernels share: RoIs grouped by (level, image) in spatial order, the channel block,
+// and for every group the map rows its RoIs read (the only rows copied or written back).
+template <typename acc_t>
+struct NchwPlan {
+  static constexpr int64_t kLine = 64 / sizeof(acc_t);  // channels per block: one cache line per pixel
+  int64_t groups = 0, block = 0, blocks = 0;
+  std::vector<int64_t> visit, offsets;  // group g's RoIs are visit[offsets[g] .. offsets[g + 1])
+  std::vector<std::vector<char>> rows_read;  // [group][row]
+
+  NchwPlan(const std::vector<RoiTaps<acc_t>>& taps, const std::vector<LevelShape>& shapes, int64_t batch_size,
+           int64_t channels)
+      : groups(static_cast<int64_t>(shapes.size()) * batch_size),
+        visit(spatial_order(taps)),
+        offsets(groups + 1, 0),
+        rows_read(groups) {
+    block = std::min<int64_t>(kLine, channels);
+    blocks = (channels + block - 1) / block;
+    for (const auto& t : taps) {
+      const int64_t g = t.level * batch_size + t.batch;
+      ++offsets[g + 1];
+      std::vector<char>& rows = rows_read[g];
+      rows.resize(shapes[t.level].height, 0);
+      for (const Tap<acc_t>& ty : t.ys) {
+        rows[ty.low] = rows[ty.high] = 1;
+      }
+    }
+    for (size_t g = 1; g < offsets.size(); ++g) {
+      offsets[g] += offsets[g - 1];
+    }
+  }
+
+  int64_t num_tasks() const { return groups * blocks; }
+
+  // Task -> (group, first channel of its block). The block varies slowest, so that each of
+  // at::parallel_for's contiguous chunks of tasks gets a share of every group: pyramid levels
+  // differ widely in work.
+  void task(int64_t t, int64_t* group, int64_t* c0) const {
+    *group = t % groups;
+    *c0 = (t / groups) * block;
+  }
+
+  // Calls fn(row_begin, row_end) for every maximal run of rows read in group g.
+  template <typename Fn>
+  void for_row_runs(int64_t g, Fn fn) const {
+    const std::vector<char>& rows = rows_read[g];
+    const int64_t height = static_cast<int64_t>(rows.size());
+    for (int64_t r = 0; r < height;) {
+      if (!rows[r]) {
+        ++r;
+        continue;
+      }
+      int64_t e = r;
+      while (e < height && rows[e]) ++e;
+      fn(r, e);
+      r = e;
+    }
+  }
+};
+
+// inputs[l]: [N, C, H_l, W_l] contiguous (NCHW); out: [K, C, PH, PW] contiguous. Tasks are (level,
+// image, block of channels): a task copies the rows its RoIs read of its channel planes into the
+// scratch (reading the planes front to back; the scratch, one cache line per pixel, stays in
+// cache), pools all RoIs of that image and level from it with the vectorized kernel, and writes
+// each RoI's block of the output front to back. Cheaper than transposing the whole map, and than
+// sampling the planes in place, where every tap is a scalar read.
+template <typename scalar_t, typename acc_t>
+void roi_align_forward_nchw(const std::vector<RoiTaps<acc_t>>& taps, const std::vector<const scalar_t*>& inputs,
+                            const std::vector<LevelShape>& shapes, int64_t batch_size, int64_t channels,
+                            int64_t pooled_height, int64_t pooled_width, scalar_t* out) {
+  const NchwPlan<acc_t> plan(taps, shapes, batch_size, channels);
+  const int64_t block = plan.block;
+  constexpr int64_t kLine = NchwPlan<acc_t>::kLine;
+  const int64_t bins = pooled_height * pooled_width;
+  at::parallel_for(0, plan.num_tasks(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch, acc(block), pooled(bins * block);
+    for (int64_t task = begin; task < end; ++task) {
+      int64_t group, c0;  // group: level * batch_size + image
+      plan.task(task, &group, &c0);
+      if (plan.offsets[group] == plan.offsets[group + 1]) {
+        continue;
+      }
+      const int64_t nc = std::min(block, channels - c0);
+      const int64_t level = group / batch_size;
+      const int64_t n = group % batch_size;
+      const int64_t width = shapes[level].width;
+      const int64_t plane = shapes[level].height * width;
+      scratch.resize(plane * block);
+      const scalar_t* planes = inputs[level] + (n * channels + c0) * plane;
+      plan.for_row_runs(group, [&](int64_t r0, int64_t r1) {
+        planes_to_block(planes, plane, r0 * width, r1 * width, nc, block, scratch.data());
+      });
+      for (int64_t j = plan.offsets[group]; j < plan.offsets[group + 1]; ++j) {
+        const int64_t k = plan.visit[j];
+        if (block == kLine) {  // a compile-time channel count: the loops over channels unroll
+          pool_roi_channels_last(taps[k], scratch.data(), width, kLine, pooled_height, pooled_width, pooled.data(),
+                                 int64_t(1), kLine, kLine, acc.data());
+        } else {
+          pool_roi_channels_last(taps[k], scratch.data(), width, block, pooled_height, pooled_width, pooled.data(),
+                                 int64_t(1), block, block, acc.data());
+        }
+        block_to_planes(pooled.data(), bins, 0, bins, nc, block, out + (k * channels + c0) * bins);
       }
     }
   });
@@ -301,51 +472,111 @@ void roi_align_forward_channels_last(const std::vector<RoiTaps<acc_t>>& taps,
 
 // ---- backward to the input -------------------------------------------------------------------
 
-// grad: [K, C, PH, PW] contiguous; grad_inputs[l]: [N, C, H_l, W_l] contiguous, zero-filled, in
-// acc_t (float for the half types, which are rounded once at the end by the caller).
-template <typename scalar_t, typename acc_t>
-void roi_align_backward_nchw(const std::vector<RoiTaps<acc_t>>& taps, const scalar_t* grad,
-                             const std::vector<acc_t*>& grad_inputs, const std::vector<LevelShape>& shapes,
-                             int64_t batch_size, int64_t channels, int64_t pooled_height,
-                             int64_t pooled_width) {
-  const int64_t num_levels = static_cast<int64_t>(grad_inputs.size());
-  std::vector<int64_t> offsets, order;
-  group_rois(taps, num_levels, batch_size, offsets, order);
-  const int64_t bins = pooled_height * pooled_width;
-  at::parallel_for(0, num_levels * batch_size * channels, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t group = task / channels;
-      const int64_t c = task % channels;
-      const int64_t level = group / batch_size;
-      const int64_t n = group % batch_size;
-      const int64_t width = shapes[level].width;
-      acc_t* plane = grad_inputs[level] + (n * channels + c) * shapes[level].height * width;
-      for (int64_t j = offsets[group]; j < offsets[group + 1]; ++j) {
-        const int64_t k = order[j];
-        const RoiTaps<acc_t>& t = taps[k];
-        const scalar_t* g = grad + (k * channels + c) * bins;
-        for (int64_t ph = 0; ph < pooled_height; ++ph) {
-          for (int64_t pw = 0; pw < pooled_width; ++pw) {
-            const acc_t gb = static_cast<acc_t>(g[ph * pooled_width + pw]) * t.inv_count;
-            if (gb == acc_t(0)) {
+// Adds one RoI's share of the gradient into an image laid out [H, W, pixel_stride] (channels
+// [0, nc) of each pixel). g: the RoI's gradient, element (c, bin) at c * grad_channel_stride +
+// bin * grad_bin_stride; gb: nc values of scratch.
+template <typename grad_t, typename acc_t>
+inline void scatter_roi_channels_last(const RoiTaps<acc_t>& t, const grad_t* g, int64_t grad_channel_stride,
+                                      int64_t grad_bin_stride, acc_t* image, int64_t width, int64_t pixel_stride,
+                                      int64_t nc, int64_t pooled_height, int64_t pooled_width, acc_t* gb) {
+  const int64_t row_stride = width * pixel_stride;
+  for (int64_t ph = 0; ph < pooled_height; ++ph) {
+    for (int64_t pw = 0; pw < pooled_width; ++pw) {
+      const grad_t* gbin = g + (ph * pooled_width + pw) * grad_bin_stride;
+      bool any = false;
+      for (int64_t c = 0; c < nc; ++c) {
+        gb[c] = static_cast<acc_t>(gbin[c * grad_channel_stride]) * t.inv_count;
+        any |= gb[c] != acc_t(0);
+      }
+      if (!any) {
+        continue;
+      }
+      for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
+        const Tap<acc_t>& ty = t.ys[iy];
+        acc_t* row_lo = image + ty.low * row_stride;
+        acc_t* row_hi = image + ty.high * row_stride;
+        for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
+          const Tap<acc_t>& tx = t.xs[ix];
+          const acc_t w[4] = {ty.w_low * tx.w_low, ty.w_low * tx.w_high, ty.w_high * tx.w_low, ty.w_high * tx.w_high};
+          acc_t* p[4] = {row_lo + tx.low * pixel_stride, row_lo + tx.high * pixel_stride,
+                         row_hi + tx.low * pixel_stride, row_hi + tx.high * pixel_stride};
+          // One corner at a time: corners may coincide at the border, and each pass must see the
+          // previous one's writes.
+          for (int corner = 0; corner < 4; ++corner) {
+            const acc_t wc = w[corner];
+            if (wc == acc_t(0)) {
               continue;
             }
-            for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
-              const Tap<acc_t>& ty = t.ys[iy];
-              acc_t* row_lo = plane + ty.low * width;
-              acc_t* row_hi = plane + ty.high * width;
-              const acc_t g_lo = gb * ty.w_low, g_hi = gb * ty.w_high;
-              for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
-                const Tap<acc_t>& tx = t.xs[ix];
-                row_lo[tx.low] += g_lo * tx.w_low;
-                row_lo[tx.high] += g_lo * tx.w_high;
-                row_hi[tx.low] += g_hi * tx.w_low;
-                row_hi[tx.high] += g_hi * tx.w_high;
-              }
+            acc_t* pc = p[corner];
+#pragma omp simd
+            for (int64_t c = 0; c < nc; ++c) {
+              pc[c] += wc * gb[c];
             }
           }
         }
       }
+    }
+  }
+}
+
+// grad: [K, C, PH, PW] contiguous; grad_inputs[l]: [N, C, H_l, W_l] contiguous, every element
+// written here. The adjoint of roi_align_forward_nchw, with the same tasks: a task zeroes the rows
+// its RoIs read in the scratch, scatters every RoI's block of the gradient into it, then writes
+// its channel planes once, front to back (zeros in the rows no RoI reads). Each element has one
+// writer and a fixed order of additions.
+template <typename scalar_t, typename acc_t>
+void roi_align_backward_nchw(const std::vector<RoiTaps<acc_t>>& taps, const scalar_t* grad,
+                             const std::vector<scalar_t*>& grad_inputs, const std::vector<LevelShape>& shapes,
+                             int64_t batch_size, int64_t channels, int64_t pooled_height, int64_t pooled_width) {
+  const NchwPlan<acc_t> plan(taps, shapes, batch_size, channels);
+  const int64_t block = plan.block;
+  constexpr int64_t kLine = NchwPlan<acc_t>::kLine;
+  const int64_t bins = pooled_height * pooled_width;
+  at::parallel_for(0, plan.num_tasks(), 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch, gb(block), roi_grad(bins * block);
+    for (int64_t task = begin; task < end; ++task) {
+      int64_t group, c0;
+      plan.task(task, &group, &c0);
+      const int64_t nc = std::min(block, channels - c0);
+      const int64_t level = group / batch_size;
+      const int64_t n = group % batch_size;
+      const int64_t width = shapes[level].width;
+      const int64_t plane = shapes[level].height * width;
+      scalar_t* planes = grad_inputs[level] + (n * channels + c0) * plane;
+      if (plan.offsets[group] == plan.offsets[group + 1]) {
+        for (int64_t i = 0; i < nc; ++i) {
+          std::fill(planes + i * plane, planes + (i + 1) * plane, scalar_t(0));
+        }
+        continue;
+      }
+      scratch.resize(plane * block);
+      plan.for_row_runs(group, [&](int64_t r0, int64_t r1) {
+        std::fill(scratch.data() + r0 * width * block, scratch.data() + r1 * width * block, acc_t(0));
+      });
+      for (int64_t j = plan.offsets[group]; j < plan.offsets[group + 1]; ++j) {
+        const int64_t k = plan.visit[j];
+        // The RoI's [nc, bins] block of the gradient as [bins, block], read front to back.
+        planes_to_block(grad + (k * channels + c0) * bins, bins, 0, bins, nc, block, roi_grad.data());
+        if (nc == kLine) {  // a compile-time channel count: the loops over channels unroll
+          scatter_roi_channels_last(taps[k], roi_grad.data(), int64_t(1), kLine, scratch.data(), width, kLine, kLine,
+                                    pooled_height, pooled_width, gb.data());
+        } else {
+          scatter_roi_channels_last(taps[k], roi_grad.data(), int64_t(1), block, scratch.data(), width, block, nc,
+                                    pooled_height, pooled_width, gb.data());
+        }
+      }
+      int64_t done = 0;  // rows [0, done) of the planes are written
+      auto zero_rows = [&](int64_t r0, int64_t r1) {
+        for (int64_t i = 0; i < nc; ++i) {
+          std::fill(planes + i * plane + r0 * width, planes + i * plane + r1 * width, scalar_t(0));
+        }
+      };
+      plan.for_row_runs(group, [&](int64_t r0, int64_t r1) {
+        zero_rows(done, r0);
+        block_to_planes(scratch.data(), plane, r0 * width, r1 * width, nc, block, planes);
+        done = r1;
+      });
+      zero_rows(done, shapes[level].height);
     }
   });
 }
@@ -372,58 +603,19 @@ void roi_align_backward_channels_last(const std::vector<RoiTaps<acc_t>>& taps, c
       kAlign, ((channels + wanted_blocks - 1) / wanted_blocks + kAlign - 1) / kAlign * kAlign);
   const int64_t blocks = (channels + block - 1) / block;
   at::parallel_for(0, groups * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> gb_storage(block);
-    acc_t* gb = gb_storage.data();
+    std::vector<acc_t> gb(block);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t group = task / blocks;
       const int64_t c0 = (task % blocks) * block;
       const int64_t nc = std::min(block, channels - c0);
       const int64_t level = group / batch_size;
       const int64_t n = group % batch_size;
-      const int64_t row_stride = shapes[level].width * channels;
-      acc_t* image = grad_inputs[level] + n * shapes[level].height * row_stride + c0;
+      acc_t* image = grad_inputs[level] + n * shapes[level].height * shapes[level].width * channels + c0;
       for (int64_t j = offsets[group]; j < offsets[group + 1]; ++j) {
         const int64_t k = order[j];
-        const RoiTaps<acc_t>& t = taps[k];
-        for (int64_t ph = 0; ph < pooled_height; ++ph) {
-          for (int64_t pw = 0; pw < pooled_width; ++pw) {
-            const scalar_t* g = grad + k * channels * pooled_height * pooled_width +
-                                (ph * pooled_width + pw) * grad_bin_stride + c0 * grad_channel_stride;
-            bool any = false;
-            for (int64_t c = 0; c < nc; ++c) {
-              gb[c] = static_cast<acc_t>(g[c * grad_channel_stride]) * t.inv_count;
-              any |= gb[c] != acc_t(0);
-            }
-            if (!any) {
-              continue;
-            }
-            for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
-              const Tap<acc_t>& ty = t.ys[iy];
-              acc_t* row_lo = image + ty.low * row_stride;
-              acc_t* row_hi = image + ty.high * row_stride;
-              for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
-                const Tap<acc_t>& tx = t.xs[ix];
-                const acc_t w[4] = {ty.w_low * tx.w_low, ty.w_low * tx.w_high, ty.w_high * tx.w_low,
-                                    ty.w_high * tx.w_high};
-                acc_t* p[4] = {row_lo + tx.low * channels, row_lo + tx.high * channels,
-                                  row_hi + tx.low * channels, row_hi + tx.high * channels};
-                // One corner at a time: corners may coincide at the border, and each pass must
-                // see the previous one's writes.
-                for (int corner = 0; corner < 4; ++corner) {
-                  const acc_t wc = w[corner];
-                  if (wc == acc_t(0)) {
-                    continue;
-                  }
-                  acc_t* pc = p[corner];
-#pragma omp simd
-                  for (int64_t c = 0; c < nc; ++c) {
-                    pc[c] += wc * gb[c];
-                  }
-                }
-              }
-            }
-          }
-        }
+        scatter_roi_channels_last(taps[k], grad + k * channels * pooled_height * pooled_width + c0 * grad_channel_stride,
+                                  grad_channel_stride, grad_bin_stride, image, shapes[level].width, channels, nc,
+                                  pooled_height, pooled_width, gb.data());
       }
     }
   });
@@ -496,29 +688,6 @@ namespace cpu {
 
 // ---- layout changes ----------------------------------------------------------------------------
 
-#if defined(__AVX__)
-// dst[i * dst_stride + j] = src[j * src_stride + i] for an 8 x 8 block of floats, in registers.
-inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
-  __m256 r[8], t[8], u[8];
-  for (int i = 0; i < 8; ++i) {
-    r[i] = _mm256_loadu_ps(src + i * src_stride);
-  }
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 2; ++i) {
-    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
-    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
-    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  for (int i = 0; i < 4; ++i) {
-    _mm256_storeu_ps(dst + i * dst_stride, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
-    _mm256_storeu_ps(dst + (i + 4) * dst_stride, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
-  }
-}
-#endif
 
 // dst[n, p, c] = src[n, c, p] for p < plane (NCHW -> channels_last), by 32 x 32 tiles so that both
 // sides move whole cache lines (float: 8 x 8 register transposes inside); parallel over (image,
@@ -555,57 +724,6 @@ void channels_first_to_last(const src_t* src, dst_t* dst, int64_t batch_size, in
       }
     }
   });
-}
-
-// dst[n, c, p] = src[n, p, c] (channels_last -> NCHW), the inverse tiling.
-template <typename src_t, typename dst_t>
-void channels_last_to_first(const src_t* src, dst_t* dst, int64_t batch_size, int64_t channels, int64_t plane) {
-  constexpr int64_t kTile = 32;
-  const int64_t c_tiles = (channels + kTile - 1) / kTile;
-  at::parallel_for(0, batch_size * c_tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / c_tiles, c0 = (task % c_tiles) * kTile;
-      const int64_t c1 = std::min(channels, c0 + kTile);
-      const src_t* s = src + n * channels * plane;
-      dst_t* d = dst + n * channels * plane;
-      for (int64_t p0 = 0; p0 < plane; p0 += kTile) {
-        const int64_t p1 = std::min(plane, p0 + kTile);
-#if defined(__AVX__)
-        if constexpr (std::is_same_v<src_t, float> && std::is_same_v<dst_t, float>) {
-          if (p1 - p0 == kTile && c1 - c0 == kTile) {
-            for (int64_t cb = c0; cb < c1; cb += 8) {
-              for (int64_t pb = p0; pb < p1; pb += 8) {
-                transpose_8x8(s + pb * channels + cb, channels, d + cb * plane + pb, plane);
-              }
-            }
-            continue;
-          }
-        }
-#endif
-        for (int64_t c = c0; c < c1; ++c) {
-          for (int64_t p = p0; p < p1; ++p) {
-            d[c * plane + p] = static_cast<dst_t>(s[p * channels + c]);
-          }
-        }
-      }
-    }
-  });
-}
-
-// Bilinear corner reads per channel that the RoIs need: the NCHW kernels' cost. When it is large
-// against the size of the maps, transposing the maps to channels_last once and running the
-// vectorized kernels is faster (each pixel is then read by many RoIs from contiguous memory).
-template <typename acc_t>
-int64_t corner_reads_per_channel(const std::vector<RoiTaps<acc_t>>& taps, int64_t pooled_height,
-                                 int64_t pooled_width) {
-  int64_t total = 0;
-  for (const auto& t : taps) {
-    int64_t ys = 0, xs = 0;
-    for (int64_t p = 0; p < pooled_height; ++p) ys += t.y_begin[p + 1] - t.y_begin[p];
-    for (int64_t p = 0; p < pooled_width; ++p) xs += t.x_begin[p + 1] - t.x_begin[p];
-    total += 4 * ys * xs;  // sum over bins of 4 * ys(ph) * xs(pw) factorizes
-  }
-  return total;
 }
 
 }  // namespace cpu

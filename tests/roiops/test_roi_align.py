@@ -272,11 +272,13 @@ def test_direct_op_call_checks_too():
 
 
 @pytest.mark.parametrize(("num_rois", "channels"), [(1, 5), (60, 5), (60, 67)])
-def test_nchw_in_place_and_transposed_paths_agree_with_definition(num_rois, channels):
-    # One small box reads the NCHW planes in place; 60 boxes make the kernel transpose the maps
-    # to channels_last first. Both must give the definition's values and gradients.
+def test_nchw_channel_blocks_agree_with_definition(num_rois, channels):
+    # The NCHW kernels copy blocks of channels (16 float32 / 8 float64, then a short tail), only of
+    # the rows some box reads: one box reads a few rows of one image and leaves the other image
+    # without boxes (zero gradient); 60 boxes read most rows. Values and gradients must be the
+    # definition's either way.
     g = torch.Generator().manual_seed(9)
-    # 67 channels on 20 x 24 = 480 pixels: full 32 x 32 transpose tiles and ragged edges.
+    # 67 channels on 20 x 24 = 480 pixels: full blocks, a ragged tail block, partial pixel tiles.
     x = torch.randn(2, channels, 20, 24, generator=g, dtype=torch.float64, requires_grad=True)
     xy = torch.rand(num_rois, 2, generator=g, dtype=torch.float64) * 15
     rois = torch.cat(
