@@ -9,6 +9,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include "common/checks.h"
 #include "cpu/roi_align_kernels.h"
 
 namespace roiops {
@@ -20,22 +21,10 @@ bool use_channels_last(const at::Tensor& input) {
 
 namespace {
 
-void check_rois(const char* op, const at::Tensor& rois, const at::Tensor& like) {
-  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op, ": rois must be [K, 5], got ", rois.sizes());
-  TORCH_CHECK_TYPE(rois.scalar_type() == like.scalar_type(), op, ": rois dtype ", rois.scalar_type(),
-                   " differs from the input's ", like.scalar_type());
-}
-
-void check_pooled(const char* op, int64_t pooled_height, int64_t pooled_width) {
-  TORCH_CHECK_VALUE(pooled_height > 0 && pooled_width > 0, op, ": output size must be positive, got (",
-                    pooled_height, ", ", pooled_width, ")");
-}
-
 std::vector<LevelShape> level_shapes(const std::vector<int64_t>& heights, const std::vector<int64_t>& widths,
                                      const std::vector<double>& spatial_scales) {
   std::vector<LevelShape> shapes;
   for (size_t l = 0; l < heights.size(); ++l) {
-    TORCH_CHECK_VALUE(spatial_scales[l] > 0, "spatial_scale must be positive, got ", spatial_scales[l]);
     shapes.push_back({heights[l], widths[l], spatial_scales[l]});
   }
   return shapes;
@@ -47,11 +36,9 @@ at::Tensor roi_align_forward_levels_cpu(const char* op, const std::vector<at::Te
                                         const at::Tensor& rois_in, const std::vector<double>& spatial_scales,
                                         const int64_t* levels, int64_t pooled_height, int64_t pooled_width,
                                         int64_t sampling_ratio, bool aligned) {
-  TORCH_CHECK_VALUE(!features.empty() && features.size() == spatial_scales.size(), op,
-                    ": need one spatial scale per feature map");
-  check_pooled(op, pooled_height, pooled_width);
+  check_feature_maps(op, features, spatial_scales);
+  check_pooled_size(op, pooled_height, pooled_width);
   const at::Tensor& first = features[0];
-  TORCH_CHECK_VALUE(first.dim() == 4, op, ": input must be [N, C, H, W], got ", first.sizes());
   check_rois(op, rois_in, first);
   const bool channels_last = use_channels_last(first);
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -59,9 +46,6 @@ at::Tensor roi_align_forward_levels_cpu(const char* op, const std::vector<at::Te
   std::vector<at::Tensor> inputs;
   std::vector<int64_t> heights, widths;
   for (const at::Tensor& f : features) {
-    TORCH_CHECK_VALUE(f.dim() == 4 && f.size(0) == batch_size && f.size(1) == channels, op,
-                      ": every feature map must be [N, C, H_l, W_l] with the same N and C, got ", f.sizes());
-    TORCH_CHECK_TYPE(f.scalar_type() == first.scalar_type(), op, ": feature maps differ in dtype");
     inputs.push_back(f.contiguous(format));
     heights.push_back(f.size(2));
     widths.push_back(f.size(3));
@@ -102,13 +86,11 @@ std::vector<at::Tensor> roi_align_backward_levels_cpu(
     const int64_t* levels, int64_t batch_size, int64_t channels, const std::vector<int64_t>& heights,
     const std::vector<int64_t>& widths, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
     bool aligned, bool channels_last) {
-  check_pooled(op, pooled_height, pooled_width);
+  check_pooled_size(op, pooled_height, pooled_width);
   check_rois(op, rois_in, grad_in);
   const int64_t num_rois = rois_in.size(0);
-  TORCH_CHECK_VALUE(grad_in.dim() == 4 && grad_in.size(0) == num_rois && grad_in.size(1) == channels &&
-                        grad_in.size(2) == pooled_height && grad_in.size(3) == pooled_width,
-                    op, ": grad must be [K, C, PH, PW] = [", num_rois, ", ", channels, ", ", pooled_height,
-                    ", ", pooled_width, "], got ", grad_in.sizes());
+  check_pooled_grad(op, grad_in, rois_in, num_rois, channels, pooled_height, pooled_width);
+  check_spatial_scales(op, spatial_scales);
   const std::vector<LevelShape> shapes = level_shapes(heights, widths, spatial_scales);
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::ScalarType dtype = grad_in.scalar_type();
@@ -169,13 +151,12 @@ at::Tensor roi_align_backward_rois_levels_cpu(const char* op, const at::Tensor& 
                                               const std::vector<double>& spatial_scales, const int64_t* levels,
                                               int64_t pooled_height, int64_t pooled_width,
                                               int64_t sampling_ratio, bool aligned) {
-  check_pooled(op, pooled_height, pooled_width);
+  check_feature_maps(op, features, spatial_scales);
+  check_pooled_size(op, pooled_height, pooled_width);
   const at::Tensor& first = features[0];
   check_rois(op, rois_in, first);
   const int64_t num_rois = rois_in.size(0), batch_size = first.size(0), channels = first.size(1);
-  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
-                        grad.size(2) == pooled_height && grad.size(3) == pooled_width,
-                    op, ": grad must be [K, C, PH, PW], got ", grad.sizes());
+  check_pooled_grad(op, grad, first, num_rois, channels, pooled_height, pooled_width);
   std::vector<int64_t> heights, widths;
   std::vector<std::array<int64_t, 4>> strides;
   for (const at::Tensor& f : features) {
@@ -227,7 +208,6 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
 at::Tensor roi_align_backward_rois_cpu(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& rois,
                                        double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                                        int64_t sampling_ratio, bool aligned) {
-  TORCH_CHECK_VALUE(input.dim() == 4, "roi_align_backward_rois: input must be [N, C, H, W]");
   return roi_align_backward_rois_levels_cpu("roi_align_backward_rois", grad, {input}, rois, {spatial_scale},
                                             nullptr, pooled_height, pooled_width, sampling_ratio, aligned);
 }

@@ -16,6 +16,7 @@
 
 #include <optional>
 
+#include "common/checks.h"
 #include "common/paste_math.h"
 #include "cuda/roi_launch.cuh"
 
@@ -78,16 +79,8 @@ __global__ void paste_masks_kernel_cuda(const scalar_t* __restrict__ masks, int6
 at::Tensor paste_masks_cuda(const at::Tensor& masks_in, const at::Tensor& boxes_in, int64_t image_height,
                             int64_t image_width, std::optional<double> threshold) {
   // The Python wrapper validates; these checks guard direct torch.ops calls.
-  TORCH_CHECK(masks_in.dim() == 3, "paste_masks: masks must be [N, M, M], got ", masks_in.sizes());
-  TORCH_CHECK(boxes_in.dim() == 2 && boxes_in.size(1) == 4 && boxes_in.size(0) == masks_in.size(0),
-              "paste_masks: boxes must be [N, 4] for masks [N, M, M], got ", boxes_in.sizes());
-  TORCH_CHECK(at::isFloatingType(masks_in.scalar_type()) && at::isFloatingType(boxes_in.scalar_type()),
-              "paste_masks: masks and boxes must be floating dtypes");
-  TORCH_CHECK(image_height >= 0 && image_width >= 0, "paste_masks: image size must be >= 0");
-  TORCH_CHECK(masks_in.size(0) == 0 || (masks_in.size(1) > 0 && masks_in.size(2) > 0),
-              "paste_masks: masks must not be empty, got ", masks_in.sizes());
-  TORCH_CHECK(masks_in.is_cuda() && boxes_in.device() == masks_in.device(),
-              "paste_masks: masks and boxes must be on the same CUDA device");
+  check_paste_masks(masks_in, boxes_in, image_height, image_width);
+  TORCH_CHECK(masks_in.is_cuda(), "paste_masks: masks must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(masks_in.device());
   const at::Tensor masks = masks_in.contiguous();
   const int64_t n = masks.size(0);

@@ -32,6 +32,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "common/checks.h"
 #include "common/roi_align_math.h"
 #include "cuda/roi_align_kernels.cuh"
 #include "cuda/roi_launch.cuh"
@@ -459,19 +460,6 @@ __global__ void __launch_bounds__(kRoisThreads)
 
 // ---- host helpers -------------------------------------------------------------------------------
 
-void check_rois_cuda(const char* op, const at::Tensor& rois, const at::Tensor& like) {
-  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op, ": rois must be [K, 5], got ", rois.sizes());
-  TORCH_CHECK_TYPE(rois.scalar_type() == like.scalar_type(), op, ": rois dtype ", rois.scalar_type(),
-                   " differs from the input's ", like.scalar_type());
-  TORCH_CHECK_VALUE(rois.device() == like.device(), op, ": rois is on ", rois.device(), ", the input on ",
-                    like.device());
-}
-
-void check_pooled_cuda(const char* op, int64_t pooled_height, int64_t pooled_width) {
-  TORCH_CHECK_VALUE(pooled_height > 0 && pooled_width > 0, op, ": output size must be positive, got (",
-                    pooled_height, ", ", pooled_width, ")");
-}
-
 void check_levels_cuda(const char* op, const at::Tensor& levels, int64_t num_rois, const at::Tensor& like) {
   if (levels.defined()) {
     TORCH_CHECK(levels.scalar_type() == at::kLong && levels.dim() == 1 && levels.size(0) == num_rois &&
@@ -488,10 +476,10 @@ LevelMaps<T> level_maps(const char* op, const std::vector<T*>& data, const std::
   TORCH_CHECK_VALUE(count >= 1 && count <= kMaxLevelsCuda, op, ": between 1 and ", kMaxLevelsCuda,
                     " feature maps are supported on CUDA, got ", count);
   TORCH_CHECK_VALUE(spatial_scales.size() == heights.size(), op, ": need one spatial scale per feature map");
+  check_spatial_scales(op, spatial_scales);
   LevelMaps<T> maps{};
   maps.count = count;
   for (int64_t l = 0; l < count; ++l) {
-    TORCH_CHECK_VALUE(spatial_scales[l] > 0, op, ": spatial_scale must be positive, got ", spatial_scales[l]);
     maps.data[l] = data[l];
     maps.strides[l] = strides[l];
     maps.height[l] = heights[l];
@@ -563,23 +551,17 @@ at::Tensor roi_align_forward_levels_cuda(const char* op, const std::vector<at::T
                                          const at::Tensor& rois_in, const std::vector<double>& spatial_scales,
                                          const at::Tensor& levels, int64_t pooled_height, int64_t pooled_width,
                                          int64_t sampling_ratio, bool aligned) {
-  TORCH_CHECK_VALUE(!features.empty() && features.size() == spatial_scales.size(), op,
-                    ": need one spatial scale per feature map");
-  check_pooled_cuda(op, pooled_height, pooled_width);
+  check_feature_maps(op, features, spatial_scales);
+  check_pooled_size(op, pooled_height, pooled_width);
   const at::Tensor& first = features[0];
-  TORCH_CHECK_VALUE(first.dim() == 4, op, ": input must be [N, C, H, W], got ", first.sizes());
   TORCH_CHECK(first.is_cuda(), op, ": input must be a CUDA tensor");
-  check_rois_cuda(op, rois_in, first);
+  check_rois(op, rois_in, first);
   const c10::cuda::CUDAGuard guard(first.device());
   const bool channels_last = use_channels_last_cuda(first);
   const int64_t batch_size = first.size(0), channels = first.size(1);
   std::vector<int64_t> heights, widths;
   std::vector<StridesNCHW> strides;
   for (const at::Tensor& f : features) {
-    TORCH_CHECK_VALUE(f.dim() == 4 && f.size(0) == batch_size && f.size(1) == channels, op,
-                      ": every feature map must be [N, C, H_l, W_l] with the same N and C, got ", f.sizes());
-    TORCH_CHECK_TYPE(f.scalar_type() == first.scalar_type(), op, ": feature maps differ in dtype");
-    TORCH_CHECK_VALUE(f.device() == first.device(), op, ": feature maps are on different devices");
     heights.push_back(f.size(2));
     widths.push_back(f.size(3));
     strides.push_back(strides_of(f));
@@ -619,14 +601,11 @@ std::vector<at::Tensor> roi_align_backward_levels_cuda(
     const at::Tensor& levels, int64_t batch_size, int64_t channels, const std::vector<int64_t>& heights,
     const std::vector<int64_t>& widths, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
     bool aligned, bool channels_last) {
-  check_pooled_cuda(op, pooled_height, pooled_width);
+  check_pooled_size(op, pooled_height, pooled_width);
   TORCH_CHECK(grad.is_cuda(), op, ": grad must be a CUDA tensor");
-  check_rois_cuda(op, rois_in, grad);
+  check_rois(op, rois_in, grad);
   const int64_t num_rois = rois_in.size(0);
-  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
-                        grad.size(2) == pooled_height && grad.size(3) == pooled_width,
-                    op, ": grad must be [K, C, PH, PW] = [", num_rois, ", ", channels, ", ", pooled_height,
-                    ", ", pooled_width, "], got ", grad.sizes());
+  check_pooled_grad(op, grad, rois_in, num_rois, channels, pooled_height, pooled_width);
   TORCH_CHECK_VALUE(heights.size() == spatial_scales.size() && widths.size() == spatial_scales.size(), op,
                     ": need one height, width and scale per feature map");
   TORCH_CHECK_VALUE(batch_size >= 0 && channels >= 0, op, ": negative batch_size or channels");
@@ -704,28 +683,18 @@ at::Tensor roi_align_backward_rois_levels_cuda(const char* op, const at::Tensor&
                                                const std::vector<double>& spatial_scales, const at::Tensor& levels,
                                                int64_t pooled_height, int64_t pooled_width,
                                                int64_t sampling_ratio, bool aligned) {
-  check_pooled_cuda(op, pooled_height, pooled_width);
-  TORCH_CHECK_VALUE(!features.empty() && features.size() == spatial_scales.size(), op,
-                    ": need one spatial scale per feature map");
+  check_pooled_size(op, pooled_height, pooled_width);
+  check_feature_maps(op, features, spatial_scales);
   const at::Tensor& first = features[0];
-  TORCH_CHECK_VALUE(first.dim() == 4, op, ": input must be [N, C, H, W], got ", first.sizes());
   TORCH_CHECK(first.is_cuda() && grad.is_cuda(), op, ": grad and input must be CUDA tensors");
-  check_rois_cuda(op, rois_in, first);
+  check_rois(op, rois_in, first);
   const int64_t num_rois = rois_in.size(0), batch_size = first.size(0), channels = first.size(1);
-  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
-                        grad.size(2) == pooled_height && grad.size(3) == pooled_width,
-                    op, ": grad must be [K, C, PH, PW], got ", grad.sizes());
-  TORCH_CHECK_TYPE(grad.scalar_type() == first.scalar_type(), op, ": grad and input dtypes differ");
-  TORCH_CHECK_VALUE(grad.device() == first.device(), op, ": grad and input are on different devices");
+  check_pooled_grad(op, grad, first, num_rois, channels, pooled_height, pooled_width);
   check_levels_cuda(op, levels, num_rois, first);
   const c10::cuda::CUDAGuard guard(first.device());
   std::vector<int64_t> heights, widths;
   std::vector<StridesNCHW> strides;
   for (const at::Tensor& f : features) {
-    TORCH_CHECK_VALUE(f.dim() == 4 && f.size(0) == batch_size && f.size(1) == channels, op,
-                      ": every feature map must be [N, C, H_l, W_l] with the same N and C, got ", f.sizes());
-    TORCH_CHECK_TYPE(f.scalar_type() == first.scalar_type(), op, ": feature maps differ in dtype");
-    TORCH_CHECK_VALUE(f.device() == first.device(), op, ": feature maps are on different devices");
     heights.push_back(f.size(2));
     widths.push_back(f.size(3));
     strides.push_back(strides_of(f));
@@ -776,7 +745,6 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& roi
 at::Tensor roi_align_backward_rois_cuda(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& rois,
                                         double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                                         int64_t sampling_ratio, bool aligned) {
-  TORCH_CHECK_VALUE(input.dim() == 4, "roi_align_backward_rois: input must be [N, C, H, W]");
   return roi_align_backward_rois_levels_cuda("roi_align_backward_rois", grad, {input}, rois, {spatial_scale},
                                              at::Tensor(), pooled_height, pooled_width, sampling_ratio, aligned);
 }

@@ -1,0 +1,76 @@
+// Host-side argument checks shared by an op's CPU and CUDA kernels. The Python wrappers validate
+// first, with messages naming the user's arguments; these guard direct torch.ops calls, with the
+// same errors on both devices. Host code only (no C10_HOST_DEVICE): .cu files include it for their
+// host drivers.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <vector>
+
+namespace roiops {
+
+// rois: [K, 5] (batch index, x1, y1, x2, y2) of `like`'s dtype and device.
+inline void check_rois(const char* op, const at::Tensor& rois, const at::Tensor& like) {
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op, ": rois must be [K, 5], got ", rois.sizes());
+  TORCH_CHECK_TYPE(rois.scalar_type() == like.scalar_type(), op, ": rois dtype ", rois.scalar_type(),
+                   " differs from the input's ", like.scalar_type());
+  TORCH_CHECK_VALUE(rois.device() == like.device(), op, ": rois is on ", rois.device(), ", the input on ",
+                    like.device());
+}
+
+inline void check_pooled_size(const char* op, int64_t pooled_height, int64_t pooled_width) {
+  TORCH_CHECK_VALUE(pooled_height > 0 && pooled_width > 0, op, ": output size must be positive, got (",
+                    pooled_height, ", ", pooled_width, ")");
+}
+
+inline void check_spatial_scales(const char* op, const std::vector<double>& spatial_scales) {
+  for (double scale : spatial_scales) {
+    TORCH_CHECK_VALUE(scale > 0, op, ": spatial_scale must be positive, got ", scale);
+  }
+}
+
+// features: the pyramid levels, one spatial scale each, all [N, C, H_l, W_l] with the same N, C,
+// dtype and device.
+inline void check_feature_maps(const char* op, const std::vector<at::Tensor>& features,
+                               const std::vector<double>& spatial_scales) {
+  TORCH_CHECK_VALUE(!features.empty() && features.size() == spatial_scales.size(), op,
+                    ": need one spatial scale per feature map");
+  const at::Tensor& first = features[0];
+  TORCH_CHECK_VALUE(first.dim() == 4, op, ": input must be [N, C, H, W], got ", first.sizes());
+  for (const at::Tensor& f : features) {
+    TORCH_CHECK_VALUE(f.dim() == 4 && f.size(0) == first.size(0) && f.size(1) == first.size(1), op,
+                      ": every feature map must be [N, C, H_l, W_l] with the same N and C, got ", f.sizes());
+    TORCH_CHECK_TYPE(f.scalar_type() == first.scalar_type(), op, ": feature maps differ in dtype");
+    TORCH_CHECK_VALUE(f.device() == first.device(), op, ": feature maps are on different devices");
+  }
+  check_spatial_scales(op, spatial_scales);
+}
+
+// grad: the gradient of a pooled output, [K, C, PH, PW], of `like`'s dtype and device.
+inline void check_pooled_grad(const char* op, const at::Tensor& grad, const at::Tensor& like, int64_t num_rois,
+                              int64_t channels, int64_t pooled_height, int64_t pooled_width) {
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
+                        grad.size(2) == pooled_height && grad.size(3) == pooled_width,
+                    op, ": grad must be [K, C, PH, PW] = [", num_rois, ", ", channels, ", ", pooled_height,
+                    ", ", pooled_width, "], got ", grad.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == like.scalar_type(), op, ": grad and input dtypes differ");
+  TORCH_CHECK_VALUE(grad.device() == like.device(), op, ": grad and input are on different devices");
+}
+
+// paste_masks: masks [N, M, M], boxes [N, 4], both floating, a non-negative image size.
+inline void check_paste_masks(const at::Tensor& masks, const at::Tensor& boxes, int64_t image_height,
+                              int64_t image_width) {
+  TORCH_CHECK(masks.dim() == 3, "paste_masks: masks must be [N, M, M], got ", masks.sizes());
+  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4 && boxes.size(0) == masks.size(0),
+              "paste_masks: boxes must be [N, 4] for masks [N, M, M], got ", boxes.sizes());
+  TORCH_CHECK(at::isFloatingType(masks.scalar_type()) && at::isFloatingType(boxes.scalar_type()),
+              "paste_masks: masks and boxes must be floating dtypes");
+  TORCH_CHECK(image_height >= 0 && image_width >= 0, "paste_masks: image size must be >= 0");
+  TORCH_CHECK(masks.size(0) == 0 || (masks.size(1) > 0 && masks.size(2) > 0),
+              "paste_masks: masks must not be empty, got ", masks.sizes());
+  TORCH_CHECK(boxes.device() == masks.device(), "paste_masks: masks and boxes must be on the same device");
+}
+
+}  // namespace roiops
