@@ -295,6 +295,17 @@ inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int6
     _mm256_storeu_ps(dst + (i + 4) * dst_stride, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
   }
 }
+
+// dst[c * dst_stride + r] = src[r * src_stride + c] for a rows x cols block of floats, both
+// multiples of 8, by 8 x 8 register transposes.
+inline void transpose_floats(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows,
+                             int64_t cols) {
+  for (int64_t r = 0; r < rows; r += 8) {
+    for (int64_t c = 0; c < cols; c += 8) {
+      transpose_8x8(src + r * src_stride + c, src_stride, dst + c * dst_stride + r, dst_stride);
+    }
+  }
+}
 #endif
 
 // The NCHW kernels work on a block of channels at a time, copied into a scratch laid out
@@ -319,11 +330,7 @@ void planes_to_block(const scalar_t* src, int64_t plane, int64_t p_begin, int64_
             }
           }
         }
-        for (int64_t p = p0; p < p1; p += 8) {
-          for (int64_t i = 0; i < block; i += 8) {
-            transpose_8x8(src + i * plane + p, plane, dst + p * block + i, block);
-          }
-        }
+        transpose_floats(src + p0, plane, dst + p0 * block, block, block, p1 - p0);  // [block][p] -> [p][block]
         continue;
       }
     }
@@ -346,11 +353,7 @@ void block_to_planes(const acc_t* src, int64_t plane, int64_t p_begin, int64_t p
 #if defined(__AVX__)
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
       if (nc == block && block % 8 == 0 && (p1 - p0) % 8 == 0) {
-        for (int64_t i = 0; i < block; i += 8) {
-          for (int64_t p = p0; p < p1; p += 8) {
-            transpose_8x8(src + p * block + i, block, dst + i * plane + p, plane);
-          }
-        }
+        transpose_floats(src + p0 * block, block, dst + p0, plane, p1 - p0, block);  // [p][block] -> [block][p]
         continue;
       }
     }
@@ -688,40 +691,17 @@ namespace cpu {
 
 // ---- layout changes ----------------------------------------------------------------------------
 
-
-// dst[n, p, c] = src[n, c, p] for p < plane (NCHW -> channels_last), by 32 x 32 tiles so that both
-// sides move whole cache lines (float: 8 x 8 register transposes inside); parallel over (image,
-// tile row).
+// dst[n, p, c] = src[n, c, p] for p < plane (NCHW -> channels_last): planes_to_block with the
+// block all C channels, parallel over (image, run of 1024 pixels).
 template <typename src_t, typename dst_t>
 void channels_first_to_last(const src_t* src, dst_t* dst, int64_t batch_size, int64_t channels, int64_t plane) {
-  constexpr int64_t kTile = 32;
-  const int64_t p_tiles = (plane + kTile - 1) / kTile;
-  at::parallel_for(0, batch_size * p_tiles, 4, [&](int64_t begin, int64_t end) {
+  constexpr int64_t kRun = 1024;
+  const int64_t runs = (plane + kRun - 1) / kRun;
+  at::parallel_for(0, batch_size * runs, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / p_tiles, p0 = (task % p_tiles) * kTile;
-      const int64_t p1 = std::min(plane, p0 + kTile);
-      const src_t* s = src + n * channels * plane;
-      dst_t* d = dst + n * channels * plane;
-      for (int64_t c0 = 0; c0 < channels; c0 += kTile) {
-        const int64_t c1 = std::min(channels, c0 + kTile);
-#if defined(__AVX__)
-        if constexpr (std::is_same_v<src_t, float> && std::is_same_v<dst_t, float>) {
-          if (p1 - p0 == kTile && c1 - c0 == kTile) {
-            for (int64_t pb = p0; pb < p1; pb += 8) {
-              for (int64_t cb = c0; cb < c1; cb += 8) {
-                transpose_8x8(s + cb * plane + pb, plane, d + pb * channels + cb, channels);
-              }
-            }
-            continue;
-          }
-        }
-#endif
-        for (int64_t p = p0; p < p1; ++p) {
-          for (int64_t c = c0; c < c1; ++c) {
-            d[p * channels + c] = static_cast<dst_t>(s[c * plane + p]);
-          }
-        }
-      }
+      const int64_t n = task / runs, p0 = (task % runs) * kRun;
+      planes_to_block(src + n * channels * plane, plane, p0, std::min(plane, p0 + kRun), channels, channels,
+                      dst + n * channels * plane);
     }
   });
 }
