@@ -43,10 +43,7 @@ def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
         TypeError / ValueError naming the argument for a non-tensor, a wrong shape, a non-float
         dtype, or a dtype / device mismatch.
     """
-    check_tensor("boxes1", boxes1, ndim=2, last_dim=4)
-    check_tensor("boxes2", boxes2, ndim=2, last_dim=4)
-    check_float("boxes1", boxes1)
-    check_same("boxes1", boxes1, "boxes2", boxes2)
+    _check_box_pair(boxes1, boxes2)
     return torch.ops.roiops.box_iou(boxes1, boxes2)
 
 
@@ -67,10 +64,7 @@ def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Ten
         TypeError / ValueError naming the argument for a non-tensor, a wrong shape, a non-float
         dtype, or a dtype / device mismatch.
     """
-    check_tensor("boxes1", boxes1, ndim=2, last_dim=4)
-    check_tensor("boxes2", boxes2, ndim=2, last_dim=4)
-    check_float("boxes1", boxes1)
-    check_same("boxes1", boxes1, "boxes2", boxes2)
+    _check_box_pair(boxes1, boxes2)
     out_dtype = boxes1.dtype
     if out_dtype in (torch.float16, torch.bfloat16):
         boxes1, boxes2 = boxes1.float(), boxes2.float()
@@ -133,6 +127,14 @@ def remove_small_boxes(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
 
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+
+
+def _check_box_pair(boxes1, boxes2) -> None:
+    """boxes1 [N, 4] and boxes2 [M, 4] of one float dtype, on one device."""
+    check_tensor("boxes1", boxes1, ndim=2, last_dim=4)
+    check_tensor("boxes2", boxes2, ndim=2, last_dim=4)
+    check_float("boxes1", boxes1)
+    check_same("boxes1", boxes1, "boxes2", boxes2)
 
 
 def _check_boxes_nd(boxes) -> None:
