@@ -82,6 +82,13 @@ class Shortcut(nn.Module):
         return self.norm(self.conv(x))
 
 
+def shortcut_if_needed(in_channels: int, out_channels: int, stride: int, norm_fn) -> Shortcut | None:
+    """A projection where the block changes width or stride; None (identity) otherwise."""
+    if stride != 1 or in_channels != out_channels:
+        return Shortcut(in_channels, out_channels, stride, norm_fn(out_channels))
+    return None
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions (ResNet-18/34)."""
 
@@ -94,11 +101,7 @@ class BasicBlock(nn.Module):
         self.norm1 = norm_fn(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.norm2 = norm_fn(planes)
-        self.shortcut = (
-            Shortcut(in_channels, out_channels, stride, norm_fn(out_channels))
-            if stride != 1 or in_channels != out_channels
-            else None
-        )
+        self.shortcut = shortcut_if_needed(in_channels, out_channels, stride, norm_fn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.shortcut is None else self.shortcut(x)
@@ -122,11 +125,7 @@ class Bottleneck(nn.Module):
         self.norm2 = norm_fn(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.norm3 = norm_fn(out_channels)
-        self.shortcut = (
-            Shortcut(in_channels, out_channels, stride, norm_fn(out_channels))
-            if stride != 1 or in_channels != out_channels
-            else None
-        )
+        self.shortcut = shortcut_if_needed(in_channels, out_channels, stride, norm_fn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.shortcut is None else self.shortcut(x)
