@@ -116,46 +116,41 @@ def torchvision_model(**kwargs):
 
 
 @contextmanager
+def timed_stages(model, timer, poolers, pasting, nms):
+    """Times the stages of a Mask R-CNN (torchvision's or maskzoo's: the same attribute names except
+    the poolers). pasting, nms: (namespace, function name) of the two post-processing calls."""
+    rh = model.roi_heads
+    timer.module(model.backbone, "backbone+FPN")
+    timer.module(model.rpn, "RPN (without NMS)")
+    for pooler in poolers:
+        timer.module(pooler, "RoI pooling")
+    for m in (rh.box_head, rh.box_predictor):
+        timer.module(m, "box head")
+    for m in (rh.mask_head, rh.mask_predictor):
+        timer.module(m, "mask head")
+    timer.function(*pasting, "mask pasting")
+    timer.function(*nms, "NMS")
+    try:
+        yield
+    finally:
+        timer.remove()
+
+
 def timed_torchvision(model, timer):
     import torchvision.models.detection.transform as tv_transform
     import torchvision.ops.boxes as tv_boxes
 
     rh = model.roi_heads
-    timer.module(model.backbone, "backbone+FPN")
-    timer.module(model.rpn, "RPN (without NMS)")
-    timer.module(rh.box_roi_pool, "RoI pooling")
-    timer.module(rh.mask_roi_pool, "RoI pooling")
-    for m in (rh.box_head, rh.box_predictor):
-        timer.module(m, "box head")
-    for m in (rh.mask_head, rh.mask_predictor):
-        timer.module(m, "mask head")
-    timer.function(tv_transform, "paste_masks_in_image", "mask pasting")
-    timer.function(tv_boxes, "batched_nms", "NMS")
-    try:
-        yield
-    finally:
-        timer.remove()
+    return timed_stages(model, timer, (rh.box_roi_pool, rh.mask_roi_pool),
+                        (tv_transform, "paste_masks_in_image"), (tv_boxes, "batched_nms"))
 
 
-@contextmanager
 def timed_maskzoo(model, timer):
     import roiops
 
     rh = model.roi_heads
-    timer.module(model.backbone, "backbone+FPN")
-    timer.module(model.rpn, "RPN (without NMS)")
-    timer.module(rh.box_pooler, "RoI pooling")
-    timer.module(rh.mask_pooler, "RoI pooling")
-    for m in (rh.box_head, rh.box_predictor):
-        timer.module(m, "box head")
-    for m in (rh.mask_head, rh.mask_predictor):
-        timer.module(m, "mask head")
-    timer.function(roiops, "paste_masks", "mask pasting")
-    timer.function(roiops, "batched_nms", "NMS")
-    try:
-        yield
-    finally:
-        timer.remove()
+    return timed_stages(model, timer, (rh.box_pooler, rh.mask_pooler), (roiops, "paste_masks"),
+                        (roiops, "batched_nms"))
 
 
 def run_inference(model, image, instrument):
