@@ -66,6 +66,14 @@ TORCH_LIBRARY(roiops, m) {
       "multi_scale_roi_align_backward_rois(Tensor grad, Tensor[] features, Tensor rois, "
       "float[] spatial_scales, SymInt pooled_height, SymInt pooled_width, int sampling_ratio, "
       "bool aligned, float canonical_scale, int canonical_level) -> Tensor");
+  // Second derivatives through the box gradient, for roi_align (one map; canonical_* unused) and
+  // multi_scale_roi_align alike: with S = <grad_grad_rois, backward_rois(grad, features, rois)>,
+  // returns (dS/d grad [K, C, PH, PW], dS/d features (one per map; none unless features_grad),
+  // dS/d rois [K, 5]).
+  m.def(
+      "roi_align_backward_rois_backward(Tensor grad, Tensor[] features, Tensor rois, Tensor grad_grad_rois, "
+      "float[] spatial_scales, SymInt pooled_height, SymInt pooled_width, int sampling_ratio, bool aligned, "
+      "float canonical_scale, int canonical_level, bool features_grad) -> (Tensor, Tensor[], Tensor)");
 
   // ---- suppression -----------------------------------------------------------------------------
   // Kept indices (int64) in decreasing score order.

@@ -9,7 +9,7 @@ import torch
 # ---- RoI pooling ------------------------------------------------------------------------------
 # roi_align is linear in its input, so its backward (roi_align_backward) is linear in the incoming
 # gradient and is itself the adjoint of roi_align: the double backward is roi_align again. The box
-# gradient (roi_align_backward_rois) is first order only.
+# gradient (roi_align_backward_rois) has its own native second-order op; third order is refused.
 
 
 def _channels_last(t) -> bool:
@@ -71,19 +71,78 @@ torch.library.register_autograd(
 )
 
 
-def _first_order_only_setup(ctx, inputs, output):
-    pass
+# The box gradient's own derivatives: one op (roi_align_backward_rois_backward) serves both the
+# single-map and the pyramid form; a single map is a pyramid of one level.
 
 
-def _first_order_only(ctx, *grads):
-    raise NotImplementedError(
-        "roiops: the gradient with respect to box coordinates is first order only; a second derivative "
-        "through it (e.g. double backward with boxes requiring grad) is not implemented"
+def _backward_rois_setup(ctx, features, rois, params, grad):
+    ctx.params = params
+    ctx.save_for_backward(grad, rois, *features)
+
+
+def _backward_rois_grad(ctx, grad_grad_rois, features_grad: bool):
+    grad, rois, *features = ctx.saved_tensors
+    scales, ph, pw, sampling_ratio, aligned, canonical_scale, canonical_level = ctx.params
+    d_grad, d_features, d_rois = torch.ops.roiops.roi_align_backward_rois_backward(
+        grad, features, rois, grad_grad_rois, scales, ph, pw, sampling_ratio, aligned, canonical_scale,
+        canonical_level, features_grad,
+    )
+    return d_grad, (list(d_features) if features_grad else [None] * len(features)), d_rois
+
+
+def _roi_align_backward_rois_setup(ctx, inputs, output):
+    grad, input, rois, spatial_scale, ph, pw, sampling_ratio, aligned = inputs
+    # canonical_* do not matter for one map (every RoI is on it).
+    params = ([spatial_scale], ph, pw, sampling_ratio, aligned, 224.0, 4)
+    _backward_rois_setup(ctx, [input], rois, params, grad)
+
+
+def _roi_align_backward_rois_grad(ctx, grad_grad_rois):
+    d_grad, d_features, d_rois = _backward_rois_grad(ctx, grad_grad_rois, ctx.needs_input_grad[1])
+    return (d_grad, d_features[0], d_rois) + (None,) * 5
+
+
+torch.library.register_autograd(
+    "roiops::roi_align_backward_rois",
+    _roi_align_backward_rois_grad,
+    setup_context=_roi_align_backward_rois_setup,
+)
+
+
+def _multi_scale_backward_rois_setup(ctx, inputs, output):
+    grad, features, rois, scales, ph, pw, sampling_ratio, aligned, canonical_scale, canonical_level = inputs
+    _backward_rois_setup(
+        ctx, features, rois, (scales, ph, pw, sampling_ratio, aligned, canonical_scale, canonical_level), grad
     )
 
 
-for _op in ("roiops::roi_align_backward_rois", "roiops::multi_scale_roi_align_backward_rois"):
-    torch.library.register_autograd(_op, _first_order_only, setup_context=_first_order_only_setup)
+def _multi_scale_backward_rois_grad(ctx, grad_grad_rois):
+    # needs_input_grad holds one flag per map for the Tensor[] argument.
+    d_grad, d_features, d_rois = _backward_rois_grad(ctx, grad_grad_rois, any(ctx.needs_input_grad[1]))
+    return (d_grad, d_features, d_rois) + (None,) * 7
+
+
+torch.library.register_autograd(
+    "roiops::multi_scale_roi_align_backward_rois",
+    _multi_scale_backward_rois_grad,
+    setup_context=_multi_scale_backward_rois_setup,
+)
+
+
+def _third_order_setup(ctx, inputs, output):
+    pass
+
+
+def _third_order(ctx, *grads):
+    raise NotImplementedError(
+        "roiops: derivatives of RoIAlign's box gradient are second order only; a third derivative with "
+        "respect to the box coordinates is not implemented"
+    )
+
+
+torch.library.register_autograd(
+    "roiops::roi_align_backward_rois_backward", _third_order, setup_context=_third_order_setup
+)
 
 
 def _roi_pool_setup(ctx, inputs, output):

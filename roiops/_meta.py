@@ -99,6 +99,18 @@ def _multi_scale_roi_align_backward_rois_fake(
     return rois.new_empty((rois.size(0), 5))
 
 
+@torch.library.register_fake("roiops::roi_align_backward_rois_backward")
+def _roi_align_backward_rois_backward_fake(
+    grad, features, rois, grad_grad_rois, spatial_scales, pooled_height, pooled_width, sampling_ratio,
+    aligned, canonical_scale, canonical_level, features_grad,
+):
+    _check_rois_fake("roi_align_backward_rois_backward", features[0], rois)
+    torch._check(grad_grad_rois.shape == rois.shape,
+                 lambda: "roi_align_backward_rois_backward: grad_grad_rois must be [K, 5] like rois")
+    d_features = [_pooled_like(f, f.shape, _uses_channels_last(f)) for f in features] if features_grad else []
+    return torch.empty_like(grad), d_features, rois.new_empty((rois.size(0), 5))
+
+
 # ---- suppression and masks (issue 4) -----------------------------------------------------------
 
 

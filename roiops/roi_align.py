@@ -15,6 +15,12 @@ Degenerate boxes, defined: a box with a NaN or infinite coordinate pools to 0 an
 gradient. A box with x2 < x1 and aligned=True has no adaptive samples and pools to 0. A huge box
 (1e7 pixels and beyond) is computed as defined, visiting only the samples that land on the map;
 the adaptive count is capped at 2**20 samples per bin side (roi_align_math.h).
+
+Derivatives. The output is differentiable with respect to the input and the box coordinates (x1,
+y1, x2, y2; not the batch index), twice: the box gradient is piecewise smooth in the sample
+positions, with kinks where a sample crosses a pixel row or column, the map border, or where the
+adaptive sample count or aligned=False's 1-pixel minimum changes; there the one-sided derivative
+of the cell the sample lies in is used. Third derivatives with respect to the boxes raise.
 """
 
 import math

@@ -182,6 +182,39 @@ C10_HOST_DEVICE inline AxisSample<T> bilinear_axis(T pos, int64_t size) {
   return s;
 }
 
+// ---- derivatives of one bilinear sample -------------------------------------------------------
+//
+// Y and X are per-axis tap types with w_low, w_high and slope (AxisSample, or the CPU's Tap). The
+// corner values are v_ll (low row, low column), v_lh (low row, high column), v_hl, v_hh.
+
+// First derivatives of the sample value along y and x: bilinear, so each is the difference of two
+// rows (columns) interpolated along the other axis. slope is 0 where a clamp holds the position.
+template <typename T, typename Y, typename X>
+C10_HOST_DEVICE inline void bilinear_gradient(const Y& ty, const X& tx, T v_ll, T v_lh, T v_hl, T v_hh,
+                                              T* d_y, T* d_x) {
+  *d_y = ty.slope * (tx.w_low * (v_hl - v_ll) + tx.w_high * (v_hh - v_lh));
+  *d_x = tx.slope * (ty.w_low * (v_lh - v_ll) + ty.w_high * (v_hh - v_hl));
+}
+
+// The only non-zero second derivative of the sample value, d2/dydx: along one axis the value is
+// linear, so d2/dy2 = d2/dx2 = 0 inside a pixel cell.
+template <typename T, typename Y, typename X>
+C10_HOST_DEVICE inline T bilinear_cross_derivative(const Y& ty, const X& tx, T v_ll, T v_lh, T v_hl, T v_hh) {
+  return ty.slope * tx.slope * ((v_hh - v_hl) - (v_lh - v_ll));
+}
+
+// Corner weights of the directional derivative d_y * move_y + d_x * move_x (bilinear_gradient
+// along a move of the sample position), which is linear in the four corner values:
+// w[0] * v_ll + w[1] * v_lh + w[2] * v_hl + w[3] * v_hh.
+template <typename T, typename Y, typename X>
+C10_HOST_DEVICE inline void bilinear_direction_weights(const Y& ty, const X& tx, T move_y, T move_x, T w[4]) {
+  const T sy = ty.slope * move_y, sx = tx.slope * move_x;
+  w[0] = -sy * tx.w_low - sx * ty.w_low;
+  w[1] = -sy * tx.w_high + sx * ty.w_low;
+  w[2] = sy * tx.w_low - sx * ty.w_high;
+  w[3] = sy * tx.w_high + sx * ty.w_high;
+}
+
 // ---- RoIPool ---------------------------------------------------------------------------------
 
 // A RoIPool bin: the pixel rectangle [h_start, h_end) x [w_start, w_end), clipped to the map.

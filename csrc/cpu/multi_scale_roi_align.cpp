@@ -1,6 +1,8 @@
 // The FPN pooler on the CPU: assigns every RoI to a pyramid level (FPN eq. 1, fpn_level_index in
 // roi_align_math.h) and RoIAligns it there, all levels in one pass of the shared kernels
-// (roi_align_kernels.h), with no per-level gather of RoIs and scatter of results.
+// (roi_align_kernels.h), with no per-level gather of RoIs and scatter of results. Also home of
+// roi_align_backward_rois_backward, the second derivatives through the box gradient of both
+// roi_align (one map) and the pooler, since it takes the pooler's level arguments.
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
@@ -22,13 +24,13 @@ void level_range(const std::vector<double>& spatial_scales, int64_t* k_min, int6
   *k_max = static_cast<int64_t>(-std::log2(static_cast<float>(spatial_scales.back())));
 }
 
-// Level index of every RoI (rois: [K, 5] in image pixels), clamped to the maps there are.
-std::vector<int64_t> assign_levels(const at::Tensor& rois_in, const std::vector<double>& spatial_scales,
+}  // namespace
+
+std::vector<int64_t> assign_levels(const char* op, const at::Tensor& rois_in, const std::vector<double>& spatial_scales,
                                    double canonical_scale, int64_t canonical_level) {
-  TORCH_CHECK_VALUE(!spatial_scales.empty(), "multi_scale_roi_align: need at least one feature map");
-  TORCH_CHECK_VALUE(rois_in.dim() == 2 && rois_in.size(1) == 5,
-                    "multi_scale_roi_align: rois must be [K, 5], got ", rois_in.sizes());
-  TORCH_CHECK_VALUE(canonical_scale > 0, "multi_scale_roi_align: canonical_scale must be positive");
+  TORCH_CHECK_VALUE(!spatial_scales.empty(), op, ": need at least one feature map");
+  TORCH_CHECK_VALUE(rois_in.dim() == 2 && rois_in.size(1) == 5, op, ": rois must be [K, 5], got ", rois_in.sizes());
+  TORCH_CHECK_VALUE(canonical_scale > 0, op, ": canonical_scale must be positive");
   int64_t k_min, k_max;
   level_range(spatial_scales, &k_min, &k_max);
   const int64_t last = static_cast<int64_t>(spatial_scales.size()) - 1;
@@ -52,6 +54,8 @@ std::vector<int64_t> assign_levels(const at::Tensor& rois_in, const std::vector<
   return levels;
 }
 
+namespace {
+
 at::Tensor multi_scale_roi_align_forward_cpu(at::TensorList features, const at::Tensor& rois,
                                              at::ArrayRef<double> spatial_scales, int64_t pooled_height,
                                              int64_t pooled_width, int64_t sampling_ratio, bool aligned,
@@ -60,7 +64,7 @@ at::Tensor multi_scale_roi_align_forward_cpu(at::TensorList features, const at::
                     "multi_scale_roi_align: need one spatial scale per feature map, got ", features.size(),
                     " maps and ", spatial_scales.size(), " scales");
   const std::vector<double> scales(spatial_scales.begin(), spatial_scales.end());
-  const std::vector<int64_t> levels = assign_levels(rois, scales, canonical_scale, canonical_level);
+  const std::vector<int64_t> levels = assign_levels("multi_scale_roi_align", rois, scales, canonical_scale, canonical_level);
   return roi_align_forward_levels_cpu("multi_scale_roi_align", features.vec(), rois, scales, levels.data(),
                                       pooled_height, pooled_width, sampling_ratio, aligned);
 }
@@ -72,7 +76,7 @@ std::vector<at::Tensor> multi_scale_roi_align_backward_cpu(
   TORCH_CHECK_VALUE(heights.size() == spatial_scales.size() && widths.size() == spatial_scales.size(),
                     "multi_scale_roi_align_backward: need one height, width and scale per feature map");
   const std::vector<double> scales(spatial_scales.begin(), spatial_scales.end());
-  const std::vector<int64_t> levels = assign_levels(rois, scales, canonical_scale, canonical_level);
+  const std::vector<int64_t> levels = assign_levels("multi_scale_roi_align_backward", rois, scales, canonical_scale, canonical_level);
   return roi_align_backward_levels_cpu("multi_scale_roi_align_backward", grad, rois, scales, levels.data(),
                                        batch_size, channels, heights.vec(), widths.vec(), pooled_height,
                                        pooled_width, sampling_ratio, aligned, channels_last);
@@ -86,10 +90,24 @@ at::Tensor multi_scale_roi_align_backward_rois_cpu(const at::Tensor& grad, at::T
   TORCH_CHECK_VALUE(!features.empty() && features.size() == spatial_scales.size(),
                     "multi_scale_roi_align_backward_rois: need one spatial scale per feature map");
   const std::vector<double> scales(spatial_scales.begin(), spatial_scales.end());
-  const std::vector<int64_t> levels = assign_levels(rois, scales, canonical_scale, canonical_level);
+  const std::vector<int64_t> levels = assign_levels("multi_scale_roi_align_backward_rois", rois, scales, canonical_scale, canonical_level);
   return roi_align_backward_rois_levels_cpu("multi_scale_roi_align_backward_rois", grad, features.vec(), rois,
                                             scales, levels.data(), pooled_height, pooled_width, sampling_ratio,
                                             aligned);
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> roi_align_backward_rois_backward_cpu(
+    const at::Tensor& grad, at::TensorList features, const at::Tensor& rois, const at::Tensor& grad_grad_rois,
+    at::ArrayRef<double> spatial_scales, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+    bool aligned, double canonical_scale, int64_t canonical_level, bool features_grad) {
+  const char* op = "roi_align_backward_rois_backward";
+  TORCH_CHECK_VALUE(!features.empty() && features.size() == spatial_scales.size(), op,
+                    ": need one spatial scale per feature map");
+  const std::vector<double> scales(spatial_scales.begin(), spatial_scales.end());
+  const std::vector<int64_t> levels = assign_levels(op, rois, scales, canonical_scale, canonical_level);
+  return roi_align_backward_rois_backward_levels_cpu(op, grad, features.vec(), rois, grad_grad_rois, scales,
+                                                     levels.data(), pooled_height, pooled_width, sampling_ratio,
+                                                     aligned, features_grad);
 }
 
 }  // namespace
@@ -98,6 +116,7 @@ TORCH_LIBRARY_IMPL(roiops, CPU, m) {
   m.impl("multi_scale_roi_align", &multi_scale_roi_align_forward_cpu);
   m.impl("multi_scale_roi_align_backward", &multi_scale_roi_align_backward_cpu);
   m.impl("multi_scale_roi_align_backward_rois", &multi_scale_roi_align_backward_rois_cpu);
+  m.impl("roi_align_backward_rois_backward", &roi_align_backward_rois_backward_cpu);
 }
 
 }  // namespace cpu

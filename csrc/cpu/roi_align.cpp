@@ -1,12 +1,14 @@
-// RoIAlign (He et al., Mask R-CNN) on the CPU: forward, backward to the input and backward to the
-// box coordinates. The kernels are in roi_align_kernels.h (shared with the FPN pooler); this file
+// RoIAlign (He et al., Mask R-CNN) on the CPU: forward, backward to the input, backward to the
+// box coordinates and the second derivatives through that. The kernels are in roi_align_kernels.h (shared with the FPN pooler); this file
 // checks arguments, picks the memory format, allocates and dispatches on dtype.
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
 #include "common/checks.h"
@@ -185,6 +187,81 @@ at::Tensor roi_align_backward_rois_levels_cpu(const char* op, const at::Tensor& 
     });
   }
   return half ? out.to(dtype) : out;
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> roi_align_backward_rois_backward_levels_cpu(
+    const char* op, const at::Tensor& grad_in, const std::vector<at::Tensor>& features, const at::Tensor& rois_in,
+    const at::Tensor& grad_grad_rois, const std::vector<double>& spatial_scales, const int64_t* levels,
+    int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned, bool features_grad) {
+  check_feature_maps(op, features, spatial_scales);
+  check_pooled_size(op, pooled_height, pooled_width);
+  const at::Tensor& first = features[0];
+  check_rois(op, rois_in, first);
+  const int64_t num_rois = rois_in.size(0), batch_size = first.size(0), channels = first.size(1);
+  check_pooled_grad(op, grad_in, first, num_rois, channels, pooled_height, pooled_width);
+  TORCH_CHECK_VALUE(grad_grad_rois.sizes() == rois_in.sizes(), op, ": grad_grad_rois must be [K, 5] like rois, got ",
+                    grad_grad_rois.sizes());
+  TORCH_CHECK_VALUE(grad_grad_rois.scalar_type() == rois_in.scalar_type() && grad_grad_rois.device() == rois_in.device(),
+                    op, ": grad_grad_rois must have the dtype and device of rois");
+  const at::Tensor rois = rois_in.contiguous();
+  const at::Tensor directions = grad_grad_rois.contiguous();
+  const at::ScalarType dtype = first.scalar_type();
+  const at::ScalarType acc_dtype = at::toOpMathType(dtype);
+  // d grad takes grad's memory format (empty_like preserves it), d rois that of rois.
+  at::Tensor d_grad = at::empty_like(grad_in);
+  at::Tensor d_rois = at::zeros({num_rois, 5}, rois.options().dtype(acc_dtype));
+  std::vector<at::Tensor> d_features;
+  std::vector<std::array<int64_t, 4>> strides, d_strides;
+  for (const at::Tensor& f : features) {
+    strides.push_back({f.stride(0), f.stride(1), f.stride(2), f.stride(3)});
+    if (features_grad) {
+      // acc_t maps in the feature's memory format, rounded to dtype at the end for the half types.
+      d_features.push_back(at::zeros_like(
+          f, f.options().dtype(acc_dtype),
+          use_channels_last(f) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+      const at::Tensor& d = d_features.back();
+      d_strides.push_back({d.stride(0), d.stride(1), d.stride(2), d.stride(3)});
+    }
+  }
+  std::vector<LevelShape> shapes;
+  for (size_t l = 0; l < features.size(); ++l) {
+    shapes.push_back({features[l].size(2), features[l].size(3), spatial_scales[l]});
+  }
+  if (num_rois > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roi_align_backward_rois_backward_cpu", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const auto taps = build_roi_taps<scalar_t, acc_t>(op, rois, levels, shapes, batch_size, pooled_height,
+                                                        pooled_width, sampling_ratio, aligned);
+      std::vector<const scalar_t*> ptrs;
+      for (const at::Tensor& f : features) {
+        ptrs.push_back(f.const_data_ptr<scalar_t>());
+      }
+      const int64_t gs[4] = {grad_in.stride(0), grad_in.stride(1), grad_in.stride(2), grad_in.stride(3)};
+      const int64_t ds[4] = {d_grad.stride(0), d_grad.stride(1), d_grad.stride(2), d_grad.stride(3)};
+      roi_align_box_second_order_per_roi<scalar_t, acc_t>(
+          taps, grad_in.const_data_ptr<scalar_t>(), gs, directions.const_data_ptr<scalar_t>(), ptrs, strides,
+          channels, pooled_height, pooled_width, d_grad.mutable_data_ptr<scalar_t>(), ds,
+          d_rois.mutable_data_ptr<acc_t>());
+      if (features_grad) {
+        std::vector<acc_t*> outs;
+        for (at::Tensor& d : d_features) {
+          outs.push_back(d.mutable_data_ptr<acc_t>());
+        }
+        roi_align_box_second_order_to_input<scalar_t, acc_t>(taps, grad_in.const_data_ptr<scalar_t>(), gs,
+                                                             directions.const_data_ptr<scalar_t>(), outs, d_strides,
+                                                             batch_size, channels, pooled_height, pooled_width);
+      }
+    });
+  } else {
+    d_grad.zero_();
+  }
+  if (acc_dtype != dtype) {
+    d_rois = d_rois.to(dtype);
+    for (at::Tensor& d : d_features) {
+      d = d.to(dtype);  // keeps the memory format
+    }
+  }
+  return {d_grad, d_features, d_rois};
 }
 
 namespace {

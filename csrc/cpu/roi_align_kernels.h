@@ -660,10 +660,8 @@ void roi_align_backward_rois_any(const std::vector<RoiTaps<acc_t>>& taps, const 
                 const acc_t v_lh = static_cast<acc_t>(row_lo[tx.high * st[3]]);
                 const acc_t v_hl = static_cast<acc_t>(row_hi[tx.low * st[3]]);
                 const acc_t v_hh = static_cast<acc_t>(row_hi[tx.high * st[3]]);
-                // The sample value is bilinear: its derivative along y is the x-interpolated
-                // difference of the two rows, and along x that of the two columns.
-                const acc_t d_y = ty.slope * (tx.w_low * (v_hl - v_ll) + tx.w_high * (v_hh - v_lh));
-                const acc_t d_x = tx.slope * (ty.w_low * (v_lh - v_ll) + ty.w_high * (v_hh - v_hl));
+                acc_t d_y, d_x;
+                bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
                 dy1 += gb * d_y * ty.d_lo;
                 dy2 += gb * d_y * ty.d_hi;
                 dx1 += gb * d_x * tx.d_lo;
@@ -679,6 +677,143 @@ void roi_align_backward_rois_any(const std::vector<RoiTaps<acc_t>>& taps, const 
       out[2] = dy1;
       out[3] = dx2;
       out[4] = dy2;
+    }
+  });
+}
+
+// ---- second derivatives through the box gradient -----------------------------------------------
+//
+// The box gradient B = d<grad, roi_align(input, rois)>/d(rois), paired with the gradient that
+// flows back into it (u = grad_grad_rois, [K, 5]), is
+//   S = <u, B> = sum over channels, bins and samples of grad * inv_count * (d_y * move_y + d_x * move_x)
+// where move_y = d_lo * u_y1 + d_hi * u_y2 is how far u moves the sample along y (likewise x).
+// Its three derivatives are what the double backward needs:
+// - d S/d grad: inv_count * sum (d_y * move_y + d_x * move_x) per bin, roi_align's derivative
+//   along u (a forward-mode product);
+// - d S/d input: S is linear in the corner values (bilinear_direction_weights), scattered like the
+//   input backward;
+// - d S/d rois: only the interpolation weights move with the box (slopes, d(position)/d(box) and
+//   the sample counts are piecewise constant), and the only second derivative of a bilinear sample
+//   is the cross one, d2/dydx.
+
+// The first and the third: d_grad (grad's shape, any strides) and d_rois ([K, 5] in acc_t, column
+// 0 zero). Parallel over RoIs; each writes its own rows.
+template <typename scalar_t, typename acc_t>
+void roi_align_box_second_order_per_roi(const std::vector<RoiTaps<acc_t>>& taps, const scalar_t* grad,
+                                        const int64_t* grad_strides, const scalar_t* directions,
+                                        const std::vector<const scalar_t*>& inputs,
+                                        const std::vector<std::array<int64_t, 4>>& input_strides,
+                                        int64_t channels, int64_t pooled_height, int64_t pooled_width,
+                                        scalar_t* d_grad, const int64_t* d_grad_strides, acc_t* d_rois) {
+  const int64_t num_rois = static_cast<int64_t>(taps.size());
+  at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const RoiTaps<acc_t>& t = taps[k];
+      const auto& st = input_strides[t.level];
+      const scalar_t* image = inputs[t.level] + t.batch * st[0];
+      const scalar_t* u = directions + 5 * k;
+      const acc_t ux1 = static_cast<acc_t>(u[1]), uy1 = static_cast<acc_t>(u[2]);
+      const acc_t ux2 = static_cast<acc_t>(u[3]), uy2 = static_cast<acc_t>(u[4]);
+      acc_t rx1 = 0, ry1 = 0, rx2 = 0, ry2 = 0;
+      for (int64_t c = 0; c < channels; ++c) {
+        const scalar_t* plane = image + c * st[1];
+        for (int64_t ph = 0; ph < pooled_height; ++ph) {
+          for (int64_t pw = 0; pw < pooled_width; ++pw) {
+            const acc_t gb = static_cast<acc_t>(grad[k * grad_strides[0] + c * grad_strides[1] +
+                                                     ph * grad_strides[2] + pw * grad_strides[3]]) *
+                             t.inv_count;
+            acc_t along = 0;  // sum of d_y * move_y + d_x * move_x over the bin's samples
+            for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
+              const Tap<acc_t>& ty = t.ys[iy];
+              const acc_t move_y = ty.d_lo * uy1 + ty.d_hi * uy2;
+              const scalar_t* row_lo = plane + ty.low * st[2];
+              const scalar_t* row_hi = plane + ty.high * st[2];
+              for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
+                const Tap<acc_t>& tx = t.xs[ix];
+                const acc_t move_x = tx.d_lo * ux1 + tx.d_hi * ux2;
+                const acc_t v_ll = static_cast<acc_t>(row_lo[tx.low * st[3]]);
+                const acc_t v_lh = static_cast<acc_t>(row_lo[tx.high * st[3]]);
+                const acc_t v_hl = static_cast<acc_t>(row_hi[tx.low * st[3]]);
+                const acc_t v_hh = static_cast<acc_t>(row_hi[tx.high * st[3]]);
+                acc_t d_y, d_x;
+                bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
+                along += d_y * move_y + d_x * move_x;
+                // d S/d(position y) = gb * d2/dydx * move_x, and symmetrically for x.
+                const acc_t cross = gb * bilinear_cross_derivative(ty, tx, v_ll, v_lh, v_hl, v_hh);
+                ry1 += cross * move_x * ty.d_lo;
+                ry2 += cross * move_x * ty.d_hi;
+                rx1 += cross * move_y * tx.d_lo;
+                rx2 += cross * move_y * tx.d_hi;
+              }
+            }
+            d_grad[k * d_grad_strides[0] + c * d_grad_strides[1] + ph * d_grad_strides[2] + pw * d_grad_strides[3]] =
+                static_cast<scalar_t>(along * t.inv_count);
+          }
+        }
+      }
+      acc_t* out = d_rois + 5 * k;
+      out[0] = 0;
+      out[1] = rx1;
+      out[2] = ry1;
+      out[3] = rx2;
+      out[4] = ry2;
+    }
+  });
+}
+
+// The second: d S/d input, added into zero-filled acc_t maps (any strides, one per level).
+// Parallel over (level, image, channel): each task owns one plane of one map and visits the RoIs
+// in index order, so the sums do not depend on the thread count.
+template <typename scalar_t, typename acc_t>
+void roi_align_box_second_order_to_input(const std::vector<RoiTaps<acc_t>>& taps, const scalar_t* grad,
+                                         const int64_t* grad_strides, const scalar_t* directions,
+                                         const std::vector<acc_t*>& d_inputs,
+                                         const std::vector<std::array<int64_t, 4>>& d_input_strides,
+                                         int64_t batch_size, int64_t channels, int64_t pooled_height,
+                                         int64_t pooled_width) {
+  const int64_t num_levels = static_cast<int64_t>(d_inputs.size());
+  const int64_t num_rois = static_cast<int64_t>(taps.size());
+  at::parallel_for(0, num_levels * batch_size * channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t level = task / (batch_size * channels);
+      const int64_t n = (task / channels) % batch_size;
+      const int64_t c = task % channels;
+      const auto& st = d_input_strides[level];
+      acc_t* plane = d_inputs[level] + n * st[0] + c * st[1];
+      for (int64_t k = 0; k < num_rois; ++k) {
+        const RoiTaps<acc_t>& t = taps[k];
+        if (t.level != level || t.batch != n) {
+          continue;
+        }
+        const scalar_t* u = directions + 5 * k;
+        const acc_t ux1 = static_cast<acc_t>(u[1]), uy1 = static_cast<acc_t>(u[2]);
+        const acc_t ux2 = static_cast<acc_t>(u[3]), uy2 = static_cast<acc_t>(u[4]);
+        for (int64_t ph = 0; ph < pooled_height; ++ph) {
+          for (int64_t pw = 0; pw < pooled_width; ++pw) {
+            const acc_t gb = static_cast<acc_t>(grad[k * grad_strides[0] + c * grad_strides[1] +
+                                                     ph * grad_strides[2] + pw * grad_strides[3]]) *
+                             t.inv_count;
+            if (gb == acc_t(0)) {
+              continue;
+            }
+            for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
+              const Tap<acc_t>& ty = t.ys[iy];
+              const acc_t move_y = ty.d_lo * uy1 + ty.d_hi * uy2;
+              acc_t* row_lo = plane + ty.low * st[2];
+              acc_t* row_hi = plane + ty.high * st[2];
+              for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
+                const Tap<acc_t>& tx = t.xs[ix];
+                acc_t w[4];
+                bilinear_direction_weights(ty, tx, move_y, tx.d_lo * ux1 + tx.d_hi * ux2, w);
+                row_lo[tx.low * st[3]] += gb * w[0];
+                row_lo[tx.high * st[3]] += gb * w[1];
+                row_hi[tx.low * st[3]] += gb * w[2];
+                row_hi[tx.high * st[3]] += gb * w[3];
+              }
+            }
+          }
+        }
+      }
     }
   });
 }
@@ -737,6 +872,18 @@ at::Tensor roi_align_backward_rois_levels_cpu(const char* op, const at::Tensor& 
                                               const std::vector<double>& spatial_scales, const int64_t* levels,
                                               int64_t pooled_height, int64_t pooled_width,
                                               int64_t sampling_ratio, bool aligned);
+
+// Second derivatives through the box gradient (see roi_align_box_second_order_per_roi): returns
+// (d grad, d features (one per level, or none when !features_grad), d rois).
+std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> roi_align_backward_rois_backward_levels_cpu(
+    const char* op, const at::Tensor& grad, const std::vector<at::Tensor>& features, const at::Tensor& rois,
+    const at::Tensor& grad_grad_rois, const std::vector<double>& spatial_scales, const int64_t* levels,
+    int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned, bool features_grad);
+
+// The FPN level index of every RoI (rois: [K, 5] in image pixels), clamped to the maps there are
+// (all 0 for one map). Defined in multi_scale_roi_align.cpp.
+std::vector<int64_t> assign_levels(const char* op, const at::Tensor& rois, const std::vector<double>& spatial_scales,
+                                   double canonical_scale, int64_t canonical_level);
 
 }  // namespace cpu
 }  // namespace roiops

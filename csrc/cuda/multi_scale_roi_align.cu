@@ -1,7 +1,9 @@
 // The FPN pooler on CUDA: one kernel assigns every RoI to a pyramid level (FPN eq. 1,
 // fpn_level_index in common/roi_align_math.h, the CPU's formula), then the shared RoIAlign kernels
 // (roi_align.cu) pool all levels in a single launch: no per-level gather of RoIs, no scatter of
-// results, no host synchronisation.
+// results, no host synchronisation. Also registers roi_align_backward_rois_backward (second
+// derivatives through the box gradient of roi_align and of the pooler), which takes the level
+// arguments.
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
@@ -111,12 +113,27 @@ at::Tensor multi_scale_roi_align_backward_rois_cuda(const at::Tensor& grad, at::
                                              pooled_width, sampling_ratio, aligned);
 }
 
+std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> roi_align_backward_rois_backward_cuda(
+    const at::Tensor& grad, at::TensorList features, const at::Tensor& rois, const at::Tensor& grad_grad_rois,
+    at::ArrayRef<double> spatial_scales, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+    bool aligned, double canonical_scale, int64_t canonical_level, bool features_grad) {
+  const char* op = "roi_align_backward_rois_backward";
+  TORCH_CHECK_VALUE(!features.empty() && features.size() == spatial_scales.size(), op,
+                    ": need one spatial scale per feature map");
+  const std::vector<double> scales(spatial_scales.begin(), spatial_scales.end());
+  const at::Tensor levels = assign_levels_cuda(op, rois, scales, canonical_scale, canonical_level);
+  return roi_align_backward_rois_backward_levels_cuda(op, grad, features.vec(), rois, grad_grad_rois, scales, levels,
+                                                      pooled_height, pooled_width, sampling_ratio, aligned,
+                                                      features_grad);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(roiops, CUDA, m) {
   m.impl("multi_scale_roi_align", &multi_scale_roi_align_forward_cuda);
   m.impl("multi_scale_roi_align_backward", &multi_scale_roi_align_backward_cuda);
   m.impl("multi_scale_roi_align_backward_rois", &multi_scale_roi_align_backward_rois_cuda);
+  m.impl("roi_align_backward_rois_backward", &roi_align_backward_rois_backward_cuda);
 }
 
 }  // namespace roiops

@@ -1,5 +1,5 @@
 // RoIAlign (He et al., Mask R-CNN) on CUDA: forward, backward to the input (atomics, or a
-// deterministic gather), backward to the box coordinates. The host drivers serve one map
+// deterministic gather), backward to the box coordinates and the second derivatives through that. The host drivers serve one map
 // (roi_align) and a whole FPN pyramid in one launch (multi_scale_roi_align.cu).
 //
 // The per-RoI geometry and per-sample bilinear arithmetic are common/roi_align_math.h, the very
@@ -23,6 +23,7 @@
 #include <ATen/cuda/Atomic.cuh>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -426,10 +427,8 @@ __global__ void __launch_bounds__(kRoisThreads)
             const acc_t v_lh = static_cast<acc_t>(row_lo[tx.high * st.w]);
             const acc_t v_hl = static_cast<acc_t>(row_hi[tx.low * st.w]);
             const acc_t v_hh = static_cast<acc_t>(row_hi[tx.high * st.w]);
-            // The sample value is bilinear: along y its derivative is the x-interpolated
-            // difference of the two rows, along x that of the two columns.
-            const acc_t d_y = ty.slope * (tx.w_low * (v_hl - v_ll) + tx.w_high * (v_hh - v_lh));
-            const acc_t d_x = tx.slope * (ty.w_low * (v_lh - v_ll) + ty.w_high * (v_hh - v_hl));
+            acc_t d_y, d_x;
+            bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
             dy1 += gb * d_y * ty_d_lo;
             dy2 += gb * d_y * ty_d_hi;
             dx1 += gb * d_x * tx_d_lo;
@@ -455,6 +454,163 @@ __global__ void __launch_bounds__(kRoisThreads)
       grad_rois[5 * k + threadIdx.x] = threadIdx.x == 0 ? acc_t(0) : partial[threadIdx.x - 1][0];
     }
     __syncthreads();  // partial is reused by the next RoI
+  }
+}
+
+// ---- second derivatives through the box gradient --------------------------------------------------
+//
+// The quantities of the CPU's roi_align_box_second_order_per_roi / _to_input (cpu/roi_align_kernels.h
+// explains them): S = <u, box gradient>, u = directions[k]. One block per RoI computes d grad
+// (each (channel, bin) pair by one thread) and d rois (a fixed tree reduction, deterministic);
+// d input is scattered with atomics, like the input backward.
+
+// How far u moves the sample along an axis: d(position)/d(lo) * u_lo + d(position)/d(hi) * u_hi.
+template <typename acc_t>
+__device__ inline acc_t sample_move(const RoiAxis<acc_t>& axis, acc_t scale, int64_t p, int64_t i, acc_t u_lo,
+                                    acc_t u_hi) {
+  acc_t d_lo, d_hi;
+  sample_position_slopes(axis, scale, p, i, &d_lo, &d_hi);
+  return d_lo * u_lo + d_hi * u_hi;
+}
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(kRoisThreads)
+    roi_align_box_second_order_kernel_cuda(const scalar_t* __restrict__ grad, StridesNCHW gs,
+                                           LevelMaps<const scalar_t> maps, const scalar_t* __restrict__ rois,
+                                           const scalar_t* __restrict__ directions,
+                                           const int64_t* __restrict__ levels, int64_t num_rois, PoolShape s,
+                                           scalar_t* __restrict__ d_grad, StridesNCHW ds,
+                                           at::opmath_type<scalar_t>* __restrict__ d_rois) {
+  using acc_t = at::opmath_type<scalar_t>;
+  __shared__ acc_t partial[4][kRoisThreads];
+  for (int64_t k = blockIdx.x; k < num_rois; k += gridDim.x) {
+    const RoiAlignRoi<acc_t> r = load_roi_align_roi(rois, levels, k, maps.spatial_scale, maps.count, s);
+    const scalar_t* u = directions + 5 * k;
+    const acc_t ux1 = static_cast<acc_t>(u[1]), uy1 = static_cast<acc_t>(u[2]);
+    const acc_t ux2 = static_cast<acc_t>(u[3]), uy2 = static_cast<acc_t>(u[4]);
+    const StridesNCHW st = maps.strides[r.level];
+    const int64_t height = maps.height[r.level], width = maps.width[r.level];
+    const acc_t scale = static_cast<acc_t>(maps.spatial_scale[r.level]);
+    const int64_t bins = s.pooled_height * s.pooled_width;
+    acc_t rx1 = 0, ry1 = 0, rx2 = 0, ry2 = 0;
+    for (int64_t item = threadIdx.x; item < s.channels * bins; item += blockDim.x) {
+      const int64_t c = item / bins;
+      const int64_t ph = (item % bins) / s.pooled_width;
+      const int64_t pw = item % s.pooled_width;
+      acc_t along = 0;
+      if (r.valid) {
+        const acc_t gb = static_cast<acc_t>(grad[k * gs.n + c * gs.c + ph * gs.h + pw * gs.w]) * r.inv_count;
+        const scalar_t* plane = maps.data[r.level] + r.batch_index * st.n + c * st.c;
+        int64_t iy0, iy1, ix0, ix1;
+        sample_index_range(r.ay, ph, height, &iy0, &iy1);
+        sample_index_range(r.ax, pw, width, &ix0, &ix1);
+        for (int64_t iy = iy0; iy < iy1; ++iy) {
+          const AxisSample<acc_t> ty = bilinear_axis(sample_position(r.ay, ph, iy), height);
+          if (!contributes(ty)) {
+            continue;
+          }
+          acc_t ty_d_lo, ty_d_hi;
+          sample_position_slopes(r.ay, scale, ph, iy, &ty_d_lo, &ty_d_hi);
+          const acc_t move_y = ty_d_lo * uy1 + ty_d_hi * uy2;
+          const scalar_t* row_lo = plane + ty.low * st.h;
+          const scalar_t* row_hi = plane + ty.high * st.h;
+          for (int64_t ix = ix0; ix < ix1; ++ix) {
+            const AxisSample<acc_t> tx = bilinear_axis(sample_position(r.ax, pw, ix), width);
+            if (!contributes(tx)) {
+              continue;
+            }
+            acc_t tx_d_lo, tx_d_hi;
+            sample_position_slopes(r.ax, scale, pw, ix, &tx_d_lo, &tx_d_hi);
+            const acc_t move_x = tx_d_lo * ux1 + tx_d_hi * ux2;
+            const acc_t v_ll = static_cast<acc_t>(row_lo[tx.low * st.w]);
+            const acc_t v_lh = static_cast<acc_t>(row_lo[tx.high * st.w]);
+            const acc_t v_hl = static_cast<acc_t>(row_hi[tx.low * st.w]);
+            const acc_t v_hh = static_cast<acc_t>(row_hi[tx.high * st.w]);
+            acc_t d_y, d_x;
+            bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
+            along += d_y * move_y + d_x * move_x;
+            const acc_t cross = gb * bilinear_cross_derivative(ty, tx, v_ll, v_lh, v_hl, v_hh);
+            ry1 += cross * move_x * ty_d_lo;
+            ry2 += cross * move_x * ty_d_hi;
+            rx1 += cross * move_y * tx_d_lo;
+            rx2 += cross * move_y * tx_d_hi;
+          }
+        }
+      }
+      d_grad[k * ds.n + c * ds.c + ph * ds.h + pw * ds.w] = static_cast<scalar_t>(along * r.inv_count);
+    }
+    partial[0][threadIdx.x] = rx1;
+    partial[1][threadIdx.x] = ry1;
+    partial[2][threadIdx.x] = rx2;
+    partial[3][threadIdx.x] = ry2;
+    __syncthreads();
+    for (int half = kRoisThreads / 2; half > 0; half /= 2) {
+      if (threadIdx.x < half) {
+        for (int j = 0; j < 4; ++j) {
+          partial[j][threadIdx.x] += partial[j][threadIdx.x + half];
+        }
+      }
+      __syncthreads();
+    }
+    if (threadIdx.x < 5) {
+      d_rois[5 * k + threadIdx.x] = threadIdx.x == 0 ? acc_t(0) : partial[threadIdx.x - 1][0];
+    }
+    __syncthreads();  // partial is reused by the next RoI
+  }
+}
+
+template <typename scalar_t>
+__global__ void roi_align_box_second_order_to_input_kernel_cuda(const scalar_t* __restrict__ grad, StridesNCHW gs,
+                                                                const scalar_t* __restrict__ rois,
+                                                                const scalar_t* __restrict__ directions,
+                                                                const int64_t* __restrict__ levels, int64_t num_rois,
+                                                                PoolShape s,
+                                                                LevelMaps<at::opmath_type<scalar_t>> d_maps) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t total = num_rois * s.channels * s.pooled_height * s.pooled_width;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+    const PooledIndex p = decode_pooled_index<false>(idx, s.channels, s.pooled_height, s.pooled_width);
+    const RoiAlignRoi<acc_t> r = load_roi_align_roi(rois, levels, p.roi, d_maps.spatial_scale, d_maps.count, s);
+    if (!r.valid) {
+      continue;
+    }
+    const acc_t gb = static_cast<acc_t>(grad[p.roi * gs.n + p.channel * gs.c + p.ph * gs.h + p.pw * gs.w]) *
+                     r.inv_count;
+    if (gb == acc_t(0)) {
+      continue;
+    }
+    const scalar_t* u = directions + 5 * p.roi;
+    const acc_t ux1 = static_cast<acc_t>(u[1]), uy1 = static_cast<acc_t>(u[2]);
+    const acc_t ux2 = static_cast<acc_t>(u[3]), uy2 = static_cast<acc_t>(u[4]);
+    const StridesNCHW st = d_maps.strides[r.level];
+    const int64_t height = d_maps.height[r.level], width = d_maps.width[r.level];
+    const acc_t scale = static_cast<acc_t>(d_maps.spatial_scale[r.level]);
+    acc_t* plane = d_maps.data[r.level] + r.batch_index * st.n + p.channel * st.c;
+    int64_t iy0, iy1, ix0, ix1;
+    sample_index_range(r.ay, p.ph, height, &iy0, &iy1);
+    sample_index_range(r.ax, p.pw, width, &ix0, &ix1);
+    for (int64_t iy = iy0; iy < iy1; ++iy) {
+      const AxisSample<acc_t> ty = bilinear_axis(sample_position(r.ay, p.ph, iy), height);
+      if (!contributes(ty)) {
+        continue;
+      }
+      const acc_t move_y = sample_move(r.ay, scale, p.ph, iy, uy1, uy2);
+      acc_t* row_lo = plane + ty.low * st.h;
+      acc_t* row_hi = plane + ty.high * st.h;
+      for (int64_t ix = ix0; ix < ix1; ++ix) {
+        const AxisSample<acc_t> tx = bilinear_axis(sample_position(r.ax, p.pw, ix), width);
+        if (!contributes(tx)) {
+          continue;
+        }
+        acc_t w[4];
+        bilinear_direction_weights(ty, tx, move_y, sample_move(r.ax, scale, p.pw, ix, ux1, ux2), w);
+        gpuAtomicAdd(row_lo + tx.low * st.w, gb * w[0]);
+        gpuAtomicAdd(row_lo + tx.high * st.w, gb * w[1]);
+        gpuAtomicAdd(row_hi + tx.low * st.w, gb * w[2]);
+        gpuAtomicAdd(row_hi + tx.high * st.w, gb * w[3]);
+      }
+    }
   }
 }
 
@@ -722,6 +878,84 @@ at::Tensor roi_align_backward_rois_levels_cuda(const char* op, const at::Tensor&
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return acc_dtype != dtype ? out.to(dtype) : out;
+}
+
+std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> roi_align_backward_rois_backward_levels_cuda(
+    const char* op, const at::Tensor& grad, const std::vector<at::Tensor>& features, const at::Tensor& rois_in,
+    const at::Tensor& grad_grad_rois, const std::vector<double>& spatial_scales, const at::Tensor& levels,
+    int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned, bool features_grad) {
+  check_pooled_size(op, pooled_height, pooled_width);
+  check_feature_maps(op, features, spatial_scales);
+  const at::Tensor& first = features[0];
+  TORCH_CHECK(first.is_cuda() && grad.is_cuda(), op, ": grad and features must be CUDA tensors");
+  check_rois(op, rois_in, first);
+  const int64_t num_rois = rois_in.size(0), batch_size = first.size(0), channels = first.size(1);
+  check_pooled_grad(op, grad, first, num_rois, channels, pooled_height, pooled_width);
+  TORCH_CHECK_VALUE(grad_grad_rois.sizes() == rois_in.sizes(), op, ": grad_grad_rois must be [K, 5] like rois, got ",
+                    grad_grad_rois.sizes());
+  TORCH_CHECK_VALUE(grad_grad_rois.scalar_type() == rois_in.scalar_type() && grad_grad_rois.device() == rois_in.device(),
+                    op, ": grad_grad_rois must have the dtype and device of rois");
+  check_levels_cuda(op, levels, num_rois, first);
+  const c10::cuda::CUDAGuard guard(first.device());
+  std::vector<int64_t> heights, widths;
+  std::vector<StridesNCHW> strides, d_strides;
+  const at::ScalarType dtype = first.scalar_type();
+  const at::ScalarType acc_dtype = at::toOpMathType(dtype);
+  std::vector<at::Tensor> d_features;
+  for (const at::Tensor& f : features) {
+    heights.push_back(f.size(2));
+    widths.push_back(f.size(3));
+    strides.push_back(strides_of(f));
+    if (features_grad) {
+      const auto format = use_channels_last_cuda(f) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+      d_features.push_back(at::empty(f.sizes(), f.options().dtype(acc_dtype).memory_format(format)).zero_());
+      d_strides.push_back(strides_of(d_features.back()));
+    }
+  }
+  at::Tensor d_grad = at::empty_like(grad);
+  at::Tensor d_rois = at::zeros({num_rois, 5}, rois_in.options().dtype(acc_dtype));
+  if (num_rois > 0) {
+    if (features_grad) {
+      at::globalContext().alertNotDeterministic("roi_align_backward_rois_backward_cuda (to the features)");
+    }
+    const at::Tensor rois = rois_in.contiguous();
+    const at::Tensor directions = grad_grad_rois.contiguous();
+    const PoolShape shape{batch_size, channels, pooled_height, pooled_width, sampling_ratio, aligned};
+    const int64_t* level_ptr = levels.defined() ? levels.const_data_ptr<int64_t>() : nullptr;
+    cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roi_align_backward_rois_backward_cuda", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      std::vector<const scalar_t*> data;
+      for (const at::Tensor& f : features) {
+        data.push_back(f.const_data_ptr<scalar_t>());
+      }
+      const auto maps = level_maps(op, data, strides, heights, widths, spatial_scales);
+      const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(num_rois, int64_t{65535} * 32));
+      roi_align_box_second_order_kernel_cuda<scalar_t><<<blocks, kRoisThreads, 0, stream>>>(
+          grad.const_data_ptr<scalar_t>(), strides_of(grad), maps, rois.const_data_ptr<scalar_t>(),
+          directions.const_data_ptr<scalar_t>(), level_ptr, num_rois, shape, d_grad.mutable_data_ptr<scalar_t>(),
+          strides_of(d_grad), d_rois.mutable_data_ptr<acc_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (features_grad && grad.numel() > 0) {
+        std::vector<acc_t*> d_data;
+        for (at::Tensor& d : d_features) {
+          d_data.push_back(d.mutable_data_ptr<acc_t>());
+        }
+        const auto d_maps = level_maps(op, d_data, d_strides, heights, widths, spatial_scales);
+        roi_align_box_second_order_to_input_kernel_cuda<scalar_t><<<grid_for(grad.numel()), kThreads, 0, stream>>>(
+            grad.const_data_ptr<scalar_t>(), strides_of(grad), rois.const_data_ptr<scalar_t>(),
+            directions.const_data_ptr<scalar_t>(), level_ptr, num_rois, shape, d_maps);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+    });
+  }
+  if (acc_dtype != dtype) {
+    d_rois = d_rois.to(dtype);
+    for (at::Tensor& d : d_features) {
+      d = d.to(dtype);  // keeps the memory format
+    }
+  }
+  return {d_grad, d_features, d_rois};
 }
 
 namespace {

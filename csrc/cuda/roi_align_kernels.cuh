@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 namespace roiops {
@@ -47,5 +48,13 @@ at::Tensor roi_align_backward_rois_levels_cuda(const char* op, const at::Tensor&
                                                const std::vector<double>& spatial_scales, const at::Tensor& levels,
                                                int64_t pooled_height, int64_t pooled_width,
                                                int64_t sampling_ratio, bool aligned);
+
+// Second derivatives through the box gradient (see cpu/roi_align_kernels.h): (d grad, d features
+// (one per level in the feature's memory format, none unless features_grad), d rois). d grad and
+// d rois are deterministic; d features uses atomics (torch.use_deterministic_algorithms raises).
+std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> roi_align_backward_rois_backward_levels_cuda(
+    const char* op, const at::Tensor& grad, const std::vector<at::Tensor>& features, const at::Tensor& rois,
+    const at::Tensor& grad_grad_rois, const std::vector<double>& spatial_scales, const at::Tensor& levels,
+    int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio, bool aligned, bool features_grad);
 
 }  // namespace roiops

@@ -117,6 +117,36 @@ def test_roi_align_gradients_match_cpu(case, with_respect_to_boxes):
         torch.testing.assert_close(g.cpu(), e, atol=1e-9, rtol=1e-9)
 
 
+@settings(max_examples=20)
+@given(roi_cases(max_rois=8))
+def test_roi_align_second_derivatives_through_box_gradient_match_cpu(case):
+    x, rois = build(case, torch.float64)
+    g = torch.Generator().manual_seed(case["seed"])
+    grad = torch.randn((rois.shape[0], x.shape[1], *case["output_size"]), generator=g, dtype=torch.float64)
+    direction = torch.randn(rois.shape[0], 5, generator=g, dtype=torch.float64)
+    args = ([case["spatial_scale"]], *case["output_size"], case["sampling_ratio"], case["aligned"], 224.0, 4,
+            True)
+    op = torch.ops.roiops.roi_align_backward_rois_backward
+    expected = op(grad, [x], rois, direction, *args)
+    got = op(grad.to(GPU), [x.to(GPU)], *to_gpu(rois, direction), *args)
+    torch.testing.assert_close(got[0].cpu(), expected[0], atol=1e-9, rtol=1e-9)
+    assert_same_memory_format(got[1][0], expected[1][0])
+    torch.testing.assert_close(got[1][0].cpu(), expected[1][0], atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(got[2].cpu(), expected[2], atol=1e-9, rtol=1e-9)
+
+
+def test_roi_align_gradgradcheck_boxes_and_input_float64():
+    x = random_feature((2, 2, 7, 6), 12, torch.float64, channels_last=True).to(GPU).requires_grad_()
+    index = torch.tensor([[0.0], [1.0]], dtype=torch.float64, device=GPU)
+    coords = torch.tensor([[0.31, 1.13, 4.62, 5.27], [-1.37, 2.21, 3.73, 9.11]], dtype=torch.float64)
+    coords = coords.to(GPU).requires_grad_()
+
+    def fn(t, c):
+        return roiops.roi_align(t, torch.cat([index, c], dim=1), (2, 3), 1.1, 2, True)
+
+    assert torch.autograd.gradgradcheck(fn, (x, coords))
+
+
 def test_roi_align_deterministic_backward_equals_atomics_and_repeats_bitwise(deterministic):
     torch.use_deterministic_algorithms(False)
     x = random_feature((2, 16, 40, 56), 0).to(GPU).requires_grad_()
@@ -313,6 +343,28 @@ def test_multi_scale_forward_and_gradients_match_cpu(channels_last, aligned):
     for g, e in zip(got_grads, expected_grads):
         assert_same_memory_format(g, e)
         torch.testing.assert_close(g.cpu(), e, atol=1e-12, rtol=1e-12)
+
+
+def test_multi_scale_second_derivatives_through_box_gradient_match_cpu():
+    x, boxes, shapes = fpn_inputs(torch.float64, True)
+    features = list(x.values())
+    rois = torch.cat(
+        [torch.cat([torch.full((len(b), 1), float(i), dtype=b.dtype), b], 1) for i, b in enumerate(boxes)]
+    )
+    g = torch.Generator().manual_seed(13)
+    grad = torch.randn(rois.shape[0], features[0].shape[1], 7, 7, generator=g, dtype=torch.float64)
+    direction = torch.randn(rois.shape[0], 5, generator=g, dtype=torch.float64)
+    scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32][: len(features)]
+    args = (scales, 7, 7, 2, True, 224.0, 4, True)
+    expected = torch.ops.roiops.roi_align_backward_rois_backward(grad, features, rois, direction, *args)
+    got = torch.ops.roiops.roi_align_backward_rois_backward(
+        grad.to(GPU), [f.to(GPU) for f in features], *to_gpu(rois, direction), *args
+    )
+    torch.testing.assert_close(got[0].cpu(), expected[0], atol=1e-9, rtol=1e-9)
+    for a, b in zip(got[1], expected[1]):
+        assert_same_memory_format(a, b)
+        torch.testing.assert_close(a.cpu(), b, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(got[2].cpu(), expected[2], atol=1e-9, rtol=1e-9)
 
 
 def test_multi_scale_matches_torchvision_cuda():

@@ -109,7 +109,7 @@ def test_matches_level_loop_reference_in_float64(aligned):
     torch.testing.assert_close(ours, expected, atol=1e-12, rtol=0)
 
 
-def test_gradcheck_maps_and_boxes_and_gradgradcheck_maps():
+def test_gradcheck_and_gradgradcheck_maps_and_boxes():
     image_hw = (32, 32)
     x = pyramid(image_hw, channels=1, seed=4, dtype=torch.float64, n=1)
     maps = [x[n].detach().requires_grad_(True) for n in NAMES[:3]]
@@ -127,6 +127,9 @@ def test_gradcheck_maps_and_boxes_and_gradgradcheck_maps():
 
     assert torch.autograd.gradcheck(fn, (coords, *maps))
     assert torch.autograd.gradgradcheck(lambda *m: fn(coords.detach(), *m), tuple(maps), fast_mode=True)
+    # Second derivatives through the box gradient, each RoI on its own level.
+    assert torch.autograd.gradgradcheck(fn, (coords, *maps))
+    assert torch.autograd.gradgradcheck(lambda c: fn(c, *(m.detach() for m in maps)), (coords,))
 
 
 def test_assignment_and_pooling_are_one_native_call():

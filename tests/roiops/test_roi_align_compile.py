@@ -36,9 +36,16 @@ def test_opcheck_roi_align_and_its_backward_ops(channels_last):
     )
     torch.library.opcheck(
         torch.ops.roiops.roi_align_backward_rois.default,
-        (grad.detach(), x.detach(), sample_rois(torch.float64), 0.5, 3, 2, 2, True),
-        test_utils=("test_schema", "test_faketensor"),
+        (grad, x, sample_rois(torch.float64).requires_grad_(True), 0.5, 3, 2, 2, True),
     )
+    direction = torch.randn(3, 5, dtype=torch.float64)
+    for features_grad in (False, True):
+        torch.library.opcheck(
+            torch.ops.roiops.roi_align_backward_rois_backward.default,
+            # Third derivatives are refused, so no argument requires grad here.
+            (grad.detach(), [x.detach()], sample_rois(torch.float64), direction, [0.5], 3, 2, 2, True,
+             224.0, 4, features_grad),
+        )
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -71,8 +78,12 @@ def test_opcheck_multi_scale_roi_align_and_its_backward_ops(channels_last):
     )
     torch.library.opcheck(
         torch.ops.roiops.multi_scale_roi_align_backward_rois.default,
-        (grad.detach(), [f.detach() for f in feats], rois, [0.5, 0.25], 2, 2, 2, False, 16.0, 4),
-        test_utils=("test_schema", "test_faketensor"),
+        (grad, feats, rois.requires_grad_(True), [0.5, 0.25], 2, 2, 2, False, 16.0, 4),
+    )
+    torch.library.opcheck(
+        torch.ops.roiops.roi_align_backward_rois_backward.default,
+        (grad.detach(), [f.detach() for f in feats], rois.detach(), torch.randn(3, 5), [0.5, 0.25], 2, 2, 2,
+         False, 16.0, 4, True),
     )
 
 

@@ -1,6 +1,6 @@
 """roi_align gradients: to the input (against torchvision and the definition), double backward, to
-the box coordinates (against autograd through the definition), gradcheck / gradgradcheck in float64,
-determinism."""
+the box coordinates and second derivatives through that (against autograd through the definition),
+gradcheck / gradgradcheck in float64, determinism."""
 
 import pytest
 import torch
@@ -114,13 +114,121 @@ def test_box_gradient_through_the_backward_gives_rois_gradient_of_double_backwar
     assert torch.autograd.gradcheck(input_grad_of, (coords,))
 
 
-def test_second_derivative_through_box_gradient_raises_clearly():
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [-1, 2])
+def test_gradgradcheck_boxes_and_input_together(aligned, channels_last, sampling_ratio):
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 2, 7, 6, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    index = torch.tensor([[0.0], [1.0], [1.0]], dtype=torch.float64)
+    # Boxes inside, across the border and small enough for aligned=False's 1-pixel clamp on one axis.
+    coords = torch.tensor(
+        [[0.31, 1.13, 4.62, 5.27], [-1.37, 2.21, 3.73, 9.11], [2.23, 0.71, 2.94, 1.93]], dtype=torch.float64
+    ).requires_grad_(True)
+
+    def fn(t, c):
+        return roiops.roi_align(t, torch.cat([index, c], dim=1), (2, 3), 1.1, sampling_ratio, aligned)
+
+    assert torch.autograd.gradgradcheck(fn, (x, coords))
+    assert torch.autograd.gradgradcheck(lambda c: fn(x.detach(), c), (coords,))
+
+
+def second_derivatives(fn, x, coords, index, grad_out, direction, *a):
+    """d/d(grad_out, x, coords) of <direction, d<grad_out, fn(x, rois)>/d(coords)>, zeros where unused."""
+    x = x.detach().requires_grad_(True)
+    coords = coords.detach().requires_grad_(True)
+    grad_out = grad_out.detach().requires_grad_(True)
+    out = fn(x, torch.cat([index, coords], dim=1), *a)
+    if not out.requires_grad:  # e.g. the definition with no samples anywhere
+        return [torch.zeros_like(t) for t in (grad_out, x, coords)]
+    (box_grad,) = torch.autograd.grad(out, coords, grad_out, create_graph=True)
+    if not box_grad.requires_grad:
+        return [torch.zeros_like(t) for t in (grad_out, x, coords)]
+    grads = torch.autograd.grad((box_grad * direction).sum(), (grad_out, x, coords), allow_unused=True)
+    return [torch.zeros_like(t) if d is None else d for d, t in zip(grads, (grad_out, x, coords))]
+
+
+@given(roi_cases(max_rois=4, max_size=8, max_out=4))
+def test_second_derivatives_through_box_gradient_match_the_definition(case):
+    x, rois = build(case, torch.float64)
+    g = torch.Generator().manual_seed(case["seed"])
+    rois[:, 1:] += torch.rand(rois.shape[0], 4, generator=g, dtype=torch.float64) * 1e-3  # off the kinks
+    out_shape = (rois.shape[0], x.shape[1], *case["output_size"])
+    grad_out = torch.randn(out_shape, generator=g, dtype=torch.float64)
+    direction = torch.randn(rois.shape[0], 4, generator=g, dtype=torch.float64)
+    index, coords = rois[:, :1], rois[:, 1:]
+    ours = second_derivatives(roiops.roi_align, x, coords, index, grad_out, direction, *args(case))
+    expected = second_derivatives(roi_align_reference, x, coords, index, grad_out, direction, *args(case))
+    for name, o, e in zip(("grad", "input", "boxes"), ours, expected):
+        torch.testing.assert_close(o, e, atol=1e-9, rtol=1e-9, msg=lambda m, name=name: f"d/d {name}: {m}")
+
+
+@given(roi_cases(max_rois=8))
+def test_second_derivatives_do_not_depend_on_thread_count(case):
+    x, rois = build(case, torch.float64)
+    g = torch.Generator().manual_seed(case["seed"])
+    out_shape = (rois.shape[0], x.shape[1], *case["output_size"])
+    grad_out = torch.randn(out_shape, generator=g, dtype=torch.float64)
+    direction = torch.randn(rois.shape[0], 4, generator=g, dtype=torch.float64)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(
+                second_derivatives(
+                    roiops.roi_align, x, rois[:, 1:], rois[:, :1], grad_out, direction, *args(case)
+                )
+            )
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*results):
+        assert torch.equal(one, two)
+
+
+def test_second_derivative_to_the_input_keeps_the_memory_format_and_half_types_accumulate_in_float32():
+    g = torch.Generator().manual_seed(10)
+    x = torch.randn(1, 4, 9, 9, generator=g).contiguous(memory_format=torch.channels_last)
+    coords = torch.tensor([[1.3, 1.2, 7.6, 6.9]]).repeat(32, 1) + torch.rand(32, 4, generator=g)
+    index = torch.zeros(32, 1)
+    grad_out = torch.rand(32, 4, 3, 3, generator=g)
+    direction = torch.randn(32, 4, generator=g)
+    exact = second_derivatives(
+        roiops.roi_align, x.double(), coords.double(), index.double(), grad_out.double(), direction.double(),
+        3, 1.0, 2, True,
+    )
+    for dtype in (torch.float32, torch.bfloat16):
+        got = second_derivatives(
+            roiops.roi_align, x.to(dtype), coords.to(dtype), index.to(dtype), grad_out.to(dtype),
+            direction.to(dtype), 3, 1.0, 2, True,
+        )
+        assert got[1].dtype == dtype and got[1].is_contiguous(memory_format=torch.channels_last)
+        if dtype == torch.float32:
+            for o, e in zip(got, exact):
+                torch.testing.assert_close(o.double(), e, atol=1e-4, rtol=1e-4)
+
+
+def test_third_derivative_through_box_gradient_raises_clearly():
     x = torch.randn(1, 1, 5, 5, dtype=torch.float64, requires_grad=True)
     coords = torch.tensor([[0.3, 0.4, 3.3, 3.9]], dtype=torch.float64, requires_grad=True)
     out = roiops.roi_align(x, torch.cat([torch.zeros(1, 1, dtype=torch.float64), coords], 1), 2, 1.0, 2, True)
     (gc,) = torch.autograd.grad(out.sum(), coords, create_graph=True)
-    with pytest.raises(NotImplementedError, match="first order only"):
-        gc.sum().backward()
+    (gcc,) = torch.autograd.grad((gc * gc).sum(), coords, create_graph=True)
+    with pytest.raises(NotImplementedError, match="second order only"):
+        gcc.sum().backward()
+
+
+def test_second_derivative_op_rejects_a_direction_of_the_wrong_shape():
+    x = torch.randn(1, 1, 5, 5)
+    rois = torch.tensor([[0, 0.3, 0.4, 3.3, 3.9]])
+    grad = torch.randn(1, 1, 2, 2)
+    with pytest.raises(ValueError, match="grad_grad_rois"):
+        torch.ops.roiops.roi_align_backward_rois_backward(
+            grad, [x], rois, torch.zeros(1, 4), [1.0], 2, 2, 2, True, 224.0, 4, True
+        )
 
 
 @given(roi_cases(max_rois=8))
