@@ -135,6 +135,20 @@ def test_roi_align_second_derivatives_through_box_gradient_match_cpu(case):
     torch.testing.assert_close(got[2].cpu(), expected[2], atol=1e-9, rtol=1e-9)
 
 
+def test_roi_align_second_derivative_to_the_input_is_refused_in_deterministic_mode(deterministic):
+    # Its scatter uses atomics; the box and grad parts are deterministic and still run.
+    x = random_feature((1, 2, 8, 8), 14, torch.float64).to(GPU)
+    rois = random_rois(4, 1, 8, 15, torch.float64).to(GPU)
+    grad = torch.randn(4, 2, 2, 2, dtype=torch.float64, device=GPU)
+    direction = torch.randn(4, 5, dtype=torch.float64, device=GPU)
+    op = torch.ops.roiops.roi_align_backward_rois_backward
+    with pytest.raises(RuntimeError, match="deterministic"):
+        op(grad, [x], rois, direction, [1.0], 2, 2, 2, True, 224.0, 4, True)
+    first = op(grad, [x], rois, direction, [1.0], 2, 2, 2, True, 224.0, 4, False)
+    second = op(grad, [x], rois, direction, [1.0], 2, 2, 2, True, 224.0, 4, False)
+    assert first[1] == [] and torch.equal(first[0], second[0]) and torch.equal(first[2], second[2])
+
+
 def test_roi_align_gradgradcheck_boxes_and_input_float64():
     x = random_feature((2, 2, 7, 6), 12, torch.float64, channels_last=True).to(GPU).requires_grad_()
     index = torch.tensor([[0.0], [1.0]], dtype=torch.float64, device=GPU)
