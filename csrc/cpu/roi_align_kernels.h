@@ -821,29 +821,6 @@ void roi_align_box_second_order_to_input(const std::vector<RoiTaps<acc_t>>& taps
 }  // namespace cpu
 }  // namespace roiops
 
-namespace roiops {
-namespace cpu {
-
-// ---- layout changes ----------------------------------------------------------------------------
-
-// dst[n, p, c] = src[n, c, p] for p < plane (NCHW -> channels_last): planes_to_block with the
-// block all C channels, parallel over (image, run of 1024 pixels).
-template <typename src_t, typename dst_t>
-void channels_first_to_last(const src_t* src, dst_t* dst, int64_t batch_size, int64_t channels, int64_t plane) {
-  constexpr int64_t kRun = 1024;
-  const int64_t runs = (plane + kRun - 1) / kRun;
-  at::parallel_for(0, batch_size * runs, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / runs, p0 = (task % runs) * kRun;
-      planes_to_block(src + n * channels * plane, plane, p0, std::min(plane, p0 + kRun), channels, channels,
-                      dst + n * channels * plane);
-    }
-  });
-}
-
-}  // namespace cpu
-}  // namespace roiops
-
 // ---- host drivers (defined in roi_align.cpp, used by roi_align and multi_scale_roi_align) ------
 
 namespace roiops {

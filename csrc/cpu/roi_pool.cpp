@@ -1,11 +1,9 @@
 // RoIPool (Girshick, Fast R-CNN) on the CPU: the max over each quantized bin, and its backward,
 // which routes each bin's gradient to the pixel that was the max (argmax).
 //
-// The bins of every RoI are computed once (roi_pool_bin in roi_align_math.h), then:
-// - channels_last: parallel over RoIs, the max runs over C-vectors (vectorized);
-// - NCHW: parallel over (image, channel) planes, RoIs of that image innermost, so a plane is read
-//   from memory once.
-// The backward partitions the input gradient by (image, channel block): one writer per element and
+// The bins of every RoI are computed once (roi_pool_bin in roi_align_math.h); the forward works on
+// blocks of channels (one 64-byte line per pixel) copied into a small scratch, NCHW and
+// channels_last alike (roi_pool_forward_blocks explains why). The backward partitions the input gradient by (image, channel block): one writer per element and
 // a fixed order, so the result does not depend on the thread count.
 //
 // Ties go to the first pixel in row-major order. A NaN in a bin wins (the output is NaN, as
@@ -22,11 +20,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <type_traits>
 #include <tuple>
 #include <vector>
 
 #include "common/roi_align_math.h"
-#include "cpu/roi_align_kernels.h"  // use_channels_last, channels_first_to_last
+#include "cpu/roi_align_kernels.h"  // use_channels_last, planes_to_block
 
 namespace roiops {
 namespace cpu {
@@ -81,153 +81,248 @@ PoolRois build_pool_rois(const char* op, const at::Tensor& rois, double spatial_
   return p;
 }
 
-template <typename scalar_t>
-void roi_pool_forward_nchw(const PoolRois& p, const scalar_t* input, int64_t batch_size, int64_t channels,
-                           int64_t height, int64_t width, int64_t bins, scalar_t* out, int64_t* argmax) {
-  at::parallel_for(0, batch_size * channels, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / channels, c = task % channels;
-      const scalar_t* plane = input + task * height * width;
-      for (int64_t j = p.offsets[n]; j < p.offsets[n + 1]; ++j) {
-        const int64_t k = p.order[j];
-        for (int64_t b = 0; b < bins; ++b) {
-          const PoolBin& bin = p.bins[k * bins + b];
-          scalar_t best = scalar_t(0);
-          int64_t best_at = -1;
-          if (!bin.empty()) {
-            best_at = bin.h_start * width + bin.w_start;
-            best = plane[best_at];
-            for (int64_t h = bin.h_start; h < bin.h_end; ++h) {
-              for (int64_t w = bin.w_start; w < bin.w_end; ++w) {
-                const scalar_t v = plane[h * width + w];
-                if (best == best && !(v <= best)) {  // v > best, or v is the first NaN
-                  best = v;
-                  best_at = h * width + w;
-                }
-              }
-            }
-          }
-          out[(k * channels + c) * bins + b] = best;
-          argmax[(k * channels + c) * bins + b] = best_at;
+// ---- forward: blocks of channels, several bins in flight --------------------------------------
+//
+// Tasks are (image, block of kLanes channels, run of that image's RoIs in spatial order). A task
+// reads its channels of a pixel as one vector of kLanes values (one cache line): in place from a
+// channels_last map, or from a scratch copy [H, W, kLanes] of its channel planes for NCHW. Working
+// per block keeps what a task touches small (a 200 x 304 map is 3.9 MB per block of 16 floats),
+// so the ~10 overlapping RoIs that read each pixel find it in cache. The max over a bin is a chain
+// of compare-and-selects, one vector per pixel; the bins of a bin row (same pixel rows) run side
+// by side so that several independent chains hide each other's latency.
+
+// kLanes values of acc_t: one 64-byte line, as a GCC/Clang vector (AVX-512: one register).
+template <typename acc_t>
+struct PoolLanes {
+  static constexpr int kLanes = static_cast<int>(64 / sizeof(acc_t));
+  using index_t = std::conditional_t<sizeof(acc_t) == 8, int64_t, int32_t>;  // same width as acc_t
+  typedef acc_t value_vec __attribute__((vector_size(64)));
+  typedef index_t index_vec __attribute__((vector_size(64)));
+};
+
+// The kLanes channels of one pixel as acc_t; lanes >= nc (a short last block) read as 0.
+template <typename acc_t, typename in_t, bool kFull>
+inline typename PoolLanes<acc_t>::value_vec load_lanes(const in_t* p, int nc) {
+  typename PoolLanes<acc_t>::value_vec v;
+  if constexpr (kFull && std::is_same_v<in_t, acc_t>) {
+    std::memcpy(&v, p, sizeof(v));
+  } else {
+    for (int l = 0; l < PoolLanes<acc_t>::kLanes; ++l) {
+      v[l] = (kFull || l < nc) ? static_cast<acc_t>(p[l]) : acc_t(0);
+    }
+  }
+  return v;
+}
+
+// Pixels [q_begin, q_end) of nc <= kLanes channels of a channels_last image (src points at the
+// first channel of pixel 0; pixel stride `channels`) into dst = [plane][kLanes] in acc_t, lanes
+// >= nc 0. One line per pixel at a stride of C values: the hardware prefetcher follows that
+// stride, and a software prefetch well ahead covers the DRAM latency of each separate line.
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+void copy_channels_last_rows(const scalar_t* src, int64_t channels, int nc, int64_t q_begin, int64_t q_end,
+                             acc_t* dst) {
+  constexpr int kLanes = PoolLanes<acc_t>::kLanes;
+  constexpr int64_t kAhead = 64;
+  for (int64_t q = q_begin; q < q_end; ++q) {
+    if (q + kAhead < q_end) {
+      __builtin_prefetch(src + (q + kAhead) * channels);
+    }
+    const auto v = nc == kLanes ? load_lanes<acc_t, scalar_t, true>(src + q * channels, nc)
+                                : load_lanes<acc_t, scalar_t, false>(src + q * channels, nc);
+    std::memcpy(dst + q * kLanes, &v, sizeof(v));
+  }
+}
+
+// Max and first (row-major) argmax of G bins of one bin row: pixel rows [h0, h1), columns
+// [ws[g], we[g]) (non-empty), of a block scratch [H][W][kLanes].
+// The bins step through their columns together, so G compare-and-select chains are in flight;
+// the columns all bins have are one unbranched loop, the last column or two of the wider bins a
+// short tail.
+template <int G, typename acc_t>
+inline void pool_bin_row(const acc_t* image, int64_t width, int64_t h0, int64_t h1, const int64_t* ws,
+                         const int64_t* we, typename PoolLanes<acc_t>::value_vec* best,
+                         typename PoolLanes<acc_t>::index_vec* best_at) {
+  using Lanes = PoolLanes<acc_t>;
+  using index_t = typename Lanes::index_t;
+  using value_vec = typename Lanes::value_vec;
+  using index_vec = typename Lanes::index_vec;
+  constexpr int kLanes = Lanes::kLanes;
+  int64_t common = we[0] - ws[0], span = common;
+  for (int g = 1; g < G; ++g) {
+    common = std::min(common, we[g] - ws[g]);
+    span = std::max(span, we[g] - ws[g]);
+  }
+  value_vec bv[G];
+  index_vec bi[G];
+  for (int g = 0; g < G; ++g) {
+    const int64_t at = h0 * width + ws[g];
+    bv[g] = load_lanes<acc_t, acc_t, true>(image + at * kLanes, kLanes);
+    bi[g] = index_vec{} + static_cast<index_t>(at);  // broadcast
+  }
+  // v > best, or v the first NaN (the running best is kept once it is NaN). Ties keep the first.
+  auto step = [&](int g, const acc_t* px, const index_vec& at) {
+    const value_vec v = load_lanes<acc_t, acc_t, true>(px, kLanes);
+    const index_vec take = (bv[g] == bv[g]) & ~(v <= bv[g]);
+    bv[g] = take ? v : bv[g];
+    bi[g] = take ? at : bi[g];
+  };
+  for (int64_t h = h0; h < h1; ++h) {
+    const acc_t* row[G];
+    index_vec at[G];
+    for (int g = 0; g < G; ++g) {
+      row[g] = image + (h * width + ws[g]) * kLanes;
+      at[g] = index_vec{} + static_cast<index_t>(h * width + ws[g]);
+    }
+    for (int64_t i = 0; i < common; ++i) {
+      const int64_t offset = i * kLanes;
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) {
+        step(g, row[g] + offset, at[g]);
+        at[g] += 1;
+      }
+    }
+    for (int64_t i = common; i < span; ++i) {
+      for (int g = 0; g < G; ++g) {
+        if (ws[g] + i < we[g]) {
+          step(g, row[g] + i * kLanes, at[g]);
+          at[g] += 1;
         }
       }
     }
-  });
+  }
+  for (int g = 0; g < G; ++g) {
+    best[g] = bv[g];
+    best_at[g] = bi[g];
+  }
 }
 
-// The max and argmax of one bin over channels [c0, c0 + nc) of a channels_last image, into
-// bv / bi. kFixed > 0: nc == kFixed, a compile-time width the compiler keeps in registers, so each
-// pixel costs one pass over nc contiguous values and no loads/stores of the running maxima.
-template <typename scalar_t, typename acc_t, int64_t kFixed>
-inline void pool_bin_channels(const scalar_t* image, int64_t channels, int64_t width, const PoolBin& bin,
-                              int64_t c0, int64_t nc_runtime, acc_t* bv_out, int32_t* bi_out) {
-  constexpr int64_t kStore = kFixed > 0 ? kFixed : 1;
-  const int64_t nc = kFixed > 0 ? kFixed : nc_runtime;
-  acc_t bv_fixed[kStore];
-  int32_t bi_fixed[kStore];
-  acc_t* bv = kFixed > 0 ? bv_fixed : bv_out;
-  int32_t* bi = kFixed > 0 ? bi_fixed : bi_out;
-  const int32_t first = static_cast<int32_t>(bin.h_start * width + bin.w_start);
-  const scalar_t* px = image + static_cast<int64_t>(first) * channels + c0;
-#pragma omp simd
-  for (int64_t c = 0; c < nc; ++c) {
-    bv[c] = static_cast<acc_t>(px[c]);
-    bi[c] = first;
-  }
-  for (int64_t h = bin.h_start; h < bin.h_end; ++h) {
-    // The first pixel is compared with itself: a no-op (equal, or NaN already kept).
-    for (int64_t w = bin.w_start; w < bin.w_end; ++w) {
-      const int32_t at = static_cast<int32_t>(h * width + w);
-      const scalar_t* q = image + static_cast<int64_t>(at) * channels + c0;
-#pragma omp simd
-      for (int64_t c = 0; c < nc; ++c) {
-        const acc_t v = static_cast<acc_t>(q[c]);
-        const bool take = bv[c] == bv[c] && !(v <= bv[c]);  // v > best, or v the first NaN
-        bv[c] = take ? v : bv[c];
-        bi[c] = take ? at : bi[c];
+// Pools one RoI (its bins: bins_of_roi) from a block scratch [H][W][kLanes]: element (c, bin) of
+// its output, c < nc, goes to out[c * out_channel_stride + bin * out_bin_stride] (argmax alike).
+template <typename acc_t, typename scalar_t>
+void pool_roi_block(const PoolBin* bins_of_roi, const acc_t* image, int64_t width, int nc, int64_t pooled_height,
+                    int64_t pooled_width, scalar_t* out, int64_t* argmax, int64_t out_channel_stride,
+                    int64_t out_bin_stride) {
+  using Lanes = PoolLanes<acc_t>;
+  constexpr int kGroup = 8;
+  typename Lanes::value_vec best[kGroup];
+  typename Lanes::index_vec best_at[kGroup];
+  int64_t ws[kGroup], we[kGroup];
+  for (int64_t ph = 0; ph < pooled_height; ++ph) {
+    const PoolBin* row = bins_of_roi + ph * pooled_width;
+    for (int64_t pw0 = 0; pw0 < pooled_width; pw0 += kGroup) {
+      const int g_count = static_cast<int>(std::min<int64_t>(kGroup, pooled_width - pw0));
+      const int64_t h0 = row[pw0].h_start, h1 = row[pw0].h_end;  // a bin row shares its pixel rows
+      bool any = false;
+      for (int g = 0; g < g_count; ++g) {
+        const PoolBin& bin = row[pw0 + g];
+        // An empty bin borrows a valid pixel and is written as empty below.
+        ws[g] = bin.empty() ? 0 : bin.w_start;
+        we[g] = bin.empty() ? 1 : bin.w_end;
+        any = any || !bin.empty();
+      }
+      if (any) {
+        switch (g_count) {
+#define ROIOPS_POOL_GROUP(G)                                                                                   \
+  case G:                                                                                                    \
+    pool_bin_row<G, acc_t>(image, width, h0, h1, ws, we, best, best_at);                                     \
+    break;
+          ROIOPS_POOL_GROUP(1)
+          ROIOPS_POOL_GROUP(2)
+          ROIOPS_POOL_GROUP(3)
+          ROIOPS_POOL_GROUP(4)
+          ROIOPS_POOL_GROUP(5)
+          ROIOPS_POOL_GROUP(6)
+          ROIOPS_POOL_GROUP(7)
+          ROIOPS_POOL_GROUP(8)
+#undef ROIOPS_POOL_GROUP
+        }
+      }
+      for (int g = 0; g < g_count; ++g) {
+        const bool empty = row[pw0 + g].empty();
+        const int64_t b = ph * pooled_width + pw0 + g;
+        for (int l = 0; l < nc; ++l) {
+          out[l * out_channel_stride + b * out_bin_stride] = empty ? scalar_t(0) : static_cast<scalar_t>(best[g][l]);
+          argmax[l * out_channel_stride + b * out_bin_stride] = empty ? -1 : static_cast<int64_t>(best_at[g][l]);
+        }
       }
     }
   }
-  if constexpr (kFixed > 0) {
-    for (int64_t c = 0; c < nc; ++c) {
-      bv_out[c] = bv[c];
-      bi_out[c] = bi[c];
-    }
-  }
 }
 
-// input: [N, H, W, C] in memory. Element (k, c, bin) of out and argmax is at k * C * bins +
-// c * out_channel_stride + bin * out_bin_stride (channels_last: 1 and C; NCHW: bins and 1).
-// Parallel over RoIs, taken in `visit` order (spatially sorted, so that the RoIs a thread pools in
-// a row overlap and find much of their region in cache); per bin, channels in register-sized
-// blocks, so every map element of the bin is read once and the running max stays in registers.
+// input: [N, C, H, W], NCHW or channels_last in memory; out / argmax in the same format.
 template <typename scalar_t>
-void roi_pool_forward_channels_last(const PoolRois& p, const std::vector<int64_t>& visit, const scalar_t* input,
-                                    int64_t channels, int64_t height, int64_t width, int64_t bins, scalar_t* out,
-                                    int64_t* argmax, int64_t out_channel_stride, int64_t out_bin_stride) {
+void roi_pool_forward_blocks(const PoolRois& p, const std::vector<int64_t>& visit, const scalar_t* input,
+                             bool channels_last, int64_t batch_size, int64_t channels, int64_t height, int64_t width,
+                             int64_t pooled_height, int64_t pooled_width, scalar_t* out, int64_t* argmax) {
   using acc_t = at::opmath_type<scalar_t>;
-  // 256 bytes of accumulators (4 AVX-512 registers), and as many for the indices.
-  constexpr int64_t kBlock = 256 / static_cast<int64_t>(sizeof(acc_t));
-  const int64_t num_rois = static_cast<int64_t>(visit.size());
-  // Split the visiting order into runs of about equal work (pixels read), one run per thread:
-  // RoI sizes vary by orders of magnitude, so equal RoI counts leave a thread idle.
-  const int64_t runs = std::max<int64_t>(1, std::min<int64_t>(num_rois, at::get_num_threads()));
-  std::vector<int64_t> run_start(runs + 1, num_rois);
-  {
-    std::vector<int64_t> work(num_rois + 1, 0);
-    for (int64_t j = 0; j < num_rois; ++j) {
-      int64_t w = bins;
-      for (int64_t b = 0; b < bins; ++b) {
-        const PoolBin& bin = p.bins[visit[j] * bins + b];
-        w += bin.empty() ? 0 : (bin.h_end - bin.h_start) * (bin.w_end - bin.w_start);
+  constexpr int kLanes = PoolLanes<acc_t>::kLanes;
+  const int64_t bins = pooled_height * pooled_width;
+  const int64_t plane = height * width;
+  const int64_t blocks = (channels + kLanes - 1) / kLanes;
+  // RoIs of an image are split into runs when (image, block) pairs are too few to share out.
+  const int64_t pairs = batch_size * blocks;
+  const int64_t wanted = 4 * static_cast<int64_t>(at::get_num_threads());
+  const int64_t runs = pairs >= wanted ? 1 : (wanted + pairs - 1) / pairs;
+  at::parallel_for(0, pairs * runs, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch;
+    std::vector<scalar_t> roi_out(kLanes * bins);
+    std::vector<int64_t> roi_argmax(kLanes * bins);
+    std::vector<char> rows;
+    for (int64_t task = begin; task < end; ++task) {
+      // The block varies slowest, so that parallel_for's contiguous chunks cover every image.
+      const int64_t c0 = (task / (batch_size * runs)) * kLanes;
+      const int64_t n = (task / runs) % batch_size;
+      const int64_t run = task % runs;
+      const int nc = static_cast<int>(std::min<int64_t>(kLanes, channels - c0));
+      // visit is sorted by image: image n's RoIs are visit[p.offsets[n] .. p.offsets[n + 1]).
+      const int64_t first = p.offsets[n], count = p.offsets[n + 1] - p.offsets[n];
+      const int64_t j0 = first + count * run / runs, j1 = first + count * (run + 1) / runs;
+      if (j0 == j1) {
+        continue;
       }
-      work[j + 1] = work[j] + w;
-    }
-    int64_t j = 0;
-    for (int64_t r = 0; r < runs; ++r) {
-      while (j < num_rois && work[j] * runs < work[num_rois] * r) ++j;
-      run_start[r] = j;
-    }
-  }
-  at::parallel_for(0, runs, 1, [&](int64_t run_begin, int64_t run_end) {
-    const int64_t begin = run_start[run_begin], end = run_start[run_end];
-    std::vector<acc_t> best_v(channels);
-    // Pixel indices fit in int32 for any map with < 2^31 pixels; int32 lanes keep the compare and
-    // select loop the same width as the float values, so it vectorizes.
-    std::vector<int32_t> best_i(channels);
-    acc_t* bv = best_v.data();
-    int32_t* bi = best_i.data();
-    for (int64_t j = begin; j < end; ++j) {
-      const int64_t k = visit[j];
-      const scalar_t* image = input + p.batch[k] * height * width * channels;
-      for (int64_t b = 0; b < bins; ++b) {
-        const PoolBin& bin = p.bins[k * bins + b];
-        scalar_t* o = out + k * channels * bins + b * out_bin_stride;
-        int64_t* a = argmax + k * channels * bins + b * out_bin_stride;
-        if (bin.empty()) {
-          for (int64_t c = 0; c < channels; ++c) {
-            o[c * out_channel_stride] = scalar_t(0);
-            a[c * out_channel_stride] = -1;
-          }
+      // The map rows these RoIs read (a bin row shares its pixel rows).
+      rows.assign(height, 0);
+      for (int64_t j = j0; j < j1; ++j) {
+        const PoolBin* roi_bins = p.bins.data() + visit[j] * bins;
+        for (int64_t ph = 0; ph < pooled_height; ++ph) {
+          const PoolBin& bin = roi_bins[ph * pooled_width];
+          std::fill(rows.begin() + bin.h_start, rows.begin() + std::max(bin.h_start, bin.h_end), 1);
+        }
+      }
+      // Copy those rows of the block's channels into [H][W][kLanes] in acc_t; the lanes of a short
+      // last block are 0.
+      scratch.resize(plane * kLanes);
+      for (int64_t r = 0; r < height;) {
+        if (!rows[r]) {
+          ++r;
           continue;
         }
-        int64_t c0 = 0;
-        for (; c0 + kBlock <= channels; c0 += kBlock) {
-          pool_bin_channels<scalar_t, acc_t, kBlock>(image, channels, width, bin, c0, kBlock, bv + c0, bi + c0);
-        }
-        if (c0 < channels) {
-          pool_bin_channels<scalar_t, acc_t, 0>(image, channels, width, bin, c0, channels - c0, bv + c0, bi + c0);
-        }
-        if (out_channel_stride == 1) {
-          for (int64_t c = 0; c < channels; ++c) {
-            o[c] = static_cast<scalar_t>(bv[c]);
-            a[c] = bi[c];
-          }
+        int64_t e = r;
+        while (e < height && rows[e]) ++e;
+        if (channels_last) {
+          copy_channels_last_rows(input + n * plane * channels + c0, channels, nc, r * width, e * width,
+                                  scratch.data());
         } else {
-          for (int64_t c = 0; c < channels; ++c) {
-            o[c * out_channel_stride] = static_cast<scalar_t>(bv[c]);
-            a[c * out_channel_stride] = bi[c];
-          }
+          planes_to_block(input + (n * channels + c0) * plane, plane, r * width, e * width, nc, int64_t{kLanes},
+                          scratch.data());
+        }
+        r = e;
+      }
+      const acc_t* image = scratch.data();
+      for (int64_t j = j0; j < j1; ++j) {
+        const int64_t k = visit[j];
+        const PoolBin* roi_bins = p.bins.data() + k * bins;
+        if (channels_last) {
+          // Element (c, bin) at k * C * bins + bin * C + c: the lanes are contiguous.
+          pool_roi_block<acc_t>(roi_bins, image, width, nc, pooled_height, pooled_width,
+                                out + k * channels * bins + c0, argmax + k * channels * bins + c0, 1, channels);
+        } else {
+          // Element (c, bin) at (k * C + c) * bins + bin: the RoI's block is one contiguous run,
+          // assembled here and copied out front to back.
+          pool_roi_block<acc_t>(roi_bins, image, width, nc, pooled_height, pooled_width, roi_out.data(),
+                                roi_argmax.data(), bins, 1);
+          std::copy(roi_out.begin(), roi_out.begin() + nc * bins, out + (k * channels + c0) * bins);
+          std::copy(roi_argmax.begin(), roi_argmax.begin() + nc * bins, argmax + (k * channels + c0) * bins);
         }
       }
     }
@@ -290,29 +385,10 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input_
       return;
     }
     const int64_t bins = pooled_height * pooled_width;
-    // Pixels the bins cover, per channel: when that is a large part of the map, one transposed
-    // copy to channels_last and the vectorized kernel beat reading NCHW planes in place.
-    int64_t covered = 0;
-    for (const PoolBin& bin : p.bins) {
-      covered += bin.empty() ? 0 : (bin.h_end - bin.h_start) * (bin.w_end - bin.w_start);
-    }
     const std::vector<int64_t> visit = spatial_order(p, bins);
-    if (channels_last) {
-      roi_pool_forward_channels_last<scalar_t>(p, visit, input.const_data_ptr<scalar_t>(), channels, height, width, bins,
-                                               out.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<int64_t>(),
-                                               1, channels);
-    } else if (2 * covered >= batch_size * height * width) {
-      at::Tensor transposed = at::empty(input.sizes(), input.options().memory_format(at::MemoryFormat::ChannelsLast));
-      channels_first_to_last<scalar_t, scalar_t>(input.const_data_ptr<scalar_t>(),
-                                                 transposed.mutable_data_ptr<scalar_t>(), batch_size, channels,
-                                                 height * width);
-      roi_pool_forward_channels_last<scalar_t>(p, visit, transposed.const_data_ptr<scalar_t>(), channels, height, width,
-                                               bins, out.mutable_data_ptr<scalar_t>(),
-                                               argmax.mutable_data_ptr<int64_t>(), bins, 1);
-    } else {
-      roi_pool_forward_nchw<scalar_t>(p, input.const_data_ptr<scalar_t>(), batch_size, channels, height, width,
-                                      bins, out.mutable_data_ptr<scalar_t>(), argmax.mutable_data_ptr<int64_t>());
-    }
+    roi_pool_forward_blocks<scalar_t>(p, visit, input.const_data_ptr<scalar_t>(), channels_last, batch_size, channels,
+                                      height, width, pooled_height, pooled_width, out.mutable_data_ptr<scalar_t>(),
+                                      argmax.mutable_data_ptr<int64_t>());
   });
   return {out, argmax};
 }

@@ -68,10 +68,11 @@ def test_ties_go_to_the_first_pixel_and_nan_wins():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_many_channels_with_ties_and_nans_match_the_definition(dtype, channels_last):
-    # 150 channels: whole register blocks of the vectorized kernel and a remainder; quantized
-    # values give ties, a few NaNs test that the first NaN wins; many overlapping RoIs in two
-    # images (spatially reordered by the kernel) and a few outside the map.
+@pytest.mark.parametrize("output_size", [(3, 4), (2, 11)])
+def test_many_channels_with_ties_and_nans_match_the_definition(dtype, channels_last, output_size):
+    # 150 channels: whole channel blocks of the kernel and a short last one; quantized values give
+    # ties, a few NaNs test that the first NaN wins; many overlapping RoIs in two images (spatially
+    # reordered by the kernel) and a few outside the map; 11 bins in a row are pooled as 8 + 3.
     g = torch.Generator().manual_seed(5)
     x = torch.randint(0, 4, (2, 150, 13, 17), generator=g).to(dtype)
     x[0, 3, 2, 5] = x[1, 100, 7, 7] = x[1, 149, 0, 0] = math.nan
@@ -81,8 +82,8 @@ def test_many_channels_with_ties_and_nans_match_the_definition(dtype, channels_l
     rois[-3:, 1:] += 40
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    out, argmax = torch.ops.roiops.roi_pool(x, rois, 1.0, 3, 4)
-    expected, expected_argmax = roi_pool_reference(x.contiguous(), rois, (3, 4), 1.0)
+    out, argmax = torch.ops.roiops.roi_pool(x, rois, 1.0, *output_size)
+    expected, expected_argmax = roi_pool_reference(x.contiguous(), rois, output_size, 1.0)
     torch.testing.assert_close(out, expected, atol=0, rtol=0, equal_nan=True)
     assert torch.equal(argmax, expected_argmax)
 
