@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from roiops._validation import check_float, check_same, check_tensor
-from roiops.roi_align import boxes_to_rois, pair_output_size
+from roiops.roi_align import boxes_to_rois, pair_output_size, rois_from_boxes_scripted
 
 __all__ = ["MultiScaleRoIAlign", "infer_scale"]
 
@@ -29,10 +29,11 @@ __all__ = ["MultiScaleRoIAlign", "infer_scale"]
 def infer_scale(feature_size: tuple[int, int], image_size: tuple[int, int]) -> float:
     """Map pixels per image pixel of a pyramid level: 2 ** round(log2(feature height / image height)).
 
-    torchvision rounds log2 in float32 (half to even); the float64 log2 here agrees except within
-    1e-7 of a half-integer, i.e. for size ratios no network produces.
+    torchvision rounds log2 in float32 (half to even); the float64 log2 here (as log / log 2, which
+    TorchScript compiles) agrees except within 1e-7 of a half-integer, i.e. for size ratios no
+    network produces.
     """
-    return 2.0 ** round(math.log2(float(feature_size[0]) / float(image_size[0])))
+    return 2.0 ** float(round(math.log(float(feature_size[0]) / float(image_size[0])) / math.log(2.0)))
 
 
 class MultiScaleRoIAlign(nn.Module):
@@ -56,7 +57,7 @@ class MultiScaleRoIAlign(nn.Module):
 
     Returns:
         Tensor[sum L_i, C, output_height, output_width], RoIs in the order of boxes. Differentiable
-        with respect to the maps (twice) and to the boxes (once; the level choice is constant).
+        twice with respect to the maps and to the boxes (the level choice is piecewise constant).
 
     Raises:
         ValueError / TypeError naming the argument: a missing feature name, maps that disagree,
@@ -89,7 +90,18 @@ class MultiScaleRoIAlign(nn.Module):
 
     def forward(
         self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
-    ):
+    ) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            # TorchScript runs only the native op's argument checks.
+            features: list[torch.Tensor] = []
+            for name, f in x.items():
+                if name in self.featmap_names:
+                    features.append(f)
+            return self._pool(features, rois_from_boxes_scripted(boxes), image_shapes)
+        return self._forward_checked(x, boxes, image_shapes)
+
+    @torch.jit.unused
+    def _forward_checked(self, x, boxes, image_shapes) -> torch.Tensor:
         # The dict's order, not featmap_names' order, as torchvision does.
         features = [v for k, v in x.items() if k in self.featmap_names]
         if len(features) != len(self.featmap_names):
@@ -107,7 +119,12 @@ class MultiScaleRoIAlign(nn.Module):
         check_same("x", features[0], "boxes", rois)
         if len(image_shapes) == 0:
             raise ValueError("image_shapes must hold the (height, width) of every image, got an empty list")
-        largest = (max(int(s[0]) for s in image_shapes), max(int(s[1]) for s in image_shapes))
+        return self._pool(features, rois, [(int(s[0]), int(s[1])) for s in image_shapes])
+
+    def _pool(
+        self, features: list[torch.Tensor], rois: torch.Tensor, image_shapes: list[tuple[int, int]]
+    ) -> torch.Tensor:
+        largest = (max([s[0] for s in image_shapes]), max([s[1] for s in image_shapes]))
         scales = [infer_scale((f.shape[-2], f.shape[-1]), largest) for f in features]
         return torch.ops.roiops.multi_scale_roi_align(
             features,

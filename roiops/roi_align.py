@@ -28,6 +28,7 @@ from numbers import Integral, Real
 
 import torch
 from torch import nn
+from torch.jit.annotations import BroadcastingList2
 
 from roiops._validation import check_float, check_same, check_tensor
 
@@ -50,6 +51,18 @@ def boxes_to_rois(boxes, name: str = "boxes") -> torch.Tensor:
         check_same(f"{name}[0]", boxes[0], f"{name}[{i}]", b)
     index = [torch.full((b.shape[0], 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
     return torch.cat([torch.cat(index, dim=0), torch.cat(list(boxes), dim=0)], dim=1)
+
+
+def rois_from_boxes_scripted(boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    """boxes_to_rois without the argument checks, for TorchScript (where the native op's checks
+    remain: they name ``rois`` rather than ``boxes``)."""
+    if isinstance(boxes, torch.Tensor):
+        return boxes
+    rows = [
+        torch.cat([torch.full((b.size(0), 1), float(i), dtype=b.dtype, device=b.device), b], dim=1)
+        for i, b in enumerate(boxes)
+    ]
+    return torch.cat(rows, dim=0)
 
 
 def pair_output_size(output_size) -> tuple[int, int]:
@@ -88,8 +101,8 @@ def check_roi_call(input: torch.Tensor, boxes) -> torch.Tensor:
 
 def roi_align(
     input: torch.Tensor,
-    boxes,
-    output_size,
+    boxes: torch.Tensor | list[torch.Tensor],
+    output_size: BroadcastingList2[int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = -1,
     aligned: bool = False,
@@ -108,15 +121,28 @@ def roi_align(
 
     Returns:
         Tensor[K, C, output_height, output_width] of input's dtype, channels_last in memory when
-        input is. Differentiable (twice) with respect to input, and once with respect to the box
-        coordinates (piecewise: sample positions move with the box; the adaptive sample count and
+        input is. Differentiable twice with respect to input and to the box coordinates
+        (piecewise: sample positions move with the box; the adaptive sample count and
         aligned=False's 1-pixel minimum are treated as constants).
 
     Raises:
         TypeError / ValueError naming the argument: input not a 4-d float tensor; boxes not
         [K, 5] or a list of [L_i, 4]; dtype or device mismatch; output_size not positive;
         spatial_scale <= 0; a batch index that is negative, fractional or >= N.
+
+    Under torch.jit.script only the native op's checks run (TorchScript cannot run these
+    Python checks; the op's messages call the boxes ``rois``).
     """
+    if torch.jit.is_scripting():
+        return torch.ops.roiops.roi_align(
+            input, rois_from_boxes_scripted(boxes), spatial_scale, output_size[0], output_size[1],
+            sampling_ratio, aligned,
+        )
+    return _roi_align_checked(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
+
+
+@torch.jit.unused
+def _roi_align_checked(input, boxes, output_size, spatial_scale, sampling_ratio, aligned) -> torch.Tensor:
     rois = check_roi_call(input, boxes)
     pooled_height, pooled_width = pair_output_size(output_size)
     spatial_scale = check_spatial_scale(spatial_scale)
@@ -140,10 +166,9 @@ class RoIAlign(nn.Module):
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
 
-    def forward(self, input: torch.Tensor, boxes) -> torch.Tensor:
-        return roi_align(
-            input, boxes, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned
-        )
+    def forward(self, input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        output_size = [self.output_size[0], self.output_size[1]]
+        return roi_align(input, boxes, output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
 
     def extra_repr(self) -> str:
         return (

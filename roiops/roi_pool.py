@@ -7,15 +7,22 @@ first pixel in row-major order; a NaN in a bin wins (output NaN, as torch.max). 
 (outside the map, or a box with a NaN coordinate) gives 0 and no gradient.
 """
 
+
 import torch
 from torch import nn
+from torch.jit.annotations import BroadcastingList2
 
-from roiops.roi_align import check_roi_call, check_spatial_scale, pair_output_size
+from roiops.roi_align import check_roi_call, check_spatial_scale, pair_output_size, rois_from_boxes_scripted
 
 __all__ = ["roi_pool", "RoIPool"]
 
 
-def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0) -> torch.Tensor:
+def roi_pool(
+    input: torch.Tensor,
+    boxes: torch.Tensor | list[torch.Tensor],
+    output_size: BroadcastingList2[int],
+    spatial_scale: float = 1.0,
+) -> torch.Tensor:
     """RoIPool, a drop-in replacement for torchvision.ops.roi_pool.
 
     Args:
@@ -30,8 +37,19 @@ def roi_pool(input: torch.Tensor, boxes, output_size, spatial_scale: float = 1.0
         Tensor[K, C, output_height, output_width], input's dtype and memory format.
 
     Raises:
-        TypeError / ValueError naming the argument, as roi_align.
+        TypeError / ValueError naming the argument, as roi_align (under torch.jit.script, only
+        the native op's checks).
     """
+    if torch.jit.is_scripting():
+        output, _argmax = torch.ops.roiops.roi_pool(
+            input, rois_from_boxes_scripted(boxes), spatial_scale, output_size[0], output_size[1]
+        )
+        return output
+    return _roi_pool_checked(input, boxes, output_size, spatial_scale)
+
+
+@torch.jit.unused
+def _roi_pool_checked(input, boxes, output_size, spatial_scale) -> torch.Tensor:
     rois = check_roi_call(input, boxes)
     pooled_height, pooled_width = pair_output_size(output_size)
     spatial_scale = check_spatial_scale(spatial_scale)
@@ -47,8 +65,8 @@ class RoIPool(nn.Module):
         self.output_size = pair_output_size(output_size)
         self.spatial_scale = check_spatial_scale(spatial_scale)
 
-    def forward(self, input: torch.Tensor, boxes) -> torch.Tensor:
-        return roi_pool(input, boxes, self.output_size, self.spatial_scale)
+    def forward(self, input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        return roi_pool(input, boxes, [self.output_size[0], self.output_size[1]], self.spatial_scale)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
