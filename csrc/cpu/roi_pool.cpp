@@ -21,6 +21,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <type_traits>
 #include <tuple>
 #include <vector>
@@ -196,6 +199,63 @@ inline void pool_bin_row(const acc_t* image, int64_t width, int64_t h0, int64_t 
   }
 }
 
+// Writes one bin's kLanes results (value and argmax, channels contiguous: the channels_last
+// output) with streaming stores, when the types and alignment allow it: the lines are written
+// whole and not read again soon, so reading them in first (a write-allocate) only costs memory
+// traffic. Returns false when it did not write (the caller then stores element by element).
+template <typename acc_t, typename scalar_t>
+inline bool stream_bin_lanes(const typename PoolLanes<acc_t>::value_vec& value,
+                             const typename PoolLanes<acc_t>::index_vec& index, bool empty, scalar_t* out,
+                             int64_t* argmax) {
+#if defined(__AVX512F__)
+  const bool aligned = (reinterpret_cast<uintptr_t>(out) % 64 == 0) && (reinterpret_cast<uintptr_t>(argmax) % 64 == 0);
+  if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+    if (aligned) {
+      const __m512i at = reinterpret_cast<const __m512i&>(index);
+      const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(at));
+      const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(at, 1));
+      const __m512i none = _mm512_set1_epi64(-1);
+      _mm512_stream_ps(out, empty ? _mm512_setzero_ps() : reinterpret_cast<const __m512&>(value));
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(argmax), empty ? none : lo);
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(argmax + 8), empty ? none : hi);
+      return true;
+    }
+  } else if constexpr (std::is_same_v<scalar_t, double> && std::is_same_v<acc_t, double>) {
+    if (aligned) {
+      _mm512_stream_pd(out, empty ? _mm512_setzero_pd() : reinterpret_cast<const __m512d&>(value));
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(argmax),
+                          empty ? _mm512_set1_epi64(-1) : reinterpret_cast<const __m512i&>(index));
+      return true;
+    }
+  }
+#endif
+  (void)value, (void)index, (void)empty, (void)out, (void)argmax;
+  return false;
+}
+
+// dst[0, n) = src[0, n) for a run of a large output (the NCHW one), with streaming stores when
+// dst is 64-byte aligned (see stream_bin_lanes).
+template <typename T>
+inline void stream_copy(const T* src, int64_t n, T* dst) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  if (reinterpret_cast<uintptr_t>(dst) % 64 == 0) {
+    constexpr int64_t kPerLine = 64 / sizeof(T);
+    for (; i + kPerLine <= n; i += kPerLine) {
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i), _mm512_loadu_si512(src + i));
+    }
+  }
+#endif
+  std::copy(src + i, src + n, dst + i);
+}
+
+// Orders this thread's streaming stores before what it writes next (the thread pool's "done").
+inline void streaming_stores_done() {
+#if defined(__AVX512F__)
+  _mm_sfence();
+#endif
+}
+
 // Pools one RoI (its bins: bins_of_roi) from a block scratch [H][W][kLanes]: element (c, bin) of
 // its output, c < nc, goes to out[c * out_channel_stride + bin * out_bin_stride] (argmax alike).
 template <typename acc_t, typename scalar_t>
@@ -240,6 +300,10 @@ void pool_roi_block(const PoolBin* bins_of_roi, const acc_t* image, int64_t widt
       for (int g = 0; g < g_count; ++g) {
         const bool empty = row[pw0 + g].empty();
         const int64_t b = ph * pooled_width + pw0 + g;
+        if (out_channel_stride == 1 && nc == Lanes::kLanes &&
+            stream_bin_lanes<acc_t>(best[g], best_at[g], empty, out + b * out_bin_stride, argmax + b * out_bin_stride)) {
+          continue;
+        }
         for (int l = 0; l < nc; ++l) {
           out[l * out_channel_stride + b * out_bin_stride] = empty ? scalar_t(0) : static_cast<scalar_t>(best[g][l]);
           argmax[l * out_channel_stride + b * out_bin_stride] = empty ? -1 : static_cast<int64_t>(best_at[g][l]);
@@ -321,11 +385,12 @@ void roi_pool_forward_blocks(const PoolRois& p, const std::vector<int64_t>& visi
           // assembled here and copied out front to back.
           pool_roi_block<acc_t>(roi_bins, image, width, nc, pooled_height, pooled_width, roi_out.data(),
                                 roi_argmax.data(), bins, 1);
-          std::copy(roi_out.begin(), roi_out.begin() + nc * bins, out + (k * channels + c0) * bins);
-          std::copy(roi_argmax.begin(), roi_argmax.begin() + nc * bins, argmax + (k * channels + c0) * bins);
+          stream_copy(roi_out.data(), nc * bins, out + (k * channels + c0) * bins);
+          stream_copy(roi_argmax.data(), nc * bins, argmax + (k * channels + c0) * bins);
         }
       }
     }
+    streaming_stores_done();
   });
 }
 
