@@ -194,11 +194,36 @@ constexpr int64_t channel_block() {
   return static_cast<int64_t>(128 / sizeof(scalar_t)) > 0 ? static_cast<int64_t>(128 / sizeof(scalar_t)) : 1;
 }
 
+// Orders this thread's streaming stores (the kernels write some large outputs with them) before
+// what it writes next, such as the thread pool's "done".
+inline void streaming_stores_done() {
+#if defined(__AVX512F__)
+  _mm_sfence();
+#endif
+}
+
+// dst[0, n) = src[0, n) for a run of a large output that nothing reads soon, with streaming stores
+// when dst is 64-byte aligned (no read of each line before it is overwritten whole).
+template <typename T>
+inline void stream_copy(const T* src, int64_t n, T* dst) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  if (reinterpret_cast<uintptr_t>(dst) % 64 == 0) {
+    constexpr int64_t kPerLine = 64 / sizeof(T);
+    for (; i + kPerLine <= n; i += kPerLine) {
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i), _mm512_loadu_si512(src + i));
+    }
+  }
+#endif
+  std::copy(src + i, src + n, dst + i);
+}
+
 // Pools one RoI from an image laid out [H, W, channels] (pixel stride `channels`, row stride
 // W * channels) into out_roi, whose element (c, bin) is at c * out_channel_stride + bin *
 // out_bin_stride. Each sample reads 4 runs of `channels` contiguous values; acc: `channels` values
-// of scratch.
-template <typename in_t, typename acc_t, typename out_t>
+// of scratch. kStreamOut: out_roi is part of a large output, written with streaming stores where
+// possible (the caller calls streaming_stores_done).
+template <bool kStreamOut = false, typename in_t, typename acc_t, typename out_t>
 inline void pool_roi_channels_last(const RoiTaps<acc_t>& t, const in_t* image, int64_t width, int64_t channels,
                                    int64_t pooled_height, int64_t pooled_width, out_t* out_roi,
                                    int64_t out_channel_stride, int64_t out_bin_stride, int64_t out_channels,
@@ -228,6 +253,19 @@ inline void pool_roi_channels_last(const RoiTaps<acc_t>& t, const in_t* image, i
         }
       }
       out_t* o = out_roi + (ph * pooled_width + pw) * out_bin_stride;
+#if defined(__AVX512F__)
+      if constexpr (kStreamOut && std::is_same_v<out_t, float> && std::is_same_v<acc_t, float>) {
+        // Whole 64-byte lines of a large output nothing reads soon: streaming stores skip reading
+        // each line in first (the caller fences them, see streaming_stores_done).
+        if (out_channel_stride == 1 && out_channels % 16 == 0 && reinterpret_cast<uintptr_t>(o) % 64 == 0) {
+          const __m512 scale = _mm512_set1_ps(inv);
+          for (int64_t c = 0; c < out_channels; c += 16) {
+            _mm512_stream_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(a + c), scale));
+          }
+          continue;
+        }
+      }
+#endif
       if (out_channel_stride == 1) {
 #pragma omp simd
         for (int64_t c = 0; c < out_channels; ++c) {
@@ -260,10 +298,11 @@ void roi_align_forward_channels_last(const std::vector<RoiTaps<acc_t>>& taps,
       const RoiTaps<acc_t>& t = taps[k];
       const LevelShape& shape = shapes[t.level];
       const scalar_t* image = inputs[t.level] + t.batch * shape.height * shape.width * channels;
-      pool_roi_channels_last(t, image, shape.width, channels, pooled_height, pooled_width,
-                             out + k * channels * pooled_height * pooled_width, out_channel_stride, out_bin_stride,
-                             channels, acc.data());
+      pool_roi_channels_last<true>(t, image, shape.width, channels, pooled_height, pooled_width,
+                                   out + k * channels * pooled_height * pooled_width, out_channel_stride,
+                                   out_bin_stride, channels, acc.data());
     }
+    streaming_stores_done();
   });
 }
 
@@ -442,6 +481,7 @@ void roi_align_forward_nchw(const std::vector<RoiTaps<acc_t>>& taps, const std::
   const int64_t bins = pooled_height * pooled_width;
   at::parallel_for(0, plan.num_tasks(), 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> scratch, acc(block), pooled(bins * block);
+    std::vector<scalar_t> roi_out(bins * block);
     for (int64_t task = begin; task < end; ++task) {
       int64_t group, c0;  // group: level * batch_size + image
       plan.task(task, &group, &c0);
@@ -467,9 +507,12 @@ void roi_align_forward_nchw(const std::vector<RoiTaps<acc_t>>& taps, const std::
           pool_roi_channels_last(taps[k], scratch.data(), width, block, pooled_height, pooled_width, pooled.data(),
                                  int64_t(1), block, block, acc.data());
         }
-        block_to_planes(pooled.data(), bins, 0, bins, nc, block, out + (k * channels + c0) * bins);
+        // The RoI's block of the output is one contiguous run: assembled here, streamed out.
+        block_to_planes(pooled.data(), bins, 0, bins, nc, block, roi_out.data());
+        stream_copy(roi_out.data(), nc * bins, out + (k * channels + c0) * bins);
       }
     }
+    streaming_stores_done();
   });
 }
 

@@ -233,29 +233,6 @@ inline bool stream_bin_lanes(const typename PoolLanes<acc_t>::value_vec& value,
   return false;
 }
 
-// dst[0, n) = src[0, n) for a run of a large output (the NCHW one), with streaming stores when
-// dst is 64-byte aligned (see stream_bin_lanes).
-template <typename T>
-inline void stream_copy(const T* src, int64_t n, T* dst) {
-  int64_t i = 0;
-#if defined(__AVX512F__)
-  if (reinterpret_cast<uintptr_t>(dst) % 64 == 0) {
-    constexpr int64_t kPerLine = 64 / sizeof(T);
-    for (; i + kPerLine <= n; i += kPerLine) {
-      _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i), _mm512_loadu_si512(src + i));
-    }
-  }
-#endif
-  std::copy(src + i, src + n, dst + i);
-}
-
-// Orders this thread's streaming stores before what it writes next (the thread pool's "done").
-inline void streaming_stores_done() {
-#if defined(__AVX512F__)
-  _mm_sfence();
-#endif
-}
-
 // Pools one RoI (its bins: bins_of_roi) from a block scratch [H][W][kLanes]: element (c, bin) of
 // its output, c < nc, goes to out[c * out_channel_stride + bin * out_bin_stride] (argmax alike).
 template <typename acc_t, typename scalar_t>
