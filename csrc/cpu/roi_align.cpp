@@ -23,6 +23,20 @@ bool use_channels_last(const at::Tensor& input) {
 
 namespace {
 
+// Element strides of a 4-d tensor (any memory format), as the scalar kernels take them.
+std::array<int64_t, 4> strides4(const at::Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+template <typename scalar_t>
+std::vector<const scalar_t*> data_ptrs(const std::vector<at::Tensor>& tensors) {
+  std::vector<const scalar_t*> ptrs;
+  for (const at::Tensor& t : tensors) {
+    ptrs.push_back(t.const_data_ptr<scalar_t>());
+  }
+  return ptrs;
+}
+
 std::vector<LevelShape> level_shapes(const std::vector<int64_t>& heights, const std::vector<int64_t>& widths,
                                      const std::vector<double>& spatial_scales) {
   std::vector<LevelShape> shapes;
@@ -164,7 +178,7 @@ at::Tensor roi_align_backward_rois_levels_cpu(const char* op, const at::Tensor& 
   for (const at::Tensor& f : features) {
     heights.push_back(f.size(2));
     widths.push_back(f.size(3));
-    strides.push_back({f.stride(0), f.stride(1), f.stride(2), f.stride(3)});
+    strides.push_back(strides4(f));
   }
   const std::vector<LevelShape> shapes = level_shapes(heights, widths, spatial_scales);
   const at::Tensor rois = rois_in.contiguous();
@@ -176,12 +190,8 @@ at::Tensor roi_align_backward_rois_levels_cpu(const char* op, const at::Tensor& 
       using acc_t = at::opmath_type<scalar_t>;
       const auto taps = build_roi_taps<scalar_t, acc_t>(op, rois, levels, shapes, batch_size, pooled_height,
                                                         pooled_width, sampling_ratio, aligned);
-      std::vector<const scalar_t*> ptrs;
-      for (const at::Tensor& f : features) {
-        ptrs.push_back(f.const_data_ptr<scalar_t>());
-      }
-      const int64_t gs[4] = {grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3)};
-      roi_align_backward_rois_any<scalar_t, acc_t>(taps, grad.const_data_ptr<scalar_t>(), gs, ptrs, strides,
+      roi_align_backward_rois_any<scalar_t, acc_t>(taps, grad.const_data_ptr<scalar_t>(), strides4(grad).data(),
+                                                   data_ptrs<scalar_t>(features), strides,
                                                    channels, pooled_height, pooled_width,
                                                    out.mutable_data_ptr<acc_t>());
     });
@@ -213,14 +223,14 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> roi_align_backward_r
   std::vector<at::Tensor> d_features;
   std::vector<std::array<int64_t, 4>> strides, d_strides;
   for (const at::Tensor& f : features) {
-    strides.push_back({f.stride(0), f.stride(1), f.stride(2), f.stride(3)});
+    strides.push_back(strides4(f));
     if (features_grad) {
       // acc_t maps in the feature's memory format, rounded to dtype at the end for the half types.
       d_features.push_back(at::zeros_like(
           f, f.options().dtype(acc_dtype),
           use_channels_last(f) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
       const at::Tensor& d = d_features.back();
-      d_strides.push_back({d.stride(0), d.stride(1), d.stride(2), d.stride(3)});
+      d_strides.push_back(strides4(d));
     }
   }
   std::vector<LevelShape> shapes;
@@ -232,22 +242,17 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> roi_align_backward_r
       using acc_t = at::opmath_type<scalar_t>;
       const auto taps = build_roi_taps<scalar_t, acc_t>(op, rois, levels, shapes, batch_size, pooled_height,
                                                         pooled_width, sampling_ratio, aligned);
-      std::vector<const scalar_t*> ptrs;
-      for (const at::Tensor& f : features) {
-        ptrs.push_back(f.const_data_ptr<scalar_t>());
-      }
-      const int64_t gs[4] = {grad_in.stride(0), grad_in.stride(1), grad_in.stride(2), grad_in.stride(3)};
-      const int64_t ds[4] = {d_grad.stride(0), d_grad.stride(1), d_grad.stride(2), d_grad.stride(3)};
+      const auto gs = strides4(grad_in);
       roi_align_box_second_order_per_roi<scalar_t, acc_t>(
-          taps, grad_in.const_data_ptr<scalar_t>(), gs, directions.const_data_ptr<scalar_t>(), ptrs, strides,
-          channels, pooled_height, pooled_width, d_grad.mutable_data_ptr<scalar_t>(), ds,
-          d_rois.mutable_data_ptr<acc_t>());
+          taps, grad_in.const_data_ptr<scalar_t>(), gs.data(), directions.const_data_ptr<scalar_t>(),
+          data_ptrs<scalar_t>(features), strides, channels, pooled_height, pooled_width,
+          d_grad.mutable_data_ptr<scalar_t>(), strides4(d_grad).data(), d_rois.mutable_data_ptr<acc_t>());
       if (features_grad) {
         std::vector<acc_t*> outs;
         for (at::Tensor& d : d_features) {
           outs.push_back(d.mutable_data_ptr<acc_t>());
         }
-        roi_align_box_second_order_to_input<scalar_t, acc_t>(taps, grad_in.const_data_ptr<scalar_t>(), gs,
+        roi_align_box_second_order_to_input<scalar_t, acc_t>(taps, grad_in.const_data_ptr<scalar_t>(), gs.data(),
                                                              directions.const_data_ptr<scalar_t>(), outs, d_strides,
                                                              batch_size, channels, pooled_height, pooled_width);
       }

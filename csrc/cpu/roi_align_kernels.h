@@ -406,6 +406,22 @@ void block_to_planes(const acc_t* src, int64_t plane, int64_t p_begin, int64_t p
   }
 }
 
+// Calls fn(begin, end) for every maximal run [begin, end) of set flags, in order.
+template <typename Fn>
+void for_each_run(const std::vector<char>& flags, Fn fn) {
+  const int64_t size = static_cast<int64_t>(flags.size());
+  for (int64_t r = 0; r < size;) {
+    if (!flags[r]) {
+      ++r;
+      continue;
+    }
+    int64_t e = r;
+    while (e < size && flags[e]) ++e;
+    fn(r, e);
+    r = e;
+  }
+}
+
 // What the NCHW kernels share: RoIs grouped by (level, image) in spatial order, the channel block,
 // and for every group the map rows its RoIs read (the only rows copied or written back).
 template <typename acc_t>
@@ -450,18 +466,7 @@ struct NchwPlan {
   // Calls fn(row_begin, row_end) for every maximal run of rows read in group g.
   template <typename Fn>
   void for_row_runs(int64_t g, Fn fn) const {
-    const std::vector<char>& rows = rows_read[g];
-    const int64_t height = static_cast<int64_t>(rows.size());
-    for (int64_t r = 0; r < height;) {
-      if (!rows[r]) {
-        ++r;
-        continue;
-      }
-      int64_t e = r;
-      while (e < height && rows[e]) ++e;
-      fn(r, e);
-      r = e;
-    }
+    for_each_run(rows_read[g], fn);
   }
 };
 
@@ -669,6 +674,24 @@ void roi_align_backward_channels_last(const std::vector<RoiTaps<acc_t>>& taps, c
 
 // ---- backward to the box coordinates -----------------------------------------------------------
 
+// The scalar walk of the box-gradient kernels: for every sample of bin (ph, pw) of RoI t, calls
+// fn(ty, tx, v_ll, v_lh, v_hl, v_hh) with its taps and the four corner values of one channel plane
+// (element strides st[2] for rows, st[3] for columns: any memory format), in acc_t.
+template <typename acc_t, typename scalar_t, typename Fn>
+inline void for_each_sample_corners(const RoiTaps<acc_t>& t, const scalar_t* plane, const std::array<int64_t, 4>& st,
+                                    int64_t ph, int64_t pw, Fn fn) {
+  for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
+    const Tap<acc_t>& ty = t.ys[iy];
+    const scalar_t* row_lo = plane + ty.low * st[2];
+    const scalar_t* row_hi = plane + ty.high * st[2];
+    for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
+      const Tap<acc_t>& tx = t.xs[ix];
+      fn(ty, tx, static_cast<acc_t>(row_lo[tx.low * st[3]]), static_cast<acc_t>(row_lo[tx.high * st[3]]),
+         static_cast<acc_t>(row_hi[tx.low * st[3]]), static_cast<acc_t>(row_hi[tx.high * st[3]]));
+    }
+  }
+}
+
 // d(sum(grad * roi_align(input, rois)))/d(rois): grad_rois[k] = (0, dx1, dy1, dx2, dy2), in acc_t.
 // Any memory format (strides in elements); parallel over RoIs, each writes its own row.
 template <typename scalar_t, typename acc_t>
@@ -693,24 +716,16 @@ void roi_align_backward_rois_any(const std::vector<RoiTaps<acc_t>>& taps, const 
             if (gb == acc_t(0)) {
               continue;
             }
-            for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
-              const Tap<acc_t>& ty = t.ys[iy];
-              const scalar_t* row_lo = plane + ty.low * st[2];
-              const scalar_t* row_hi = plane + ty.high * st[2];
-              for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
-                const Tap<acc_t>& tx = t.xs[ix];
-                const acc_t v_ll = static_cast<acc_t>(row_lo[tx.low * st[3]]);
-                const acc_t v_lh = static_cast<acc_t>(row_lo[tx.high * st[3]]);
-                const acc_t v_hl = static_cast<acc_t>(row_hi[tx.low * st[3]]);
-                const acc_t v_hh = static_cast<acc_t>(row_hi[tx.high * st[3]]);
-                acc_t d_y, d_x;
-                bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
-                dy1 += gb * d_y * ty.d_lo;
-                dy2 += gb * d_y * ty.d_hi;
-                dx1 += gb * d_x * tx.d_lo;
-                dx2 += gb * d_x * tx.d_hi;
-              }
-            }
+            for_each_sample_corners(t, plane, st, ph, pw,
+                                    [&](const Tap<acc_t>& ty, const Tap<acc_t>& tx, acc_t v_ll, acc_t v_lh,
+                                        acc_t v_hl, acc_t v_hh) {
+                                      acc_t d_y, d_x;
+                                      bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
+                                      dy1 += gb * d_y * ty.d_lo;
+                                      dy2 += gb * d_y * ty.d_hi;
+                                      dx1 += gb * d_x * tx.d_lo;
+                                      dx2 += gb * d_x * tx.d_hi;
+                                    });
           }
         }
       }
@@ -766,29 +781,21 @@ void roi_align_box_second_order_per_roi(const std::vector<RoiTaps<acc_t>>& taps,
                                                      ph * grad_strides[2] + pw * grad_strides[3]]) *
                              t.inv_count;
             acc_t along = 0;  // sum of d_y * move_y + d_x * move_x over the bin's samples
-            for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
-              const Tap<acc_t>& ty = t.ys[iy];
-              const acc_t move_y = ty.d_lo * uy1 + ty.d_hi * uy2;
-              const scalar_t* row_lo = plane + ty.low * st[2];
-              const scalar_t* row_hi = plane + ty.high * st[2];
-              for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
-                const Tap<acc_t>& tx = t.xs[ix];
-                const acc_t move_x = tx.d_lo * ux1 + tx.d_hi * ux2;
-                const acc_t v_ll = static_cast<acc_t>(row_lo[tx.low * st[3]]);
-                const acc_t v_lh = static_cast<acc_t>(row_lo[tx.high * st[3]]);
-                const acc_t v_hl = static_cast<acc_t>(row_hi[tx.low * st[3]]);
-                const acc_t v_hh = static_cast<acc_t>(row_hi[tx.high * st[3]]);
-                acc_t d_y, d_x;
-                bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
-                along += d_y * move_y + d_x * move_x;
-                // d S/d(position y) = gb * d2/dydx * move_x, and symmetrically for x.
-                const acc_t cross = gb * bilinear_cross_derivative(ty, tx, v_ll, v_lh, v_hl, v_hh);
-                ry1 += cross * move_x * ty.d_lo;
-                ry2 += cross * move_x * ty.d_hi;
-                rx1 += cross * move_y * tx.d_lo;
-                rx2 += cross * move_y * tx.d_hi;
-              }
-            }
+            for_each_sample_corners(
+                t, plane, st, ph, pw,
+                [&](const Tap<acc_t>& ty, const Tap<acc_t>& tx, acc_t v_ll, acc_t v_lh, acc_t v_hl, acc_t v_hh) {
+                  const acc_t move_y = ty.d_lo * uy1 + ty.d_hi * uy2;
+                  const acc_t move_x = tx.d_lo * ux1 + tx.d_hi * ux2;
+                  acc_t d_y, d_x;
+                  bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
+                  along += d_y * move_y + d_x * move_x;
+                  // d S/d(position y) = gb * d2/dydx * move_x, and symmetrically for x.
+                  const acc_t cross = gb * bilinear_cross_derivative(ty, tx, v_ll, v_lh, v_hl, v_hh);
+                  ry1 += cross * move_x * ty.d_lo;
+                  ry2 += cross * move_x * ty.d_hi;
+                  rx1 += cross * move_y * tx.d_lo;
+                  rx2 += cross * move_y * tx.d_hi;
+                });
             d_grad[k * d_grad_strides[0] + c * d_grad_strides[1] + ph * d_grad_strides[2] + pw * d_grad_strides[3]] =
                 static_cast<scalar_t>(along * t.inv_count);
           }

@@ -333,13 +333,7 @@ void roi_pool_forward_blocks(const PoolRois& p, const std::vector<int64_t>& visi
       // Copy those rows of the block's channels into [H][W][kLanes] in acc_t; the lanes of a short
       // last block are 0.
       scratch.resize(plane * kLanes);
-      for (int64_t r = 0; r < height;) {
-        if (!rows[r]) {
-          ++r;
-          continue;
-        }
-        int64_t e = r;
-        while (e < height && rows[e]) ++e;
+      for_each_run(rows, [&](int64_t r, int64_t e) {
         if (channels_last) {
           copy_channels_last_rows(input + n * plane * channels + c0, channels, nc, r * width, e * width,
                                   scratch.data());
@@ -347,8 +341,7 @@ void roi_pool_forward_blocks(const PoolRois& p, const std::vector<int64_t>& visi
           planes_to_block(input + (n * channels + c0) * plane, plane, r * width, e * width, nc, int64_t{kLanes},
                           scratch.data());
         }
-        r = e;
-      }
+      });
       const acc_t* image = scratch.data();
       for (int64_t j = j0; j < j1; ++j) {
         const int64_t k = visit[j];
