@@ -77,6 +77,24 @@ def test_gradcheck_and_gradgradcheck_input(aligned, channels_last, sampling_rati
     assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=True)
 
 
+@given(roi_cases(max_rois=2, max_size=5, max_out=3))
+def test_gradcheck_and_gradgradcheck_on_small_random_cases(case):
+    x, rois = build(case, torch.float64)
+    g = torch.Generator().manual_seed(case["seed"])
+    # Off the kinks (samples on whole pixels or on the border, a box exactly 1 wide), which
+    # finite differences would straddle.
+    coords = (rois[:, 1:] + torch.rand(rois.shape[0], 4, generator=g, dtype=torch.float64) * 1e-3)
+    index = rois[:, :1]
+    x.requires_grad_(True)
+    coords.requires_grad_(True)
+
+    def fn(t, c):
+        return roiops.roi_align(t, torch.cat([index, c], dim=1), *args(case))
+
+    assert torch.autograd.gradcheck(fn, (x, coords))
+    assert torch.autograd.gradgradcheck(fn, (x, coords))
+
+
 def test_box_gradient_through_the_backward_gives_rois_gradient_of_double_backward():
     # Differentiating the input gradient with respect to the boxes (mixed second derivative).
     g = torch.Generator().manual_seed(7)
