@@ -142,13 +142,13 @@ std::vector<at::Tensor> roi_align_backward_levels_cpu(
       return;
     }
     // channels_last: accumulates into a zero-filled buffer, the result itself unless the dtype is a
-    // half type (then float32, rounded once at the end). at::empty + zero_(): at::zeros drops the
-    // memory format.
+    // half type (then float32, rounded once at the end). at::empty (at::zeros drops the memory
+    // format), then zero_streaming.
     std::vector<at::Tensor> buffers;
     std::vector<acc_t*> ptrs;
     for (size_t l = 0; l < grads.size(); ++l) {
       buffers.push_back(half ? make(l, acc_dtype) : grads[l]);
-      buffers.back().zero_();
+      zero_streaming(buffers.back().mutable_data_ptr<acc_t>(), buffers.back().numel());
       ptrs.push_back(buffers.back().mutable_data_ptr<acc_t>());
     }
     roi_align_backward_channels_last<scalar_t, acc_t>(taps, grad.const_data_ptr<scalar_t>(), 1, channels, ptrs,

@@ -218,6 +218,29 @@ inline void stream_copy(const T* src, int64_t n, T* dst) {
   std::copy(src + i, src + n, dst + i);
 }
 
+// Sets a large buffer that is about to be scattered into to zero, in parallel, with streaming
+// stores where the hardware has them: Tensor::zero_ would first read every line in.
+template <typename T>
+void zero_streaming(T* data, int64_t n) {
+  at::parallel_for(0, n, int64_t{1} << 16, [&](int64_t begin, int64_t end) {
+    int64_t i = begin;
+#if defined(__AVX512F__)
+    constexpr int64_t kPerLine = 64 / sizeof(T);
+    for (; i < end && reinterpret_cast<uintptr_t>(data + i) % 64 != 0; ++i) {
+      data[i] = T(0);
+    }
+    const __m512i zero = _mm512_setzero_si512();
+    for (; i + kPerLine <= end; i += kPerLine) {
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(data + i), zero);
+    }
+#endif
+    for (; i < end; ++i) {
+      data[i] = T(0);
+    }
+    streaming_stores_done();
+  });
+}
+
 // Pools one RoI from an image laid out [H, W, channels] (pixel stride `channels`, row stride
 // W * channels) into out_roi, whose element (c, bin) is at c * out_channel_stride + bin *
 // out_bin_stride. Each sample reads 4 runs of `channels` contiguous values; acc: `channels` values

@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "common/roi_align_math.h"
-#include "cpu/roi_align_kernels.h"  // use_channels_last, planes_to_block
+#include "cpu/roi_align_kernels.h"  // use_channels_last, planes_to_block, streaming stores
 
 namespace roiops {
 namespace cpu {
@@ -441,10 +441,12 @@ at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_in, const at::Tensor& ro
   const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::ScalarType dtype = grad_in.scalar_type();
   const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
-  // at::empty + zero_, not at::zeros: at::zeros ignores the memory format.
+  // at::empty + zero_streaming, not at::zeros: at::zeros ignores the memory format.
   at::Tensor grad_input = at::empty({batch_size, channels, height, width},
-                                    grad_in.options().dtype(half ? at::kFloat : dtype).memory_format(format))
-                              .zero_();
+                                    grad_in.options().dtype(half ? at::kFloat : dtype).memory_format(format));
+  AT_DISPATCH_FLOATING_TYPES(grad_input.scalar_type(), "roi_pool_backward_zero_cpu", [&] {
+    zero_streaming(grad_input.mutable_data_ptr<scalar_t>(), grad_input.numel());
+  });
   if (num_rois == 0 || grad_in.numel() == 0) {
     return half ? grad_input.to(dtype) : grad_input;
   }
