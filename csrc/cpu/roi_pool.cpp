@@ -105,8 +105,9 @@ struct PoolLanes {
 
 // The kLanes channels of one pixel as acc_t; lanes >= nc (a short last block) read as 0.
 template <typename acc_t, typename in_t, bool kFull>
-inline typename PoolLanes<acc_t>::value_vec load_lanes(const in_t* p, int nc) {
-  typename PoolLanes<acc_t>::value_vec v;
+inline void load_lanes(const in_t* p, int nc, typename PoolLanes<acc_t>::value_vec& v) {
+  // (An out-parameter, not a return value: returning a 64-byte vector is an ABI question the
+  // compiler warns about where AVX-512 is not enabled.)
   if constexpr (kFull && std::is_same_v<in_t, acc_t>) {
     std::memcpy(&v, p, sizeof(v));
   } else {
@@ -114,7 +115,6 @@ inline typename PoolLanes<acc_t>::value_vec load_lanes(const in_t* p, int nc) {
       v[l] = (kFull || l < nc) ? static_cast<acc_t>(p[l]) : acc_t(0);
     }
   }
-  return v;
 }
 
 // Pixels [q_begin, q_end) of nc <= kLanes channels of a channels_last image (src points at the
@@ -130,8 +130,12 @@ void copy_channels_last_rows(const scalar_t* src, int64_t channels, int nc, int6
     if (q + kAhead < q_end) {
       __builtin_prefetch(src + (q + kAhead) * channels);
     }
-    const auto v = nc == kLanes ? load_lanes<acc_t, scalar_t, true>(src + q * channels, nc)
-                                : load_lanes<acc_t, scalar_t, false>(src + q * channels, nc);
+    typename PoolLanes<acc_t>::value_vec v;
+    if (nc == kLanes) {
+      load_lanes<acc_t, scalar_t, true>(src + q * channels, nc, v);
+    } else {
+      load_lanes<acc_t, scalar_t, false>(src + q * channels, nc, v);
+    }
     std::memcpy(dst + q * kLanes, &v, sizeof(v));
   }
 }
@@ -159,12 +163,13 @@ inline void pool_bin_row(const acc_t* image, int64_t width, int64_t h0, int64_t 
   index_vec bi[G];
   for (int g = 0; g < G; ++g) {
     const int64_t at = h0 * width + ws[g];
-    bv[g] = load_lanes<acc_t, acc_t, true>(image + at * kLanes, kLanes);
+    load_lanes<acc_t, acc_t, true>(image + at * kLanes, kLanes, bv[g]);
     bi[g] = index_vec{} + static_cast<index_t>(at);  // broadcast
   }
   // v > best, or v the first NaN (the running best is kept once it is NaN). Ties keep the first.
   auto step = [&](int g, const acc_t* px, const index_vec& at) {
-    const value_vec v = load_lanes<acc_t, acc_t, true>(px, kLanes);
+    value_vec v;
+    load_lanes<acc_t, acc_t, true>(px, kLanes, v);
     const index_vec take = (bv[g] == bv[g]) & ~(v <= bv[g]);
     bv[g] = take ? v : bv[g];
     bi[g] = take ? at : bi[g];
@@ -211,13 +216,18 @@ inline bool stream_bin_lanes(const typename PoolLanes<acc_t>::value_vec& value,
   const bool aligned = (reinterpret_cast<uintptr_t>(out) % 64 == 0) && (reinterpret_cast<uintptr_t>(argmax) % 64 == 0);
   if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
     if (aligned) {
-      const __m512i at = reinterpret_cast<const __m512i&>(index);
-      const __m512i lo = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(at));
-      const __m512i hi = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(at, 1));
-      const __m512i none = _mm512_set1_epi64(-1);
+      // int32 lanes to int64 with vector conversions (GCC 12's intrinsics for this warn falsely).
+      typedef int32_t half_index __attribute__((vector_size(32)));
+      typedef int64_t wide_index __attribute__((vector_size(64)));
+      half_index lo32, hi32;
+      std::memcpy(&lo32, &index, sizeof(lo32));
+      std::memcpy(&hi32, reinterpret_cast<const char*>(&index) + sizeof(lo32), sizeof(hi32));
+      const wide_index none = wide_index{} - 1;
+      const wide_index lo = empty ? none : __builtin_convertvector(lo32, wide_index);
+      const wide_index hi = empty ? none : __builtin_convertvector(hi32, wide_index);
       _mm512_stream_ps(out, empty ? _mm512_setzero_ps() : reinterpret_cast<const __m512&>(value));
-      _mm512_stream_si512(reinterpret_cast<__m512i*>(argmax), empty ? none : lo);
-      _mm512_stream_si512(reinterpret_cast<__m512i*>(argmax + 8), empty ? none : hi);
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(argmax), reinterpret_cast<const __m512i&>(lo));
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(argmax + 8), reinterpret_cast<const __m512i&>(hi));
       return true;
     }
   } else if constexpr (std::is_same_v<scalar_t, double> && std::is_same_v<acc_t, double>) {
