@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from roiops._validation import check_float, check_same, check_tensor
-from roiops.roi_align import boxes_to_rois, pair_output_size, rois_from_boxes_scripted
+from roiops.roi_align import boxes_to_rois, pair_output_size, rois_from_boxes_unchecked
 
 __all__ = ["MultiScaleRoIAlign", "infer_scale"]
 
@@ -97,7 +97,7 @@ class MultiScaleRoIAlign(nn.Module):
             for name, f in x.items():
                 if name in self.featmap_names:
                     features.append(f)
-            return self._pool(features, rois_from_boxes_scripted(boxes), image_shapes)
+            return self._pool(features, rois_from_boxes_unchecked(boxes), image_shapes)
         return self._forward_checked(x, boxes, image_shapes)
 
     @torch.jit.unused

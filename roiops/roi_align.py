@@ -49,13 +49,12 @@ def boxes_to_rois(boxes, name: str = "boxes") -> torch.Tensor:
     for i, b in enumerate(boxes):
         check_tensor(f"{name}[{i}]", b, ndim=2, last_dim=4)
         check_same(f"{name}[0]", boxes[0], f"{name}[{i}]", b)
-    index = [torch.full((b.shape[0], 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
-    return torch.cat([torch.cat(index, dim=0), torch.cat(list(boxes), dim=0)], dim=1)
+    return rois_from_boxes_unchecked(list(boxes))
 
 
-def rois_from_boxes_scripted(boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-    """boxes_to_rois without the argument checks, for TorchScript (where the native op's checks
-    remain: they name ``rois`` rather than ``boxes``)."""
+def rois_from_boxes_unchecked(boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    """boxes_to_rois without the argument checks; also what TorchScript runs (the native op's
+    checks remain there: they name ``rois`` rather than ``boxes``)."""
     if isinstance(boxes, torch.Tensor):
         return boxes
     rows = [
@@ -135,7 +134,7 @@ def roi_align(
     """
     if torch.jit.is_scripting():
         return torch.ops.roiops.roi_align(
-            input, rois_from_boxes_scripted(boxes), spatial_scale, output_size[0], output_size[1],
+            input, rois_from_boxes_unchecked(boxes), spatial_scale, output_size[0], output_size[1],
             sampling_ratio, aligned,
         )
     return _roi_align_checked(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)

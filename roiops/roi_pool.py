@@ -7,12 +7,11 @@ first pixel in row-major order; a NaN in a bin wins (output NaN, as torch.max). 
 (outside the map, or a box with a NaN coordinate) gives 0 and no gradient.
 """
 
-
 import torch
 from torch import nn
 from torch.jit.annotations import BroadcastingList2
 
-from roiops.roi_align import check_roi_call, check_spatial_scale, pair_output_size, rois_from_boxes_scripted
+from roiops.roi_align import check_roi_call, check_spatial_scale, pair_output_size, rois_from_boxes_unchecked
 
 __all__ = ["roi_pool", "RoIPool"]
 
@@ -42,7 +41,7 @@ def roi_pool(
     """
     if torch.jit.is_scripting():
         output, _argmax = torch.ops.roiops.roi_pool(
-            input, rois_from_boxes_scripted(boxes), spatial_scale, output_size[0], output_size[1]
+            input, rois_from_boxes_unchecked(boxes), spatial_scale, output_size[0], output_size[1]
         )
         return output
     return _roi_pool_checked(input, boxes, output_size, spatial_scale)

@@ -87,8 +87,8 @@ PoolRois build_pool_rois(const char* op, const at::Tensor& rois, double spatial_
 // ---- forward: blocks of channels, several bins in flight --------------------------------------
 //
 // Tasks are (image, block of kLanes channels, run of that image's RoIs in spatial order). A task
-// reads its channels of a pixel as one vector of kLanes values (one cache line): in place from a
-// channels_last map, or from a scratch copy [H, W, kLanes] of its channel planes for NCHW. Working
+// copies the rows its RoIs read of its channels into a scratch [H, W, kLanes] (from either memory
+// format) and reads a pixel there as one vector of kLanes values (one cache line). Working
 // per block keeps what a task touches small (a 200 x 304 map is 3.9 MB per block of 16 floats),
 // so the ~10 overlapping RoIs that read each pixel find it in cache. The max over a bin is a chain
 // of compare-and-selects, one vector per pixel; the bins of a bin row (same pixel rows) run side
