@@ -379,6 +379,69 @@ __global__ void __launch_bounds__(kGatherThreads)
 
 constexpr int kRoisThreads = 256;
 
+// d(position)/d(box lo) and d(position)/d(box hi) of one sample along one axis.
+template <typename acc_t>
+struct SampleSlopes {
+  acc_t d_lo, d_hi;
+};
+
+// The walk of the per-RoI box-gradient kernels: for every sample of bin (ph, pw) of RoI r, calls
+// fn(ty, tx, slopes_y, slopes_x, v_ll, v_lh, v_hl, v_hh) with its taps, its position slopes and
+// the four corner values of `plane` (element strides st.h, st.w), in acc_t. The CPU's
+// for_each_sample_corners, with the taps computed on the fly.
+template <typename acc_t, typename scalar_t, typename Fn>
+__device__ inline void for_each_sample_corners(const RoiAlignRoi<acc_t>& r, const scalar_t* plane,
+                                               const StridesNCHW& st, int64_t height, int64_t width, acc_t scale,
+                                               int64_t ph, int64_t pw, Fn fn) {
+  int64_t iy0, iy1, ix0, ix1;
+  sample_index_range(r.ay, ph, height, &iy0, &iy1);
+  sample_index_range(r.ax, pw, width, &ix0, &ix1);
+  for (int64_t iy = iy0; iy < iy1; ++iy) {
+    const AxisSample<acc_t> ty = bilinear_axis(sample_position(r.ay, ph, iy), height);
+    if (!contributes(ty)) {
+      continue;
+    }
+    SampleSlopes<acc_t> sy;
+    sample_position_slopes(r.ay, scale, ph, iy, &sy.d_lo, &sy.d_hi);
+    const scalar_t* row_lo = plane + ty.low * st.h;
+    const scalar_t* row_hi = plane + ty.high * st.h;
+    for (int64_t ix = ix0; ix < ix1; ++ix) {
+      const AxisSample<acc_t> tx = bilinear_axis(sample_position(r.ax, pw, ix), width);
+      if (!contributes(tx)) {
+        continue;
+      }
+      SampleSlopes<acc_t> sx;
+      sample_position_slopes(r.ax, scale, pw, ix, &sx.d_lo, &sx.d_hi);
+      fn(ty, tx, sy, sx, static_cast<acc_t>(row_lo[tx.low * st.w]), static_cast<acc_t>(row_lo[tx.high * st.w]),
+         static_cast<acc_t>(row_hi[tx.low * st.w]), static_cast<acc_t>(row_hi[tx.high * st.w]));
+    }
+  }
+}
+
+// Sums every thread's (x1, y1, x2, y2) over the block in a fixed tree (deterministic) and writes
+// (0, x1, y1, x2, y2) to out[0 .. 5). Ends with a barrier, so partial can be reused.
+template <typename acc_t>
+__device__ inline void block_sum_box_row(acc_t (*partial)[kRoisThreads], acc_t x1, acc_t y1, acc_t x2, acc_t y2,
+                                         acc_t* out) {
+  partial[0][threadIdx.x] = x1;
+  partial[1][threadIdx.x] = y1;
+  partial[2][threadIdx.x] = x2;
+  partial[3][threadIdx.x] = y2;
+  __syncthreads();
+  for (int half = kRoisThreads / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) {
+      for (int j = 0; j < 4; ++j) {
+        partial[j][threadIdx.x] += partial[j][threadIdx.x + half];
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x < 5) {
+    out[threadIdx.x] = threadIdx.x == 0 ? acc_t(0) : partial[threadIdx.x - 1][0];
+  }
+  __syncthreads();
+}
+
 template <typename scalar_t>
 __global__ void __launch_bounds__(kRoisThreads)
     roi_align_backward_rois_kernel_cuda(const scalar_t* __restrict__ grad, StridesNCHW gs,
@@ -404,56 +467,20 @@ __global__ void __launch_bounds__(kRoisThreads)
           continue;
         }
         const scalar_t* plane = maps.data[r.level] + r.batch_index * st.n + c * st.c;
-        int64_t iy0, iy1, ix0, ix1;
-        sample_index_range(r.ay, ph, height, &iy0, &iy1);
-        sample_index_range(r.ax, pw, width, &ix0, &ix1);
-        for (int64_t iy = iy0; iy < iy1; ++iy) {
-          const AxisSample<acc_t> ty = bilinear_axis(sample_position(r.ay, ph, iy), height);
-          if (!contributes(ty)) {
-            continue;
-          }
-          acc_t ty_d_lo, ty_d_hi;
-          sample_position_slopes(r.ay, scale, ph, iy, &ty_d_lo, &ty_d_hi);
-          const scalar_t* row_lo = plane + ty.low * st.h;
-          const scalar_t* row_hi = plane + ty.high * st.h;
-          for (int64_t ix = ix0; ix < ix1; ++ix) {
-            const AxisSample<acc_t> tx = bilinear_axis(sample_position(r.ax, pw, ix), width);
-            if (!contributes(tx)) {
-              continue;
-            }
-            acc_t tx_d_lo, tx_d_hi;
-            sample_position_slopes(r.ax, scale, pw, ix, &tx_d_lo, &tx_d_hi);
-            const acc_t v_ll = static_cast<acc_t>(row_lo[tx.low * st.w]);
-            const acc_t v_lh = static_cast<acc_t>(row_lo[tx.high * st.w]);
-            const acc_t v_hl = static_cast<acc_t>(row_hi[tx.low * st.w]);
-            const acc_t v_hh = static_cast<acc_t>(row_hi[tx.high * st.w]);
-            acc_t d_y, d_x;
-            bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
-            dy1 += gb * d_y * ty_d_lo;
-            dy2 += gb * d_y * ty_d_hi;
-            dx1 += gb * d_x * tx_d_lo;
-            dx2 += gb * d_x * tx_d_hi;
-          }
-        }
+        for_each_sample_corners(
+            r, plane, st, height, width, scale, ph, pw,
+            [&](const AxisSample<acc_t>& ty, const AxisSample<acc_t>& tx, const SampleSlopes<acc_t>& sy,
+                const SampleSlopes<acc_t>& sx, acc_t v_ll, acc_t v_lh, acc_t v_hl, acc_t v_hh) {
+              acc_t d_y, d_x;
+              bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
+              dy1 += gb * d_y * sy.d_lo;
+              dy2 += gb * d_y * sy.d_hi;
+              dx1 += gb * d_x * sx.d_lo;
+              dx2 += gb * d_x * sx.d_hi;
+            });
       }
     }
-    partial[0][threadIdx.x] = dx1;
-    partial[1][threadIdx.x] = dy1;
-    partial[2][threadIdx.x] = dx2;
-    partial[3][threadIdx.x] = dy2;
-    __syncthreads();
-    for (int half = kRoisThreads / 2; half > 0; half /= 2) {
-      if (threadIdx.x < half) {
-        for (int j = 0; j < 4; ++j) {
-          partial[j][threadIdx.x] += partial[j][threadIdx.x + half];
-        }
-      }
-      __syncthreads();
-    }
-    if (threadIdx.x < 5) {
-      grad_rois[5 * k + threadIdx.x] = threadIdx.x == 0 ? acc_t(0) : partial[threadIdx.x - 1][0];
-    }
-    __syncthreads();  // partial is reused by the next RoI
+    block_sum_box_row(partial, dx1, dy1, dx2, dy2, grad_rois + 5 * k);
   }
 }
 
@@ -501,61 +528,25 @@ __global__ void __launch_bounds__(kRoisThreads)
       if (r.valid) {
         const acc_t gb = static_cast<acc_t>(grad[k * gs.n + c * gs.c + ph * gs.h + pw * gs.w]) * r.inv_count;
         const scalar_t* plane = maps.data[r.level] + r.batch_index * st.n + c * st.c;
-        int64_t iy0, iy1, ix0, ix1;
-        sample_index_range(r.ay, ph, height, &iy0, &iy1);
-        sample_index_range(r.ax, pw, width, &ix0, &ix1);
-        for (int64_t iy = iy0; iy < iy1; ++iy) {
-          const AxisSample<acc_t> ty = bilinear_axis(sample_position(r.ay, ph, iy), height);
-          if (!contributes(ty)) {
-            continue;
-          }
-          acc_t ty_d_lo, ty_d_hi;
-          sample_position_slopes(r.ay, scale, ph, iy, &ty_d_lo, &ty_d_hi);
-          const acc_t move_y = ty_d_lo * uy1 + ty_d_hi * uy2;
-          const scalar_t* row_lo = plane + ty.low * st.h;
-          const scalar_t* row_hi = plane + ty.high * st.h;
-          for (int64_t ix = ix0; ix < ix1; ++ix) {
-            const AxisSample<acc_t> tx = bilinear_axis(sample_position(r.ax, pw, ix), width);
-            if (!contributes(tx)) {
-              continue;
-            }
-            acc_t tx_d_lo, tx_d_hi;
-            sample_position_slopes(r.ax, scale, pw, ix, &tx_d_lo, &tx_d_hi);
-            const acc_t move_x = tx_d_lo * ux1 + tx_d_hi * ux2;
-            const acc_t v_ll = static_cast<acc_t>(row_lo[tx.low * st.w]);
-            const acc_t v_lh = static_cast<acc_t>(row_lo[tx.high * st.w]);
-            const acc_t v_hl = static_cast<acc_t>(row_hi[tx.low * st.w]);
-            const acc_t v_hh = static_cast<acc_t>(row_hi[tx.high * st.w]);
-            acc_t d_y, d_x;
-            bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
-            along += d_y * move_y + d_x * move_x;
-            const acc_t cross = gb * bilinear_cross_derivative(ty, tx, v_ll, v_lh, v_hl, v_hh);
-            ry1 += cross * move_x * ty_d_lo;
-            ry2 += cross * move_x * ty_d_hi;
-            rx1 += cross * move_y * tx_d_lo;
-            rx2 += cross * move_y * tx_d_hi;
-          }
-        }
+        for_each_sample_corners(
+            r, plane, st, height, width, scale, ph, pw,
+            [&](const AxisSample<acc_t>& ty, const AxisSample<acc_t>& tx, const SampleSlopes<acc_t>& sy,
+                const SampleSlopes<acc_t>& sx, acc_t v_ll, acc_t v_lh, acc_t v_hl, acc_t v_hh) {
+              const acc_t move_y = sy.d_lo * uy1 + sy.d_hi * uy2;
+              const acc_t move_x = sx.d_lo * ux1 + sx.d_hi * ux2;
+              acc_t d_y, d_x;
+              bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
+              along += d_y * move_y + d_x * move_x;
+              const acc_t cross = gb * bilinear_cross_derivative(ty, tx, v_ll, v_lh, v_hl, v_hh);
+              ry1 += cross * move_x * sy.d_lo;
+              ry2 += cross * move_x * sy.d_hi;
+              rx1 += cross * move_y * sx.d_lo;
+              rx2 += cross * move_y * sx.d_hi;
+            });
       }
       d_grad[k * ds.n + c * ds.c + ph * ds.h + pw * ds.w] = static_cast<scalar_t>(along * r.inv_count);
     }
-    partial[0][threadIdx.x] = rx1;
-    partial[1][threadIdx.x] = ry1;
-    partial[2][threadIdx.x] = rx2;
-    partial[3][threadIdx.x] = ry2;
-    __syncthreads();
-    for (int half = kRoisThreads / 2; half > 0; half /= 2) {
-      if (threadIdx.x < half) {
-        for (int j = 0; j < 4; ++j) {
-          partial[j][threadIdx.x] += partial[j][threadIdx.x + half];
-        }
-      }
-      __syncthreads();
-    }
-    if (threadIdx.x < 5) {
-      d_rois[5 * k + threadIdx.x] = threadIdx.x == 0 ? acc_t(0) : partial[threadIdx.x - 1][0];
-    }
-    __syncthreads();  // partial is reused by the next RoI
+    block_sum_box_row(partial, rx1, ry1, rx2, ry2, d_rois + 5 * k);
   }
 }
 
