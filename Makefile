@@ -11,7 +11,7 @@ CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name 
 HYPOTHESIS_PROFILE ?= ci
 PYTEST_ARGS ?=
 
-.PHONY: all build test bench demo cuda-check lint clean
+.PHONY: all build test test-thorough mutate bench demo cuda-check lint clean
 
 all: build
 
@@ -33,6 +33,16 @@ build: $(EXT)
 
 test: build
 	$(PY) -m pytest tests -q --hypothesis-profile=$(HYPOTHESIS_PROFILE) $(PYTEST_ARGS)
+
+# Before landing a kernel change: the roiops suite with 20x the hypothesis examples from a fresh
+# draw (pass HYPOTHESIS_SEED=N to replay one), then the planted-bug check of csrc/mutations.toml.
+HYPOTHESIS_SEED ?=
+test-thorough: build
+	$(PY) -m pytest tests/roiops -q -p no:cacheprovider --hypothesis-profile=thorough \
+		$(if $(HYPOTHESIS_SEED),--hypothesis-seed=$(HYPOTHESIS_SEED)) $(PYTEST_ARGS)
+
+mutate: build
+	$(PY) tools/mutate.py
 
 bench: build
 	$(PY) benchmarks/run_all.py

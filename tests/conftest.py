@@ -1,7 +1,8 @@
 """Shared test fixtures: the device parameter and hypothesis profiles.
 
 Profiles: ``dev`` (quick, random) for local iteration, ``ci`` (derandomized, more examples) for
-``make test`` and CI. Select with ``--hypothesis-profile=NAME``.
+``make test`` and CI, ``thorough`` (20x ci's examples, random) for a sweep before landing. Select
+with ``--hypothesis-profile=NAME``; ``--hypothesis-seed=N`` picks the draw of the random ones.
 """
 
 import pytest
@@ -19,6 +20,17 @@ settings.register_profile(
     max_examples=40,
     deadline=None,
     derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+# 20x ci's examples from a fresh random draw each run and no example database: the sweep to run
+# once before landing a change to a kernel or a strategy (`make test-thorough`), so that no test
+# passes only by the luck of ci's fixed draw.
+settings.register_profile(
+    "thorough",
+    max_examples=800,
+    deadline=None,
+    database=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
