@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 from hypothesis import given
-from roi_pooling_cases import build, roi_cases
+from roi_pooling_cases import build, roi_align_bins_on_a_rounding_edge, roi_cases
 
 import roiops
 from roiops._reference import roi_align_reference
@@ -29,12 +29,41 @@ def test_matches_definition_in_float64(case):
 
 
 @given(roi_cases())
-def test_matches_torchvision_in_float32(case):
+def test_matches_torchvision_in_float32_away_from_rounding_edges(case):
+    # The contract (README, "float32"): torchvision's values to float32 rounding, except in bins
+    # where the exact geometry puts a sample on the map border or an adaptive count on a step;
+    # there either side of the jump is a correct rounding (roi_align_bins_on_a_rounding_edge).
     x, rois = build(case)
     expected = torchvision.ops.roi_align(
         x, rois, case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"]
     )
-    torch.testing.assert_close(call(case, x, rois), expected, atol=1e-5, rtol=0)
+    keep = ~roi_align_bins_on_a_rounding_edge(case, rois)[:, None].expand_as(expected)
+    torch.testing.assert_close(call(case, x, rois)[keep], expected[keep], atol=1e-5, rtol=0)
+
+
+def test_samples_exactly_on_the_map_border_read_the_border_pixel():
+    # Samples in [-1, W] are on the map, both ends included. Box 1: x = 4.5 + (3 + 0.5) * 9 / 7 = 9
+    # = W exactly reads pixel 8 (torchvision's unfused float32 arithmetic rounds it to 9.000001 and
+    # returns 0 there; roiops keeps the exact position). Box 2: x = -1.5 + 0.5 = -1 reads pixel 0.
+    x = torch.arange(1.0, 10.0).view(1, 1, 1, 9)
+    rois = torch.tensor([[0, 4.5, 0.0, 13.5, 0.5], [0, -1.5, 0.0, 5.5, 0.5]])
+    for dtype in (torch.float32, torch.float64):
+        out = roiops.roi_align(x.to(dtype), rois.to(dtype), (1, 7), 1.0, 1, False)
+        assert out[0, 0, 0, 3].item() == 9.0 and out[1, 0, 0, 0].item() == 1.0
+    expected = roi_align_reference(x.double(), rois.double(), (1, 7), 1.0, 1, False)
+    assert expected[0, 0, 0, 3].item() == 9.0 and expected[1, 0, 0, 0].item() == 1.0
+
+
+def test_rounding_edge_mask_finds_the_border_sample_and_nothing_else():
+    case = {"shape": (1, 1, 1, 9), "output_size": (1, 7), "spatial_scale": 1.0, "sampling_ratio": 1,
+            "aligned": False}
+    mask = roi_align_bins_on_a_rounding_edge(case, torch.tensor([[0, 4.5, 0.0, 13.5, 0.5]]))
+    assert mask.tolist() == [[[False, False, False, True, False, False, False]]]
+    # Adaptive counts: a 14-pixel box in 7 bins sits on the step from 2 to 3 samples per bin.
+    case = dict(case, sampling_ratio=0, shape=(1, 1, 30, 30), output_size=(7, 7))
+    rois = torch.tensor([[0, 3.0, 3.2, 17.0, 9.9], [0, 3.0, 3.2, 17.5, 9.9]])
+    mask = roi_align_bins_on_a_rounding_edge(case, rois)
+    assert mask[0].all() and not mask[1].any()
 
 
 @given(roi_cases())
