@@ -356,3 +356,33 @@ def test_opcheck_native_ops():
     torch.library.opcheck(torch.ops.roiops.nms.default, (boxes, scores, 0.5))
     torch.library.opcheck(torch.ops.roiops.batched_nms.default, (boxes, scores, idxs, 0.5))
     torch.library.opcheck(torch.ops.roiops.soft_nms.default, (boxes, scores, 0.3, 0.5, 0.01, 1))
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.1, 0.2, 0.3, 0.45])
+def test_nms_equals_torchvision_at_low_thresholds_with_sizes_spanning_25x(threshold):
+    # At t < 1/2 two boxes with IoU > t can sit (1 - t) / (2t) widths apart, centre to centre, much
+    # farther than at high thresholds: the grid search (n >= 48) must reach that far, across box
+    # sizes that differ by more than 10x.
+    g = torch.Generator().manual_seed(int(threshold * 100))
+    for _ in range(60):
+        n = int(torch.randint(48, 400, (1,), generator=g))
+        ctr = torch.rand(n, 2, generator=g) * 300
+        side = 4 * 25 ** torch.rand(n, 1, generator=g)  # 4 to 100 pixels, log-uniform
+        wh = side * (0.5 + torch.rand(n, 2, generator=g))
+        boxes = torch.cat([ctr - wh / 2, ctr + wh / 2], 1)
+        scores = torch.rand(n, generator=g)
+        expected = torchvision.ops.nms(boxes, scores, threshold)
+        assert torch.equal(roiops.nms(boxes, scores, threshold), expected)
+
+
+def test_nms_suppresses_a_small_box_whose_wide_suppressor_is_centred_far_away():
+    # IoU([0,0,3,1], [0,0,1,1]) = 1/3 > 0.3, with the centres a full small-box width apart; ~100
+    # far-away tiny boxes put the search on its grid path.
+    g = torch.Generator().manual_seed(5)
+    tiny_xy = 50 + torch.rand(100, 2, generator=g) * 400
+    tiny = torch.cat([tiny_xy, tiny_xy + 0.5], 1)
+    boxes = torch.cat([torch.tensor([[0.0, 0, 3, 1], [0, 0, 1, 1]]), tiny])
+    scores = torch.cat([torch.tensor([0.9, 0.5]), torch.rand(100, generator=g) * 0.4])
+    keep = roiops.nms(boxes, scores, 0.3)
+    assert 0 in keep.tolist() and 1 not in keep.tolist()
+    assert torch.equal(keep, torchvision.ops.nms(boxes, scores, 0.3))
