@@ -18,6 +18,10 @@ def random_boxes(n: int, g: torch.Generator, dtype=torch.float32) -> torch.Tenso
     return torch.cat([xy, xy + wh], 1).to(dtype)
 
 
+# Every weight different: a coder that swaps x and y, or the centre and size weights, fails.
+ASYMMETRIC_WEIGHTS = (20.0, 10.0, 7.0, 3.0)
+
+
 def reference_encode(gt: torch.Tensor, p: torch.Tensor, weights) -> torch.Tensor:
     """The formula of Girshick et al. 2014 (appendix C) with weights, in float64."""
     gt, p = gt.double(), p.double()
@@ -30,7 +34,7 @@ def reference_encode(gt: torch.Tensor, p: torch.Tensor, weights) -> torch.Tensor
                         ww * torch.log(gw / pw), wh * torch.log(gh / ph)], 1)
 
 
-@pytest.mark.parametrize("weights", [(10.0, 10.0, 5.0, 5.0), (1.0, 1.0, 1.0, 1.0), (20.0, 10.0, 7.0, 3.0)])
+@pytest.mark.parametrize("weights", [(10.0, 10.0, 5.0, 5.0), (1.0, 1.0, 1.0, 1.0), ASYMMETRIC_WEIGHTS])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_encode_matches_formula_and_torchvision_bitwise(weights, dtype):
     g = torch.Generator().manual_seed(0)
@@ -77,7 +81,8 @@ positive_boxes = st.lists(
 )
 
 
-@given(positive_boxes, positive_boxes, st.sampled_from([(10.0, 10.0, 5.0, 5.0), (1.0, 1.0, 1.0, 1.0)]))
+@given(positive_boxes, positive_boxes,
+       st.sampled_from([(10.0, 10.0, 5.0, 5.0), (1.0, 1.0, 1.0, 1.0), ASYMMETRIC_WEIGHTS]))
 def test_decode_inverts_encode(gt_rows, p_rows, weights):
     n = min(len(gt_rows), len(p_rows))
     to_xyxy = lambda rows: torch.tensor(rows[:n], dtype=torch.float64) @ torch.tensor(  # noqa: E731
@@ -140,3 +145,24 @@ def test_encode_decode_compile_fullgraph():
     gt, p = random_boxes(10, g), random_boxes(10, g)
     codes = torch.randn(10, 12, generator=g)
     torch.testing.assert_close(torch.compile(f, fullgraph=True)(gt, p, codes), f(gt, p, codes))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_decode_with_asymmetric_weights_matches_formula_and_torchvision_bitwise(dtype):
+    g = torch.Generator().manual_seed(3)
+    boxes = random_boxes(300, g, dtype)
+    codes = (torch.randn(300, 8, generator=g, dtype=torch.float64) * 3).to(dtype)
+    ours = roiops.BoxCoder(ASYMMETRIC_WEIGHTS).decode_single(codes, boxes)
+    assert torch.equal(ours, TorchvisionBoxCoder(ASYMMETRIC_WEIGHTS).decode_single(codes, boxes))
+    # The formula, inverted by hand: centre += (d / w_xy) * size, size *= exp(d / w_wh).
+    b, c = boxes.double(), codes.double().view(300, 2, 4)
+    wx, wy, ww, wh = ASYMMETRIC_WEIGHTS
+    pw, ph = (b[:, 2] - b[:, 0])[:, None], (b[:, 3] - b[:, 1])[:, None]
+    px, py = b[:, 0:1] + pw / 2, b[:, 1:2] + ph / 2
+    clip = math.log(1000.0 / 16)
+    cx, cy = px + c[..., 0] / wx * pw, py + c[..., 1] / wy * ph
+    w = pw * torch.exp((c[..., 2] / ww).clamp(max=clip))
+    h = ph * torch.exp((c[..., 3] / wh).clamp(max=clip))
+    expected = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).view(300, 8)
+    tol = 1e-3 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(ours.double(), expected, atol=tol, rtol=1e-5)
