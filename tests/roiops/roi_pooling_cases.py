@@ -45,10 +45,10 @@ def build(case, dtype=torch.float32):
     return x, rois
 
 
-def roi_align_bins_on_a_rounding_edge(case, rois: torch.Tensor) -> torch.Tensor:
-    """Bool[K, PH, PW]: the RoIAlign bins whose float32 value may legitimately differ between two
-    correct implementations, because the exact (float64) geometry of the case puts one of the bin's
-    samples, or its adaptive sample count, within float32 rounding of a jump of the definition.
+def roi_align_bins_on_a_rounding_edge(case, rois: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """Bool[K, PH, PW]: the RoIAlign bins whose value in `dtype` may legitimately differ between
+    two correct implementations, because the exact geometry of the case puts one of the bin's
+    samples, or its adaptive sample count, within `dtype` rounding of a jump of the definition.
 
     RoIAlign is continuous in the sample positions except at three places: a sample at exactly -1
     or at the map size (H or W) is read from the border pixel, one a rounding error beyond is 0; an
@@ -56,7 +56,8 @@ def roi_align_bins_on_a_rounding_edge(case, rois: torch.Tensor) -> torch.Tensor:
     is 0 (the bin pools to 0) once an aligned box's size drops to 0. Whether a float32 kernel lands
     on one side or the other depends on its operation order and on fused multiply-adds (roiops' CPU
     build contracts, torchvision's does not, nvcc does), not on correctness. Comparisons between
-    implementations in float32 mask these bins; float64 comparisons need no mask.
+    implementations mask these bins (in float64 they are rare but exist: a draw of "nice"
+    coordinates can land a sample exactly on the border there too).
     """
     n_rois = rois.shape[0]
     ph, pw = case["output_size"]
@@ -70,7 +71,7 @@ def roi_align_bins_on_a_rounding_edge(case, rois: torch.Tensor) -> torch.Tensor:
             start = boxes[k, lo_col].item() * scale - offset
             end = boxes[k, hi_col].item() * scale - offset
             # Rounding in float32 is relative to the magnitudes the kernel adds up.
-            tol = 64 * 2.0**-24 * (1.0 + abs(start) + abs(end) + size)
+            tol = 64 * torch.finfo(dtype).eps * (1.0 + abs(start) + abs(end) + size)
             clamped = not aligned and end - start < 1.0 - tol  # exactly 1 on both sides then
             extent = 1.0 if clamped else max(end - start, 1.0) if not aligned else end - start
             ratio = extent / pooled

@@ -25,7 +25,8 @@ def test_matches_definition_in_float64(case):
     expected = roi_align_reference(
         x, rois, case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"]
     )
-    torch.testing.assert_close(call(case, x, rois), expected, atol=1e-12, rtol=0)
+    keep = ~roi_align_bins_on_a_rounding_edge(case, rois, torch.float64)[:, None].expand_as(expected)
+    torch.testing.assert_close(call(case, x, rois)[keep], expected[keep], atol=1e-12, rtol=0)
 
 
 @given(roi_cases())
