@@ -36,12 +36,13 @@ test: build
 	$(PY) -m pytest tests -q --hypothesis-profile=$(HYPOTHESIS_PROFILE) $(PYTEST_ARGS)
 
 # Kernel microbenchmarks on pytest-benchmark (each run also saved under .benchmarks/ for
-# --benchmark-compare); then the two scripts: CUDA kernels (skips without a
+# --benchmark-compare) and their ratio table; then the two scripts: CUDA kernels (skips without a
 # GPU) and whole models. BENCH_ARGS go to pytest, e.g. BENCH_ARGS="--threads 1 -k nms".
 bench: build
 	mkdir -p benchmarks/results
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-autosave \
 		--benchmark-json=benchmarks/results/kernels.json $(BENCH_ARGS)
+	$(PY) benchmarks/ratios.py benchmarks/results/kernels.json
 	$(PY) benchmarks/bench_cuda.py
 	$(PY) benchmarks/bench_models.py
 
