@@ -10,6 +10,7 @@ EXT := roiops/_C.abi3.so
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 HYPOTHESIS_PROFILE ?= ci
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: all build test test-thorough mutate bench demo cuda-check lint clean
 
@@ -44,8 +45,16 @@ test-thorough: build
 mutate: build
 	$(PY) tools/mutate.py
 
+# Kernel microbenchmarks on pytest-benchmark (each run also saved under .benchmarks/ for
+# --benchmark-compare) and their ratio table; then the two scripts: CUDA kernels (skips without a
+# GPU) and whole models. BENCH_ARGS go to pytest, e.g. BENCH_ARGS="--threads 1 -k nms".
 bench: build
-	$(PY) benchmarks/run_all.py
+	mkdir -p benchmarks/results
+	$(PY) -m pytest benchmarks --benchmark-only --benchmark-autosave \
+		--benchmark-json=benchmarks/results/kernels.json $(BENCH_ARGS)
+	$(PY) benchmarks/ratios.py benchmarks/results/kernels.json
+	$(PY) benchmarks/bench_cuda.py
+	$(PY) benchmarks/bench_models.py
 
 demo: build
 	$(PY) -m maskzoo demo --out out/demo

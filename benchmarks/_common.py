@@ -1,8 +1,9 @@
-"""What every benchmark script shares: allocator setting, thread count, timing, table and JSON output.
+"""What the benchmarks share: the allocator setting (every benchmark), and for the scripts that do
+not run under pytest-benchmark (bench_cuda.py, bench_models.py) timing, table and JSON output.
 
-Each script measures roiops and its torchvision counterpart in the same process, under the same
-allocator and thread settings, and reports medians and their ratio. The machine is shared and
-noisy: read the ratios, not the absolute times.
+Each benchmark measures roiops and its torchvision counterpart in the same process, under the same
+allocator and thread settings. The machine is shared and noisy: read the ratios, not the absolute
+times.
 """
 
 import argparse
@@ -52,7 +53,6 @@ def median_ms(fn, min_run_time: float) -> float:
 
 def parse_args(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--allocator", choices=["default", "kept"], default="kept",
                         help="glibc default, or keep freed memory in the process (see keep_freed_memory)")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per measurement")
@@ -78,16 +78,3 @@ def report(topic: str, rows: list[Row], args: argparse.Namespace) -> None:
         json.dump({"topic": topic, "allocator": args.allocator, "torch": torch.__version__,
                    "rows": [dict(asdict(r), speedup=r.speedup) for r in rows]}, f, indent=1)
     print(f"(written to {os.path.relpath(path)})")
-
-
-def run_threads(threads: list[int], body) -> list[Row]:
-    """Calls body(num_threads) -> list[Row] under each thread count."""
-    before = torch.get_num_threads()
-    rows: list[Row] = []
-    try:
-        for t in threads:
-            torch.set_num_threads(t)
-            rows += body(t)
-    finally:
-        torch.set_num_threads(before)
-    return rows

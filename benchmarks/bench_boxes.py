@@ -1,12 +1,16 @@
-"""Box ops against torchvision.ops: box_iou of 2k x 20k boxes; BoxCoder encode / decode of 200k boxes
+"""Box ops against torchvision: box_iou of 2k x 20k boxes; BoxCoder encode / decode of 200k boxes
 (decode with 1 class and with 91 classes) against torchvision's BoxCoder."""
 
+import pytest
 import torch
 import torchvision
-from _common import Row, median_ms, parse_args, report, run_threads
 from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 
 import roiops
+
+IOU_SHAPE = (2000, 20000)
+CODED = 200000
+WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
 
 def random_boxes(n: int, g: torch.Generator) -> torch.Tensor:
@@ -15,38 +19,47 @@ def random_boxes(n: int, g: torch.Generator) -> torch.Tensor:
     return torch.cat([xy, xy + wh], dim=1)
 
 
-def main() -> None:
-    args = parse_args(__doc__)
+@pytest.fixture(scope="module")
+def data() -> dict:
     g = torch.Generator().manual_seed(0)
-    n, m = (200, 2000) if args.quick else (2000, 20000)
-    a, b = random_boxes(n, g), random_boxes(m, g)
-
-    k = 20000 if args.quick else 200000
-    gt, proposals = random_boxes(k, g), random_boxes(k, g)
-    codes1 = torch.randn(k, 4, generator=g)
-    codes91 = torch.randn(k // 10, 4 * 91, generator=g)
-    coder, tv_coder = roiops.BoxCoder(), TorchvisionBoxCoder((10.0, 10.0, 5.0, 5.0))
-    coding_cases = [
-        (f"BoxCoder.encode {k}", lambda: coder.encode(gt, proposals),
-         lambda: tv_coder.encode_single(gt, proposals)),
-        (f"BoxCoder.decode {k} x 1 class", lambda: coder.decode(codes1, proposals),
-         lambda: tv_coder.decode(codes1, [proposals])),
-        (f"BoxCoder.decode {k // 10} x 91 classes", lambda: coder.decode(codes91, proposals[: k // 10]),
-         lambda: tv_coder.decode(codes91, [proposals[: k // 10]])),
-    ]
-
-    def body(t: int) -> list[Row]:
-        ours = median_ms(lambda: roiops.box_iou(a, b), args.min_run_time)
-        theirs = median_ms(lambda: torchvision.ops.box_iou(a, b), args.min_run_time)
-        rows = [Row(f"box_iou {n} x {m}", t, ours, theirs)]
-        # ---- box coding (issue 4) ----
-        for name, fn_ours, fn_theirs in coding_cases:
-            mine, tv = median_ms(fn_ours, args.min_run_time), median_ms(fn_theirs, args.min_run_time)
-            rows.append(Row(name, t, mine, tv))
-        return rows
-
-    report("boxes", run_threads(args.threads, body), args)
+    a, b = (random_boxes(n, g) for n in IOU_SHAPE)
+    gt, proposals = random_boxes(CODED, g), random_boxes(CODED, g)
+    return {
+        "iou": (a, b),
+        "gt": gt,
+        "proposals": proposals,
+        "codes1": torch.randn(CODED, 4, generator=g),
+        "codes91": torch.randn(CODED // 10, 4 * 91, generator=g),
+    }
 
 
-if __name__ == "__main__":
-    main()
+@pytest.mark.parametrize("impl", ["roiops", "torchvision"])
+def test_box_iou(benchmark, data, impl):
+    benchmark.group = f"box_iou {IOU_SHAPE[0]} x {IOU_SHAPE[1]}"
+    op = roiops.box_iou if impl == "roiops" else torchvision.ops.box_iou
+    benchmark(op, *data["iou"])
+
+
+# case: (group, roiops call, torchvision call), each call taking (coder, data).
+CODING = {
+    "encode": (f"BoxCoder.encode {CODED}",
+               lambda c, d: c.encode(d["gt"], d["proposals"]),
+               lambda c, d: c.encode_single(d["gt"], d["proposals"])),
+    "decode1": (f"BoxCoder.decode {CODED} x 1 class",
+                lambda c, d: c.decode(d["codes1"], d["proposals"]),
+                lambda c, d: c.decode(d["codes1"], [d["proposals"]])),
+    "decode91": (f"BoxCoder.decode {CODED // 10} x 91 classes",
+                 lambda c, d: c.decode(d["codes91"], d["proposals"][: CODED // 10]),
+                 lambda c, d: c.decode(d["codes91"], [d["proposals"][: CODED // 10]])),
+}
+
+
+@pytest.mark.parametrize("impl", ["roiops", "torchvision"])
+@pytest.mark.parametrize("case", list(CODING))
+def test_box_coder(benchmark, data, case, impl):
+    group, ours, theirs = CODING[case]
+    benchmark.group = group
+    if impl == "roiops":
+        benchmark(ours, roiops.BoxCoder(WEIGHTS), data)
+    else:
+        benchmark(theirs, TorchvisionBoxCoder(WEIGHTS), data)

@@ -317,7 +317,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-inference", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="accepted for make bench; same as --repeats 1")
+    parser.add_argument("--quick", action="store_true", help="same as --repeats 1")
     args, _ = parser.parse_known_args()
     if args.quick:
         args.repeats = 1

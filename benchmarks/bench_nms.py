@@ -1,12 +1,15 @@
 """NMS against torchvision.ops: nms of clustered boxes (1k to 100k, IoU 0.7 and 0.5) and batched_nms
-with 80 classes (torchvision's faster of its two strategies: per-class loop or coordinate offset)."""
+with 80 classes against both of torchvision's strategies (per-class loop, coordinate offset)."""
 
+import pytest
 import torch
 import torchvision
-from _common import Row, median_ms, parse_args, report, run_threads
 from torchvision.ops.boxes import _batched_nms_coordinate_trick, _batched_nms_vanilla
 
 import roiops
+
+SIZES = [1000, 5000, 20000, 100000]
+BATCHED_BOXES, CLASSES = 20000, 80
 
 
 def clustered_boxes(n: int, g: torch.Generator, image: float = 1000.0):
@@ -20,34 +23,38 @@ def clustered_boxes(n: int, g: torch.Generator, image: float = 1000.0):
     return torch.cat([ctr - wh / 2, ctr + wh / 2], 1), torch.rand(n, generator=g)
 
 
-def main() -> None:
-    args = parse_args(__doc__)
+@pytest.fixture(scope="module")
+def data() -> dict:
     g = torch.Generator().manual_seed(0)
-    sizes = [1000, 5000] if args.quick else [1000, 5000, 20000, 100000]
-    cases = {n: clustered_boxes(n, g) for n in sizes}
-    n_batched = 2000 if args.quick else 20000
-    b_boxes, b_scores = clustered_boxes(n_batched, g)
-    b_idxs = torch.randint(0, 80, (n_batched,), generator=g)
-
-    def body(t: int) -> list[Row]:
-        rows = []
-        for threshold in (0.7, 0.5):
-            for n, (boxes, scores) in cases.items():
-                # torchvision's quadratic kernel takes seconds at 100k: time fewer runs of it.
-                budget = min(args.min_run_time, 0.05) if n >= 100000 else args.min_run_time
-                args_ = (boxes, scores, threshold)
-                ours = median_ms(lambda a=args_: roiops.nms(*a), args.min_run_time)
-                theirs = median_ms(lambda a=args_: torchvision.ops.nms(*a), budget)
-                rows.append(Row(f"nms {n} clustered, IoU {threshold}", t, ours, theirs))
-        ours = median_ms(lambda: roiops.batched_nms(b_boxes, b_scores, b_idxs, 0.5), args.min_run_time)
-        loop = median_ms(lambda: _batched_nms_vanilla(b_boxes, b_scores, b_idxs, 0.5), args.min_run_time)
-        trick = median_ms(lambda: _batched_nms_coordinate_trick(b_boxes, b_scores, b_idxs, 0.5),
-                          args.min_run_time)
-        rows.append(Row(f"batched_nms {n_batched}, 80 classes (tv: best of 2)", t, ours, min(loop, trick)))
-        return rows
-
-    report("nms", run_threads(args.threads, body), args)
+    cases = {n: clustered_boxes(n, g) for n in SIZES}
+    boxes, scores = clustered_boxes(BATCHED_BOXES, g)
+    classes = torch.randint(0, CLASSES, (BATCHED_BOXES,), generator=g)
+    return {"nms": cases, "batched": (boxes, scores, classes)}
 
 
-if __name__ == "__main__":
-    main()
+@pytest.mark.parametrize("impl", ["roiops", "torchvision"])
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("iou", [0.7, 0.5])
+def test_nms(benchmark, data, iou, n, impl):
+    benchmark.group = f"nms {n} clustered, IoU {iou}"
+    op = roiops.nms if impl == "roiops" else torchvision.ops.nms
+    boxes, scores = data["nms"][n]
+    if impl == "torchvision" and n >= 100000:
+        # torchvision's quadratic kernel takes tens of seconds here: one timed call, whatever
+        # --benchmark-min-rounds says.
+        benchmark.pedantic(op, (boxes, scores, iou), rounds=1)
+    else:
+        benchmark(op, boxes, scores, iou)
+
+
+BATCHED = {
+    "roiops": roiops.batched_nms,
+    "torchvision_per_class": _batched_nms_vanilla,
+    "torchvision_offset": _batched_nms_coordinate_trick,
+}
+
+
+@pytest.mark.parametrize("impl", list(BATCHED))
+def test_batched_nms(benchmark, data, impl):
+    benchmark.group = f"batched_nms {BATCHED_BOXES}, {CLASSES} classes"
+    benchmark(BATCHED[impl], *data["batched"], 0.5)

@@ -1,13 +1,7 @@
-"""The benchmark harness measures what it says it measures."""
-
-import os
-import sys
+"""The timing helper of the benchmark scripts measures what it says it measures."""
 
 import torch
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks"))
-
-from _common import median_ms  # noqa: E402
+from _common import median_ms
 
 
 def test_median_ms_runs_under_the_callers_thread_count():
