@@ -2,10 +2,10 @@
 
 Inference: batches of 1 and 8 images of 800 x 1216 (no resizing at the default 800 / 1333), 100
 detections each, in fp32 (TF32 off, so that "equal outputs" means fp32 agreement) and under bf16
-autocast; per image, the detection counts, largest box difference and label agreement against
-torchvision's outputs. Training: one SGD step (forward, backward, update) on 2 images of 800 x 800
-with 3 objects each, in fp32 and with AMP (float16 autocast and a GradScaler, as maskzoo's
-training loop runs it).
+autocast; against torchvision's outputs, per image the detection counts, and each detection
+matched to one of the same label: the largest box difference and the detections left unmatched.
+Training: one SGD step (forward, backward, update) on 2 images of 800 x 800 with 3 objects each,
+in fp32 and with AMP (float16 autocast and a GradScaler, as maskzoo's training loop runs it).
 
 The weights: bench_models.torchvision_model (frozen batch norm with non-trivial statistics,
 peaked class scores), saved as a state_dict and loaded with ``maskzoo.build("r50_fpn",
@@ -66,21 +66,51 @@ def build_pair(device: torch.device, size: tuple[int, int], training: bool, tiny
     return (tv.train(), mz.train()) if training else (tv.eval(), mz.eval())
 
 
-def compare(tv_out, mz_out) -> dict:
-    """Per-batch agreement: detections in both, largest box difference (px), labels equal."""
-    counts, box_diff, labels_equal = [], 0.0, True
-    for a, b in zip(tv_out, mz_out):
-        counts.append((int(a["boxes"].shape[0]), int(b["boxes"].shape[0])))
-        n = min(counts[-1])
-        if n:
-            box_diff = max(box_diff, float((a["boxes"][:n].float() - b["boxes"][:n].float()).abs().max()))
-            labels_equal &= bool(torch.equal(a["labels"][:n], b["labels"][:n]))
-    return {
+def agreement(reference, other, masks: bool = False) -> dict:
+    """How far two detectors' outputs (lists of per-image dicts, any devices) agree.
+
+    Per image the detection counts; each reference detection is matched to the unused detection of
+    the same label with the nearest box (two near-equal scores may swap places between devices or
+    implementations, so the order is reported but not required); the largest box difference of the
+    matched pairs (px); with ``masks``, the IoU of the masks thresholded at 0.5, pooled over the
+    matched pairs. ``unmatched`` counts the detections of either side left without a partner.
+    """
+    counts, unmatched, box_diff, same_order, inter, union = [], 0, 0.0, True, 0, 0
+    for a, b in zip(reference, other):
+        a = {k: v.detach().cpu() for k, v in a.items()}
+        b = {k: v.detach().cpu() for k, v in b.items()}
+        n, m = int(a["boxes"].shape[0]), int(b["boxes"].shape[0])
+        counts.append((n, m))
+        same_order &= n == m and bool(torch.equal(a["labels"], b["labels"]))
+        if n == 0 or m == 0:
+            unmatched += n + m
+            continue
+        dist = (a["boxes"].double()[:, None, :] - b["boxes"].double()[None, :, :]).abs().amax(dim=2)
+        dist[a["labels"][:, None] != b["labels"][None, :]] = float("inf")
+        used = torch.zeros(m, dtype=torch.bool)
+        for i in range(n):
+            row = dist[i].masked_fill(used, float("inf"))
+            j = int(row.argmin())
+            if row[j] == float("inf"):
+                unmatched += 1
+                continue
+            used[j] = True
+            box_diff = max(box_diff, float(row[j]))
+            if masks:
+                ma, mb = a["masks"][i] > 0.5, b["masks"][j] > 0.5
+                inter += int((ma & mb).sum())
+                union += int((ma | mb).sum())
+        unmatched += m - int(used.sum())
+    result = {
         "detections": counts,
+        "unmatched": unmatched,
         "max_box_diff_px": box_diff,
-        "labels_equal": labels_equal,
-        "equal": all(x == y for x, y in counts) and labels_equal and box_diff <= 1e-2,
+        "same_order": same_order,
     }
+    result["equal"] = all(x == y for x, y in counts) and unmatched == 0 and box_diff <= 1e-2
+    if masks:
+        result["mask_iou"] = inter / union if union else 1.0
+    return result
 
 
 def training_targets(num_images: int, size: int, device, g):
@@ -137,7 +167,7 @@ class Runner:
                         return model(images[:batch])
 
                 try:
-                    outputs = compare(run(tv), run(mz))
+                    outputs = agreement(run(tv), run(mz))
                     tv_ms, mz_ms = self.time(lambda: run(tv)), self.time(lambda: run(mz))
                 except Exception as err:  # noqa: BLE001  (report, go on with the next case)
                     self.error(what, err)

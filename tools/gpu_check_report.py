@@ -209,7 +209,7 @@ def markdown(data: dict) -> str:
             o = r["outputs"]
             agree = (
                 f"equal: {o['equal']} (max box diff {o['max_box_diff_px']:.1e} px, "
-                f"labels equal {o['labels_equal']})"
+                f"unmatched {o['unmatched']}, same order {o['same_order']})"
             )
             lines.append(
                 f"| {r['case']} | {r['torchvision_ms']:.2f} | {r['maskzoo_ms']:.2f} | "

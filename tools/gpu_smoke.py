@@ -3,16 +3,17 @@
 Checks, one PASS/FAIL line each:
   1. r50_fpn inference on two images (480 x 640 and 600 x 500) on the GPU: finite outputs on the
      GPU, at least one detection per image.
-  2. The same weights on the CPU: per image the same number of detections, the same labels in the
-     same order, boxes within 1e-2 px, mask IoU (masks thresholded at 0.5, pooled over the
-     detections) above 0.98. TF32 is off for this: it is an fp32 comparison.
+  2. The same weights on the CPU: per image the same number of detections, each matched to one of
+     the other device's with the same label and boxes within 1e-2 px (the order is reported, not
+     required: near-equal scores may swap places), mask IoU (masks thresholded at 0.5, pooled over
+     the matched pairs) above 0.98. TF32 is off for this: it is an fp32 comparison.
   3. r18_fpn, three SGD steps in fp32 and three with AMP (float16 autocast and a GradScaler, as
      maskzoo's training loop runs it): every loss finite.
 
 The r50_fpn weights are torchvision's Mask R-CNN layout with random weights, frozen batch norm
 statistics and peaked class scores (benchmarks/bench_models.py), loaded with
 ``maskzoo.build("r50_fpn", checkpoint=...)``: well separated scores, so that "the same
-detections in the same order" is a fair demand of two devices.
+detections" is a fair demand of two devices.
 
     python tools/gpu_smoke.py --json smoke.json
     python tools/gpu_smoke.py --device cpu --tiny     # the CPU dry run: r18_fpn, 64 px, CPU for both
@@ -41,6 +42,7 @@ MASK_IOU_MIN = 0.98
 
 sys.path.insert(0, BENCHMARKS)
 from bench_models_cuda import TINY_OVERRIDES as TINY  # noqa: E402  (the dry run's small model settings)
+from bench_models_cuda import agreement  # noqa: E402
 
 
 class Checks:
@@ -102,28 +104,13 @@ def check_outputs_on(outputs, device) -> tuple[bool, str]:
     )
 
 
-def agreement(cpu_outputs, gpu_outputs) -> tuple[bool, str]:
-    ok, parts = True, []
-    for i, (a, b) in enumerate(zip(cpu_outputs, gpu_outputs)):
-        b = {k: v.cpu() for k, v in b.items()}
-        if a["boxes"].shape[0] != b["boxes"].shape[0]:
-            ok = False
-            parts.append(f"image {i}: {a['boxes'].shape[0]} vs {b['boxes'].shape[0]} detections")
-            continue
-        same_labels = bool(torch.equal(a["labels"], b["labels"]))
-        box_diff = float((a["boxes"] - b["boxes"]).abs().max()) if a["boxes"].numel() else 0.0
-        ma, mb = a["masks"] > 0.5, b["masks"] > 0.5
-        inter, union = int((ma & mb).sum()), int((ma | mb).sum())
-        iou = inter / union if union else 1.0
-        ok &= same_labels and box_diff <= BOX_TOL_PX and iou > MASK_IOU_MIN
-        first_off = ""
-        if not same_labels:
-            first_off = f", first label mismatch at {int((a['labels'] != b['labels']).nonzero()[0])}"
-        parts.append(
-            f"image {i}: {a['boxes'].shape[0]} detections, labels equal {same_labels}{first_off}, "
-            f"max box diff {box_diff:.2e} px, mask IoU {iou:.4f}"
-        )
-    return ok, "; ".join(parts)
+def cpu_gpu_agreement(cpu_outputs, gpu_outputs) -> tuple[bool, str]:
+    a = agreement(cpu_outputs, gpu_outputs, masks=True)
+    ok = a["equal"] and a["max_box_diff_px"] <= BOX_TOL_PX and a["mask_iou"] > MASK_IOU_MIN
+    return ok, (
+        f"detections (CPU, GPU) {a['detections']}, unmatched {a['unmatched']}, same order {a['same_order']}, "
+        f"max box diff {a['max_box_diff_px']:.2e} px, mask IoU {a['mask_iou']:.4f}"
+    )
 
 
 def training_batch(size: int, device, g):
@@ -199,7 +186,7 @@ def main(argv=None) -> int:
     def cpu_agreement():
         with torch.no_grad():
             cpu_out = state["cpu"](images(args.tiny))
-        return agreement(cpu_out, state["gpu_out"])
+        return cpu_gpu_agreement(cpu_out, state["gpu_out"])
 
     checks.run(f"build {name}, a copy on {device.type}", build)
     checks.run(f"{name} inference on two images on {device.type}", gpu_inference)

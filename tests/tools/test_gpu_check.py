@@ -26,7 +26,7 @@ def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check") / "out"
     env = dict(os.environ, PY=sys.executable)
     done = subprocess.run(["bash", os.path.join(ROOT, "tools", "gpu_check.sh"), "--dry-run", str(out)],
-                          capture_output=True, text=True, env=env, timeout=400)
+                          capture_output=True, text=True, env=env, timeout=1800)
     return done, out
 
 
