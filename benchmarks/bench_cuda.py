@@ -23,6 +23,7 @@ import json
 import statistics
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
@@ -174,6 +175,7 @@ class Bench:
         except Exception as err:  # noqa: BLE001  (one broken case must not hide the others)
             self.errors.append(f"{name}: {type(err).__name__}: {err}")
             print(f"ERROR {name}: {type(err).__name__}: {err}", flush=True)
+            traceback.print_exc()
             return
         self.cases.append(result)
         theirs_ms = "-" if result.theirs_ms is None else f"{result.theirs_ms:.3f}"
@@ -365,6 +367,7 @@ def main(argv=None) -> int:
         except Exception as err:  # noqa: BLE001  (input construction failed: report, go on)
             bench.errors.append(f"{group.__name__}: {type(err).__name__}: {err}")
             print(f"ERROR {group.__name__}: {type(err).__name__}: {err}", flush=True)
+            traceback.print_exc()
     print("\n" + markdown(bench.cases))
     if args.json:
         with open(args.json, "w") as f:

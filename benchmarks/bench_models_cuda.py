@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 
 import torch
 
@@ -76,9 +77,10 @@ def agreement(reference, other, masks: bool = False) -> dict:
     matched pairs. ``unmatched`` counts the detections of either side left without a partner.
     """
     counts, unmatched, box_diff, same_order, inter, union = [], 0, 0.0, True, 0, 0
+    keys = ("boxes", "labels", "masks") if masks else ("boxes", "labels")  # pasted masks are large
     for a, b in zip(reference, other):
-        a = {k: v.detach().cpu() for k, v in a.items()}
-        b = {k: v.detach().cpu() for k, v in b.items()}
+        a = {k: a[k].detach().cpu() for k in keys}
+        b = {k: b[k].detach().cpu() for k in keys}
         n, m = int(a["boxes"].shape[0]), int(b["boxes"].shape[0])
         counts.append((n, m))
         same_order &= n == m and bool(torch.equal(a["labels"], b["labels"]))
@@ -142,6 +144,7 @@ class Runner:
     def error(self, what: str, err: Exception):
         self.result["errors"].append(f"{what}: {type(err).__name__}: {err}")
         print(f"ERROR {what}: {type(err).__name__}: {err}", flush=True)
+        traceback.print_exc()
 
     def autocast(self, dtype):
         return (

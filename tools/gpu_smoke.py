@@ -15,8 +15,8 @@ statistics and peaked class scores (benchmarks/bench_models.py), loaded with
 ``maskzoo.build("r50_fpn", checkpoint=...)``: well separated scores, so that "the same
 detections" is a fair demand of two devices.
 
-    python tools/gpu_smoke.py --json smoke.json
-    python tools/gpu_smoke.py --device cpu --tiny     # the CPU dry run: r18_fpn, 64 px, CPU for both
+    PYTHONPATH=. python tools/gpu_smoke.py --json smoke.json    # from the repository root
+    PYTHONPATH=. python tools/gpu_smoke.py --device cpu --tiny  # the CPU dry run: r18_fpn, 64 px
 
 Exit status 0 when every check passed, 1 otherwise.
 """
@@ -31,6 +31,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 
 import torch
 
@@ -59,6 +60,7 @@ class Checks:
         try:
             ok, detail = fn()
         except Exception as err:  # noqa: BLE001  (a smoke test reports every check)
+            traceback.print_exc()  # into the log: the next session fixes from it
             ok, detail = False, f"{type(err).__name__}: {err}"
         self.record(name, ok, f"{detail} ({time.perf_counter() - start:.1f} s)")
 
@@ -151,9 +153,8 @@ def train_steps(device, tiny: bool, amp: bool) -> tuple[bool, str]:
         scaler.scale(total).backward()
         scaler.step(optimizer)
         scaler.update()
-    return finite, "total loss per step " + ", ".join(
-        f"{t:.4f}" for t in totals
-    ) + f"; all losses finite: {finite}"
+    per_step = ", ".join(f"{t:.4f}" for t in totals)
+    return finite, f"total loss per step {per_step}; all losses finite: {finite}"
 
 
 def main(argv=None) -> int:
