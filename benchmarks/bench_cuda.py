@@ -151,11 +151,29 @@ def _profile_table(fn, device: torch.device, rows: int) -> str:
 
 
 class Bench:
-    def __init__(self, device: torch.device, seconds: float, tiny: bool, profile_misses: bool):
+    def __init__(self, device, seconds: float, tiny: bool, profile_misses: bool, json_path=None):
         self.device, self.tiny, self.profile_misses = device, tiny, profile_misses
         self.time = Timer(device, seconds) if not tiny else Timer(device, 0.0, warmup=1, min_reps=1)
         self.cases: list[Case] = []
         self.errors: list[str] = []
+        self.json_path = json_path
+        self.device_name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+
+    def save(self):
+        """Rewrites the JSON after every case: a run stopped at its time limit keeps what it measured."""
+        if self.json_path:
+            with open(self.json_path, "w") as f:
+                json.dump(
+                    {
+                        "device": self.device_name,
+                        "torch": torch.__version__,
+                        "torchvision": torchvision.__version__,
+                        "cases": [asdict(c) for c in self.cases],
+                        "errors": self.errors,
+                    },
+                    f,
+                    indent=1,
+                )
 
     def case(self, name, ours, theirs=None, target=None):
         try:
@@ -176,8 +194,10 @@ class Bench:
             self.errors.append(f"{name}: {type(err).__name__}: {err}")
             print(f"ERROR {name}: {type(err).__name__}: {err}", flush=True)
             traceback.print_exc()
+            self.save()
             return
         self.cases.append(result)
+        self.save()
         theirs_ms = "-" if result.theirs_ms is None else f"{result.theirs_ms:.3f}"
         speedup = "-" if result.speedup is None else f"{result.speedup:.2f}x"
         print(f"{name:<58} {result.ours_ms:9.3f} {theirs_ms:>9} {speedup:>7}", flush=True)
@@ -355,11 +375,11 @@ def main(argv=None) -> int:
                 file=sys.stderr,
             )
             return 1
-    bench = Bench(device, args.seconds, args.tiny, not args.no_profile)
+    bench = Bench(device, args.seconds, args.tiny, not args.no_profile, args.json)
     shapes = TINY if args.tiny else FULL
     g = torch.Generator().manual_seed(0)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"bench_cuda on {name}: torch {torch.__version__}, torchvision {torchvision.__version__}")
+    versions = f"torch {torch.__version__}, torchvision {torchvision.__version__}"
+    print(f"bench_cuda on {bench.device_name}: {versions}")
     print(f"{'case':<58} {'roiops ms':>9} {'tv ms':>9} {'speedup':>7}", flush=True)
     for group in (roi_align_cases, fpn_cases, roi_pool_cases, nms_cases, paste_cases):
         try:
@@ -368,20 +388,8 @@ def main(argv=None) -> int:
             bench.errors.append(f"{group.__name__}: {type(err).__name__}: {err}")
             print(f"ERROR {group.__name__}: {type(err).__name__}: {err}", flush=True)
             traceback.print_exc()
+    bench.save()
     print("\n" + markdown(bench.cases))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "device": name,
-                    "torch": torch.__version__,
-                    "torchvision": torchvision.__version__,
-                    "cases": [asdict(c) for c in bench.cases],
-                    "errors": bench.errors,
-                },
-                f,
-                indent=1,
-            )
     return 1 if bench.errors else 0
 
 

@@ -134,17 +134,29 @@ def training_targets(num_images: int, size: int, device, g):
 
 
 class Runner:
-    def __init__(self, device: torch.device, tiny: bool):
+    def __init__(self, device: torch.device, tiny: bool, json_path=None):
         from bench_cuda import Timer
 
-        self.device, self.tiny = device, tiny
+        self.device, self.tiny, self.json_path = device, tiny, json_path
         self.time = Timer(device, 0.5) if not tiny else Timer(device, 0.0, warmup=0, min_reps=1)
-        self.result = {"inference": [], "training": [], "errors": []}
+        device_name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+        self.result = {"device": device_name, "inference": [], "training": [], "errors": []}
+
+    def save(self):
+        """Rewrites the JSON after every row: a run stopped at its time limit keeps what it measured."""
+        if self.json_path:
+            with open(self.json_path, "w") as f:
+                json.dump(self.result, f, indent=1)
+
+    def add(self, part: str, row: dict):
+        self.result[part].append(row)
+        self.save()
 
     def error(self, what: str, err: Exception):
         self.result["errors"].append(f"{what}: {type(err).__name__}: {err}")
         print(f"ERROR {what}: {type(err).__name__}: {err}", flush=True)
         traceback.print_exc()
+        self.save()
 
     def autocast(self, dtype):
         return (
@@ -190,7 +202,7 @@ class Runner:
                     row["profile"] = self.profile(
                         {"maskzoo": lambda: run(mz), "torchvision": lambda: run(tv)}
                     )
-                self.result["inference"].append(row)
+                self.add("inference", row)
                 print(
                     f"{what:<34} torchvision {tv_ms:9.2f} ms  maskzoo {mz_ms:9.2f} ms  "
                     f"{tv_ms / mz_ms:5.2f}x  outputs {outputs}",
@@ -250,7 +262,7 @@ class Runner:
                 row["profile"] = self.profile(
                     {"maskzoo": steps["maskzoo"], "torchvision": steps["torchvision"]}
                 )
-            self.result["training"].append(row)
+            self.add("training", row)
             print(
                 f"{what:<34} torchvision {tv_ms:9.2f} ms  maskzoo {mz_ms:9.2f} ms  {tv_ms / mz_ms:5.2f}x  "
                 f"finite losses {finite}",
@@ -279,16 +291,13 @@ def main(argv=None) -> int:
         # fp32 means fp32: TF32 convolutions would make "equal outputs" a matter of luck.
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
-    runner = Runner(device, args.tiny)
-    runner.result["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    runner = Runner(device, args.tiny, args.json)
     for part in (runner.inference,) + (() if args.skip_training else (runner.training,)):
         try:
             part()
         except Exception as err:  # noqa: BLE001  (building the models failed: report, go on)
             runner.error(part.__name__, err)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(runner.result, f, indent=1)
+    runner.save()
     return 1 if runner.result["errors"] else 0
 
 

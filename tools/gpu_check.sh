@@ -96,11 +96,12 @@ if ((DRY)); then
 else
   say "output to $OUT"
 fi
+# The toolkit root: /usr/local/cuda when it has nvcc (as tools/cuda_check.sh), else the nvcc on PATH.
 if [ -z "${CUDA_HOME:-}" ]; then
-  if command -v nvcc >/dev/null; then
-    CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
-  elif [ -x /usr/local/cuda/bin/nvcc ]; then
+  if [ -x /usr/local/cuda/bin/nvcc ]; then
     CUDA_HOME=/usr/local/cuda
+  elif command -v nvcc >/dev/null; then
+    CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
   fi
 fi
 if [ -n "${CUDA_HOME:-}" ]; then

@@ -47,12 +47,15 @@ from bench_models_cuda import agreement  # noqa: E402
 
 
 class Checks:
-    def __init__(self):
-        self.results = []
+    def __init__(self, json_path=None, **header):
+        self.results, self.json_path, self.header = [], json_path, header
 
     def record(self, name: str, ok: bool, detail: str) -> None:
         self.results.append({"check": name, "ok": bool(ok), "detail": detail})
         print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
+        if self.json_path:  # after every check: a run stopped at its time limit keeps what it found
+            with open(self.json_path, "w") as f:
+                json.dump({**self.header, "checks": self.results}, f, indent=1)
 
     def run(self, name: str, fn) -> None:
         """Runs fn() -> (ok, detail); an exception is a failure with its message as the detail."""
@@ -170,7 +173,7 @@ def main(argv=None) -> int:
     # fp32 agreement is asked of the two devices: no TF32 convolutions or matrix products.
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    checks = Checks()
+    checks = Checks(args.json, device=args.device, tiny=args.tiny)
     name = "r18_fpn (tiny)" if args.tiny else "r50_fpn"
     state = {}
 
@@ -199,9 +202,6 @@ def main(argv=None) -> int:
         checks.run(f"r18_fpn {steps} AMP float16", lambda: train_steps(device, args.tiny, amp=True))
     else:
         print(f"SKIP r18_fpn {steps} AMP float16: AMP is CUDA only")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": args.device, "tiny": args.tiny, "checks": checks.results}, f, indent=1)
     failed = [r["check"] for r in checks.results if not r["ok"]]
     print(f"gpu_smoke: {len(checks.results) - len(failed)}/{len(checks.results)} checks passed")
     return 1 if failed else 0
