@@ -50,8 +50,9 @@ rm -f "$OUT"/{env.txt,build.log,tests.log,tests.xml,bench.log,bench.json,bench.m
 
 say() { echo "gpu_check: $*"; }
 
-record() {  # name status seconds limit command
-  printf '%s\t%s\t%s\t%s\t%s\n' "$@" >>"$WORK/stages.tsv"
+record() {  # name status seconds limit command (one line of stages.tsv: no newlines or tabs in it)
+  local command=${5//$'\n'/ }
+  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "${command//$'\t'/ }" >>"$WORK/stages.tsv"
   say "$1: $2 (${3} s)"
 }
 
