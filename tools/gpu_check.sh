@@ -136,9 +136,10 @@ elif [ -z "$ARCH" ] || [ -z "${CUDA_HOME:-}" ]; then
   say "build: no GPU seen by torch (arch '$ARCH') or no nvcc (CUDA_HOME '${CUDA_HOME:-}')" | tee -a "$OUT/build.log"
   record build "FAILED (no GPU or no nvcc)" 0 0 "${BUILD[*]}"
   STATUS=$((STATUS | 1))
-elif run_stage build "${GPU_CHECK_BUILD_S:-240}" "$OUT/build.log" 1 -- "${BUILD[@]}" &&
-  run_stage build-verify 30 "$OUT/build.log" 1 -- "${VERIFY[@]}"; then
+elif run_stage build "${GPU_CHECK_BUILD_S:-240}" "$OUT/build.log" 1 -- "${BUILD[@]}"; then
   BUILT=1
+  # A failure here is reported (bit 1) but stops nothing: the tests say which kernels are wrong.
+  run_stage build-verify 30 "$OUT/build.log" 1 -- "${VERIFY[@]}"
 fi
 
 # ---- CUDA tests -------------------------------------------------------------------------------------
