@@ -83,3 +83,55 @@ def test_report_holds_every_stage_and_the_cpu_stand_ins_figures(dry_run):
     md = read(out, "bench.md")
     assert "DRY RUN" in md and "| roi_align box head fwd NCHW |" in md
     assert "total wall time" in read(out, "summary.txt")
+
+
+# A python3 that fakes the GPU machine's stages (build, kernel check, pytest, smoke, benchmarks) and
+# runs everything else (the environment report, the report) with the real interpreter.
+STAND_IN = """#!/usr/bin/env bash
+case "$*" in
+  *"setup.py build_ext"*) echo "stand-in build"; exit {build_rc};;
+  *"get_device_capability"*) echo 9.0; exit 0;;
+  *"check_registrations.py"*) exit 0;;
+  *"first CUDA kernel"*) echo "stand-in: wrong result"; exit 1;;
+  *"-m pytest"*) exit 0;;
+  *"gpu_smoke.py"*) sleep 60;;
+  *"bench_"*) exit 0;;
+esac
+exec {python} "$@"
+"""
+
+
+def stand_in_run(tmp_path, build_rc, **limits):
+    python = tmp_path / "python3"
+    python.write_text(STAND_IN.format(build_rc=build_rc, python=sys.executable))
+    python.chmod(0o755)
+    env = dict(os.environ, PY=str(python), **{k: str(v) for k, v in limits.items()})
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", os.path.join(ROOT, "tools", "gpu_check.sh"), str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    stages = {s["stage"]: s["status"] for s in json.loads(read(out, "bench.json"))["stages"]}
+    return done.returncode, stages
+
+
+@pytest.mark.slow
+def test_time_limits_and_failures_of_the_gpu_stages_set_the_exit_status(tmp_path):
+    # The smoke overruns its 10 s; after it less than the 10 s minimum is left of the 30 s total.
+    rc, stages = stand_in_run(tmp_path, 0, GPU_CHECK_SMOKE_S=10, GPU_CHECK_TOTAL_S=30)
+    assert stages == {
+        "env": "ok",
+        "build": "ok",
+        "build-verify": "FAILED (exit 1)",
+        "tests": "ok",
+        "smoke": "TIMEOUT after 10 s",
+        "ops": "skipped (out of time)",
+        "models": "skipped (out of time)",
+    }
+    assert rc == 1 | 4 | 8 | 16
+
+
+@pytest.mark.slow
+def test_nothing_runs_after_a_failed_build(tmp_path):
+    rc, stages = stand_in_run(tmp_path, 1)
+    assert rc == 1
+    assert stages["build"] == "FAILED (exit 1)"
+    assert all(stages[s] == "skipped (no build)" for s in ("tests", "smoke", "ops", "models"))
