@@ -1,8 +1,10 @@
-"""tools/gpu_check.sh --dry-run on this machine: the GPU session's one command cannot rot unseen.
+"""tools/gpu_check.sh on this machine: the GPU session's one command cannot rot unseen.
 
 The dry run echoes every GPU stage's command and runs the CPU stand-ins: the environment report,
 the collection of `pytest tests -m cuda` with pycocotools made unimportable (as on the GPU
-machines), the maskzoo smoke and both benchmarks on tiny CPU inputs, and the report.
+machines), the maskzoo smoke and both benchmarks on tiny CPU inputs, and the report. The real
+run's branches (time limits, skipped stages, exit status) run with a stand-in python3 that fakes
+the GPU machine's stages.
 """
 
 import json
