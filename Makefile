@@ -12,7 +12,7 @@ HYPOTHESIS_PROFILE ?= ci
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: all build test test-thorough mutate bench demo cuda-check lint clean
+.PHONY: all build test test-thorough mutate bench demo cuda-check gpu-check lint clean
 
 all: build
 
@@ -63,6 +63,12 @@ demo: build
 # every op with a CPU kernel also has a CUDA kernel in it.
 cuda-check: $(DEPS)
 	PY=$(PY) bash tools/cuda_check.sh
+
+# On a machine with a CUDA GPU: build for it, CUDA tests, maskzoo smoke, GPU benchmarks, all into
+# $(GPU_CHECK_OUT) (see tools/gpu_check.sh). The machine's own python3: no venv, nothing installed.
+GPU_CHECK_OUT ?= out/gpu-check
+gpu-check:
+	PY=$(PYTHON) bash tools/gpu_check.sh $(GPU_CHECK_OUT)
 
 lint: $(DEPS)
 	$(PY) -m ruff check roiops maskzoo tests benchmarks tools
