@@ -8,58 +8,23 @@ import torch
 import torchvision
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from roi_pooling_cases import build, roi_cases
+from roiops_cases import (
+    CUDA,
+    HALF_TOL,
+    assert_same_memory_format,
+    build,
+    error_of,
+    random_feature,
+    random_image_boxes,
+    random_rois,
+    roi_cases,
+    to_cuda,
+)
 
 import roiops
 from roiops._reference import roi_align_reference
 
 pytestmark = pytest.mark.cuda
-
-GPU = torch.device("cuda")
-HALF_TOL = {torch.float16: 1e-2, torch.bfloat16: 6e-2}
-
-
-@pytest.fixture
-def deterministic():
-    """torch.use_deterministic_algorithms(True) for the test, restored afterwards."""
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(before)
-
-
-def to_gpu(*tensors):
-    # .to() keeps the memory format, so channels_last inputs stay channels_last.
-    return [t.to(GPU) for t in tensors]
-
-
-def random_feature(shape, seed, dtype=torch.float32, channels_last=False):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
-def random_rois(k, n, size, seed, dtype=torch.float32, min_side=0.0):
-    g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(k, 2, generator=g, dtype=torch.float64) * size * 1.1 - size * 0.05
-    wh = torch.rand(k, 2, generator=g, dtype=torch.float64) * size * 0.6 + min_side
-    batch = torch.randint(0, n, (k, 1), generator=g).double()
-    return torch.cat([batch, xy, xy + wh], dim=1).to(dtype)
-
-
-def random_boxes(n, seed, dtype=torch.float32, scale=200.0):
-    g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * scale
-    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * scale / 4 + 1
-    return torch.cat([xy, xy + wh], dim=1).to(dtype)
-
-
-def assert_same_memory_format(a, b):
-    assert a.is_contiguous() == b.is_contiguous()
-    cl = torch.channels_last
-    assert a.is_contiguous(memory_format=cl) == b.is_contiguous(memory_format=cl)
 
 
 # ---- roi_align -------------------------------------------------------------------------------------
@@ -71,8 +36,8 @@ def test_roi_align_forward_matches_cpu(case, dtype):
     x, rois = build(case, dtype)
     args = (case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"])
     expected = roiops.roi_align(x, rois, *args)
-    got = roiops.roi_align(*to_gpu(x, rois), *args)
-    assert got.device.type == GPU.type and got.dtype == dtype
+    got = roiops.roi_align(*to_cuda(x, rois), *args)
+    assert got.device.type == CUDA.type and got.dtype == dtype
     assert_same_memory_format(got, expected)
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(got.cpu(), expected, atol=tol, rtol=tol)
@@ -83,8 +48,8 @@ def test_roi_align_forward_matches_cpu(case, dtype):
 def test_roi_align_forward_matches_torchvision_cuda(case):
     x, rois = build(case, torch.float32)
     args = (case["output_size"], case["spatial_scale"], case["sampling_ratio"], case["aligned"])
-    ours = roiops.roi_align(*to_gpu(x, rois), *args).cpu()
-    theirs = torchvision.ops.roi_align(*to_gpu(x, rois), *args).cpu()
+    ours = roiops.roi_align(*to_cuda(x, rois), *args).cpu()
+    theirs = torchvision.ops.roi_align(*to_cuda(x, rois), *args).cpu()
     # A sample exactly on the map's far edge (x == W) is in or out by the last bit of its float
     # position, which each build rounds its own way (fused multiply-adds): where the two
     # disagree, ours must be the definition's (float64 reference) value.
@@ -108,7 +73,7 @@ def test_roi_align_gradients_match_cpu(case, with_respect_to_boxes):
         return torch.autograd.grad((out * weight).sum(), inputs, allow_unused=True)
 
     expected = grads(x, rois)
-    got = grads(*to_gpu(x, rois))
+    got = grads(*to_cuda(x, rois))
     for g, e in zip(got, expected):
         if e is None:
             assert g is None or not g.any()
@@ -128,7 +93,7 @@ def test_roi_align_second_derivatives_through_box_gradient_match_cpu(case):
             True)
     op = torch.ops.roiops.roi_align_backward_rois_backward
     expected = op(grad, [x], rois, direction, *args)
-    got = op(grad.to(GPU), [x.to(GPU)], *to_gpu(rois, direction), *args)
+    got = op(grad.to(CUDA), [x.to(CUDA)], *to_cuda(rois, direction), *args)
     torch.testing.assert_close(got[0].cpu(), expected[0], atol=1e-9, rtol=1e-9)
     assert_same_memory_format(got[1][0], expected[1][0])
     torch.testing.assert_close(got[1][0].cpu(), expected[1][0], atol=1e-9, rtol=1e-9)
@@ -137,10 +102,10 @@ def test_roi_align_second_derivatives_through_box_gradient_match_cpu(case):
 
 def test_roi_align_second_derivative_to_the_input_is_refused_in_deterministic_mode(deterministic):
     # Its scatter uses atomics; the box and grad parts are deterministic and still run.
-    x = random_feature((1, 2, 8, 8), 14, torch.float64).to(GPU)
-    rois = random_rois(4, 1, 8, 15, torch.float64).to(GPU)
-    grad = torch.randn(4, 2, 2, 2, dtype=torch.float64, device=GPU)
-    direction = torch.randn(4, 5, dtype=torch.float64, device=GPU)
+    x = random_feature((1, 2, 8, 8), 14, torch.float64).to(CUDA)
+    rois = random_rois(4, 1, 8, 15, torch.float64).to(CUDA)
+    grad = torch.randn(4, 2, 2, 2, dtype=torch.float64, device=CUDA)
+    direction = torch.randn(4, 5, dtype=torch.float64, device=CUDA)
     op = torch.ops.roiops.roi_align_backward_rois_backward
     with pytest.raises(RuntimeError, match="deterministic"):
         op(grad, [x], rois, direction, [1.0], 2, 2, 2, True, 224.0, 4, True)
@@ -150,10 +115,10 @@ def test_roi_align_second_derivative_to_the_input_is_refused_in_deterministic_mo
 
 
 def test_roi_align_gradgradcheck_boxes_and_input_float64():
-    x = random_feature((2, 2, 7, 6), 12, torch.float64, channels_last=True).to(GPU).requires_grad_()
-    index = torch.tensor([[0.0], [1.0]], dtype=torch.float64, device=GPU)
+    x = random_feature((2, 2, 7, 6), 12, torch.float64, channels_last=True).to(CUDA).requires_grad_()
+    index = torch.tensor([[0.0], [1.0]], dtype=torch.float64, device=CUDA)
     coords = torch.tensor([[0.31, 1.13, 4.62, 5.27], [-1.37, 2.21, 3.73, 9.11]], dtype=torch.float64)
-    coords = coords.to(GPU).requires_grad_()
+    coords = coords.to(CUDA).requires_grad_()
 
     def fn(t, c):
         return roiops.roi_align(t, torch.cat([index, c], dim=1), (2, 3), 1.1, 2, True)
@@ -163,9 +128,9 @@ def test_roi_align_gradgradcheck_boxes_and_input_float64():
 
 def test_roi_align_deterministic_backward_equals_atomics_and_repeats_bitwise(deterministic):
     torch.use_deterministic_algorithms(False)
-    x = random_feature((2, 16, 40, 56), 0).to(GPU).requires_grad_()
-    rois = random_rois(300, 2, 48, 1).to(GPU)
-    grad = torch.randn(300, 16, 7, 7, generator=torch.Generator().manual_seed(2)).to(GPU)
+    x = random_feature((2, 16, 40, 56), 0).to(CUDA).requires_grad_()
+    rois = random_rois(300, 2, 48, 1).to(CUDA)
+    grad = torch.randn(300, 16, 7, 7, generator=torch.Generator().manual_seed(2)).to(CUDA)
 
     def backward():
         out = roiops.roi_align(x, rois, 7, 0.5, 2, True)
@@ -192,7 +157,7 @@ def test_roi_align_deterministic_backward_matches_cpu(deterministic, channels_la
     grad = torch.randn(rois.size(0), 5, 3, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     args = (rois, 1.0, 3, 4, 2, 5, 13, 17, sampling_ratio, aligned, channels_last)
     expected = torch.ops.roiops.roi_align_backward(grad, *args)
-    got = torch.ops.roiops.roi_align_backward(grad.to(GPU), rois.to(GPU), *args[1:])
+    got = torch.ops.roiops.roi_align_backward(grad.to(CUDA), rois.to(CUDA), *args[1:])
     assert_same_memory_format(got, expected)
     torch.testing.assert_close(got.cpu(), expected, atol=1e-12, rtol=1e-12)
 
@@ -203,13 +168,13 @@ def test_roi_align_half_types_match_cpu(dtype, channels_last):
     x = random_feature((2, 8, 20, 24), 6, dtype, channels_last)
     rois = random_rois(30, 2, 40, 7, dtype)
     expected = roiops.roi_align(x, rois, 5, 0.5, 2, True)
-    got = roiops.roi_align(*to_gpu(x, rois), 5, 0.5, 2, True)
+    got = roiops.roi_align(*to_cuda(x, rois), 5, 0.5, 2, True)
     assert got.dtype == dtype
     assert_same_memory_format(got, expected)
     tol = HALF_TOL[dtype]
     torch.testing.assert_close(got.cpu().float(), expected.float(), atol=tol, rtol=tol)
 
-    xg, rg = to_gpu(x, rois)
+    xg, rg = to_cuda(x, rois)
     xg = xg.detach().requires_grad_()
     roiops.roi_align(xg, rg, 5, 0.5, 2, True).float().sum().backward()
     xc = x.detach().clone().requires_grad_()
@@ -219,8 +184,8 @@ def test_roi_align_half_types_match_cpu(dtype, channels_last):
 
 
 def test_roi_align_gradcheck_float64():
-    x = random_feature((1, 2, 6, 7), 8, torch.float64).to(GPU).requires_grad_()
-    rois = torch.tensor([[0, 0.6, 1.1, 4.3, 5.2], [0, 2.2, 0.4, 6.1, 3.7]], dtype=torch.float64, device=GPU)
+    x = random_feature((1, 2, 6, 7), 8, torch.float64).to(CUDA).requires_grad_()
+    rois = torch.tensor([[0, 0.6, 1.1, 4.3, 5.2], [0, 2.2, 0.4, 6.1, 3.7]], dtype=torch.float64, device=CUDA)
     torch.autograd.gradcheck(lambda t: roiops.roi_align(t, rois, 3, 1.0, 2, True), (x,))
     torch.autograd.gradgradcheck(lambda t: roiops.roi_align(t, rois, 3, 1.0, 2, True), (x,))
     # The box coordinates only: the batch index column is not differentiable.
@@ -236,7 +201,7 @@ def test_roi_align_non_contiguous_input_is_read_in_place():
     view = wide[:, ::2, :, 1::2]  # neither NCHW- nor channels_last-contiguous
     rois = random_rois(20, 2, 15, 10)
     expected = roiops.roi_align(view.contiguous(), rois, 4, 1.0, 2, False)
-    got = roiops.roi_align(wide.to(GPU)[:, ::2, :, 1::2], rois.to(GPU), 4, 1.0, 2, False)
+    got = roiops.roi_align(wide.to(CUDA)[:, ::2, :, 1::2], rois.to(CUDA), 4, 1.0, 2, False)
     torch.testing.assert_close(got.cpu(), expected, atol=1e-5, rtol=1e-5)
 
 
@@ -246,14 +211,14 @@ def test_roi_align_non_finite_and_huge_boxes_match_cpu():
                          [0, 3, 3, 2, 2], [0, 1, 1, 8, 9]])
     for aligned in (False, True):
         expected = roiops.roi_align(x, rois, 3, 1.0, -1, aligned)
-        got = roiops.roi_align(*to_gpu(x, rois), 3, 1.0, -1, aligned)
+        got = roiops.roi_align(*to_cuda(x, rois), 3, 1.0, -1, aligned)
         torch.testing.assert_close(got.cpu(), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_roi_align_inside_a_cuda_graph():
     # The host-side batch-index check needs a device-to-host copy; while capturing it is skipped.
-    x = random_feature((1, 4, 16, 16), 12).to(GPU)
-    rois = random_rois(10, 1, 16, 13).to(GPU)
+    x = random_feature((1, 4, 16, 16), 12).to(CUDA)
+    rois = random_rois(10, 1, 16, 13).to(CUDA)
     expected = roiops.roi_align(x, rois, 4, 1.0, 2, True)
     graph = torch.cuda.CUDAGraph()
     stream = torch.cuda.Stream()
@@ -277,7 +242,7 @@ def test_roi_pool_forward_and_argmax_match_cpu(case, dtype):
     x, rois = build(case, dtype)
     args = (case["spatial_scale"], *case["output_size"])
     expected, expected_argmax = torch.ops.roiops.roi_pool(x, rois, *args)
-    got, got_argmax = torch.ops.roiops.roi_pool(*to_gpu(x, rois), *args)
+    got, got_argmax = torch.ops.roiops.roi_pool(*to_cuda(x, rois), *args)
     assert_same_memory_format(got, expected)
     assert torch.equal(got.cpu(), expected)
     assert torch.equal(got_argmax.cpu(), expected_argmax)
@@ -286,7 +251,7 @@ def test_roi_pool_forward_and_argmax_match_cpu(case, dtype):
 @settings(max_examples=25)
 @given(roi_cases())
 def test_roi_pool_matches_torchvision_cuda(case):
-    x, rois = to_gpu(*build(case, torch.float32))
+    x, rois = to_cuda(*build(case, torch.float32))
     expected = torchvision.ops.roi_pool(x, rois, case["output_size"], case["spatial_scale"])
     torch.testing.assert_close(roiops.roi_pool(x, rois, case["output_size"], case["spatial_scale"]), expected)
 
@@ -306,8 +271,8 @@ def test_roi_pool_backward_matches_cpu(channels_last, det):
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(det)
     try:
-        got = grad_of(*to_gpu(x, rois, weight))
-        again = grad_of(*to_gpu(x, rois, weight))
+        got = grad_of(*to_cuda(x, rois, weight))
+        again = grad_of(*to_cuda(x, rois, weight))
     finally:
         torch.use_deterministic_algorithms(before)
     expected = grad_of(x, rois, weight)
@@ -318,8 +283,8 @@ def test_roi_pool_backward_matches_cpu(channels_last, det):
 
 
 def test_roi_pool_gradcheck_float64():
-    x = random_feature((1, 2, 6, 7), 17, torch.float64).to(GPU).requires_grad_()
-    rois = torch.tensor([[0, 0.6, 1.1, 4.3, 5.2], [0, 2.2, 0.4, 6.1, 3.7]], dtype=torch.float64, device=GPU)
+    x = random_feature((1, 2, 6, 7), 17, torch.float64).to(CUDA).requires_grad_()
+    rois = torch.tensor([[0, 0.6, 1.1, 4.3, 5.2], [0, 2.2, 0.4, 6.1, 3.7]], dtype=torch.float64, device=CUDA)
     torch.autograd.gradcheck(lambda t: roiops.roi_pool(t, rois, 2, 1.0), (x,))
 
 
@@ -332,7 +297,7 @@ def fpn_inputs(dtype=torch.float32, channels_last=False, num_boxes=(40, 25), see
          for i, (h, w) in enumerate(sizes)}
     boxes = []
     for j, k in enumerate(num_boxes):
-        b = random_boxes(k, seed + 10 + j, dtype, scale=300.0)
+        b = random_image_boxes(k, seed + 10 + j, dtype, scale=300.0)
         boxes.append(b.clamp(max=320.0))
     return x, boxes, [(256, 320), (250, 300)]
 
@@ -351,7 +316,7 @@ def test_multi_scale_forward_and_gradients_match_cpu(channels_last, aligned):
         return out, grads
 
     expected, expected_grads = run(x, boxes)
-    got, got_grads = run({k: v.to(GPU) for k, v in x.items()}, [b.to(GPU) for b in boxes])
+    got, got_grads = run({k: v.to(CUDA) for k, v in x.items()}, [b.to(CUDA) for b in boxes])
     assert_same_memory_format(got, expected)
     torch.testing.assert_close(got.cpu(), expected, atol=1e-12, rtol=1e-12)
     for g, e in zip(got_grads, expected_grads):
@@ -372,7 +337,7 @@ def test_multi_scale_second_derivatives_through_box_gradient_match_cpu():
     args = (scales, 7, 7, 2, True, 224.0, 4, True)
     expected = torch.ops.roiops.roi_align_backward_rois_backward(grad, features, rois, direction, *args)
     got = torch.ops.roiops.roi_align_backward_rois_backward(
-        grad.to(GPU), [f.to(GPU) for f in features], *to_gpu(rois, direction), *args
+        grad.to(CUDA), [f.to(CUDA) for f in features], *to_cuda(rois, direction), *args
     )
     torch.testing.assert_close(got[0].cpu(), expected[0], atol=1e-9, rtol=1e-9)
     for a, b in zip(got[1], expected[1]):
@@ -385,8 +350,8 @@ def test_multi_scale_matches_torchvision_cuda():
     x, boxes, shapes = fpn_inputs()
     pooler = roiops.MultiScaleRoIAlign(list(x), 7, 2, aligned=False)
     on_cpu = pooler(x, boxes, shapes)
-    x = {k: v.to(GPU) for k, v in x.items()}
-    boxes = [b.to(GPU) for b in boxes]
+    x = {k: v.to(CUDA) for k, v in x.items()}
+    boxes = [b.to(CUDA) for b in boxes]
     ours = pooler(x, boxes, shapes).cpu()
     theirs = torchvision.ops.MultiScaleRoIAlign(list(x), 7, 2)(x, boxes, shapes).cpu()
     # As for roi_align: where a sample on the far edge rounds differently, ours is the CPU's value.
@@ -397,8 +362,8 @@ def test_multi_scale_matches_torchvision_cuda():
 
 def test_multi_scale_deterministic_backward_repeats_bitwise(deterministic):
     x, boxes, shapes = fpn_inputs(num_boxes=(300, 200))
-    x = {k: v.to(GPU).requires_grad_() for k, v in x.items()}
-    boxes = [b.to(GPU) for b in boxes]
+    x = {k: v.to(CUDA).requires_grad_() for k, v in x.items()}
+    boxes = [b.to(CUDA) for b in boxes]
     pooler = roiops.MultiScaleRoIAlign(list(x), 7, 2, aligned=True)
 
     def grads():
@@ -418,26 +383,26 @@ def test_multi_scale_deterministic_backward_repeats_bitwise(deterministic):
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 500, 3000])
 @pytest.mark.parametrize("threshold", [0.0, 0.3, 0.7, 1.0, -0.5])
 def test_nms_matches_cpu(n, threshold):
-    boxes = random_boxes(n, n + 1)
+    boxes = random_image_boxes(n, n + 1)
     g = torch.Generator().manual_seed(n)
     # Repeated scores, so that the tie-breaking (lower index first) is exercised.
     scores = (torch.rand(n, generator=g) * 20).round() / 20
     expected = roiops.nms(boxes, scores, threshold)
-    got = roiops.nms(*to_gpu(boxes, scores), threshold)
-    assert got.dtype == torch.int64 and got.device.type == GPU.type
+    got = roiops.nms(*to_cuda(boxes, scores), threshold)
+    assert got.dtype == torch.int64 and got.device.type == CUDA.type
     assert torch.equal(got.cpu(), expected)
 
 
 def test_nms_matches_torchvision_cuda_for_distinct_scores():
-    boxes = random_boxes(2000, 19).to(GPU)
-    scores = torch.randperm(2000, generator=torch.Generator().manual_seed(20)).float().to(GPU)
+    boxes = random_image_boxes(2000, 19).to(CUDA)
+    scores = torch.randperm(2000, generator=torch.Generator().manual_seed(20)).float().to(CUDA)
     for threshold in (0.3, 0.5, 0.7):
         expected = torchvision.ops.nms(boxes, scores, threshold)
         assert torch.equal(roiops.nms(boxes, scores, threshold), expected)
 
 
 def test_nms_nan_scores_and_degenerate_boxes_match_cpu():
-    boxes = random_boxes(200, 21)
+    boxes = random_image_boxes(200, 21)
     boxes[::7, 2] = boxes[::7, 0]  # empty
     boxes[3::11, 1] = float("nan")
     boxes[5::13, 3] = float("inf")
@@ -446,37 +411,37 @@ def test_nms_nan_scores_and_degenerate_boxes_match_cpu():
     scores[1::9] = 0.5
     for threshold in (0.0, 0.5):
         expected = roiops.nms(boxes, scores, threshold)
-        assert torch.equal(roiops.nms(*to_gpu(boxes, scores), threshold).cpu(), expected)
+        assert torch.equal(roiops.nms(*to_cuda(boxes, scores), threshold).cpu(), expected)
 
 
 @pytest.mark.parametrize("n", [0, 100, 2500])
 def test_batched_nms_matches_cpu_and_torchvision(n):
-    boxes = random_boxes(n, 23)
+    boxes = random_image_boxes(n, 23)
     g = torch.Generator().manual_seed(24)
     scores = torch.rand(n, generator=g)
     idxs = torch.randint(0, 7, (n,), generator=g)
     expected = roiops.batched_nms(boxes, scores, idxs, 0.5)
-    got = roiops.batched_nms(*to_gpu(boxes, scores, idxs), 0.5)
+    got = roiops.batched_nms(*to_cuda(boxes, scores, idxs), 0.5)
     assert torch.equal(got.cpu(), expected)
-    theirs = torchvision.ops.batched_nms(*to_gpu(boxes, scores, idxs), 0.5)
+    theirs = torchvision.ops.batched_nms(*to_cuda(boxes, scores, idxs), 0.5)
     assert torch.equal(got, theirs)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 def test_nms_dtypes_match_cpu(dtype):
-    boxes = random_boxes(400, 25, dtype)
+    boxes = random_image_boxes(400, 25, dtype)
     scores = torch.rand(400, generator=torch.Generator().manual_seed(26)).to(dtype)
-    assert torch.equal(roiops.nms(*to_gpu(boxes, scores), 0.5).cpu(), roiops.nms(boxes, scores, 0.5))
+    assert torch.equal(roiops.nms(*to_cuda(boxes, scores), 0.5).cpu(), roiops.nms(boxes, scores, 0.5))
 
 
 @pytest.mark.parametrize("method", ["linear", "gaussian"])
 @pytest.mark.parametrize("n", [0, 1, 50, 700])
 def test_soft_nms_matches_cpu(method, n):
-    boxes = random_boxes(n, 27)
+    boxes = random_image_boxes(n, 27)
     scores = torch.rand(n, generator=torch.Generator().manual_seed(28))
     kwargs = dict(iou_threshold=0.3, sigma=0.5, score_threshold=0.05, method=method)
     expected_keep, expected_scores = roiops.soft_nms(boxes, scores, **kwargs)
-    got_keep, got_scores = roiops.soft_nms(*to_gpu(boxes, scores), **kwargs)
+    got_keep, got_scores = roiops.soft_nms(*to_cuda(boxes, scores), **kwargs)
     assert torch.equal(got_keep.cpu(), expected_keep)
     torch.testing.assert_close(got_scores.cpu(), expected_scores, atol=1e-6, rtol=1e-5)
 
@@ -489,13 +454,13 @@ def test_soft_nms_matches_cpu(method, n):
 def test_paste_masks_matches_cpu(threshold, mask_size):
     g = torch.Generator().manual_seed(mask_size)
     masks = torch.rand(30, 1, mask_size, mask_size, generator=g)
-    boxes = random_boxes(30, 29, scale=300.0)
+    boxes = random_image_boxes(30, 29, scale=300.0)
     boxes[0] = torch.tensor([-20.0, -10.0, 40.0, 30.0])  # across the border
     boxes[1] = torch.tensor([500.0, 500.0, 600.0, 600.0])  # outside the image
     boxes[2] = torch.tensor([10.0, 10.0, 10.5, 10.2])  # tiny
     boxes[3, 0] = float("nan")
     expected = roiops.paste_masks(masks, boxes, (240, 320), threshold=threshold)
-    got = roiops.paste_masks(*to_gpu(masks, boxes), (240, 320), threshold=threshold)
+    got = roiops.paste_masks(*to_cuda(masks, boxes), (240, 320), threshold=threshold)
     assert got.dtype == expected.dtype
     assert torch.equal(got.cpu(), expected)
 
@@ -503,9 +468,9 @@ def test_paste_masks_matches_cpu(threshold, mask_size):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 def test_paste_masks_dtypes_match_cpu(dtype):
     masks = torch.rand(5, 28, 28, generator=torch.Generator().manual_seed(30)).to(dtype)
-    boxes = random_boxes(5, 31, dtype, scale=100.0)
+    boxes = random_image_boxes(5, 31, dtype, scale=100.0)
     expected = roiops.paste_masks(masks, boxes, (120, 130))
-    got = roiops.paste_masks(*to_gpu(masks, boxes), (120, 130))
+    got = roiops.paste_masks(*to_cuda(masks, boxes), (120, 130))
     torch.testing.assert_close(got.cpu(), expected, atol=HALF_TOL.get(dtype, 1e-12), rtol=0)
 
 
@@ -513,26 +478,18 @@ def test_paste_masks_dtypes_match_cpu(dtype):
 
 
 def test_empty_inputs_give_empty_outputs_on_cuda():
-    x = torch.randn(2, 3, 8, 8, device=GPU)
-    no_rois = torch.zeros(0, 5, device=GPU)
+    x = torch.randn(2, 3, 8, 8, device=CUDA)
+    no_rois = torch.zeros(0, 5, device=CUDA)
     assert roiops.roi_align(x, no_rois, 2, 1.0, 2, True).shape == (0, 3, 2, 2)
     assert roiops.roi_pool(x, no_rois, 2, 1.0).shape == (0, 3, 2, 2)
-    no_boxes, no_scores = torch.zeros(0, 4, device=GPU), torch.zeros(0, device=GPU)
+    no_boxes, no_scores = torch.zeros(0, 4, device=CUDA), torch.zeros(0, device=CUDA)
     assert roiops.nms(no_boxes, no_scores, 0.5).shape == (0,)
-    no_idxs = torch.zeros(0, dtype=torch.int64, device=GPU)
+    no_idxs = torch.zeros(0, dtype=torch.int64, device=CUDA)
     assert roiops.batched_nms(no_boxes, no_scores, no_idxs, 0.5).shape == (0,)
-    assert roiops.paste_masks(torch.zeros(0, 28, 28, device=GPU), no_boxes, (10, 12)).shape == (0, 10, 12)
+    assert roiops.paste_masks(torch.zeros(0, 28, 28, device=CUDA), no_boxes, (10, 12)).shape == (0, 10, 12)
     x.requires_grad_()
     roiops.roi_align(x, no_rois, 2, 1.0, 2, True).sum().backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
-
-
-def error_of(fn):
-    try:
-        fn()
-    except Exception as e:  # noqa: BLE001  (the type and message are what is compared)
-        return type(e), str(e).splitlines()[0]
-    return None
 
 
 @pytest.mark.parametrize("bad_index", [-1.0, 2.0, 0.5, float("nan")])
@@ -544,7 +501,7 @@ def test_bad_batch_index_raises_the_cpu_error(op, bad_index):
             "roi_pool": lambda x, r: roiops.roi_pool(x, r, 2, 1.0)}[op]
     cpu_error = error_of(lambda: call(x, rois))
     assert cpu_error is not None and cpu_error[0] is ValueError
-    assert error_of(lambda: call(*to_gpu(x, rois))) == cpu_error
+    assert error_of(lambda: call(*to_cuda(x, rois))) == cpu_error
 
 
 @pytest.mark.parametrize(
@@ -567,19 +524,19 @@ def test_bad_input_raises_the_same_error_on_cuda_as_on_cpu(call):
 
 def test_mixed_devices_raise_naming_the_arguments():
     with pytest.raises(ValueError, match="same device"):
-        roiops.roi_align(torch.randn(1, 2, 4, 4, device=GPU), torch.zeros(1, 5), 2)
+        roiops.roi_align(torch.randn(1, 2, 4, 4, device=CUDA), torch.zeros(1, 5), 2)
     with pytest.raises(ValueError, match="same device"):
-        roiops.nms(torch.zeros(3, 4, device=GPU), torch.zeros(3), 0.5)
+        roiops.nms(torch.zeros(3, 4, device=CUDA), torch.zeros(3), 0.5)
 
 
 # ---- the ops as registered -------------------------------------------------------------------------
 
 
 def test_opcheck_on_cuda():
-    x = random_feature((2, 3, 9, 11), 32, torch.float64).to(GPU)
-    rois = random_rois(6, 2, 10, 33, torch.float64).to(GPU)
+    x = random_feature((2, 3, 9, 11), 32, torch.float64).to(CUDA)
+    rois = random_rois(6, 2, 10, 33, torch.float64).to(CUDA)
     torch.library.opcheck(torch.ops.roiops.roi_align.default, (x, rois, 1.0, 3, 3, 2, True))
     torch.library.opcheck(torch.ops.roiops.roi_pool.default, (x, rois, 1.0, 3, 3))
-    boxes, scores = random_boxes(50, 34).to(GPU), torch.rand(50, device=GPU)
+    boxes, scores = random_image_boxes(50, 34).to(CUDA), torch.rand(50, device=CUDA)
     torch.library.opcheck(torch.ops.roiops.nms.default, (boxes, scores, 0.5),
                           test_utils=("test_schema", "test_faketensor"))

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 from hypothesis import given
-from roi_pooling_cases import build, roi_cases
+from roiops_cases import build, roi_cases
 
 import roiops
 from roiops._reference import roi_pool_reference
