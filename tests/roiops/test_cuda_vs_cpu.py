@@ -527,16 +527,3 @@ def test_mixed_devices_raise_naming_the_arguments():
         roiops.roi_align(torch.randn(1, 2, 4, 4, device=CUDA), torch.zeros(1, 5), 2)
     with pytest.raises(ValueError, match="same device"):
         roiops.nms(torch.zeros(3, 4, device=CUDA), torch.zeros(3), 0.5)
-
-
-# ---- the ops as registered -------------------------------------------------------------------------
-
-
-def test_opcheck_on_cuda():
-    x = random_feature((2, 3, 9, 11), 32, torch.float64).to(CUDA)
-    rois = random_rois(6, 2, 10, 33, torch.float64).to(CUDA)
-    torch.library.opcheck(torch.ops.roiops.roi_align.default, (x, rois, 1.0, 3, 3, 2, True))
-    torch.library.opcheck(torch.ops.roiops.roi_pool.default, (x, rois, 1.0, 3, 3))
-    boxes, scores = random_image_boxes(50, 34).to(CUDA), torch.rand(50, device=CUDA)
-    torch.library.opcheck(torch.ops.roiops.nms.default, (boxes, scores, 0.5),
-                          test_utils=("test_schema", "test_faketensor"))

@@ -321,7 +321,7 @@ def test_soft_nms_drops_nan_scores_and_handles_empty():
     assert keep.shape == (0,) and kept_scores.shape == (0,)
 
 
-# ---- bad input, opcheck, compile -----------------------------------------------------------------
+# ---- bad input -----------------------------------------------------------------------------------
 
 B, S = torch.zeros(3, 4), torch.zeros(3)
 
@@ -347,12 +347,3 @@ B, S = torch.zeros(3, 4), torch.zeros(3)
 def test_bad_input_raises_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
-
-
-def test_opcheck_native_ops():
-    g = torch.Generator().manual_seed(9)
-    boxes, scores = clustered_boxes(50, g)
-    idxs = torch.randint(0, 3, (50,), generator=g)
-    torch.library.opcheck(torch.ops.roiops.nms.default, (boxes, scores, 0.5))
-    torch.library.opcheck(torch.ops.roiops.batched_nms.default, (boxes, scores, idxs, 0.5))
-    torch.library.opcheck(torch.ops.roiops.soft_nms.default, (boxes, scores, 0.3, 0.5, 0.01, 1))

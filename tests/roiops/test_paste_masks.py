@@ -169,13 +169,6 @@ def test_bad_input_raises_naming_the_argument(call, error, match):
         call()
 
 
-def test_opcheck():
-    g = torch.Generator().manual_seed(14)
-    masks, boxes = random_case(4, g, height=30, width=40)
-    torch.library.opcheck(torch.ops.roiops.paste_masks.default, (masks, boxes, 30, 40, 0.5))
-    torch.library.opcheck(torch.ops.roiops.paste_masks.default, (masks, boxes, 30, 40, None))
-
-
 def test_compile_fullgraph_of_detection_postprocess():
     """A small inference tail: decode boxes, clip, nms, paste the kept masks."""
     coder = roiops.BoxCoder()
