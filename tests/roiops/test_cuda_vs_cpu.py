@@ -6,79 +6,19 @@ empty and bad inputs. Every test needs a GPU (marker ``cuda``; skipped without o
 import pytest
 import torch
 import torchvision
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from roiops_cases import (
     CUDA,
     HALF_TOL,
     assert_same_memory_format,
-    build,
     error_of,
     random_feature,
     random_image_boxes,
-    random_rois,
-    roi_cases,
     to_cuda,
 )
 
 import roiops
 
 pytestmark = pytest.mark.cuda
-
-
-# ---- roi_pool --------------------------------------------------------------------------------------
-
-
-@settings(max_examples=25)
-@given(roi_cases(), st.sampled_from([torch.float32, torch.float64]))
-def test_roi_pool_forward_and_argmax_match_cpu(case, dtype):
-    x, rois = build(case, dtype)
-    args = (case["spatial_scale"], *case["output_size"])
-    expected, expected_argmax = torch.ops.roiops.roi_pool(x, rois, *args)
-    got, got_argmax = torch.ops.roiops.roi_pool(*to_cuda(x, rois), *args)
-    assert_same_memory_format(got, expected)
-    assert torch.equal(got.cpu(), expected)
-    assert torch.equal(got_argmax.cpu(), expected_argmax)
-
-
-@settings(max_examples=25)
-@given(roi_cases())
-def test_roi_pool_matches_torchvision_cuda(case):
-    x, rois = to_cuda(*build(case, torch.float32))
-    expected = torchvision.ops.roi_pool(x, rois, case["output_size"], case["spatial_scale"])
-    torch.testing.assert_close(roiops.roi_pool(x, rois, case["output_size"], case["spatial_scale"]), expected)
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("det", [False, True])
-def test_roi_pool_backward_matches_cpu(channels_last, det):
-    x = random_feature((2, 6, 15, 18), 14, torch.float64, channels_last)
-    rois = random_rois(60, 2, 30, 15, torch.float64)
-    weight = torch.randn(60, 6, 3, 4, generator=torch.Generator().manual_seed(16), dtype=torch.float64)
-
-    def grad_of(x, rois, weight):
-        x = x.detach().requires_grad_()
-        (roiops.roi_pool(x, rois, (3, 4), 0.5) * weight).sum().backward()
-        return x.grad
-
-    before = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(det)
-    try:
-        got = grad_of(*to_cuda(x, rois, weight))
-        again = grad_of(*to_cuda(x, rois, weight))
-    finally:
-        torch.use_deterministic_algorithms(before)
-    expected = grad_of(x, rois, weight)
-    assert_same_memory_format(got, expected)
-    torch.testing.assert_close(got.cpu(), expected, atol=1e-12, rtol=1e-12)
-    if det:
-        assert torch.equal(got, again)
-
-
-def test_roi_pool_gradcheck_float64():
-    x = random_feature((1, 2, 6, 7), 17, torch.float64).to(CUDA).requires_grad_()
-    rois = torch.tensor([[0, 0.6, 1.1, 4.3, 5.2], [0, 2.2, 0.4, 6.1, 3.7]], dtype=torch.float64, device=CUDA)
-    torch.autograd.gradcheck(lambda t: roiops.roi_pool(t, rois, 2, 1.0), (x,))
 
 
 # ---- the FPN pooler --------------------------------------------------------------------------------
