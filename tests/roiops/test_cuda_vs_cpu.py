@@ -5,7 +5,6 @@ empty and bad inputs. Every test needs a GPU (marker ``cuda``; skipped without o
 
 import pytest
 import torch
-import torchvision
 from roiops_cases import (
     CUDA,
     HALF_TOL,
@@ -17,75 +16,6 @@ from roiops_cases import (
 import roiops
 
 pytestmark = pytest.mark.cuda
-
-
-# ---- suppression -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 500, 3000])
-@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.7, 1.0, -0.5])
-def test_nms_matches_cpu(n, threshold):
-    boxes = random_image_boxes(n, n + 1)
-    g = torch.Generator().manual_seed(n)
-    # Repeated scores, so that the tie-breaking (lower index first) is exercised.
-    scores = (torch.rand(n, generator=g) * 20).round() / 20
-    expected = roiops.nms(boxes, scores, threshold)
-    got = roiops.nms(*to_cuda(boxes, scores), threshold)
-    assert got.dtype == torch.int64 and got.device.type == CUDA.type
-    assert torch.equal(got.cpu(), expected)
-
-
-def test_nms_matches_torchvision_cuda_for_distinct_scores():
-    boxes = random_image_boxes(2000, 19).to(CUDA)
-    scores = torch.randperm(2000, generator=torch.Generator().manual_seed(20)).float().to(CUDA)
-    for threshold in (0.3, 0.5, 0.7):
-        expected = torchvision.ops.nms(boxes, scores, threshold)
-        assert torch.equal(roiops.nms(boxes, scores, threshold), expected)
-
-
-def test_nms_nan_scores_and_degenerate_boxes_match_cpu():
-    boxes = random_image_boxes(200, 21)
-    boxes[::7, 2] = boxes[::7, 0]  # empty
-    boxes[3::11, 1] = float("nan")
-    boxes[5::13, 3] = float("inf")
-    scores = torch.rand(200, generator=torch.Generator().manual_seed(22))
-    scores[::5] = float("nan")
-    scores[1::9] = 0.5
-    for threshold in (0.0, 0.5):
-        expected = roiops.nms(boxes, scores, threshold)
-        assert torch.equal(roiops.nms(*to_cuda(boxes, scores), threshold).cpu(), expected)
-
-
-@pytest.mark.parametrize("n", [0, 100, 2500])
-def test_batched_nms_matches_cpu_and_torchvision(n):
-    boxes = random_image_boxes(n, 23)
-    g = torch.Generator().manual_seed(24)
-    scores = torch.rand(n, generator=g)
-    idxs = torch.randint(0, 7, (n,), generator=g)
-    expected = roiops.batched_nms(boxes, scores, idxs, 0.5)
-    got = roiops.batched_nms(*to_cuda(boxes, scores, idxs), 0.5)
-    assert torch.equal(got.cpu(), expected)
-    theirs = torchvision.ops.batched_nms(*to_cuda(boxes, scores, idxs), 0.5)
-    assert torch.equal(got, theirs)
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
-def test_nms_dtypes_match_cpu(dtype):
-    boxes = random_image_boxes(400, 25, dtype)
-    scores = torch.rand(400, generator=torch.Generator().manual_seed(26)).to(dtype)
-    assert torch.equal(roiops.nms(*to_cuda(boxes, scores), 0.5).cpu(), roiops.nms(boxes, scores, 0.5))
-
-
-@pytest.mark.parametrize("method", ["linear", "gaussian"])
-@pytest.mark.parametrize("n", [0, 1, 50, 700])
-def test_soft_nms_matches_cpu(method, n):
-    boxes = random_image_boxes(n, 27)
-    scores = torch.rand(n, generator=torch.Generator().manual_seed(28))
-    kwargs = dict(iou_threshold=0.3, sigma=0.5, score_threshold=0.05, method=method)
-    expected_keep, expected_scores = roiops.soft_nms(boxes, scores, **kwargs)
-    got_keep, got_scores = roiops.soft_nms(*to_cuda(boxes, scores), **kwargs)
-    assert torch.equal(got_keep.cpu(), expected_keep)
-    torch.testing.assert_close(got_scores.cpu(), expected_scores, atol=1e-6, rtol=1e-5)
 
 
 # ---- paste_masks -----------------------------------------------------------------------------------
