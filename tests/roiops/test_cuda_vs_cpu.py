@@ -7,43 +7,13 @@ import pytest
 import torch
 from roiops_cases import (
     CUDA,
-    HALF_TOL,
     error_of,
-    random_image_boxes,
     to_cuda,
 )
 
 import roiops
 
 pytestmark = pytest.mark.cuda
-
-
-# ---- paste_masks -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("threshold", [None, 0.5])
-@pytest.mark.parametrize("mask_size", [14, 28])
-def test_paste_masks_matches_cpu(threshold, mask_size):
-    g = torch.Generator().manual_seed(mask_size)
-    masks = torch.rand(30, 1, mask_size, mask_size, generator=g)
-    boxes = random_image_boxes(30, 29, scale=300.0)
-    boxes[0] = torch.tensor([-20.0, -10.0, 40.0, 30.0])  # across the border
-    boxes[1] = torch.tensor([500.0, 500.0, 600.0, 600.0])  # outside the image
-    boxes[2] = torch.tensor([10.0, 10.0, 10.5, 10.2])  # tiny
-    boxes[3, 0] = float("nan")
-    expected = roiops.paste_masks(masks, boxes, (240, 320), threshold=threshold)
-    got = roiops.paste_masks(*to_cuda(masks, boxes), (240, 320), threshold=threshold)
-    assert got.dtype == expected.dtype
-    assert torch.equal(got.cpu(), expected)
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
-def test_paste_masks_dtypes_match_cpu(dtype):
-    masks = torch.rand(5, 28, 28, generator=torch.Generator().manual_seed(30)).to(dtype)
-    boxes = random_image_boxes(5, 31, dtype, scale=100.0)
-    expected = roiops.paste_masks(masks, boxes, (120, 130))
-    got = roiops.paste_masks(*to_cuda(masks, boxes), (120, 130))
-    torch.testing.assert_close(got.cpu(), expected, atol=HALF_TOL.get(dtype, 1e-12), rtol=0)
 
 
 # ---- empty and bad input ---------------------------------------------------------------------------
