@@ -9,7 +9,7 @@ import torch
 import torchvision
 from hypothesis import given
 from hypothesis import strategies as st
-from roiops_cases import CUDA, random_image_boxes, to_cuda
+from roiops_cases import CUDA, error_of, random_image_boxes, to_cuda
 
 import roiops
 
@@ -354,6 +354,13 @@ def test_bad_input_raises_naming_the_argument(call, error, match):
 # ---- on every device; the CUDA kernels against the CPU kernels and torchvision's CUDA ops ---------
 
 
+def test_empty_input_keeps_nothing(device):
+    no_boxes, no_scores = torch.zeros(0, 4, device=device), torch.zeros(0, device=device)
+    assert roiops.nms(no_boxes, no_scores, 0.5).shape == (0,)
+    no_idxs = torch.zeros(0, dtype=torch.int64, device=device)
+    assert roiops.batched_nms(no_boxes, no_scores, no_idxs, 0.5).shape == (0,)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 500, 3000])
 @pytest.mark.parametrize("threshold", [0.0, 0.3, 0.7, 1.0, -0.5])
@@ -424,3 +431,24 @@ def test_cuda_soft_nms_matches_cpu(method, n):
     got_keep, got_scores = roiops.soft_nms(*to_cuda(boxes, scores), **kwargs)
     assert torch.equal(got_keep.cpu(), expected_keep)
     torch.testing.assert_close(got_scores.cpu(), expected_scores, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda d: roiops.nms(torch.zeros(3, 4, device=d), torch.zeros(2, device=d), 0.5),
+        lambda d: roiops.nms(torch.zeros(3, 4, device=d), torch.zeros(3, device=d), float("nan")),
+    ],
+    ids=["scores_length", "nan_threshold"],
+)
+def test_cuda_bad_input_raises_the_cpu_error(call):
+    cpu_error = error_of(lambda: call("cpu"))
+    assert cpu_error is not None
+    assert error_of(lambda: call(CUDA)) == cpu_error
+
+
+@pytest.mark.cuda
+def test_boxes_and_scores_on_different_devices_raise_naming_them():
+    with pytest.raises(ValueError, match="same device"):
+        roiops.nms(torch.zeros(3, 4, device=CUDA), torch.zeros(3), 0.5)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from roiops_cases import HALF_TOL, random_image_boxes, to_cuda
+from roiops_cases import CUDA, HALF_TOL, error_of, random_image_boxes, to_cuda
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 import roiops
@@ -221,3 +221,13 @@ def test_cuda_other_dtypes_match_cpu(dtype):
     expected = roiops.paste_masks(masks, boxes, (120, 130))
     got = roiops.paste_masks(*to_cuda(masks, boxes), (120, 130))
     torch.testing.assert_close(got.cpu(), expected, atol=HALF_TOL.get(dtype, 1e-12), rtol=0)
+
+
+@pytest.mark.cuda
+def test_cuda_bad_input_raises_the_cpu_error():
+    def call(d):
+        return roiops.paste_masks(torch.zeros(2, 5, 5, device=d), torch.zeros(3, 4, device=d), (4, 4))
+
+    cpu_error = error_of(lambda: call("cpu"))
+    assert cpu_error is not None
+    assert error_of(lambda: call(CUDA)) == cpu_error

@@ -14,6 +14,7 @@ from roiops_cases import (
     HALF_TOL,
     assert_same_memory_format,
     build,
+    error_of,
     random_feature,
     random_rois,
     roi_cases,
@@ -418,3 +419,36 @@ def test_cuda_graph_replay_gives_the_eager_result():
     graph.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("bad_index", [-1.0, 2.0, 0.5, float("nan")])
+def test_cuda_bad_batch_index_raises_the_cpu_error(bad_index):
+    x = torch.randn(2, 3, 8, 8)
+    rois = torch.tensor([[0, 1.0, 1.0, 5.0, 5.0], [bad_index, 1.0, 1.0, 5.0, 5.0]])
+    cpu_error = error_of(lambda: roiops.roi_align(x, rois, 2, 1.0, 2, True))
+    assert cpu_error is not None and cpu_error[0] is ValueError
+    assert error_of(lambda: roiops.roi_align(*to_cuda(x, rois), 2, 1.0, 2, True)) == cpu_error
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda d: roiops.roi_align(torch.randn(1, 2, 4, 4, device=d), torch.zeros(1, 4, device=d), 2),
+        lambda d: roiops.roi_align(torch.randn(1, 2, 4, 4, device=d), torch.zeros(1, 5, device=d), 0),
+        lambda d: roiops.roi_align(torch.randn(1, 2, 4, 4, device=d),
+                                   torch.zeros(1, 5, device=d, dtype=torch.float64), 2),
+    ],
+    ids=["four_columns", "zero_output_size", "dtype_mismatch"],
+)
+def test_cuda_bad_input_raises_the_cpu_error(call):
+    cpu_error = error_of(lambda: call("cpu"))
+    assert cpu_error is not None
+    assert error_of(lambda: call(CUDA)) == cpu_error
+
+
+@pytest.mark.cuda
+def test_input_and_boxes_on_different_devices_raise_naming_them():
+    with pytest.raises(ValueError, match="same device"):
+        roiops.roi_align(torch.randn(1, 2, 4, 4, device=CUDA), torch.zeros(1, 5), 2)

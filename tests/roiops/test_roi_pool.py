@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from roiops_cases import (
     assert_same_memory_format,
     build,
+    error_of,
     random_feature,
     random_rois,
     roi_cases,
@@ -234,3 +235,13 @@ def test_cuda_backward_matches_cpu_and_repeats_bitwise_in_deterministic_mode(cha
     torch.testing.assert_close(got.cpu(), expected, atol=1e-12, rtol=1e-12)
     if det:
         assert torch.equal(got, again)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("bad_index", [-1.0, 2.0, 0.5, float("nan")])
+def test_cuda_bad_batch_index_raises_the_cpu_error(bad_index):
+    x = torch.randn(2, 3, 8, 8)
+    rois = torch.tensor([[0, 1.0, 1.0, 5.0, 5.0], [bad_index, 1.0, 1.0, 5.0, 5.0]])
+    cpu_error = error_of(lambda: roiops.roi_pool(x, rois, 2, 1.0))
+    assert cpu_error is not None and cpu_error[0] is ValueError
+    assert error_of(lambda: roiops.roi_pool(*to_cuda(x, rois), 2, 1.0)) == cpu_error
