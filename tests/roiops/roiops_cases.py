@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 
 CUDA = torch.device("cuda")
 
-# CUDA against CPU in the half types: both accumulate in float32, but round the sum once in a
-# different order, so the results may differ by about one half-type ulp of the values (~1).
+# CUDA against CPU in the half types: both accumulate in float32 and round once, but add in a different
+# order, so a result may round to a neighbouring half-type value (a few ulps for values of a few units).
 HALF_TOL = {torch.float16: 1e-2, torch.bfloat16: 6e-2}
 
 
