@@ -36,7 +36,9 @@ settings.register_profile(
 )
 settings.load_profile("dev")
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# CUDA is always a parameter, marked like every CUDA test: collected everywhere (so `-m cuda` selects
+# the same tests on any machine), skipped by the hook below where there is no GPU.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,7 +51,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(params=DEVICES)
 def device(request):
-    """Every device this machine has: 'cpu', plus 'cuda' when a GPU and the CUDA kernels exist."""
+    """'cpu', and 'cuda' (marked ``cuda``: skipped without a GPU)."""
     return torch.device(request.param)
 
 

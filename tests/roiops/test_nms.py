@@ -1,5 +1,6 @@
 """nms, batched_nms and soft_nms: greedy references written here, torchvision as an oracle, and the
-properties that define greedy suppression."""
+properties that define greedy suppression; the CUDA kernels against the CPU kernels and
+torchvision's CUDA ops."""
 
 import math
 
@@ -8,6 +9,7 @@ import torch
 import torchvision
 from hypothesis import given
 from hypothesis import strategies as st
+from roiops_cases import CUDA, error_of, random_image_boxes, to_cuda
 
 import roiops
 
@@ -321,7 +323,7 @@ def test_soft_nms_drops_nan_scores_and_handles_empty():
     assert keep.shape == (0,) and kept_scores.shape == (0,)
 
 
-# ---- bad input, opcheck, compile -----------------------------------------------------------------
+# ---- bad input -----------------------------------------------------------------------------------
 
 B, S = torch.zeros(3, 4), torch.zeros(3)
 
@@ -347,15 +349,6 @@ B, S = torch.zeros(3, 4), torch.zeros(3)
 def test_bad_input_raises_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
-
-
-def test_opcheck_native_ops():
-    g = torch.Generator().manual_seed(9)
-    boxes, scores = clustered_boxes(50, g)
-    idxs = torch.randint(0, 3, (50,), generator=g)
-    torch.library.opcheck(torch.ops.roiops.nms.default, (boxes, scores, 0.5))
-    torch.library.opcheck(torch.ops.roiops.batched_nms.default, (boxes, scores, idxs, 0.5))
-    torch.library.opcheck(torch.ops.roiops.soft_nms.default, (boxes, scores, 0.3, 0.5, 0.01, 1))
 
 
 @pytest.mark.parametrize("threshold", [0.05, 0.1, 0.2, 0.3, 0.45])
@@ -386,3 +379,106 @@ def test_nms_suppresses_a_small_box_whose_wide_suppressor_is_centred_far_away():
     keep = roiops.nms(boxes, scores, 0.3)
     assert 0 in keep.tolist() and 1 not in keep.tolist()
     assert torch.equal(keep, torchvision.ops.nms(boxes, scores, 0.3))
+
+
+# ---- on every device; the CUDA kernels against the CPU kernels and torchvision's CUDA ops ---------
+
+
+def test_empty_input_keeps_nothing(device):
+    no_boxes, no_scores = torch.zeros(0, 4, device=device), torch.zeros(0, device=device)
+    assert roiops.nms(no_boxes, no_scores, 0.5).shape == (0,)
+    no_idxs = torch.zeros(0, dtype=torch.int64, device=device)
+    assert roiops.batched_nms(no_boxes, no_scores, no_idxs, 0.5).shape == (0,)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 500, 3000])
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.7, 1.0, -0.5])
+def test_cuda_nms_matches_cpu_with_tied_scores(n, threshold):
+    boxes = random_image_boxes(n, n + 1)
+    g = torch.Generator().manual_seed(n)
+    # Repeated scores, so that the tie-breaking (lower index first) is exercised.
+    scores = (torch.rand(n, generator=g) * 20).round() / 20
+    expected = roiops.nms(boxes, scores, threshold)
+    got = roiops.nms(*to_cuda(boxes, scores), threshold)
+    assert got.dtype == torch.int64 and got.device.type == CUDA.type
+    assert torch.equal(got.cpu(), expected)
+
+
+@pytest.mark.cuda
+def test_cuda_nms_matches_torchvision_cuda_for_distinct_scores():
+    boxes = random_image_boxes(2000, 19).to(CUDA)
+    scores = torch.randperm(2000, generator=torch.Generator().manual_seed(20)).float().to(CUDA)
+    for threshold in (0.3, 0.5, 0.7):
+        expected = torchvision.ops.nms(boxes, scores, threshold)
+        assert torch.equal(roiops.nms(boxes, scores, threshold), expected)
+
+
+@pytest.mark.cuda
+def test_cuda_nms_nan_scores_and_degenerate_boxes_match_cpu():
+    boxes = random_image_boxes(200, 21)
+    boxes[::7, 2] = boxes[::7, 0]  # empty
+    boxes[3::11, 1] = float("nan")
+    boxes[5::13, 3] = float("inf")
+    scores = torch.rand(200, generator=torch.Generator().manual_seed(22))
+    scores[::5] = float("nan")
+    scores[1::9] = 0.5
+    for threshold in (0.0, 0.5):
+        expected = roiops.nms(boxes, scores, threshold)
+        assert torch.equal(roiops.nms(*to_cuda(boxes, scores), threshold).cpu(), expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_cuda_nms_other_dtypes_match_cpu(dtype):
+    boxes = random_image_boxes(400, 25, dtype)
+    scores = torch.rand(400, generator=torch.Generator().manual_seed(26)).to(dtype)
+    assert torch.equal(roiops.nms(*to_cuda(boxes, scores), 0.5).cpu(), roiops.nms(boxes, scores, 0.5))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n", [0, 100, 2500])
+def test_cuda_batched_nms_matches_cpu_and_torchvision_cuda(n):
+    boxes = random_image_boxes(n, 23)
+    g = torch.Generator().manual_seed(24)
+    scores = torch.rand(n, generator=g)
+    idxs = torch.randint(0, 7, (n,), generator=g)
+    expected = roiops.batched_nms(boxes, scores, idxs, 0.5)
+    got = roiops.batched_nms(*to_cuda(boxes, scores, idxs), 0.5)
+    assert torch.equal(got.cpu(), expected)
+    theirs = torchvision.ops.batched_nms(*to_cuda(boxes, scores, idxs), 0.5)
+    assert torch.equal(got, theirs)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("method", ["linear", "gaussian"])
+@pytest.mark.parametrize("n", [0, 1, 50, 700])
+def test_cuda_soft_nms_matches_cpu(method, n):
+    boxes = random_image_boxes(n, 27)
+    scores = torch.rand(n, generator=torch.Generator().manual_seed(28))
+    kwargs = dict(iou_threshold=0.3, sigma=0.5, score_threshold=0.05, method=method)
+    expected_keep, expected_scores = roiops.soft_nms(boxes, scores, **kwargs)
+    got_keep, got_scores = roiops.soft_nms(*to_cuda(boxes, scores), **kwargs)
+    assert torch.equal(got_keep.cpu(), expected_keep)
+    torch.testing.assert_close(got_scores.cpu(), expected_scores, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda d: roiops.nms(torch.zeros(3, 4, device=d), torch.zeros(2, device=d), 0.5),
+        lambda d: roiops.nms(torch.zeros(3, 4, device=d), torch.zeros(3, device=d), float("nan")),
+    ],
+    ids=["scores_length", "nan_threshold"],
+)
+def test_cuda_bad_input_raises_the_cpu_error(call):
+    cpu_error = error_of(lambda: call("cpu"))
+    assert cpu_error is not None
+    assert error_of(lambda: call(CUDA)) == cpu_error
+
+
+@pytest.mark.cuda
+def test_boxes_and_scores_on_different_devices_raise_naming_them():
+    with pytest.raises(ValueError, match="same device"):
+        roiops.nms(torch.zeros(3, 4, device=CUDA), torch.zeros(3), 0.5)

@@ -1,5 +1,6 @@
 """paste_masks: a plain-PyTorch reference of the pixel model, torchvision's paste_masks_in_image
-(boxes inside and across the image), bounded behaviour outside it, and compile."""
+(boxes inside and across the image), bounded behaviour outside it, and compile; the CUDA kernel
+against the CPU kernel."""
 
 import math
 
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from roiops_cases import CUDA, HALF_TOL, error_of, random_image_boxes, to_cuda
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 import roiops
@@ -123,12 +125,14 @@ def test_other_dtypes(dtype):
                                roiops.paste_masks(masks, boxes, (120, 160), None))
 
 
-def test_accepts_torchvision_layout_and_empty_inputs():
+def test_accepts_torchvision_layout_and_empty_inputs(device):
     g = torch.Generator().manual_seed(12)
     masks, boxes = random_case(5, g)
+    masks, boxes = masks.to(device), boxes.to(device)
     expected = roiops.paste_masks(masks, boxes, (120, 160))
     assert torch.equal(roiops.paste_masks(masks[:, None], boxes, (120, 160)), expected)
-    assert roiops.paste_masks(torch.zeros(0, 28, 28), torch.zeros(0, 4), (120, 160)).shape == (0, 120, 160)
+    no_masks, no_boxes = torch.zeros(0, 28, 28, device=device), torch.zeros(0, 4, device=device)
+    assert roiops.paste_masks(no_masks, no_boxes, (120, 160)).shape == (0, 120, 160)
     assert roiops.paste_masks(masks, boxes, (0, 160)).shape == (5, 0, 160)
 
 
@@ -169,13 +173,6 @@ def test_bad_input_raises_naming_the_argument(call, error, match):
         call()
 
 
-def test_opcheck():
-    g = torch.Generator().manual_seed(14)
-    masks, boxes = random_case(4, g, height=30, width=40)
-    torch.library.opcheck(torch.ops.roiops.paste_masks.default, (masks, boxes, 30, 40, 0.5))
-    torch.library.opcheck(torch.ops.roiops.paste_masks.default, (masks, boxes, 30, 40, None))
-
-
 def test_compile_fullgraph_of_detection_postprocess():
     """A small inference tail: decode boxes, clip, nms, paste the kept masks."""
     coder = roiops.BoxCoder()
@@ -194,3 +191,43 @@ def test_compile_fullgraph_of_detection_postprocess():
     keep, pasted = torch.compile(postprocess, fullgraph=True)(codes, proposals, scores, masks)
     keep_eager, pasted_eager = postprocess(codes, proposals, scores, masks)
     assert torch.equal(keep, keep_eager) and torch.equal(pasted, pasted_eager)
+
+
+# ---- the CUDA kernel against the CPU kernel ---------------------------------------------------------
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("threshold", [None, 0.5])
+@pytest.mark.parametrize("mask_size", [14, 28])
+def test_cuda_matches_cpu_bitwise_inside_across_and_outside_the_image(threshold, mask_size):
+    g = torch.Generator().manual_seed(mask_size)
+    masks = torch.rand(30, 1, mask_size, mask_size, generator=g)
+    boxes = random_image_boxes(30, 29, scale=300.0)
+    boxes[0] = torch.tensor([-20.0, -10.0, 40.0, 30.0])  # across the border
+    boxes[1] = torch.tensor([500.0, 500.0, 600.0, 600.0])  # outside the image
+    boxes[2] = torch.tensor([10.0, 10.0, 10.5, 10.2])  # tiny
+    boxes[3, 0] = float("nan")
+    expected = roiops.paste_masks(masks, boxes, (240, 320), threshold=threshold)
+    got = roiops.paste_masks(*to_cuda(masks, boxes), (240, 320), threshold=threshold)
+    assert got.dtype == expected.dtype
+    assert torch.equal(got.cpu(), expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_cuda_other_dtypes_match_cpu(dtype):
+    masks = torch.rand(5, 28, 28, generator=torch.Generator().manual_seed(30)).to(dtype)
+    boxes = random_image_boxes(5, 31, dtype, scale=100.0)
+    expected = roiops.paste_masks(masks, boxes, (120, 130))
+    got = roiops.paste_masks(*to_cuda(masks, boxes), (120, 130))
+    torch.testing.assert_close(got.cpu(), expected, atol=HALF_TOL.get(dtype, 1e-12), rtol=0)
+
+
+@pytest.mark.cuda
+def test_cuda_bad_input_raises_the_cpu_error():
+    def call(d):
+        return roiops.paste_masks(torch.zeros(2, 5, 5, device=d), torch.zeros(3, 4, device=d), (4, 4))
+
+    cpu_error = error_of(lambda: call("cpu"))
+    assert cpu_error is not None
+    assert error_of(lambda: call(CUDA)) == cpu_error

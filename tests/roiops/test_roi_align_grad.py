@@ -1,12 +1,22 @@
 """roi_align gradients: to the input (against torchvision and the definition), double backward, to
 the box coordinates and second derivatives through that (against autograd through the definition),
-gradcheck / gradgradcheck in float64, determinism."""
+gradcheck / gradgradcheck in float64 on every device, determinism; the CUDA kernels against the CPU
+kernels, and CUDA's deterministic mode."""
 
 import pytest
 import torch
 import torchvision
-from hypothesis import given
-from roi_pooling_cases import build, roi_cases
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from roiops_cases import (
+    CUDA,
+    assert_same_memory_format,
+    build,
+    random_feature,
+    random_rois,
+    roi_cases,
+    to_cuda,
+)
 
 import roiops
 from roiops._reference import roi_align_reference
@@ -60,15 +70,15 @@ def test_box_gradient_matches_autograd_through_the_definition(case):
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [-1, 2])
-def test_gradcheck_and_gradgradcheck_input(aligned, channels_last, sampling_ratio):
+def test_gradcheck_and_gradgradcheck_input(aligned, channels_last, sampling_ratio, device):
     g = torch.Generator().manual_seed(5)
-    x = torch.randn(2, 2, 5, 6, generator=g, dtype=torch.float64)
+    x = torch.randn(2, 2, 5, 6, generator=g, dtype=torch.float64).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
     rois = torch.tensor(
         [[0, 0.3, 1.1, 4.6, 5.2], [1, -1.3, 2.2, 3.7, 9.1], [1, 2.2, 0.7, 2.9, 1.9]], dtype=torch.float64
-    )
+    ).to(device)
 
     def fn(t):
         return roiops.roi_align(t, rois, (3, 2), 0.9, sampling_ratio, aligned)
@@ -116,23 +126,25 @@ def test_box_gradient_through_the_backward_gives_rois_gradient_of_double_backwar
 @pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("sampling_ratio", [-1, 2])
-def test_gradcheck_and_gradgradcheck_boxes_and_input_together(aligned, channels_last, sampling_ratio):
+def test_gradcheck_and_gradgradcheck_boxes_and_input_together(aligned, channels_last, sampling_ratio, device):
     g = torch.Generator().manual_seed(9)
-    x = torch.randn(2, 2, 7, 6, generator=g, dtype=torch.float64)
+    x = torch.randn(2, 2, 7, 6, generator=g, dtype=torch.float64).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
-    index = torch.tensor([[0.0], [1.0], [1.0]], dtype=torch.float64)
+    index = torch.tensor([[0.0], [1.0], [1.0]], dtype=torch.float64, device=device)
     # Boxes inside, across the border and small enough for aligned=False's 1-pixel clamp on one axis.
     coords = torch.tensor(
         [[0.31, 1.13, 4.62, 5.27], [-1.37, 2.21, 3.73, 9.11], [2.23, 0.71, 2.94, 1.93]], dtype=torch.float64
-    ).requires_grad_(True)
+    ).to(device).requires_grad_(True)
 
     def fn(t, c):
         return roiops.roi_align(t, torch.cat([index, c], dim=1), (2, 3), 1.1, sampling_ratio, aligned)
 
     assert torch.autograd.gradcheck(fn, (x, coords))
     assert torch.autograd.gradgradcheck(fn, (x, coords))
+    # The box gradient alone (the input not requiring grad).
+    assert torch.autograd.gradcheck(lambda c: fn(x.detach(), c), (coords,))
     assert torch.autograd.gradgradcheck(lambda c: fn(x.detach(), c), (coords,))
 
 
@@ -265,14 +277,14 @@ def test_half_type_gradient_accumulates_in_float32(dtype):
     )
 
 
-def test_empty_boxes_give_empty_output_and_zero_gradients():
+def test_empty_boxes_give_empty_output_and_zero_gradients(device):
     for channels_last in (False, True):
-        x = torch.randn(2, 3, 5, 5)
+        x = torch.randn(2, 3, 5, 5, device=device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x.requires_grad_(True)
-        coords = torch.zeros(0, 4, requires_grad=True)
-        out = roiops.roi_align(x, torch.cat([torch.zeros(0, 1), coords], 1), 3, 1.0, 2, True)
+        coords = torch.zeros(0, 4, device=device, requires_grad=True)
+        out = roiops.roi_align(x, torch.cat([torch.zeros(0, 1, device=device), coords], 1), 3, 1.0, 2, True)
         assert out.shape == (0, 3, 3, 3)
         out.sum().backward()
         assert x.grad.shape == x.shape and (x.grad == 0).all()
@@ -284,3 +296,103 @@ def test_non_finite_box_gets_no_gradient():
     coords = torch.tensor([[float("nan"), 1.0, 4.0, 4.0]], requires_grad=True)
     roiops.roi_align(x, torch.cat([torch.zeros(1, 1), coords], 1), 2, 1.0, 2, True).sum().backward()
     assert (x.grad == 0).all() and (coords.grad == 0).all()
+
+
+# ---- the CUDA kernels against the CPU kernels; CUDA's deterministic mode ----------------------------
+
+
+@pytest.mark.cuda
+@settings(max_examples=20)
+@given(roi_cases(), st.booleans())
+def test_cuda_gradients_match_cpu(case, with_respect_to_boxes):
+    x, rois = build(case, torch.float64)
+    a = args(case)
+
+    def grads(x, rois):
+        x = x.detach().requires_grad_()
+        rois = rois.detach().requires_grad_(with_respect_to_boxes)
+        out = roiops.roi_align(x, rois, *a)
+        weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).reshape(out.shape)
+        inputs = (x, rois) if with_respect_to_boxes else (x,)
+        return torch.autograd.grad((out * weight).sum(), inputs, allow_unused=True)
+
+    expected = grads(x, rois)
+    got = grads(*to_cuda(x, rois))
+    for g, e in zip(got, expected):
+        if e is None:
+            assert g is None or not g.any()
+            continue
+        assert_same_memory_format(g, e)
+        torch.testing.assert_close(g.cpu(), e, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.cuda
+@settings(max_examples=20)
+@given(roi_cases(max_rois=8))
+def test_cuda_second_derivatives_through_box_gradient_match_cpu(case):
+    x, rois = build(case, torch.float64)
+    g = torch.Generator().manual_seed(case["seed"])
+    grad = torch.randn((rois.shape[0], x.shape[1], *case["output_size"]), generator=g, dtype=torch.float64)
+    direction = torch.randn(rois.shape[0], 5, generator=g, dtype=torch.float64)
+    op_args = ([case["spatial_scale"]], *case["output_size"], case["sampling_ratio"], case["aligned"], 224.0,
+               4, True)
+    op = torch.ops.roiops.roi_align_backward_rois_backward
+    expected = op(grad, [x], rois, direction, *op_args)
+    got = op(grad.to(CUDA), [x.to(CUDA)], *to_cuda(rois, direction), *op_args)
+    torch.testing.assert_close(got[0].cpu(), expected[0], atol=1e-9, rtol=1e-9)
+    assert_same_memory_format(got[1][0], expected[1][0])
+    torch.testing.assert_close(got[1][0].cpu(), expected[1][0], atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(got[2].cpu(), expected[2], atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.cuda
+def test_cuda_second_derivative_to_the_input_is_refused_in_deterministic_mode(deterministic):
+    # Its scatter uses atomics; the box and grad parts are deterministic and still run.
+    x = random_feature((1, 2, 8, 8), 14, torch.float64).to(CUDA)
+    rois = random_rois(4, 1, 8, 15, torch.float64).to(CUDA)
+    grad = torch.randn(4, 2, 2, 2, dtype=torch.float64, device=CUDA)
+    direction = torch.randn(4, 5, dtype=torch.float64, device=CUDA)
+    op = torch.ops.roiops.roi_align_backward_rois_backward
+    with pytest.raises(RuntimeError, match="deterministic"):
+        op(grad, [x], rois, direction, [1.0], 2, 2, 2, True, 224.0, 4, True)
+    first = op(grad, [x], rois, direction, [1.0], 2, 2, 2, True, 224.0, 4, False)
+    second = op(grad, [x], rois, direction, [1.0], 2, 2, 2, True, 224.0, 4, False)
+    assert first[1] == [] and torch.equal(first[0], second[0]) and torch.equal(first[2], second[2])
+
+
+@pytest.mark.cuda
+def test_cuda_deterministic_backward_equals_atomics_and_repeats_bitwise(deterministic):
+    torch.use_deterministic_algorithms(False)
+    x = random_feature((2, 16, 40, 56), 0).to(CUDA).requires_grad_()
+    rois = random_rois(300, 2, 48, 1).to(CUDA)
+    grad = torch.randn(300, 16, 7, 7, generator=torch.Generator().manual_seed(2)).to(CUDA)
+
+    def backward():
+        out = roiops.roi_align(x, rois, 7, 0.5, 2, True)
+        (g,) = torch.autograd.grad(out, x, grad)
+        return g
+
+    atomic = backward()
+    torch.use_deterministic_algorithms(True)
+    first, second = backward(), backward()
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first, atomic, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("sampling_ratio", [-1, 0, 2])
+@pytest.mark.parametrize("aligned", [False, True])
+def test_cuda_deterministic_backward_matches_cpu(deterministic, channels_last, sampling_ratio, aligned):
+    # Boxes of every kind the gather must find: inside, across the border, tiny, outside.
+    rois = torch.cat([
+        random_rois(40, 2, 16, 4, torch.float64),
+        torch.tensor([[0, -3.0, -3.0, 0.2, 0.3], [1, 15.5, 11.0, 40.0, 30.0], [0, 5.0, 5.0, 5.001, 5.002],
+                      [1, 100.0, 100.0, 120.0, 130.0], [0, 16.0, 12.0, 16.0, 12.0]], dtype=torch.float64),
+    ])
+    grad = torch.randn(rois.size(0), 5, 3, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    op_args = (rois, 1.0, 3, 4, 2, 5, 13, 17, sampling_ratio, aligned, channels_last)
+    expected = torch.ops.roiops.roi_align_backward(grad, *op_args)
+    got = torch.ops.roiops.roi_align_backward(grad.to(CUDA), rois.to(CUDA), *op_args[1:])
+    assert_same_memory_format(got, expected)
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-12, rtol=1e-12)

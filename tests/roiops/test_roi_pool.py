@@ -1,13 +1,23 @@
 """roi_pool: the native kernels against the definition, torchvision, RoIPool's properties; its
-gradient (argmax routing), double backward, degenerate and bad input."""
+gradient (argmax routing), double backward, degenerate and bad input; the CUDA kernels against the
+CPU kernels and torchvision's CUDA op."""
 
 import math
 
 import pytest
 import torch
 import torchvision
-from hypothesis import given
-from roi_pooling_cases import build, roi_cases
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from roiops_cases import (
+    assert_same_memory_format,
+    build,
+    error_of,
+    random_feature,
+    random_rois,
+    roi_cases,
+    to_cuda,
+)
 
 import roiops
 from roiops._reference import roi_pool_reference
@@ -89,13 +99,14 @@ def test_many_channels_with_ties_and_nans_match_the_definition(dtype, channels_l
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_gradcheck_and_gradgradcheck(channels_last):
+def test_gradcheck_and_gradgradcheck(channels_last, device):
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 2, 7, 6, generator=g, dtype=torch.float64)
+    x = torch.randn(2, 2, 7, 6, generator=g, dtype=torch.float64).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
     rois = torch.tensor([[0, 0, 1, 5, 6], [1, 1.6, 0.2, 4.4, 3.9], [1, -3, -3, 30, 30]], dtype=torch.float64)
+    rois = rois.to(device)
 
     def fn(t):
         return roiops.roi_pool(t, rois, (3, 2), 1.0)
@@ -149,12 +160,16 @@ def test_degenerate_boxes_are_defined(bad):
         assert torch.isfinite(out).all()
 
 
-def test_empty_boxes_and_bad_input():
-    x = torch.randn(2, 3, 8, 8, requires_grad=True)
-    out = roiops.roi_pool(x, torch.zeros(0, 5), (2, 3), 1.0)
+def test_empty_boxes_give_empty_output_and_zero_gradient(device):
+    x = torch.randn(2, 3, 8, 8, device=device, requires_grad=True)
+    out = roiops.roi_pool(x, torch.zeros(0, 5, device=device), (2, 3), 1.0)
     assert out.shape == (0, 3, 2, 3)
     out.sum().backward()
     assert (x.grad == 0).all()
+
+
+def test_bad_input_raises_naming_the_argument_and_the_module_takes_box_lists():
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
     with pytest.raises(ValueError, match=r"batch index"):
         roiops.roi_pool(x, torch.tensor([[2.0, 0, 0, 1, 1]]), 2)
     with pytest.raises(ValueError, match="boxes must have last dimension 5"):
@@ -168,3 +183,65 @@ def test_empty_boxes_and_bad_input():
         module(x, [torch.tensor([[0.0, 0, 4, 4]]), torch.zeros(0, 4)]),
         roiops.roi_pool(x, torch.tensor([[0.0, 0, 0, 4, 4]]), 2, 0.5),
     )
+
+
+# ---- the CUDA kernels against the CPU kernels and torchvision's CUDA op ---------------------------
+
+
+@pytest.mark.cuda
+@settings(max_examples=25)
+@given(roi_cases(), st.sampled_from([torch.float32, torch.float64]))
+def test_cuda_forward_and_argmax_match_cpu(case, dtype):
+    x, rois = build(case, dtype)
+    args = (case["spatial_scale"], *case["output_size"])
+    expected, expected_argmax = torch.ops.roiops.roi_pool(x, rois, *args)
+    got, got_argmax = torch.ops.roiops.roi_pool(*to_cuda(x, rois), *args)
+    assert_same_memory_format(got, expected)
+    assert torch.equal(got.cpu(), expected)
+    assert torch.equal(got_argmax.cpu(), expected_argmax)
+
+
+@pytest.mark.cuda
+@settings(max_examples=25)
+@given(roi_cases())
+def test_cuda_matches_torchvision_cuda(case):
+    x, rois = to_cuda(*build(case, torch.float32))
+    expected = torchvision.ops.roi_pool(x, rois, case["output_size"], case["spatial_scale"])
+    torch.testing.assert_close(roiops.roi_pool(x, rois, case["output_size"], case["spatial_scale"]), expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("det", [False, True])
+def test_cuda_backward_matches_cpu_and_repeats_bitwise_in_deterministic_mode(channels_last, det):
+    x = random_feature((2, 6, 15, 18), 14, torch.float64, channels_last)
+    rois = random_rois(60, 2, 30, 15, torch.float64)
+    weight = torch.randn(60, 6, 3, 4, generator=torch.Generator().manual_seed(16), dtype=torch.float64)
+
+    def grad_of(x, rois, weight):
+        x = x.detach().requires_grad_()
+        (roiops.roi_pool(x, rois, (3, 4), 0.5) * weight).sum().backward()
+        return x.grad
+
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(det)
+    try:
+        got = grad_of(*to_cuda(x, rois, weight))
+        again = grad_of(*to_cuda(x, rois, weight))
+    finally:
+        torch.use_deterministic_algorithms(before)
+    expected = grad_of(x, rois, weight)
+    assert_same_memory_format(got, expected)
+    torch.testing.assert_close(got.cpu(), expected, atol=1e-12, rtol=1e-12)
+    if det:
+        assert torch.equal(got, again)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("bad_index", [-1.0, 2.0, 0.5, float("nan")])
+def test_cuda_bad_batch_index_raises_the_cpu_error(bad_index):
+    x = torch.randn(2, 3, 8, 8)
+    rois = torch.tensor([[0, 1.0, 1.0, 5.0, 5.0], [bad_index, 1.0, 1.0, 5.0, 5.0]])
+    cpu_error = error_of(lambda: roiops.roi_pool(x, rois, 2, 1.0))
+    assert cpu_error is not None and cpu_error[0] is ValueError
+    assert error_of(lambda: roiops.roi_pool(*to_cuda(x, rois), 2, 1.0)) == cpu_error

@@ -1,9 +1,17 @@
-"""Hypothesis strategies and builders shared by the RoIAlign / RoIPool / pooler tests."""
+"""Inputs and checks shared by the roiops tests: the random RoI pooling problem (a hypothesis
+strategy), seeded feature maps, rois and image boxes, and what the CUDA-against-CPU comparisons
+repeat (moving inputs, memory formats, half-type tolerances, errors)."""
 
 import math
 
 import torch
 from hypothesis import strategies as st
+
+CUDA = torch.device("cuda")
+
+# CUDA against CPU in the half types: both accumulate in float32 and round once, but add in a different
+# order, so a result may round to a neighbouring half-type value (a few ulps for values of a few units).
+HALF_TOL = {torch.float16: 1e-2, torch.bfloat16: 6e-2}
 
 
 @st.composite
@@ -89,3 +97,58 @@ def roi_align_bins_on_a_rounding_edge(case, rois: torch.Tensor, dtype=torch.floa
             else:
                 out[k] |= rows[None, :]
     return out
+
+
+def three_rois(dtype=torch.float32):
+    """Tensor[3, 5] (batch index, x1, y1, x2, y2): one box in image 0 and two in image 1, one of them
+    across the border, of a batch of two 8 x 9 maps."""
+    return torch.tensor(
+        [[0, 1.2, 0.7, 6.3, 5.9], [1, 0.0, 2.5, 4.1, 7.8], [1, -2.0, -1.0, 9.5, 3.3]], dtype=dtype
+    )
+
+
+def random_feature(shape, seed, dtype=torch.float32, channels_last=False):
+    """Tensor[N, C, H, W] of standard normal values drawn in float64 from seed, then cast; NCHW or
+    channels_last."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def random_rois(k, n, size, seed, dtype=torch.float32, min_side=0.0):
+    """Tensor[k, 5] rows (batch index in [0, n), x1, y1, x2, y2) on a size x size map: top-left
+    corners up to 5% outside it, sides from min_side to min_side + 0.6 * size."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(k, 2, generator=g, dtype=torch.float64) * size * 1.1 - size * 0.05
+    wh = torch.rand(k, 2, generator=g, dtype=torch.float64) * size * 0.6 + min_side
+    batch = torch.randint(0, n, (k, 1), generator=g).double()
+    return torch.cat([batch, xy, xy + wh], dim=1).to(dtype)
+
+
+def random_image_boxes(n, seed, dtype=torch.float32, scale=200.0):
+    """Tensor[n, 4] (x1, y1, x2, y2) in image pixels: top-left corners in [0, scale), sides in
+    [1, 1 + scale / 4)."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * scale
+    wh = torch.rand(n, 2, generator=g, dtype=torch.float64) * scale / 4 + 1
+    return torch.cat([xy, xy + wh], dim=1).to(dtype)
+
+
+def to_cuda(*tensors):
+    # .to() keeps the memory format, so channels_last inputs stay channels_last.
+    return [t.to(CUDA) for t in tensors]
+
+
+def assert_same_memory_format(a, b):
+    assert a.is_contiguous() == b.is_contiguous()
+    cl = torch.channels_last
+    assert a.is_contiguous(memory_format=cl) == b.is_contiguous(memory_format=cl)
+
+
+def error_of(fn):
+    """(type, first line of the message) of what fn() raises, None if it returns."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001  (the type and message are what is compared)
+        return type(e), str(e).splitlines()[0]
+    return None

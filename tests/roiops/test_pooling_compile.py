@@ -1,17 +1,12 @@
-"""The RoI pooling ops as PyTorch sees them: torch.library.opcheck of every op (schema, fake
-kernel, autograd registration), torch.compile(fullgraph=True) and torch.export of a module that
-uses them."""
+"""A head using roi_align, roi_pool and MultiScaleRoIAlign together under torch.compile(fullgraph=True),
+torch.export and TorchScript, against eager. (Each op's schema, fake kernel and autograd registration:
+test_opcheck.py.)"""
 
 import pytest
 import torch
+from roiops_cases import three_rois
 
 import roiops
-
-
-def sample_rois(dtype=torch.float32):
-    return torch.tensor(
-        [[0, 1.2, 0.7, 6.3, 5.9], [1, 0.0, 2.5, 4.1, 7.8], [1, -2.0, -1.0, 9.5, 3.3]], dtype=dtype
-    )
 
 
 def maps(channels_last, dtype=torch.float32, requires_grad=False):
@@ -19,72 +14,6 @@ def maps(channels_last, dtype=torch.float32, requires_grad=False):
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x.requires_grad_(requires_grad)
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_opcheck_roi_align_and_its_backward_ops(channels_last):
-    x = maps(channels_last, torch.float64, requires_grad=True)
-    rois = sample_rois(torch.float64)
-    torch.library.opcheck(torch.ops.roiops.roi_align.default, (x, rois, 0.5, 3, 2, 2, True))
-    torch.library.opcheck(
-        torch.ops.roiops.roi_align.default, (x, rois.requires_grad_(True), 1.0, 2, 2, -1, False)
-    )
-    grad = torch.randn(3, 3, 3, 2, dtype=torch.float64, requires_grad=True)
-    torch.library.opcheck(
-        torch.ops.roiops.roi_align_backward.default,
-        (grad, sample_rois(torch.float64), 0.5, 3, 2, 2, 3, 8, 9, 2, True, channels_last),
-    )
-    torch.library.opcheck(
-        torch.ops.roiops.roi_align_backward_rois.default,
-        (grad, x, sample_rois(torch.float64).requires_grad_(True), 0.5, 3, 2, 2, True),
-    )
-    direction = torch.randn(3, 5, dtype=torch.float64)
-    for features_grad in (False, True):
-        torch.library.opcheck(
-            torch.ops.roiops.roi_align_backward_rois_backward.default,
-            # Third derivatives are refused, so no argument requires grad here.
-            (grad.detach(), [x.detach()], sample_rois(torch.float64), direction, [0.5], 3, 2, 2, True,
-             224.0, 4, features_grad),
-        )
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_opcheck_roi_pool_and_its_backward(channels_last):
-    x = maps(channels_last, requires_grad=True)
-    torch.library.opcheck(torch.ops.roiops.roi_pool.default, (x, sample_rois(), 0.5, 3, 2))
-    _, argmax = torch.ops.roiops.roi_pool(x.detach(), sample_rois(), 0.5, 3, 2)
-    grad = torch.randn(3, 3, 3, 2, requires_grad=True)
-    torch.library.opcheck(
-        torch.ops.roiops.roi_pool_backward.default, (grad, sample_rois(), argmax, 2, 3, 8, 9, channels_last)
-    )
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_opcheck_multi_scale_roi_align_and_its_backward_ops(channels_last):
-    feats = [maps(channels_last, requires_grad=True), maps(channels_last, requires_grad=True)[..., :4, :5]]
-    feats[1] = (
-        feats[1]
-        .detach()
-        .contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        .requires_grad_(True)
-    )
-    rois = sample_rois() * torch.tensor([1.0, 8, 8, 8, 8])
-    args = (feats, rois, [0.5, 0.25], 2, 2, 2, False, 16.0, 4)
-    torch.library.opcheck(torch.ops.roiops.multi_scale_roi_align.default, args)
-    grad = torch.randn(3, 3, 2, 2, requires_grad=True)
-    torch.library.opcheck(
-        torch.ops.roiops.multi_scale_roi_align_backward.default,
-        (grad, rois, [0.5, 0.25], 2, 2, 2, 3, [8, 4], [9, 5], 2, False, 16.0, 4, channels_last),
-    )
-    torch.library.opcheck(
-        torch.ops.roiops.multi_scale_roi_align_backward_rois.default,
-        (grad, feats, rois.requires_grad_(True), [0.5, 0.25], 2, 2, 2, False, 16.0, 4),
-    )
-    torch.library.opcheck(
-        torch.ops.roiops.roi_align_backward_rois_backward.default,
-        (grad.detach(), [f.detach() for f in feats], rois.detach(), torch.randn(3, 5), [0.5, 0.25], 2, 2, 2,
-         False, 16.0, 4, True),
-    )
 
 
 class BoxAndMaskHead(torch.nn.Module):
@@ -111,7 +40,7 @@ def test_compile_fullgraph_matches_eager_forward_and_backward():
     torch.manual_seed(0)
     model = BoxAndMaskHead()
     x = torch.randn(2, 3, 8, 9)
-    rois = sample_rois()
+    rois = three_rois()
     expected = model(x, rois)
     expected.square().sum().backward()
     expected_grad = model.conv.weight.grad.clone()
@@ -128,7 +57,7 @@ def test_compile_with_inductor():
     torch.manual_seed(0)
     model = BoxAndMaskHead()
     x = torch.randn(2, 3, 8, 9)
-    rois = sample_rois()
+    rois = three_rois()
     torch.testing.assert_close(torch.compile(model, fullgraph=True)(x, rois), model(x, rois))
 
 
@@ -136,7 +65,7 @@ def test_export_runs_like_eager():
     torch.manual_seed(0)
     model = BoxAndMaskHead().eval()
     x = torch.randn(2, 3, 8, 9)
-    rois = sample_rois()
+    rois = three_rois()
     exported = torch.export.export(model, (x, rois))
     targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
     assert {
@@ -144,7 +73,7 @@ def test_export_runs_like_eager():
         "roiops.roi_pool.default",
         "roiops.multi_scale_roi_align.default",
     } <= targets
-    other_rois = sample_rois() + torch.tensor([0, 0.5, 0.5, 1.0, 1.0])
+    other_rois = three_rois() + torch.tensor([0, 0.5, 0.5, 1.0, 1.0])
     torch.testing.assert_close(exported.module()(x, other_rois), model(x, other_rois))
 
 
@@ -167,7 +96,7 @@ def test_jit_script_of_the_modules_matches_eager_forward_and_backward(channels_l
     torch.manual_seed(0)
     model = ScriptableHead()
     x = maps(channels_last)
-    rois = sample_rois()
+    rois = three_rois()
     expected = model(x, rois)
     expected.square().sum().backward()
     expected_grad = model.conv.weight.grad.clone()
@@ -186,7 +115,7 @@ def test_jit_script_of_the_functions_and_its_errors():
         return roiops.roi_align(x, boxes, 3, 0.5, -1, True) + roiops.roi_pool(x, boxes, [3, 3], 0.5)
 
     x = maps(False)
-    boxes = [sample_rois()[:1, 1:], sample_rois()[1:, 1:]]
+    boxes = [three_rois()[:1, 1:], three_rois()[1:, 1:]]
     expected = roiops.roi_align(x, boxes, 3, 0.5, -1, True) + roiops.roi_pool(x, boxes, 3, 0.5)
     torch.testing.assert_close(pool_both(x, boxes), expected, atol=0, rtol=0)
     # The Python checks do not run under TorchScript; the native ones still raise, not crash.
