@@ -202,8 +202,9 @@ def _multi_scale_grad(ctx, grad):
     rois, *features = ctx.saved_tensors
     scales, ph, pw, sampling_ratio, aligned, canonical_scale, canonical_level = ctx.params
     n, c, heights, widths = ctx.shapes
-    grad_features = grad_rois = None
-    if ctx.needs_input_grad[0]:
+    grad_features = [None] * ctx.num_features  # the Tensor[] input wants one entry per map
+    grad_rois = None
+    if any(ctx.needs_input_grad[0]):  # one flag per map
         grad_features = torch.ops.roiops.multi_scale_roi_align_backward(
             grad, rois, scales, ph, pw, n, c, heights, widths, sampling_ratio, aligned, canonical_scale,
             canonical_level, ctx.channels_last,

@@ -18,6 +18,18 @@ from roiops._reference import fpn_levels_reference, multi_scale_roi_align_refere
 NAMES = ["0", "1", "2", "3"]
 
 
+class Recorder(TorchDispatchMode):
+    """The ops dispatched while it is active, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
 def pyramid(image_hw, channels=3, seed=0, dtype=torch.float32, n=2, channels_last=False):
     """FPN maps at strides 4, 8, 16, 32 of an image batch padded to image_hw (a 'pool' map last,
     which the pooler must ignore)."""
@@ -135,15 +147,6 @@ def test_gradcheck_and_gradgradcheck_maps_and_boxes():
 
 
 def test_assignment_and_pooling_are_one_native_call():
-    class Recorder(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func.overloadpacket))
-            return func(*args, **(kwargs or {}))
-
     x = pyramid((64, 64), seed=5)
     g = torch.Generator().manual_seed(5)
     boxes = [random_boxes(20, (64, 64), g).float(), random_boxes(20, (64, 64), g).float()]
@@ -152,6 +155,18 @@ def test_assignment_and_pooling_are_one_native_call():
     assert rec.ops.count("roiops.multi_scale_roi_align") == 1
     assert not [op for op in rec.ops if "roi_align" in op and op != "roiops.multi_scale_roi_align"]
     assert not [op for op in rec.ops if op.startswith("aten.index") or op.startswith("aten.where")]
+
+
+def test_backward_computes_only_the_gradients_asked_for():
+    x = pyramid((64, 64), seed=6)
+    g = torch.Generator().manual_seed(6)
+    boxes = [random_boxes(10, (64, 64), g).float().requires_grad_(), random_boxes(10, (64, 64), g).float()]
+    out = roiops.MultiScaleRoIAlign(NAMES, 7, 2, aligned=False)(x, boxes, [(64, 64), (64, 64)])
+    with Recorder() as rec:
+        out.sum().backward()
+    assert "roiops.multi_scale_roi_align_backward_rois" in rec.ops
+    assert "roiops.multi_scale_roi_align_backward" not in rec.ops  # no map needs a gradient
+    assert boxes[0].grad is not None
 
 
 def test_single_level_and_empty_boxes():
