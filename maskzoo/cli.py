@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
+from maskzoo.checkpoint.io import save
 from maskzoo.checkpoint.loader import load
-from maskzoo.checkpoint.torchvision import convert_file
 from maskzoo.engine import distributed
 from maskzoo.engine.evaluate import encode_mask, evaluate, format_table
 from maskzoo.engine.train import TrainConfig
@@ -231,8 +231,9 @@ def cmd_predict(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    name = convert_file(args.input, args.output, args.model)
-    print(f"wrote {args.output} (model {name})")
+    model = load(args.input, name=args.model)
+    save(model, args.output)
+    print(f"wrote {args.output} (model {model.config.name})")
     return 0
 
 

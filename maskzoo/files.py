@@ -8,7 +8,7 @@ result files, pictures and the shapes data set alike.
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -32,7 +32,10 @@ def write_atomic(path: str | os.PathLike, content: bytes | str | Callable[[Binar
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    # Created like open(path, "wb") would (mode 0o666 less the umask; tempfile.mkstemp would make
+    # it 0o600), and exclusively, so two writers never share a temporary file.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             if isinstance(content, str):

@@ -19,7 +19,7 @@ from torch import nn
 from maskzoo.checkpoint import torchvision
 from maskzoo.checkpoint.errors import CheckpointError
 from maskzoo.checkpoint.io import is_safetensors, load_model_file, read_header
-from maskzoo.checkpoint.torch_file import is_torch_file, read_torch_file
+from maskzoo.checkpoint.torch_file import is_torch_file, read_torch_file, state_dict_of
 from maskzoo.checkpoint.training import is_training_state, model_from_training_state
 
 __all__ = ["load"]
@@ -65,4 +65,4 @@ def load(path: str | os.PathLike, *, name: str | None = None, **overrides) -> nn
     obj = read_torch_file(path)
     if is_training_state(obj):
         return model_from_training_state(obj, what, name, **overrides)
-    return torchvision.model_from_state_dict(torchvision.state_dict_of(obj, what), what, name, **overrides)
+    return torchvision.model_from_state_dict(state_dict_of(obj, what), what, name, **overrides)

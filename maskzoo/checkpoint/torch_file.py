@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from maskzoo.checkpoint.errors import CheckpointError
 
-__all__ = ["is_torch_file", "read_torch_file"]
+__all__ = ["is_torch_file", "read_torch_file", "state_dict_of"]
 
 # torch.save writes a zip archive; files from before torch 1.6 are a bare pickle (protocol 2).
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -42,3 +43,23 @@ def read_torch_file(path: str | os.PathLike) -> Any:
             f"checkpoint {path!r}: cannot be read as plain tensors with torch.load(weights_only=True) "
             f"({type(e).__name__}: {first_line}); maskzoo never unpickles arbitrary objects"
         ) from e
+
+
+def state_dict_of(obj: Any, what: str) -> dict[str, torch.Tensor]:
+    """The state_dict in an object read from a torch file: a bare state_dict or a dict holding one
+    under ``"model"`` / ``"state_dict"`` (torchvision's reference training scripts).
+
+    Raises CheckpointError, naming ``what``, when ``obj`` holds no name -> tensor dict.
+    """
+    if isinstance(obj, Mapping):
+        for wrapper in ("model", "state_dict"):
+            if wrapper in obj and isinstance(obj[wrapper], Mapping):
+                obj = obj[wrapper]
+                break
+    if (
+        not isinstance(obj, Mapping)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        raise CheckpointError(f"{what}: does not hold a state_dict (a dict of name -> tensor)")
+    return dict(obj)

@@ -40,7 +40,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -48,7 +47,7 @@ from torch import nn
 from maskzoo.checkpoint.errors import CheckpointError
 from maskzoo.checkpoint.io import load_state_dict_strict, save
 from maskzoo.checkpoint.rename import RenameRule, apply_rules
-from maskzoo.checkpoint.torch_file import read_torch_file
+from maskzoo.checkpoint.torch_file import read_torch_file, state_dict_of
 from maskzoo.config import apply_overrides
 from maskzoo.modeling.build import build_model
 from maskzoo.registry import config_of
@@ -110,30 +109,10 @@ class TorchvisionLayout:
 def read_torchvision_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The state_dict in a torchvision ``.pth`` file, read without executing any code.
 
-    Raises FileNotFoundError / CheckpointError as :func:`~maskzoo.checkpoint.torch_file.read_torch_file`,
-    and as :func:`state_dict_of`.
+    Raises FileNotFoundError / CheckpointError as :func:`~maskzoo.checkpoint.torch_file.read_torch_file`
+    and :func:`~maskzoo.checkpoint.torch_file.state_dict_of`.
     """
     return state_dict_of(read_torch_file(path), f"checkpoint {os.fspath(path)!r}")
-
-
-def state_dict_of(obj: Any, what: str) -> dict[str, torch.Tensor]:
-    """The state_dict in an object read from a torchvision file: a bare state_dict or a dict holding
-    one under ``"model"`` / ``"state_dict"`` (torchvision's reference training scripts).
-
-    Raises CheckpointError, naming ``what``, when ``obj`` holds no name -> tensor dict.
-    """
-    if isinstance(obj, Mapping):
-        for wrapper in ("model", "state_dict"):
-            if wrapper in obj and isinstance(obj[wrapper], Mapping):
-                obj = obj[wrapper]
-                break
-    if (
-        not isinstance(obj, Mapping)
-        or not obj
-        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    ):
-        raise CheckpointError(f"{what}: does not hold a state_dict (a dict of name -> tensor)")
-    return dict(obj)
 
 
 def _prefix_set(keys, depth: int) -> set[str]:

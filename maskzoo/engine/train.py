@@ -230,6 +230,21 @@ def _to_device(target: dict, device) -> dict:
 # The steps of a run
 
 
+@dataclass(frozen=True)
+class _Process:
+    """Where this process trains and what it writes."""
+
+    out_dir: Path
+    device: torch.device
+    rank: int
+    world: int  # number of training processes
+    model_spec: dict  # stored in every checkpoint (see maskzoo.checkpoint.training)
+
+    @property
+    def main(self) -> bool:  # rank 0 writes the files
+        return self.rank == 0
+
+
 @dataclass
 class _Optimisation:
     """What one optimiser step needs: the trained parameters, SGD, its schedule, AMP."""
@@ -266,10 +281,10 @@ def _optimiser_and_schedule(model, cfg: TrainConfig, device: torch.device) -> _O
     return _Optimisation(params, optimizer, scheduler, scaler, autocast)
 
 
-def _resume(out_dir: Path, model, opt: _Optimisation, rank: int, world: int) -> tuple[int, Path | None]:
+def _resume(proc: _Process, model, opt: _Optimisation) -> tuple[int, Path | None]:
     """Restores the newest checkpoint under ``out_dir`` (model, optimiser, schedule, scaler and this
     process's random state); returns (finished iterations, its path), or (0, None) without one."""
-    path = latest_checkpoint(out_dir)
+    path = latest_checkpoint(proc.out_dir)
     if path is None:
         return 0, None
     state = load_training_checkpoint(path)
@@ -278,28 +293,29 @@ def _resume(out_dir: Path, model, opt: _Optimisation, rank: int, world: int) -> 
     opt.scheduler.load_state_dict(state["scheduler"])
     opt.scaler.load_state_dict(state["scaler"])
     rng = state["rng"]
-    if len(rng) != world:
+    if len(rng) != proc.world:
         raise ValueError(f"{path} was written by {len(rng)} processes; resuming it exactly "
-                         f"needs the same number, got {world}")
-    set_rng_state(rng[rank])
+                         f"needs the same number, got {proc.world}")
+    set_rng_state(rng[proc.rank])
     return int(state["iteration"]), path
 
 
-def _parallel(model, device: torch.device, cfg: TrainConfig, world: int):
+def _parallel(proc: _Process, model, cfg: TrainConfig):
     """``model`` itself on one process, wrapped in DistributedDataParallel on several."""
-    if world == 1:
+    if proc.world == 1:
         return model
     return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None,
+        model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None,
         find_unused_parameters=cfg.find_unused_parameters)
 
 
-def _loader(dataset, cfg: TrainConfig, start: int, rank: int, world: int, device: torch.device):
+def _loader(proc: _Process, dataset, cfg: TrainConfig, start: int):
     """Batches of iterations ``start .. cfg.iters - 1``, this process's slice of each."""
-    sampler = distributed_utils.IterationSampler(len(dataset), cfg.batch_size, cfg.seed, rank, world)
+    sampler = distributed_utils.IterationSampler(
+        len(dataset), cfg.batch_size, cfg.seed, proc.rank, proc.world)
     return torch.utils.data.DataLoader(
         _SeededItems(dataset), batch_sampler=_Batches(sampler, start, cfg.iters), collate_fn=_collate,
-        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+        num_workers=cfg.num_workers, pin_memory=proc.device.type == "cuda",
         # Its own generator: a DataLoader otherwise draws its worker seed from the global stream,
         # which would shift the model's random draws between a fresh and a resumed run.
         generator=torch.Generator().manual_seed(cfg.seed))
@@ -308,13 +324,13 @@ def _loader(dataset, cfg: TrainConfig, start: int, rank: int, world: int, device
 class _Log:
     """``metrics.jsonl``, the records behind the loss curve, and the progress bar (rank 0 only)."""
 
-    def __init__(self, out_dir: Path, start: int, total: int, main: bool, progress: bool):
-        self.main = main
-        self.path = out_dir / "metrics.jsonl"
-        self.records = _read_metrics(self.path, start) if main else []
+    def __init__(self, proc: _Process, start: int, total: int, progress: bool):
+        self.main = proc.main
+        self.path = proc.out_dir / "metrics.jsonl"
+        self.records = _read_metrics(self.path, start) if self.main else []
         self.file = None
         self.bar = None
-        if not main:
+        if not self.main:
             return
         # A killed run may have logged iterations past its last checkpoint: cut them off.
         write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
@@ -372,14 +388,13 @@ def _step(net, opt: _Optimisation, cfg: TrainConfig, images, targets, iteration:
     return {"loss": total, **reduced}
 
 
-def _checkpoint(out_dir: Path, model, opt: _Optimisation, cfg: TrainConfig, iteration: int,
-                spec: dict, world: int) -> Path | None:
+def _checkpoint(proc: _Process, model, opt: _Optimisation, cfg: TrainConfig, iteration: int) -> Path | None:
     """Writes the training state of ``iteration`` (rank 0; every rank contributes its random state)
     and returns its path (None on other ranks)."""
     rng_all = distributed_utils.gather_to_main(rng_state())
     if rng_all is None:
         return None
-    return write_training_state(out_dir, {
+    return write_training_state(proc.out_dir, {
         "model": model.state_dict(),
         "optimizer": opt.optimizer.state_dict(),
         "scheduler": opt.scheduler.state_dict(),
@@ -387,20 +402,19 @@ def _checkpoint(out_dir: Path, model, opt: _Optimisation, cfg: TrainConfig, iter
         "iteration": iteration,
         "rng": rng_all,
         "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "model_spec": spec,
-        "world_size": world,
+        "model_spec": proc.model_spec,
+        "world_size": proc.world,
     })
 
 
-def _loop(net, model, loader, opt: _Optimisation, cfg: TrainConfig, out_dir: Path, start: int,
-          device: torch.device, log: _Log, last_saved: Path | None, spec: dict, world: int,
-          hooks: Sequence[TrainHook]) -> tuple[int, Path | None]:
+def _loop(proc: _Process, net, model, loader, opt: _Optimisation, cfg: TrainConfig, start: int, log: _Log,
+          last_saved: Path | None, hooks: Sequence[TrainHook]) -> tuple[int, Path | None]:
     """Iterations ``start + 1 .. cfg.iters``; returns (the last one, the newest checkpoint)."""
     iteration = start
     tick = time.perf_counter()
     for images, targets in loader:
-        images = [img.to(device, non_blocking=True) for img in images]
-        targets = [_to_device(t, device) for t in targets]
+        images = [img.to(proc.device, non_blocking=True) for img in images]
+        targets = [_to_device(t, proc.device) for t in targets]
         losses = _step(net, opt, cfg, images, targets, iteration, last_saved)
         lr = opt.optimizer.param_groups[0]["lr"]
         opt.scheduler.step()
@@ -409,9 +423,9 @@ def _loop(net, model, loader, opt: _Optimisation, cfg: TrainConfig, out_dir: Pat
         log.add({"iteration": iteration, **losses, "lr": lr, "time": now - tick})
         tick = now
         if iteration % cfg.checkpoint_period == 0 or iteration == cfg.iters:
-            last_saved = _checkpoint(out_dir, model, opt, cfg, iteration, spec, world) or last_saved
-            if log.main:
-                draw_loss_curve(log.records, out_dir / "loss_curve.png")
+            last_saved = _checkpoint(proc, model, opt, cfg, iteration) or last_saved
+            if proc.main:
+                draw_loss_curve(log.records, proc.out_dir / "loss_curve.png")
         for hook in hooks:
             hook(iteration)
     return iteration, last_saved
@@ -437,33 +451,34 @@ def train(model, dataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resum
 
     Raises ``FloatingPointError`` when the loss stops being finite (nothing is saved then).
     """
-    out_dir = Path(out_dir)
-    spec = model_spec_of(model) if model_spec is None else model_spec
-    rank, world = distributed_utils.get_rank(), distributed_utils.get_world_size()
-    main = rank == 0
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    if main:
-        (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    proc = _Process(
+        out_dir=Path(out_dir),
+        device=torch.device(device) if device is not None else next(model.parameters()).device,
+        rank=distributed_utils.get_rank(),
+        world=distributed_utils.get_world_size(),
+        model_spec=model_spec_of(model) if model_spec is None else model_spec,
+    )
+    if proc.main:
+        proc.out_dir.mkdir(parents=True, exist_ok=True)
     distributed_utils.barrier()
 
-    _seed_process(cfg, rank)
-    _place_model(model, device, cfg)
-    opt = _optimiser_and_schedule(model, cfg, device)
-    start, resumed_from = _resume(out_dir, model, opt, rank, world) if resume else (0, None)
+    _seed_process(cfg, proc.rank)
+    _place_model(model, proc.device, cfg)
+    opt = _optimiser_and_schedule(model, cfg, proc.device)
+    start, resumed_from = _resume(proc, model, opt) if resume else (0, None)
     if start >= cfg.iters:
-        if main:
+        if proc.main:
             print(f"nothing to do: {resumed_from} is at iteration {start} >= iters {cfg.iters}")
         return {"iteration": start, "checkpoint": str(resumed_from), "resumed_from": str(resumed_from)}
-    net = _parallel(model, device, cfg, world)
-    loader = _loader(dataset, cfg, start, rank, world, device)
-    log = _Log(out_dir, start, cfg.iters, main, progress)
+    net = _parallel(proc, model, cfg)
+    loader = _loader(proc, dataset, cfg, start)
+    log = _Log(proc, start, cfg.iters, progress)
     try:
-        iteration, last_saved = _loop(net, model, loader, opt, cfg, out_dir, start, device, log,
-                                      resumed_from, spec, world, hooks)
+        iteration, last_saved = _loop(proc, net, model, loader, opt, cfg, start, log, resumed_from, hooks)
     finally:
         log.close()
-    if main and getattr(model, "config", None) is not None:
-        save(model, out_dir / "model_final.safetensors")
+    if proc.main and getattr(model, "config", None) is not None:
+        save(model, proc.out_dir / "model_final.safetensors")
     distributed_utils.barrier()
     return {"iteration": iteration, "checkpoint": str(last_saved) if last_saved else None,
             "resumed_from": str(resumed_from) if resumed_from else None,
