@@ -42,6 +42,7 @@ from maskzoo.files import write_atomic
 from maskzoo.modeling.build import build_model
 
 __all__ = [
+    "checkpoint_path",
     "is_training_state",
     "latest_checkpoint",
     "load_training_checkpoint",
