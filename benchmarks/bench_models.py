@@ -39,6 +39,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import RESULTS_DIR, keep_freed_memory  # noqa: E402
+from _frozen_norms import randomize_frozen_norms  # noqa: E402
 
 STAGES = ["backbone+FPN", "RPN (without NMS)", "RoI pooling", "box head", "mask head", "mask pasting", "NMS"]
 ROIOPS_STAGES = ("RoI pooling", "mask pasting", "NMS")
@@ -101,15 +102,9 @@ def torchvision_model(**kwargs):
         _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3), num_classes=91, **kwargs
     )
     overwrite_eps(model, 0.0)
-    with torch.no_grad():  # non-trivial frozen batch norms (torchvision initialises them to identity)
-        g = torch.Generator().manual_seed(1)
-        for m in model.modules():
-            if isinstance(m, FrozenBatchNorm2d):
-                c = m.weight.numel()
-                m.weight.copy_(0.5 + 0.5 * torch.rand(c, generator=g))
-                m.bias.copy_(0.1 * torch.randn(c, generator=g))
-                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
+    # Non-trivial frozen batch norms (torchvision initialises them to identity).
+    randomize_frozen_norms(model, FrozenBatchNorm2d, seed=1)
+    with torch.no_grad():
         # Peaked class scores: distinct, so "equal outputs" is a meaningful comparison.
         model.roi_heads.box_predictor.cls_score.weight.mul_(40.0)
     return model

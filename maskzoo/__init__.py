@@ -4,69 +4,27 @@
     model = maskzoo.build("r50_fpn")                       # random init, COCO's 91-class layout
     model = maskzoo.build("r50_fpn", num_classes=4, box_score_thresh=0.3)
     maskzoo.list_models()
+    maskzoo.save(model, "r50_fpn.safetensors")
+    model = maskzoo.load("r50_fpn.safetensors")
+
+The names below are defined in :mod:`maskzoo.zoo` (models), :mod:`maskzoo.config` (configs) and
+:mod:`maskzoo.checkpoint` (files); this module only gathers them.
 """
 
-__version__ = "0.1.0"
+from maskzoo._version import __version__
+from maskzoo.checkpoint import load, save
+from maskzoo.config import ModelConfig, apply_overrides
+from maskzoo.zoo import build, build_from_config, describe, get_config, list_models
 
-# ---- models (branch models) ----
-from maskzoo import zoo as _zoo  # noqa: E402,F401  (registers the model configs)
-from maskzoo.config import ModelConfig, apply_overrides  # noqa: E402
-from maskzoo.config import describe as _describe_config  # noqa: E402
-from maskzoo.registry import config_of as _config_of  # noqa: E402
-from maskzoo.registry import names as _names  # noqa: E402
-
-
-def list_models() -> list[str]:
-    """Names of every registered model, sorted."""
-    return _names()
-
-
-def get_config(name: str, **overrides) -> ModelConfig:
-    """The config ``build(name, **overrides)`` would use. Unknown names / knobs raise with the valid ones."""
-    return apply_overrides(_config_of(name), **overrides)
-
-
-def describe(name: str, **overrides) -> str:
-    """Every hyper-parameter of a model, one ``section.field = value`` a line."""
-    return _describe_config(get_config(name, **overrides))
-
-
-def build_from_config(config: ModelConfig):
-    """The randomly initialised model of a (possibly saved) config."""
-    return _zoo.build_model(config)
-
-
-def build(name: str, **overrides):
-    """A randomly initialised model by registry name, with flat config overrides
-    (torchvision's keyword names: ``num_classes``, ``box_score_thresh``, ``min_size``, ...).
-
-    Raises KeyError for an unknown model name, TypeError for an unknown override (both list the
-    valid names), ValueError for an out-of-range value.
-    """
-    return build_from_config(get_config(name, **overrides))
-# ---- end models ----
-
-# ---- checkpoints (branch ckpt) ----
-from maskzoo.checkpoint.io import load, save  # noqa: E402,F401  (public API)
-
-_build_from_name = build
-
-
-def build(name: str, checkpoint=None, **overrides):  # noqa: F811  (adds checkpoint= to the models' build)
-    """A model by registry name with flat config overrides, optionally filled from ``checkpoint``.
-
-    ``checkpoint`` (a path) may be a maskzoo file (``maskzoo.save``), a torchvision detector file
-    (``maskrcnn_resnet50_fpn``, ``keypointrcnn_resnet50_fpn``, R101/X101 resnet_fpn_backbone
-    layouts; converted on load) or a torchvision ImageNet ResNet (fills the backbone trunk only);
-    see :func:`maskzoo.checkpoint.build_with_checkpoint`. Without it: random initialisation.
-
-    Raises KeyError for an unknown model name, TypeError for an unknown override, ValueError for an
-    out-of-range value, FileNotFoundError / maskzoo.checkpoint.CheckpointError for a checkpoint
-    that is missing, unreadable or does not match (every missing/unexpected key and shape listed).
-    """
-    if checkpoint is None:
-        return _build_from_name(name, **overrides)
-    from maskzoo.checkpoint import build_with_checkpoint
-
-    return build_with_checkpoint(name, checkpoint, **overrides)
-# ---- end checkpoints ----
+__all__ = [
+    "ModelConfig",
+    "__version__",
+    "apply_overrides",
+    "build",
+    "build_from_config",
+    "describe",
+    "get_config",
+    "list_models",
+    "load",
+    "save",
+]

@@ -7,26 +7,44 @@
     maskzoo eval --checkpoint CK --data DATA [--out DIR]
     maskzoo predict IMAGE... --checkpoint CK --out DIR
     maskzoo convert TORCHVISION.pth OUT.safetensors [--model NAME]
-    maskzoo demo --out out/demo                       shapes set -> train r18_fpn on the CPU -> COCO AP
+    maskzoo demo --out out/demo                       shapes set -> train r18_fpn_demo on the CPU -> COCO AP
 
 DATA is a COCO annotation JSON (images in ``--images``, by default the folder next to it named like
 the file without ``.json``: ``train.json`` -> ``train/``), or a folder holding ``train.json`` +
 ``train/`` (and ``val.json`` + ``val/``) as ``maskzoo shapes`` writes it.
 
-CK is a ``.safetensors`` file from ``maskzoo.checkpoint.save`` / ``maskzoo train``
-(``model_final.safetensors``) or a training checkpoint (``checkpoints/checkpoint_NNNNNNN.pt``).
+CK is any file ``maskzoo.load`` reads: a ``.safetensors`` file from ``maskzoo.checkpoint.save`` /
+``maskzoo train`` (``model_final.safetensors``), a training checkpoint
+(``checkpoints/checkpoint_NNNNNNN.pt``) or a torchvision detector file.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "build_parser", "resolve_data", "load_model_checkpoint"]
+import torch
+
+from maskzoo.checkpoint.io import save
+from maskzoo.checkpoint.loader import load
+from maskzoo.engine import distributed
+from maskzoo.engine.evaluate import encode_mask, evaluate, format_table
+from maskzoo.engine.train import TrainConfig
+from maskzoo.files import write_atomic
+from maskzoo.modeling.fuse import fuse_for_inference
+from maskzoo.runtime import keep_freed_memory
+from maskzoo.zoo import describe, list_models
+
+__all__ = ["main", "build_parser", "resolve_data"]
+
+# Commands that read or draw images import the data, drawing and demo modules when they run: those
+# need Pillow (an optional dependency, the maskzoo extra), which `maskzoo list` and `convert` do not.
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -64,35 +82,7 @@ def _parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def load_model_checkpoint(path: str | Path, **overrides):
-    """A model from ``maskzoo.checkpoint.save``'s safetensors file or a training checkpoint ``.pt``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".pt":
-        import maskzoo
-        from maskzoo.checkpoint.io import config_from_json
-        from maskzoo.config import apply_overrides
-        from maskzoo.engine.train import load_training_checkpoint
-
-        state = load_training_checkpoint(path)
-        spec = state.get("model_spec") or {}
-        if "config_json" not in spec:
-            raise ValueError(f"{path} does not say which model it holds (no model_spec.config_json); "
-                             f"was it written by maskzoo train?")
-        model = maskzoo.build_from_config(apply_overrides(config_from_json(spec["config_json"]), **overrides))
-        model.load_state_dict(state["model"])
-        if spec.get("class_names"):
-            model.class_names = list(spec["class_names"])
-        return model
-    from maskzoo.checkpoint import load
-
-    return load(path, **overrides)
-
-
 def _device(name: str | None):
-    import torch
-
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -102,8 +92,6 @@ def _device(name: str | None):
 
 def _runtime(args) -> None:
     if not getattr(args, "no_keep_freed_memory", False):
-        from maskzoo.runtime import keep_freed_memory
-
         keep_freed_memory()
 
 
@@ -117,19 +105,17 @@ def _add_runtime_flag(p) -> None:
 
 
 def cmd_list(args) -> int:
-    import maskzoo
-
-    for name in maskzoo.list_models():
+    for name in list_models():
         if args.names_only:
             print(name)
         else:
-            print(maskzoo.describe(name))
+            print(describe(name))
             print()
     return 0
 
 
 def cmd_shapes(args) -> int:
-    from maskzoo.data.shapes import ShapesConfig, write_dataset
+    from maskzoo.data.shapes import ShapesConfig, write_dataset  # Pillow: see the top
 
     cfg = ShapesConfig(image_size=args.size, max_shapes=args.max_shapes,
                        min_radius=args.size * 0.08 if args.min_radius is None else args.min_radius,
@@ -142,71 +128,53 @@ def cmd_shapes(args) -> int:
     return 0
 
 
-def _training_transforms(dataset):
-    from maskzoo.data.transforms import default_train_transforms, flip_pairs_from_names
-
-    return default_train_transforms(flip_pairs_from_names(dataset.keypoint_names))
-
-
 def cmd_train(args) -> int:
-    import torch
-
-    import maskzoo
-    from maskzoo.data.coco import CocoDataset
-    from maskzoo.engine import distributed
-    from maskzoo.engine.evaluate import evaluate, format_table
-    from maskzoo.engine.train import TrainConfig, train
+    from maskzoo.data.coco import CocoDataset  # Pillow: see the top
+    from maskzoo.engine.pipeline import (
+        build_for_dataset,
+        config_for_dataset,
+        train_then_evaluate,
+        training_set,
+    )
 
     _runtime(args)
     info = distributed.init_distributed(args.device)
     try:
         json_path, image_dir = resolve_data(args.data, "train", args.images)
-        dataset = CocoDataset(json_path, image_dir, train=True)
-        dataset.transforms = _training_transforms(dataset)
-        overrides = {"num_classes": dataset.num_classes, **_parse_overrides(args.set)}
-        config = maskzoo.get_config(args.model, **overrides)
-        if config.keypoint is not None and dataset.num_keypoints and "num_keypoints" not in overrides:
-            config = maskzoo.get_config(args.model, num_keypoints=dataset.num_keypoints, **overrides)
-        torch.manual_seed(args.seed)  # the same initial weights on every process
-        model = maskzoo.build_from_config(config)
-        if args.weights:
-            model.load_state_dict(load_model_checkpoint(args.weights).state_dict())
-        model.class_names = dataset.class_names
+        dataset = training_set(json_path, image_dir)
+        config = config_for_dataset(args.model, dataset, **_parse_overrides(args.set))
+        model = build_for_dataset(config, dataset, seed=args.seed, weights=args.weights)
         cfg = TrainConfig(
             iters=args.iters, batch_size=args.batch, lr=args.lr, warmup_iters=args.warmup,
             steps=tuple(args.steps) if args.steps is not None else (args.iters * 2 // 3, args.iters * 8 // 9),
             gamma=args.gamma, clip_grad_norm=args.clip_grad, amp=args.amp,
             checkpoint_period=args.checkpoint_period, seed=args.seed, num_workers=args.workers,
             weight_decay=args.weight_decay)
-        summary = train(model, dataset, cfg, args.out, resume=args.resume, device=info.device,
-                        progress=not args.quiet)
-        if distributed.is_main_process():
-            final = Path(args.out) / "model_final.safetensors"
-            print(f"trained to iteration {summary['iteration']}; model: {final}")
+        val = None
         if args.val:
             vjson, vimages = resolve_data(args.val, "val", args.val_images)
             val = CocoDataset(vjson, vimages, train=False)
-            metrics = evaluate(model, val, device=info.device, out_dir=Path(args.out) / "eval",
-                               progress=not args.quiet)
-            if metrics is not None:
-                print(format_table(metrics))
+        run = train_then_evaluate(model, dataset, cfg, args.out, val_set=val, device=info.device,
+                                  resume=args.resume, progress=not args.quiet)
+        if distributed.is_main_process():
+            final = Path(args.out) / "model_final.safetensors"
+            print(f"trained to iteration {run.summary['iteration']}; model: {final}")
+        if run.metrics is not None:
+            print(format_table(run.metrics))
     finally:
         distributed.cleanup()
     return 0
 
 
 def cmd_eval(args) -> int:
-    from maskzoo.data.coco import CocoDataset
-    from maskzoo.engine import distributed
-    from maskzoo.engine.evaluate import evaluate, format_table
-    from maskzoo.modeling.fuse import fuse_for_inference
+    from maskzoo.data.coco import CocoDataset  # Pillow: see the top
 
     _runtime(args)
     info = distributed.init_distributed(args.device)
     try:
         json_path, image_dir = resolve_data(args.data, "val", args.images)
         dataset = CocoDataset(json_path, image_dir, train=False)
-        model = load_model_checkpoint(args.checkpoint, **_parse_overrides(args.set)).to(info.device)
+        model = load(args.checkpoint, **_parse_overrides(args.set)).to(info.device)
         model = fuse_for_inference(model)
         out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
         metrics = evaluate(model, dataset, device=info.device, out_dir=out, batch_size=args.batch,
@@ -221,8 +189,6 @@ def cmd_eval(args) -> int:
 
 def predictions_to_json(prediction: dict, class_names, image_path, size) -> dict:
     """One image's detections as JSON: boxes (x1, y1, x2, y2), labels, names, scores, RLE masks."""
-    from maskzoo.engine.evaluate import _encode_mask
-
     dets = []
     n = len(prediction["scores"])
     for i in range(n):
@@ -231,7 +197,7 @@ def predictions_to_json(prediction: dict, class_names, image_path, size) -> dict
                "class_name": class_names[lab] if class_names and lab < len(class_names) else str(lab),
                "score": round(float(prediction["scores"][i]), 5)}
         if "masks" in prediction:
-            det["mask"] = _encode_mask((prediction["masks"][i, 0] >= 0.5).cpu().numpy())
+            det["mask"] = encode_mask((prediction["masks"][i, 0] >= 0.5).cpu().numpy())
         if "keypoints" in prediction:
             det["keypoints"] = [[round(float(v), 2) for v in kp] for kp in prediction["keypoints"][i]]
         dets.append(det)
@@ -239,16 +205,13 @@ def predictions_to_json(prediction: dict, class_names, image_path, size) -> dict
 
 
 def cmd_predict(args) -> int:
-    import torch
-
-    from maskzoo.data.coco import load_image
-    from maskzoo.modeling.fuse import fuse_for_inference
+    from maskzoo.data.coco import load_image  # Pillow: see the top
     from maskzoo.viz import draw_predictions
 
     _runtime(args)
     device = _device(args.device)
     overrides = _parse_overrides(args.set)
-    model = fuse_for_inference(load_model_checkpoint(args.checkpoint, **overrides).to(device))
+    model = fuse_for_inference(load(args.checkpoint, **overrides).to(device))
     names = getattr(model, "class_names", None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -259,32 +222,28 @@ def cmd_predict(args) -> int:
         keep = pred["scores"] >= args.score_thresh
         pred = {k: v[keep] for k, v in pred.items()}
         stem = Path(path).stem
-        draw_predictions(image, pred, names, score_thresh=args.score_thresh).save(out / f"{stem}.png")
+        picture = draw_predictions(image, pred, names, score_thresh=args.score_thresh)
+        write_atomic(out / f"{stem}.png", lambda f, picture=picture: picture.save(f, format="PNG"))
         record = predictions_to_json(pred, names, path, tuple(image.shape[-2:]))
-        (out / f"{stem}.json").write_text(json.dumps(record))
+        write_atomic(out / f"{stem}.json", json.dumps(record))
         print(f"{path}: {len(record['detections'])} detections -> {out / stem}.png, .json")
     return 0
 
 
 def cmd_convert(args) -> int:
-    from maskzoo.checkpoint.torchvision import convert_file
-
-    name = convert_file(args.input, args.output, args.model)
-    print(f"wrote {args.output} (model {name})")
+    model = load(args.input, name=args.model)
+    save(model, args.output)
+    print(f"wrote {args.output} (model {model.config.name})")
     return 0
 
 
 def cmd_demo(args) -> int:
-    from maskzoo.demo import DemoConfig, run_demo
+    from maskzoo.demo import DemoConfig, run_demo  # Pillow: see the top
 
     _runtime(args)
-    cfg = DemoConfig()
     given = (("iters", args.iters), ("train_images", args.train), ("val_images", args.val),
              ("seed", args.seed))
-    changes = {k: v for k, v in given if v is not None}
-    import dataclasses
-
-    cfg = dataclasses.replace(cfg, **changes)
+    cfg = dataclasses.replace(DemoConfig(), **{k: v for k, v in given if v is not None})
     run_demo(cfg, args.out, device=args.device, threads=args.threads)
     return 0
 
@@ -369,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="maskzoo model name (default: detected)")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo", help="the main job: shapes set, train r18_fpn on the CPU, COCO AP, pictures")
+    p = sub.add_parser("demo",
+                       help="the main job: shapes set, train r18_fpn_demo on the CPU, COCO AP, pictures")
     p.add_argument("--out", default="out/demo")
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--train", type=int, default=None, help="training images")
@@ -389,8 +349,6 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError, KeyError, TypeError, FloatingPointError) as err:
         # Expected failures (bad paths, bad data, bad overrides, diverged training): a message,
         # not a traceback. Set MASKZOO_TRACEBACK=1 to see where it came from.
-        import os
-
         if os.environ.get("MASKZOO_TRACEBACK"):
             raise
         print(f"maskzoo {args.command}: error: {err}", file=sys.stderr)

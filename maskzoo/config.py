@@ -12,12 +12,19 @@ detection builders have a keyword for the same knob the name is the same (``box_
     cfg = apply_overrides(cfg, box_score_thresh=0.3, num_classes=4)
 
 Unknown names raise :class:`TypeError` listing the valid ones; bad values raise :class:`ValueError`.
+
+A config round-trips through JSON (:func:`config_to_json`, :func:`config_from_json`): checkpoints
+and training states store the complete config that way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 NORMS = ("frozen_bn", "bn", "gn")
 ARCHITECTURES = ("fpn", "c4")
@@ -310,3 +317,71 @@ def describe(config: ModelConfig) -> str:
         else:
             lines.append(f"  {f.name} = {value!r}")
     return "\n".join(lines)
+
+
+# ---- JSON ------------------------------------------------------------------------------------
+
+
+def config_to_json(config: ModelConfig) -> str:
+    """The complete config as one JSON object (keys sorted, tuples as lists)."""
+    return json.dumps(to_json(dataclasses.asdict(config)), sort_keys=True)
+
+
+def config_from_json(text: str) -> ModelConfig:
+    """Rebuilds a ModelConfig from :func:`config_to_json`'s output.
+
+    Raises ValueError for malformed JSON, an unknown field (a file written by a newer maskzoo) or a
+    value out of range (:func:`validate`).
+    """
+    return _dataclass_from_dict(ModelConfig, json.loads(text), "config")
+
+
+def to_json(value: Any) -> Any:
+    """``value`` (nested mappings, sequences and scalars) as plain JSON types.
+
+    Raises TypeError naming a value JSON cannot hold.
+    """
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [to_json(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"value {value!r} of type {type(value).__name__} cannot be stored as JSON")
+
+
+def _from_json(value: Any) -> Any:
+    # Configs are frozen dataclasses with tuple fields (image_mean, bbox_reg_weights, ...): JSON
+    # only has lists, so sequences come back as tuples.
+    if isinstance(value, dict):
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_from_json(v) for v in value)
+    return value
+
+
+def _dataclass_from_dict(cls, values: Any, where: str):
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected an object, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown} (written by a newer maskzoo?)")
+    kwargs = {}
+    for name, value in values.items():
+        section = _dataclass_type(hints[name])
+        if section is not None and value is not None:
+            kwargs[name] = _dataclass_from_dict(section, value, f"{where}.{name}")
+        else:
+            kwargs[name] = _from_json(value)
+    return cls(**kwargs)
+
+
+def _dataclass_type(hint):
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):  # Optional[Section]
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None

@@ -1,11 +1,19 @@
-"""The model zoo: one config per registered name (literal hyper-parameters, variants as diffs),
-and :func:`build_model`, which writes the module tree a config describes."""
+"""The model zoo: one config per registered name (literal hyper-parameters, variants as diffs of
+their base), and the package's face over it: :func:`list_models`, :func:`get_config`,
+:func:`describe`, :func:`build` and :func:`build_from_config`.
+
+    import maskzoo
+    model = maskzoo.build("r50_fpn")                       # random init, COCO's 91-class layout
+    model = maskzoo.build("r50_fpn", num_classes=4, box_score_thresh=0.3)
+    model = maskzoo.build("r50_fpn", checkpoint="maskrcnn_resnet50_fpn_coco.pth")
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 
-import roiops
+from maskzoo.checkpoint.loader import load
 from maskzoo.config import (
     BackboneConfig,
     KeypointHeadConfig,
@@ -13,20 +21,62 @@ from maskzoo.config import (
     ModelConfig,
     RPNConfig,
     TransformConfig,
+    apply_overrides,
 )
-from maskzoo.modeling.anchors import AnchorGenerator
-from maskzoo.modeling.backbone import ResNet, init_backbone, make_stage, stage_channels
-from maskzoo.modeling.box_head import BoxPredictor, FPNBoxHead, Res5BoxHead
-from maskzoo.modeling.fpn import FPN, ResNetC4, ResNetFPN
-from maskzoo.modeling.keypoint_head import KeypointHead, KeypointPredictor
-from maskzoo.modeling.mask_head import FPNMaskHead, MaskPredictor
+from maskzoo.config import describe as describe_config
+from maskzoo.modeling.build import build_model
 from maskzoo.modeling.rcnn import RCNN
-from maskzoo.modeling.roi_heads import RoIHeads, SingleLevelPooler
-from maskzoo.modeling.rpn import RPN, RPNHead
-from maskzoo.modeling.transform import Transform
-from maskzoo.registry import register
+from maskzoo.registry import config_of, names, register
 
-# ---- configs ---------------------------------------------------------------------------------
+__all__ = ["build", "build_from_config", "describe", "get_config", "list_models"]
+
+# ---- the face --------------------------------------------------------------------------------
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    return names()
+
+
+def get_config(name: str, **overrides) -> ModelConfig:
+    """The config ``build(name, **overrides)`` would use.
+
+    Raises KeyError for an unknown model name, TypeError for an unknown override (both list the
+    valid names), ValueError for an out-of-range value.
+    """
+    return apply_overrides(config_of(name), **overrides)
+
+
+def describe(name: str, **overrides) -> str:
+    """Every hyper-parameter of a model, one ``section.field = value`` a line."""
+    return describe_config(get_config(name, **overrides))
+
+
+def build_from_config(config: ModelConfig) -> RCNN:
+    """The randomly initialised model of a (possibly saved) config, on the CPU, in training mode."""
+    return build_model(config)
+
+
+def build(name: str, checkpoint: str | os.PathLike | None = None, **overrides) -> RCNN:
+    """A model by registry name with flat config overrides (torchvision's keyword names:
+    ``num_classes``, ``box_score_thresh``, ``min_size``, ...), optionally filled from ``checkpoint``.
+
+    ``checkpoint`` (a path) may be a maskzoo file (``maskzoo.save``), a training state
+    (``checkpoints/checkpoint_NNNNNNN.pt``), a torchvision detector file
+    (``maskrcnn_resnet50_fpn``, ``keypointrcnn_resnet50_fpn``, R101/X101 resnet_fpn_backbone
+    layouts; converted on load) or a torchvision ImageNet ResNet (fills the backbone trunk only);
+    see :func:`maskzoo.checkpoint.loader.load`. Without it: random initialisation.
+
+    Raises KeyError for an unknown model name, TypeError for an unknown override, ValueError for an
+    out-of-range value, FileNotFoundError / maskzoo.checkpoint.CheckpointError for a checkpoint
+    that is missing, unreadable or does not match (every missing/unexpected key and shape listed).
+    """
+    if checkpoint is None:
+        return build_from_config(get_config(name, **overrides))
+    return load(checkpoint, name=name, **overrides)
+
+
+# ---- the registered models -------------------------------------------------------------------
 
 
 @register("r50_fpn")
@@ -65,6 +115,37 @@ def r18_fpn() -> ModelConfig:
     """Small Mask R-CNN for CPU demos and tests: ResNet-18, trainable batch norm everywhere, 512 px."""
     base = _variant(r50_fpn(), "r18_fpn", depth=18, norm="bn", trainable_layers=5)
     return dataclasses.replace(base, transform=TransformConfig(min_size=(512,), max_size=853))
+
+
+@register("r18_fpn_demo")
+def r18_fpn_demo() -> ModelConfig:
+    """r18_fpn narrowed for training from scratch on 2 CPU cores: the model of ``maskzoo demo``.
+
+    Sized for the demo's shapes set (128 px images, objects 20-56 px, not resized): anchors halved
+    (16-256 px instead of 32-512). On a 2-core CPU the default 256-channel heads at 512 RoIs per
+    image cost several times the backbone, so the heads are narrowed (FPN 64 channels, a two-layer
+    64-channel mask head, a 256-wide box head) and far fewer anchors / RoIs are sampled.
+    """
+    base = r18_fpn()
+    return dataclasses.replace(
+        base,
+        name="r18_fpn_demo",
+        fpn_channels=64,
+        transform=dataclasses.replace(base.transform, min_size=(128,), max_size=128),
+        rpn=dataclasses.replace(
+            base.rpn,
+            anchor_sizes=((16,), (32,), (64,), (128,), (256,)),
+            pre_nms_top_n_train=600,
+            post_nms_top_n_train=300,
+            pre_nms_top_n_test=300,
+            post_nms_top_n_test=100,
+            batch_size_per_image=128,
+        ),
+        box=dataclasses.replace(
+            base.box, representation_size=256, batch_size_per_image=64, detections_per_img=20
+        ),
+        mask=dataclasses.replace(base.mask, conv_channels=(64, 64), deconv_channels=64),
+    )
 
 
 @register("keypoint_r50_fpn")
@@ -115,86 +196,3 @@ def r50_c4() -> ModelConfig:
 @register("r101_c4")
 def r101_c4() -> ModelConfig:
     return _variant(r50_c4(), "r101_c4", depth=101)
-
-
-# ---- module trees ----------------------------------------------------------------------------
-
-
-def build_model(config: ModelConfig) -> RCNN:
-    """The randomly initialised model a config describes (FPN or C4 architecture)."""
-    if config.architecture == "fpn":
-        return _build_fpn(config)
-    return _build_c4(config)
-
-
-def _num_masks(config: ModelConfig) -> int:
-    return 1 if config.mask.class_agnostic else config.num_classes
-
-
-def _build_fpn(config: ModelConfig) -> RCNN:
-    c = config.fpn_channels
-    backbone = ResNetFPN(
-        ResNet(config.backbone, last_stage="res5"), FPN(list(stage_channels(config.backbone.depth)), c)
-    )
-    anchors = AnchorGenerator(config.rpn.anchor_sizes, config.rpn.aspect_ratios)
-    rpn = RPN(config.rpn, anchors, RPNHead(c, anchors.num_anchors_per_location()[0]))
-    # Pooling on P2-P5 (P6 is for the RPN only), level by FPN eq. 1 with canonical 224 px at P4.
-    levels = ["p2", "p3", "p4", "p5"]
-
-    def pooler(head):
-        return roiops.MultiScaleRoIAlign(levels, head.pool_size, head.sampling_ratio, aligned=head.aligned)
-
-    box = config.box
-    box_head = FPNBoxHead(c * box.pool_size**2, box.representation_size)
-    heads = dict(
-        box_pooler=pooler(box),
-        box_head=box_head,
-        box_predictor=BoxPredictor(box_head.out_features, config.num_classes),
-    )
-    if config.mask is not None:
-        mask_head = FPNMaskHead(c, config.mask.conv_channels)
-        heads.update(
-            mask_pooler=pooler(config.mask),
-            mask_head=mask_head,
-            mask_predictor=MaskPredictor(
-                mask_head.out_channels, config.mask.deconv_channels, _num_masks(config)
-            ),
-        )
-    if config.keypoint is not None:
-        kp = config.keypoint
-        kp_head = KeypointHead(c, kp.conv_channels)
-        heads.update(
-            keypoint_pooler=pooler(kp),
-            keypoint_head=kp_head,
-            keypoint_predictor=KeypointPredictor(kp_head.out_channels, kp.num_keypoints, kp.upsample_factor),
-        )
-    return RCNN(config, Transform(config.transform), backbone, rpn, RoIHeads(config, **heads))
-
-
-def _build_c4(config: ModelConfig) -> RCNN:
-    if config.keypoint is not None:
-        raise ValueError("C4 models have no keypoint branch; use an FPN model")
-    body = ResNet(config.backbone, last_stage="res4")
-    backbone = ResNetC4(body)
-    anchors = AnchorGenerator(config.rpn.anchor_sizes, config.rpn.aspect_ratios)
-    rpn = RPN(config.rpn, anchors, RPNHead(body.out_channels, anchors.num_anchors_per_location()[0]))
-    depth_blocks = {18: 2, 34: 3, 50: 3, 101: 3, 152: 3}[config.backbone.depth]
-    res5, res5_channels = make_stage(config.backbone, body.out_channels, 512, depth_blocks, stride=2)
-    init_backbone(res5)
-    if config.backbone.trainable_layers == 0:
-        for p in res5.parameters():
-            p.requires_grad_(False)
-    box = config.box
-    pooler = SingleLevelPooler("c4", box.pool_size, 1.0 / 16, box.sampling_ratio, box.aligned)
-    box_head = Res5BoxHead(res5, res5_channels)
-    heads = dict(
-        box_pooler=pooler, box_head=box_head, box_predictor=BoxPredictor(res5_channels, config.num_classes)
-    )
-    if config.mask is not None:
-        m = config.mask
-        heads.update(
-            mask_pooler=SingleLevelPooler("c4", m.pool_size, 1.0 / 16, m.sampling_ratio, m.aligned),
-            mask_head=None,
-            mask_predictor=MaskPredictor(res5_channels, m.deconv_channels, _num_masks(config)),
-        )
-    return RCNN(config, Transform(config.transform), backbone, rpn, RoIHeads(config, **heads))

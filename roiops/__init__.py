@@ -16,7 +16,7 @@ from roiops.roi_align import RoIAlign, roi_align  # noqa: E402
 from roiops.roi_pool import RoIPool, roi_pool  # noqa: E402
 
 # isort: split
-# ---- suppression, box coding, box ops and masks (issue 4) ----
+# ---- suppression, box coding, box ops and masks ----
 from roiops.box_coder import BoxCoder  # noqa: E402
 from roiops.boxes import box_convert, clip_boxes_to_image, generalized_box_iou, remove_small_boxes  # noqa: E402
 from roiops.masks import paste_masks  # noqa: E402
@@ -30,7 +30,7 @@ __all__ = [
     "roi_pool",
     "RoIPool",
     "MultiScaleRoIAlign",
-    # suppression, box coding, box ops and masks (issue 4)
+    # suppression, box coding, box ops and masks
     "BoxCoder",
     "box_convert",
     "clip_boxes_to_image",

@@ -111,7 +111,7 @@ def _roi_align_backward_rois_backward_fake(
     return torch.empty_like(grad), d_features, rois.new_empty((rois.size(0), 5))
 
 
-# ---- suppression and masks (issue 4) -----------------------------------------------------------
+# ---- suppression and masks ---------------------------------------------------------------------
 
 
 def _check_nms_args(op, boxes, scores):

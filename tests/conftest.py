@@ -55,7 +55,7 @@ def device(request):
     return torch.device(request.param)
 
 
-# --- maskzoo data/engine fixtures (issue 7) ---------------------------------------------------------
+# --- maskzoo data/engine fixtures -----------------------------------------------------------------
 @pytest.fixture(scope="session")
 def tiny_shapes_config():
     """A shapes generator config for 64 x 64 images with 1-3 small shapes (fast to write and train on)."""

@@ -20,9 +20,8 @@ so ``maskzoo.load(path)`` rebuilds exactly the saved model from its config and f
 config is stored, not only the overrides, so a file keeps meaning the same model when a registered
 default changes later. A safetensors file cannot execute code when read, unlike a pickle.
 
-Saving is atomic: the bytes go to a temporary file in the destination's directory, are flushed to
-disk (fsync), and only then renamed over the destination (``os.replace``, atomic on POSIX and
-Windows). A crash at any point leaves either the old file or the new one, never a torn file.
+Saving is atomic (:func:`maskzoo.files.write_atomic`): a crash at any point leaves either the old
+file or the new one, never a torn file.
 
 Loading is strict: missing keys, unexpected keys and shape mismatches are all listed in one
 :class:`CheckpointError`; nothing is silently skipped.
@@ -34,27 +33,40 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
-import typing
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from maskzoo._version import __version__
+from maskzoo.checkpoint.errors import CheckpointError, listed
+from maskzoo.config import OVERRIDES, ModelConfig, apply_overrides, config_from_json, config_to_json, to_json
+from maskzoo.files import write_atomic
+from maskzoo.modeling.build import build_model
+from maskzoo.modeling.fuse import is_fused
+from maskzoo.registry import config_of as registered_config_of
+from maskzoo.registry import names
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Header",
+    "is_safetensors",
+    "load_model_file",
+    "load_state_dict_strict",
+    "read_header",
+    "read_tensors",
+    "save",
+    "tensors_digest",
+]
+
 FORMAT = "maskzoo"
 FORMAT_VERSION = 1
-_MAX_LISTED = 12
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be loaded: unreadable, not ours, or not matching the model."""
-
-
-def config_of(model: nn.Module):
+def config_of(model: nn.Module) -> ModelConfig:
     """The :class:`~maskzoo.config.ModelConfig` a maskzoo model was built from (``model.config``)."""
-    from maskzoo.config import ModelConfig
-
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
         raise ValueError(
@@ -64,73 +76,10 @@ def config_of(model: nn.Module):
     return config
 
 
-def config_to_json(config) -> str:
-    return json.dumps(_to_json(dataclasses.asdict(config)), sort_keys=True)
-
-
-def config_from_json(text: str):
-    """Rebuilds a ModelConfig from :func:`config_to_json`'s output; unknown fields raise ValueError."""
-    from maskzoo.config import ModelConfig
-
-    return _dataclass_from_dict(ModelConfig, json.loads(text), "config")
-
-
-def _dataclass_from_dict(cls, values: Any, where: str):
-    if not isinstance(values, dict):
-        raise ValueError(f"{where}: expected an object, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown} (written by a newer maskzoo?)")
-    kwargs = {}
-    for name, value in values.items():
-        section = _dataclass_type(hints[name])
-        if section is not None and value is not None:
-            kwargs[name] = _dataclass_from_dict(section, value, f"{where}.{name}")
-        else:
-            kwargs[name] = _from_json(value)
-    return cls(**kwargs)
-
-
-def _dataclass_type(hint):
-    if dataclasses.is_dataclass(hint):
-        return hint
-    for arg in typing.get_args(hint):  # Optional[Section]
-        if dataclasses.is_dataclass(arg):
-            return arg
-    return None
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _to_json(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_to_json(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise TypeError(
-        f"overrides: value {value!r} of type {type(value).__name__} cannot be stored in a checkpoint"
-    )
-
-
-def _from_json(value: Any) -> Any:
-    # Configs are frozen dataclasses with tuple fields (image_mean, bbox_reg_weights, ...): JSON
-    # only has lists, so sequences come back as tuples.
-    if isinstance(value, dict):
-        return {k: _from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_from_json(v) for v in value)
-    return value
-
-
-def flat_overrides(config) -> dict[str, Any]:
+def flat_overrides(config: ModelConfig) -> dict[str, Any]:
     """The flat ``build`` knobs in which ``config`` differs from its registered default (information)."""
-    from maskzoo.config import OVERRIDES
-    from maskzoo.registry import config_of as default_config_of
-
     try:
-        default = default_config_of(config.name)
+        default = registered_config_of(config.name)
     except KeyError:
         return {}
     changed = {}
@@ -156,14 +105,12 @@ def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
 
 
 def _metadata(config, class_names: tuple[str, ...] | None, digest: str) -> dict[str, str]:
-    from maskzoo import __version__
-
     return {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "model": config.name,
         "config": config_to_json(config),
-        "overrides": json.dumps(_to_json(flat_overrides(config)), sort_keys=True),
+        "overrides": json.dumps(to_json(flat_overrides(config)), sort_keys=True),
         "class_names": json.dumps(None if class_names is None else list(class_names)),
         "tensors_sha256": digest,
         "maskzoo_version": __version__,
@@ -174,30 +121,6 @@ def _tensors_for_file(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch
     # safetensors refuses tensors that share storage and non-contiguous ones; a copy of each
     # tensor on the CPU satisfies both and leaves the model untouched.
     return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in state_dict.items()}
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that ``path`` holds either its old bytes or all of ``data``."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    # The rename itself lives in the directory: sync it so a power cut cannot undo it.
-    if hasattr(os, "O_DIRECTORY"):
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def save(model: nn.Module, path: str | os.PathLike, *, class_names: list[str] | None = None) -> None:
@@ -214,9 +137,8 @@ def save(model: nn.Module, path: str | os.PathLike, *, class_names: list[str] | 
         ValueError: ``model`` is not a maskzoo model, or is fused for inference; ``class_names``
             is not ``num_classes`` strings.
     """
+    # safetensors is an optional dependency (the maskzoo extra): imported when a file is written.
     from safetensors.torch import save as safetensors_bytes
-
-    from maskzoo.modeling.fuse import is_fused
 
     config = config_of(model)
     if is_fused(model):
@@ -242,7 +164,7 @@ def save(model: nn.Module, path: str | os.PathLike, *, class_names: list[str] | 
 class Header:
     """What a maskzoo checkpoint says about itself."""
 
-    config: Any  # ModelConfig: the complete model description
+    config: ModelConfig  # the complete model description
     class_names: tuple[str, ...] | None  # index = label, or None
     overrides: dict[str, Any]  # flat knobs differing from the registered default (information)
     maskzoo_version: str
@@ -264,9 +186,8 @@ def read_header(path: str | os.PathLike) -> Header:
         CheckpointError: not a readable safetensors file, not a maskzoo checkpoint, a format
             version this code does not know, an unknown model name, or malformed metadata.
     """
+    # Optional dependency, imported on use (see save).
     from safetensors import safe_open
-
-    from maskzoo.registry import names
 
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -327,6 +248,7 @@ def read_tensors(path: str | os.PathLike, expected_sha256: str | None = None) ->
 
     Raises CheckpointError if the file is truncated or damaged.
     """
+    # Optional dependency, imported on use (see save).
     from safetensors.torch import load_file
 
     try:
@@ -339,11 +261,6 @@ def read_tensors(path: str | os.PathLike, expected_sha256: str | None = None) ->
             "recorded when it was saved)"
         )
     return tensors
-
-
-def _listed(names: list[str]) -> str:
-    shown = ", ".join(names[:_MAX_LISTED])
-    return shown + (f", ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
@@ -363,17 +280,17 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     )
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing key(s): {_listed(missing)}")
+        problems.append(f"{len(missing)} missing key(s): {listed(missing)}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_listed(unexpected)}")
+        problems.append(f"{len(unexpected)} unexpected key(s): {listed(unexpected)}")
     if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatch(es): {_listed(mismatched)}")
+        problems.append(f"{len(mismatched)} shape mismatch(es): {listed(mismatched)}")
     if problems:
         raise CheckpointError(f"{source} does not match the model:\n  " + "\n  ".join(problems))
     model.load_state_dict(state_dict, strict=True)
 
 
-def load(path: str | os.PathLike, **overrides) -> nn.Module:
+def load_model_file(path: str | os.PathLike, **overrides) -> nn.Module:
     """Rebuilds the model a maskzoo checkpoint describes and fills it with the file's weights.
 
     Args:
@@ -390,11 +307,8 @@ def load(path: str | os.PathLike, **overrides) -> nn.Module:
             not match the model (every missing/unexpected key and shape mismatch listed).
         TypeError, ValueError: an override is unknown or out of range.
     """
-    from maskzoo import build_from_config
-    from maskzoo.config import apply_overrides
-
     header = read_header(path)
-    model = build_from_config(apply_overrides(header.config, **overrides))
+    model = build_model(apply_overrides(header.config, **overrides))
     load_state_dict_strict(
         model, read_tensors(path, header.tensors_sha256), f"checkpoint {os.fspath(path)!r}"
     )

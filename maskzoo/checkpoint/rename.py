@@ -8,7 +8,7 @@ mapping is a bijection onto the target model's keys:
 - no two source keys land on the same target key (collision);
 - every target key is filled, and every filled key has the target's shape.
 
-Anything else is a :class:`~maskzoo.checkpoint.io.CheckpointError` listing every problem at once.
+Anything else is a :class:`~maskzoo.checkpoint.errors.CheckpointError` listing every problem at once.
 There is deliberately no suffix matching and no "ignore mismatched" mode: a checkpoint either maps
 exactly or does not load.
 """
@@ -21,9 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from maskzoo.checkpoint.io import CheckpointError
-
-_MAX_LISTED = 12
+from maskzoo.checkpoint.errors import CheckpointError, listed
 
 
 @dataclass(frozen=True)
@@ -35,11 +33,6 @@ class RenameRule:
     def target(self, key: str) -> str | None:
         match = re.fullmatch(self.pattern, key)
         return None if match is None else match.expand(self.replacement)
-
-
-def _listed(items: list[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
 
 
 def apply_rules(
@@ -97,7 +90,7 @@ def apply_rules(
         ("shape mismatch(es)", mismatched),
     ):
         if items:
-            problems.append(f"{len(items)} {label}: {_listed(items)}")
+            problems.append(f"{len(items)} {label}: {listed(items)}")
     if problems:
         raise CheckpointError(f"{what} does not map onto the model:\n  " + "\n  ".join(problems))
     return renamed

@@ -44,8 +44,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from maskzoo.checkpoint.io import CheckpointError, is_safetensors, load_state_dict_strict
+from maskzoo.checkpoint.errors import CheckpointError
+from maskzoo.checkpoint.io import load_state_dict_strict, save
 from maskzoo.checkpoint.rename import RenameRule, apply_rules
+from maskzoo.checkpoint.torch_file import read_torch_file, state_dict_of
+from maskzoo.config import apply_overrides
+from maskzoo.modeling.build import build_model
+from maskzoo.registry import config_of
 
 log = logging.getLogger("maskzoo.checkpoint")
 
@@ -104,33 +109,10 @@ class TorchvisionLayout:
 def read_torchvision_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The state_dict in a torchvision ``.pth`` file, read without executing any code.
 
-    Accepts a bare state_dict or a dict holding one under ``"model"`` / ``"state_dict"``
-    (torchvision's reference training scripts). Raises CheckpointError when the file is not a
-    torch file, contains objects a weights-only load refuses (such as code), or holds no tensors.
+    Raises FileNotFoundError / CheckpointError as :func:`~maskzoo.checkpoint.torch_file.read_torch_file`
+    and :func:`~maskzoo.checkpoint.torch_file.state_dict_of`.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(
-            f"checkpoint {path!r}: cannot be read as plain tensors with torch.load(weights_only=True) "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); maskzoo never unpickles "
-            "arbitrary objects"
-        ) from e
-    if isinstance(obj, Mapping):
-        for wrapper in ("model", "state_dict"):
-            if wrapper in obj and isinstance(obj[wrapper], Mapping):
-                obj = obj[wrapper]
-                break
-    if (
-        not isinstance(obj, Mapping)
-        or not obj
-        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    ):
-        raise CheckpointError(f"checkpoint {path!r}: does not hold a state_dict (a dict of name -> tensor)")
-    return dict(obj)
+    return state_dict_of(read_torch_file(path), f"checkpoint {os.fspath(path)!r}")
 
 
 def _prefix_set(keys, depth: int) -> set[str]:
@@ -423,8 +405,11 @@ def load_backbone(model: nn.Module, path: str | os.PathLike) -> None:
     Raises:
         CheckpointError: the file is not an ImageNet ResNet, or its depth/width does not match.
     """
-    what = f"checkpoint {os.fspath(path)!r}"
-    sd = read_torchvision_file(path)
+    fill_backbone(model, read_torchvision_file(path), f"checkpoint {os.fspath(path)!r}")
+
+
+def fill_backbone(model: nn.Module, sd: Mapping[str, torch.Tensor], what: str) -> None:
+    """:func:`load_backbone` from a state_dict already read (``what`` names it in messages)."""
     layout = detect_layout(sd, what)
     if layout.kind != "imagenet":
         raise CheckpointError(f"{what}: a {layout.description}, not an ImageNet classifier")
@@ -453,16 +438,20 @@ def build_from_torchvision(path: str | os.PathLike, name: str | None = None, **o
     Raises:
         CheckpointError: unknown layout, a ``name`` that does not fit, or keys/shapes that do not map.
     """
-    from maskzoo import build_from_config, get_config
-
     what = f"checkpoint {os.fspath(path)!r}"
-    sd = read_torchvision_file(path)
+    return model_from_state_dict(read_torchvision_file(path), what, name, **overrides)
+
+
+def model_from_state_dict(
+    sd: Mapping[str, torch.Tensor], what: str, name: str | None = None, **overrides
+) -> nn.Module:
+    """:func:`build_from_torchvision` of a state_dict already read (``what`` names it in messages)."""
     layout = detect_layout(sd, what)
     if layout.kind == "imagenet":
         if name is None:
             raise CheckpointError(f"{what}: an ImageNet classifier; name the detector to put its backbone in")
-        model = build_from_config(get_config(name, **overrides))
-        load_backbone(model, path)
+        model = build_model(apply_overrides(config_of(name), **overrides))
+        fill_backbone(model, sd, what)
         return model
     implied = layout.model_name
     if name is None:
@@ -472,7 +461,7 @@ def build_from_torchvision(path: str | os.PathLike, name: str | None = None, **o
     defaults = {"num_classes": layout.num_classes, "frozen_bn_eps": layout.frozen_bn_eps}
     if layout.num_keypoints is not None:
         defaults["num_keypoints"] = layout.num_keypoints
-    config = get_config(name, **{**defaults, **overrides})
+    config = apply_overrides(config_of(name), **{**defaults, **overrides})
     b = config.backbone
     fits = (
         config.architecture == "fpn"
@@ -493,14 +482,9 @@ def build_from_torchvision(path: str | os.PathLike, name: str | None = None, **o
         b.frozen_bn_eps,
         "" if config.keypoint is None else f", num_keypoints={config.keypoint.num_keypoints}",
     )
-    model = build_from_config(config)
+    model = build_model(config)
     load_state_dict_strict(model, convert_state_dict(sd, model, what), what)
     return model
-
-
-def is_torchvision_file(path: str | os.PathLike) -> bool:
-    """True if ``path`` is not a safetensors file (torch files are zip archives or raw pickles)."""
-    return not is_safetensors(path)
 
 
 def convert_file(
@@ -511,8 +495,6 @@ def convert_file(
     Returns the maskzoo model name written. Raises as :func:`build_from_torchvision`; the output
     is written atomically.
     """
-    from maskzoo.checkpoint.io import save
-
     model = build_from_torchvision(in_path, model_name)
     save(model, out_path)
     return model.config.name

@@ -81,6 +81,7 @@ def _rle_problem(segmentation, height: int, width: int) -> str | None:
 
 def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
     """COCO segmentation (polygon list, RLE dict with list or string counts) -> uint8 [H, W] mask."""
+    # pycocotools is an optional dependency (the maskzoo extra): imported when masks are decoded.
     from pycocotools import mask as mask_utils
 
     if isinstance(segmentation, list):

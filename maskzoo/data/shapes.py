@@ -25,6 +25,7 @@ it), so the masks, boxes and keypoints agree exactly.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -33,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from maskzoo.files import write_atomic
 
 CATEGORIES = ("circle", "square", "triangle")
 KEYPOINT_NAMES = ("left", "top", "right", "bottom")
@@ -229,6 +232,7 @@ def _coco_categories() -> list[dict]:
 
 def write_split(out: str | os.PathLike, split: str, count: int, seed: int, cfg: ShapesConfig) -> Path:
     """Write ``count`` images of ``split`` to ``out/split/`` and ``out/split.json``; returns the JSON path."""
+    # pycocotools is an optional dependency (the maskzoo extra): imported when masks are encoded.
     from pycocotools import mask as mask_utils
 
     out = Path(out)
@@ -238,7 +242,7 @@ def write_split(out: str | os.PathLike, split: str, count: int, seed: int, cfg: 
     for index in range(count):
         pixels, instances = generate_image(cfg, seed, split, index)
         file_name = f"{index:06d}.png"
-        Image.fromarray(pixels).save(image_dir / file_name, optimize=False)
+        write_atomic(image_dir / file_name, _png(pixels))
         image_id = index + 1
         images.append({"id": image_id, "file_name": file_name, "width": cfg.image_size,
                        "height": cfg.image_size})
@@ -266,10 +270,15 @@ def write_split(out: str | os.PathLike, split: str, count: int, seed: int, cfg: 
         "categories": _coco_categories(),
     }
     json_path = out / f"{split}.json"
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dataset, indent=None, separators=(",", ":")))
-    os.replace(tmp, json_path)
+    write_atomic(json_path, json.dumps(dataset, indent=None, separators=(",", ":")))
     return json_path
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    """``pixels`` (``uint8[H, W, 3]``) encoded as PNG, the same bytes for the same pixels."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
 
 
 def write_dataset(out: str | os.PathLike, train: int, val: int, seed: int = 0,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -24,9 +23,10 @@ import numpy as np
 import torch
 
 from maskzoo.engine import distributed as distributed_utils
+from maskzoo.files import write_atomic
 
 __all__ = ["STAT_NAMES", "prediction_to_coco_results", "coco_evaluate", "evaluate", "format_table",
-           "keypoint_sigmas_of"]
+           "keypoint_sigmas_of", "encode_mask"]
 
 STAT_NAMES = {
     "bbox": ("AP", "AP50", "AP75", "APs", "APm", "APl"),
@@ -41,7 +41,10 @@ _STAT_INDEX = {
 }
 
 
-def _encode_mask(mask: np.ndarray) -> dict:
+def encode_mask(mask: np.ndarray) -> dict:
+    """A binary ``mask`` (``ndarray[H, W]``, any dtype, nonzero = inside) as COCO's compressed RLE,
+    ``{"size": [H, W], "counts": str}`` (JSON-ready)."""
+    # pycocotools is an optional dependency (the maskzoo extra): imported when masks are encoded.
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -71,7 +74,7 @@ def prediction_to_coco_results(prediction: dict, image_id: int, category_ids: li
             masks = masks[:, 0]
         binary = (masks >= mask_threshold).numpy()
         out["segm"] = [
-            {"image_id": image_id, "category_id": cat, "segmentation": _encode_mask(m), "score": round(s, 5)}
+            {"image_id": image_id, "category_id": cat, "segmentation": encode_mask(m), "score": round(s, 5)}
             for m, s, cat in zip(binary, scores, cats)
         ]
     if "keypoints" in prediction:
@@ -112,6 +115,7 @@ def coco_evaluate(coco_gt, results: dict[str, list[dict]], iou_types=None, *, ve
     ``{iou_type: {"AP": ..., "AP50": ..., ...}}`` with the values of ``COCOeval.stats`` (in [0, 1];
     -1 where COCO has no ground truth in that area range). No result for a type gives AP 0.
     """
+    # Optional dependency, imported on use (see encode_mask).
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -158,18 +162,12 @@ def format_table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
-
-
 @torch.inference_mode()
 def _predict_shard(model, dataset, indices, device, batch_size, category_ids, progress):
     results: dict[str, list[dict]] = {}
     bar = None
     if progress:
+        # tqdm is an optional dependency (the maskzoo extra): imported only for a progress bar.
         from tqdm import tqdm
 
         bar = tqdm(total=len(indices), desc="eval", unit="img", dynamic_ncols=True)
@@ -221,6 +219,6 @@ def evaluate(model, dataset, *, device=None, out_dir=None, batch_size: int = 1, 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         for iou_type in iou_types:
-            _atomic_write_json(out_dir / f"coco_results_{iou_type}.json", results.get(iou_type, []))
-        _atomic_write_json(out_dir / "metrics.json", metrics)
+            write_atomic(out_dir / f"coco_results_{iou_type}.json", json.dumps(results.get(iou_type, [])))
+        write_atomic(out_dir / "metrics.json", json.dumps(metrics))
     return metrics

@@ -11,10 +11,9 @@ Files written to ``out_dir`` (by rank 0 only):
   ``time`` (seconds of that iteration);
 - ``loss_curve.png``: the total loss and each term against the iteration (drawn with Pillow);
 - ``checkpoints/checkpoint_NNNNNNN.pt``: everything needed to continue -- model, optimizer,
-  scheduler, AMP scaler, iteration and the random states of every process -- written atomically
-  (temporary file, fsync, rename) every ``checkpoint_period`` iterations and at the end;
-  ``checkpoints/last_checkpoint`` names the newest. Loaded with ``torch.load(weights_only=True)``:
-  loading never runs code.
+  scheduler, AMP scaler, iteration and the random states of every process -- every
+  ``checkpoint_period`` iterations and at the end; ``checkpoints/last_checkpoint`` names the newest.
+  The format is :mod:`maskzoo.checkpoint.training`'s.
 - ``model_final.safetensors``: the trained model through :func:`maskzoo.checkpoint.save` (when the model
   was built by name), for ``maskzoo eval``/``predict``.
 
@@ -23,6 +22,12 @@ Exact resume: the batch of iteration ``t`` depends only on (seed, t) (see
 sample, and the global random states (used by the model's proposal/RoI sampling) are restored from the
 checkpoint. A run killed after iteration k and resumed therefore computes on the CPU the same losses
 for iterations k+1, k+2, ... as a run that was never interrupted.
+
+Every file is written atomically (:func:`maskzoo.files.write_atomic`), except ``metrics.jsonl``,
+which grows a line per iteration and is cut back to the resumed checkpoint's iteration on resume.
+
+``train(..., hooks=[f])`` calls ``f(iteration)`` after each iteration, once its metrics and any
+checkpoint are written: a place to stop a run or watch it without changing the loop.
 
 A non-finite loss stops training with ``FloatingPointError`` naming the iteration, before the
 optimizer step, so the last checkpoint on disk stays the last good one.
@@ -35,6 +40,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,10 +48,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from maskzoo.checkpoint.io import save
+from maskzoo.checkpoint.training import (
+    latest_checkpoint,
+    load_training_checkpoint,
+    model_spec_of,
+    rng_state,
+    set_rng_state,
+    write_training_state,
+)
 from maskzoo.engine import distributed as distributed_utils
+from maskzoo.files import write_atomic
 
-__all__ = ["TrainConfig", "train", "lr_factor", "latest_checkpoint", "load_training_checkpoint",
-           "draw_loss_curve", "atomic_torch_save"]
+__all__ = ["TrainConfig", "train", "lr_factor", "draw_loss_curve"]
+
+# Called with the number of finished iterations after each iteration (see the module docstring).
+TrainHook = Callable[[int], object]
 
 
 @dataclass(frozen=True)
@@ -97,81 +115,15 @@ def lr_factor(iteration: int, cfg: TrainConfig) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_tuples(state["python"]))
-    np_state = state["numpy"]
-    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _tuples(x):
-    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    """The newest training checkpoint under ``out_dir/checkpoints`` (None when there is none)."""
-    folder = Path(out_dir) / "checkpoints"
-    marker = folder / "last_checkpoint"
-    if marker.is_file():
-        path = folder / marker.read_text().strip()
-        if path.is_file():
-            return path
-    found = sorted(folder.glob("checkpoint_*.pt"))
-    return found[-1] if found else None
-
-
-def load_training_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a training checkpoint without executing code (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-# ----------------------------------------------------------------------------------------------------
 # Logging
 
 
 def draw_loss_curve(records: list[dict], path: str | os.PathLike, size=(800, 480)) -> None:
-    """Draw ``loss`` and each ``loss_*`` term of ``records`` against ``iteration`` as a PNG (log y axis)."""
+    """Draw ``loss`` and each ``loss_*`` term of ``records`` against ``iteration`` as a PNG (log y axis).
+
+    ``records``: the dicts of ``metrics.jsonl``; ``size``: (width, height) in pixels.
+    """
+    # Pillow is an optional dependency (the maskzoo extra): imported when a curve is drawn.
     from PIL import Image, ImageDraw
 
     width, height = size
@@ -216,10 +168,7 @@ def draw_loss_curve(records: list[dict], path: str | os.PathLike, size=(800, 480
         draw.text((left, bottom + 5), str(it0), fill=(0, 0, 0))
         draw.text((right - 40, bottom + 5), str(it1), fill=(0, 0, 0))
     draw.text(((left + right) // 2 - 30, bottom + 20), "iteration", fill=(0, 0, 0))
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: image.save(f, format="PNG"))
 
 
 def _read_metrics(path: Path, upto: int) -> list[dict]:
@@ -278,12 +227,215 @@ def _to_device(target: dict, device) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
-# The loop
+# The steps of a run
+
+
+@dataclass(frozen=True)
+class _Process:
+    """Where this process trains and what it writes."""
+
+    out_dir: Path
+    device: torch.device
+    rank: int
+    world: int  # number of training processes
+    model_spec: dict  # stored in every checkpoint (see maskzoo.checkpoint.training)
+
+    @property
+    def main(self) -> bool:  # rank 0 writes the files
+        return self.rank == 0
+
+
+@dataclass
+class _Optimisation:
+    """What one optimiser step needs: the trained parameters, SGD, its schedule, AMP."""
+
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.SGD
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    autocast: object  # a context manager: float16 autocast with AMP, else a no-op
+
+
+def _seed_process(cfg: TrainConfig, rank: int) -> None:
+    # Different processes draw different RoI samples, as independent machines would.
+    torch.manual_seed(cfg.seed + 7919 * rank)
+    random.seed(cfg.seed + 7919 * rank)
+    np.random.seed((cfg.seed + 7919 * rank) % 2**32)
+
+
+def _place_model(model, device: torch.device, cfg: TrainConfig) -> None:
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+
+
+def _optimiser_and_schedule(model, cfg: TrainConfig, device: torch.device) -> _Optimisation:
+    """SGD over the trainable parameters, warm-up + step decay (:func:`lr_factor`), AMP on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
+    return _Optimisation(params, optimizer, scheduler, scaler, autocast)
+
+
+def _resume(proc: _Process, model, opt: _Optimisation) -> tuple[int, Path | None]:
+    """Restores the newest checkpoint under ``out_dir`` (model, optimiser, schedule, scaler and this
+    process's random state); returns (finished iterations, its path), or (0, None) without one."""
+    path = latest_checkpoint(proc.out_dir)
+    if path is None:
+        return 0, None
+    state = load_training_checkpoint(path)
+    model.load_state_dict(state["model"])
+    opt.optimizer.load_state_dict(state["optimizer"])
+    opt.scheduler.load_state_dict(state["scheduler"])
+    opt.scaler.load_state_dict(state["scaler"])
+    rng = state["rng"]
+    if len(rng) != proc.world:
+        raise ValueError(f"{path} was written by {len(rng)} processes; resuming it exactly "
+                         f"needs the same number, got {proc.world}")
+    set_rng_state(rng[proc.rank])
+    return int(state["iteration"]), path
+
+
+def _parallel(proc: _Process, model, cfg: TrainConfig):
+    """``model`` itself on one process, wrapped in DistributedDataParallel on several."""
+    if proc.world == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None,
+        find_unused_parameters=cfg.find_unused_parameters)
+
+
+def _loader(proc: _Process, dataset, cfg: TrainConfig, start: int):
+    """Batches of iterations ``start .. cfg.iters - 1``, this process's slice of each."""
+    sampler = distributed_utils.IterationSampler(
+        len(dataset), cfg.batch_size, cfg.seed, proc.rank, proc.world)
+    return torch.utils.data.DataLoader(
+        _SeededItems(dataset), batch_sampler=_Batches(sampler, start, cfg.iters), collate_fn=_collate,
+        num_workers=cfg.num_workers, pin_memory=proc.device.type == "cuda",
+        # Its own generator: a DataLoader otherwise draws its worker seed from the global stream,
+        # which would shift the model's random draws between a fresh and a resumed run.
+        generator=torch.Generator().manual_seed(cfg.seed))
+
+
+class _Log:
+    """``metrics.jsonl``, the records behind the loss curve, and the progress bar (rank 0 only)."""
+
+    def __init__(self, proc: _Process, start: int, total: int, progress: bool):
+        self.main = proc.main
+        self.path = proc.out_dir / "metrics.jsonl"
+        self.records = _read_metrics(self.path, start) if self.main else []
+        self.file = None
+        self.bar = None
+        if not self.main:
+            return
+        # A killed run may have logged iterations past its last checkpoint: cut them off.
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        self.file = open(self.path, "a", encoding="utf-8")
+        if progress:
+            # tqdm is an optional dependency (the maskzoo extra): imported only for a progress bar.
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc="train", unit="it", dynamic_ncols=True)
+
+    def add(self, record: dict) -> None:
+        if not self.main:
+            return
+        self.records.append(record)
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.bar is not None:
+            terms = {k: v for k, v in record.items() if k not in ("iteration", "loss", "lr", "time")}
+            self.bar.set_postfix_str(" ".join(
+                [f"loss={record['loss']:.3f}"]
+                + [f"{k.removeprefix('loss_')}={v:.3f}" for k, v in terms.items()]
+                + [f"lr={record['lr']:.2g}"]), refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.file is not None:
+            self.file.close()
+
+
+def _step(net, opt: _Optimisation, cfg: TrainConfig, images, targets, iteration: int,
+          last_saved: Path | None) -> dict[str, float]:
+    """One optimiser step; returns the losses averaged over processes.
+
+    Raises FloatingPointError before the step when the loss is not finite."""
+    with opt.autocast:
+        loss_dict = net(images, targets)
+    loss = sum(loss_dict.values())
+    reduced = distributed_utils.all_reduce_mean(loss_dict)
+    total = sum(reduced.values())
+    if not math.isfinite(total):
+        bad = ", ".join(f"{k}={v}" for k, v in reduced.items() if not math.isfinite(v))
+        raise FloatingPointError(
+            f"loss is {total} at iteration {iteration + 1} ({bad}); training stopped. "
+            f"Last good checkpoint: {last_saved or 'none written yet'}. Try a lower --lr, "
+            f"longer warm-up or --clip-grad.")
+    opt.optimizer.zero_grad(set_to_none=True)
+    opt.scaler.scale(loss).backward()
+    if cfg.clip_grad_norm is not None:
+        opt.scaler.unscale_(opt.optimizer)
+        torch.nn.utils.clip_grad_norm_(opt.params, cfg.clip_grad_norm)
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    return {"loss": total, **reduced}
+
+
+def _checkpoint(proc: _Process, model, opt: _Optimisation, cfg: TrainConfig, iteration: int) -> Path | None:
+    """Writes the training state of ``iteration`` (rank 0; every rank contributes its random state)
+    and returns its path (None on other ranks)."""
+    rng_all = distributed_utils.gather_to_main(rng_state())
+    if rng_all is None:
+        return None
+    return write_training_state(proc.out_dir, {
+        "model": model.state_dict(),
+        "optimizer": opt.optimizer.state_dict(),
+        "scheduler": opt.scheduler.state_dict(),
+        "scaler": opt.scaler.state_dict(),
+        "iteration": iteration,
+        "rng": rng_all,
+        "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+        "model_spec": proc.model_spec,
+        "world_size": proc.world,
+    })
+
+
+def _loop(proc: _Process, net, model, loader, opt: _Optimisation, cfg: TrainConfig, start: int, log: _Log,
+          last_saved: Path | None, hooks: Sequence[TrainHook]) -> tuple[int, Path | None]:
+    """Iterations ``start + 1 .. cfg.iters``; returns (the last one, the newest checkpoint)."""
+    iteration = start
+    tick = time.perf_counter()
+    for images, targets in loader:
+        images = [img.to(proc.device, non_blocking=True) for img in images]
+        targets = [_to_device(t, proc.device) for t in targets]
+        losses = _step(net, opt, cfg, images, targets, iteration, last_saved)
+        lr = opt.optimizer.param_groups[0]["lr"]
+        opt.scheduler.step()
+        iteration += 1
+        now = time.perf_counter()
+        log.add({"iteration": iteration, **losses, "lr": lr, "time": now - tick})
+        tick = now
+        if iteration % cfg.checkpoint_period == 0 or iteration == cfg.iters:
+            last_saved = _checkpoint(proc, model, opt, cfg, iteration) or last_saved
+            if proc.main:
+                draw_loss_curve(log.records, proc.out_dir / "loss_curve.png")
+        for hook in hooks:
+            hook(iteration)
+    return iteration, last_saved
 
 
 def train(model, dataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
-          device=None, model_spec: dict | None = None, progress: bool = True) -> dict:
-    """Train ``model`` on ``dataset`` for ``cfg.iters`` iterations; returns a summary dict.
+          device=None, model_spec: dict | None = None, progress: bool = True,
+          hooks: Sequence[TrainHook] = ()) -> dict:
+    """Train ``model`` on ``dataset`` for ``cfg.iters`` iterations; returns a summary dict
+    (``iteration``, ``checkpoint``, ``resumed_from``, ``final_loss``).
 
     ``model(images: list[Tensor[3, H, W]], targets: list[dict])`` must return a dict of scalar
     losses in train mode. ``dataset`` yields ``(image, target)`` (a
@@ -295,179 +447,39 @@ def train(model, dataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resum
     ``model_spec``: stored in checkpoints so that ``maskzoo eval`` can rebuild the model; by default,
     for a maskzoo model, its config (JSON) and ``model.class_names``. A maskzoo model is also saved
     with :func:`maskzoo.checkpoint.save` to ``out_dir/model_final.safetensors`` at the end.
+    ``hooks``: functions called with the number of finished iterations after each iteration.
 
     Raises ``FloatingPointError`` when the loss stops being finite (nothing is saved then).
     """
-    out_dir = Path(out_dir)
-    if model_spec is None:
-        model_spec = _model_spec(model)
-    rank, world = distributed_utils.get_rank(), distributed_utils.get_world_size()
-    main = rank == 0
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    ckpt_dir = out_dir / "checkpoints"
-    if main:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+    proc = _Process(
+        out_dir=Path(out_dir),
+        device=torch.device(device) if device is not None else next(model.parameters()).device,
+        rank=distributed_utils.get_rank(),
+        world=distributed_utils.get_world_size(),
+        model_spec=model_spec_of(model) if model_spec is None else model_spec,
+    )
+    if proc.main:
+        proc.out_dir.mkdir(parents=True, exist_ok=True)
     distributed_utils.barrier()
 
-    # Different processes draw different RoI samples, as independent machines would.
-    torch.manual_seed(cfg.seed + 7919 * rank)
-    random.seed(cfg.seed + 7919 * rank)
-    np.random.seed((cfg.seed + 7919 * rank) % 2**32)
-
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, cfg))
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    start = 0
-    resumed_from = latest_checkpoint(out_dir) if resume else None
-    if resumed_from is not None:
-        state = load_training_checkpoint(resumed_from)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start = int(state["iteration"])
-        rng = state["rng"]
-        if len(rng) != world:
-            raise ValueError(f"{resumed_from} was written by {len(rng)} processes; resuming it exactly "
-                             f"needs the same number, got {world}")
-        _set_rng_state(rng[rank])
+    _seed_process(cfg, proc.rank)
+    _place_model(model, proc.device, cfg)
+    opt = _optimiser_and_schedule(model, cfg, proc.device)
+    start, resumed_from = _resume(proc, model, opt) if resume else (0, None)
     if start >= cfg.iters:
-        if main:
+        if proc.main:
             print(f"nothing to do: {resumed_from} is at iteration {start} >= iters {cfg.iters}")
         return {"iteration": start, "checkpoint": str(resumed_from), "resumed_from": str(resumed_from)}
-
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.find_unused_parameters)
-
-    sampler = distributed_utils.IterationSampler(len(dataset), cfg.batch_size, cfg.seed, rank, world)
-    loader = torch.utils.data.DataLoader(
-        _SeededItems(dataset), batch_sampler=_Batches(sampler, start, cfg.iters), collate_fn=_collate,
-        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-        # Its own generator: a DataLoader otherwise draws its worker seed from the global stream,
-        # which would shift the model's random draws between a fresh and a resumed run.
-        generator=torch.Generator().manual_seed(cfg.seed))
-
-    metrics_path = out_dir / "metrics.jsonl"
-    records = _read_metrics(metrics_path, start) if main else []
-    if main:
-        _atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
-    log = open(metrics_path, "a", encoding="utf-8") if main else None
-
-    bar = None
-    if main and progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.iters, initial=start, desc="train", unit="it", dynamic_ncols=True)
-
-    def save_checkpoint(iteration: int) -> Path | None:
-        rng_all = distributed_utils.gather_to_main(_rng_state())
-        if not main:
-            return None
-        path = ckpt_dir / f"checkpoint_{iteration:07d}.pt"
-        atomic_torch_save({
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "iteration": iteration,
-            "rng": rng_all,
-            "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-            "model_spec": model_spec or {},
-            "world_size": world,
-        }, path)
-        _atomic_write_text(ckpt_dir / "last_checkpoint", path.name)
-        return path
-
-    last_saved = resumed_from
-    autocast = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
-    iteration = start
+    net = _parallel(proc, model, cfg)
+    loader = _loader(proc, dataset, cfg, start)
+    log = _Log(proc, start, cfg.iters, progress)
     try:
-        tick = time.perf_counter()
-        for images, targets in loader:
-            images = [img.to(device, non_blocking=True) for img in images]
-            targets = [_to_device(t, device) for t in targets]
-            with autocast:
-                loss_dict = net(images, targets)
-            loss = sum(loss_dict.values())
-            reduced = distributed_utils.all_reduce_mean(loss_dict)
-            total = sum(reduced.values())
-            if not math.isfinite(total):
-                bad = ", ".join(f"{k}={v}" for k, v in reduced.items() if not math.isfinite(v))
-                raise FloatingPointError(
-                    f"loss is {total} at iteration {iteration + 1} ({bad}); training stopped. "
-                    f"Last good checkpoint: {last_saved or 'none written yet'}. Try a lower --lr, "
-                    f"longer warm-up or --clip-grad.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.clip_grad_norm is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            iteration += 1
-            now = time.perf_counter()
-            record = {"iteration": iteration, "loss": total, **reduced, "lr": lr, "time": now - tick}
-            tick = now
-            if main:
-                records.append(record)
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                if bar is not None:
-                    bar.set_postfix_str(" ".join(
-                        [f"loss={total:.3f}"]
-                        + [f"{k.removeprefix('loss_')}={v:.3f}" for k, v in reduced.items()]
-                        + [f"lr={lr:.2g}"]), refresh=False)
-                    bar.update(1)
-            if iteration % cfg.checkpoint_period == 0 or iteration == cfg.iters:
-                last_saved = save_checkpoint(iteration) or last_saved
-                if main:
-                    draw_loss_curve(records, out_dir / "loss_curve.png")
-            _fault_injection(iteration)
+        iteration, last_saved = _loop(proc, net, model, loader, opt, cfg, start, log, resumed_from, hooks)
     finally:
-        if bar is not None:
-            bar.close()
-        if log is not None:
-            log.close()
-    if main and getattr(model, "config", None) is not None:
-        from maskzoo.checkpoint import save
-
-        save(model, out_dir / "model_final.safetensors")
+        log.close()
+    if proc.main and getattr(model, "config", None) is not None:
+        save(model, proc.out_dir / "model_final.safetensors")
     distributed_utils.barrier()
     return {"iteration": iteration, "checkpoint": str(last_saved) if last_saved else None,
             "resumed_from": str(resumed_from) if resumed_from else None,
-            "final_loss": records[-1]["loss"] if records else None}
-
-
-def _model_spec(model) -> dict:
-    """What ``maskzoo eval`` needs to rebuild a maskzoo model from a training checkpoint."""
-    config = getattr(model, "config", None)
-    if config is None:
-        return {}
-    from maskzoo.checkpoint.io import config_to_json
-
-    spec = {"config_json": config_to_json(config)}
-    if getattr(model, "class_names", None):
-        spec["class_names"] = list(model.class_names)
-    return spec
-
-
-def _fault_injection(iteration: int) -> None:
-    # For the resume test only: MASKZOO_KILL_AT_ITERATION=k makes the process SIGKILL itself right
-    # after iteration k, as an out-of-memory killer or a pre-empted machine would.
-    kill_at = os.environ.get("MASKZOO_KILL_AT_ITERATION")
-    if kill_at is not None and iteration == int(kill_at):
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
+            "final_loss": log.records[-1]["loss"] if log.records else None}

@@ -10,7 +10,7 @@ from maskzoo.modeling.postprocess import postprocess
 
 
 class RCNN(nn.Module):
-    """Mask R-CNN / Keypoint R-CNN (FPN or C4), assembled by :mod:`maskzoo.zoo`.
+    """Mask R-CNN / Keypoint R-CNN (FPN or C4), assembled by :mod:`maskzoo.modeling.build`.
 
     forward(images, targets=None):
         images: list of Tensor[3, H_i, W_i], float in [0, 1] or uint8, any sizes.

@@ -67,7 +67,7 @@ def test_train_eval_predict_round_trip(tiny_shapes, tmp_path, capsys):
     assert cli.main(args) == 0
     ckpt = out / "checkpoints" / "checkpoint_0000002.pt"
     assert ckpt.is_file() and (out / "metrics.jsonl").is_file() and (out / "loss_curve.png").is_file()
-    model = cli.load_model_checkpoint(ckpt)
+    model = maskzoo.load(ckpt)
     assert model.class_names == ["__background__", "circle", "square", "triangle"]
     assert cli.main(["eval", "--checkpoint", str(ckpt), "--data", str(tiny_shapes["root"]), "--out",
                      str(tmp_path / "ev"), "--device", "cpu", "--quiet"]) == 0

@@ -4,17 +4,19 @@ import json
 import pytest
 from PIL import Image
 
+import maskzoo
 from maskzoo.demo import DemoConfig, demo_model_config, run_demo
 
 
 def test_demo_model_is_r18_fpn_with_trainable_norms_and_the_demo_sizes():
     cfg = DemoConfig()
     model_cfg = demo_model_config(cfg, num_classes=4)
+    assert cfg.model in maskzoo.list_models()  # registered: maskzoo list shows it
     assert model_cfg.backbone.depth == 18 and model_cfg.backbone.norm in ("bn", "gn")
     assert model_cfg.backbone.trainable_layers == 5  # from scratch: every stage trains
     assert model_cfg.transform.min_size == (cfg.image_size,)
     assert model_cfg.transform.max_size == cfg.image_size
-    assert model_cfg.fpn_channels == cfg.fpn_channels and model_cfg.num_classes == 4
+    assert model_cfg.fpn_channels == 64 and model_cfg.num_classes == 4
 
 
 @pytest.mark.slow

@@ -6,9 +6,15 @@ processes with batch B each. ``--dropout`` makes its losses depend on the global
 RoI sampling does), which exact resume must restore.
 
     python standin_train.py DATA_JSON IMAGE_DIR OUT [--iters N] [--batch B] [--resume] [--dropout P]
+                            [--kill-at K]
+
+``--kill-at K`` installs a training hook that SIGKILLs the process right after iteration K, as an
+out-of-memory killer or a pre-empted machine would (the exact-resume test).
 """
 
 import argparse
+import os
+import signal
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +46,14 @@ class StandInDetector(torch.nn.Module):
         return losses
 
 
+def _kill_after(kill_at: int):
+    def hook(iteration: int) -> None:
+        if iteration == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
 def main(argv=None):
     from maskzoo.data.coco import CocoDataset
     from maskzoo.data.shapes import KEYPOINT_FLIP_PAIRS
@@ -56,6 +70,7 @@ def main(argv=None):
     p.add_argument("--period", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--kill-at", type=int, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     info = distributed.init_distributed("cpu")
@@ -64,7 +79,8 @@ def main(argv=None):
     model = StandInDetector(dataset.num_classes, dropout=args.dropout)
     cfg = TrainConfig(iters=args.iters, batch_size=args.batch, lr=0.05, warmup_iters=2, steps=(4,),
                       checkpoint_period=args.period, seed=1)
-    train(model, dataset, cfg, args.out, resume=args.resume, device=info.device, progress=False)
+    hooks = [] if args.kill_at is None else [_kill_after(args.kill_at)]
+    train(model, dataset, cfg, args.out, resume=args.resume, device=info.device, progress=False, hooks=hooks)
     distributed.cleanup()
 
 

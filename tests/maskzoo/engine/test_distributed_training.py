@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from maskzoo.checkpoint.training import latest_checkpoint, load_training_checkpoint
 from maskzoo.engine.distributed import IterationSampler, shard_indices
-from maskzoo.engine.train import latest_checkpoint, load_training_checkpoint
 
 SCRIPT = Path(__file__).with_name("standin_train.py")
 ROOT = Path(__file__).resolve().parents[3]

@@ -11,15 +11,9 @@ import torch
 from PIL import Image
 from standin_train import StandInDetector
 
+from maskzoo.checkpoint.training import latest_checkpoint, load_training_checkpoint
 from maskzoo.data.coco import CocoDataset
-from maskzoo.engine.train import (
-    TrainConfig,
-    draw_loss_curve,
-    latest_checkpoint,
-    load_training_checkpoint,
-    lr_factor,
-    train,
-)
+from maskzoo.engine.train import TrainConfig, draw_loss_curve, lr_factor, train
 
 SCRIPT = Path(__file__).with_name("standin_train.py")
 ROOT = Path(__file__).resolve().parents[3]
@@ -29,10 +23,10 @@ def _metrics(out):
     return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
 
 
-def _run(tiny_shapes, out, *extra, env=None):
+def _run(tiny_shapes, out, *extra):
     data = [str(tiny_shapes["train"]), str(tiny_shapes["root"] / "train")]
     cmd = [sys.executable, str(SCRIPT), *data, str(out), *extra]
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=120)
 
 
@@ -91,7 +85,7 @@ def test_run_killed_and_resumed_gives_the_losses_of_an_uninterrupted_run(tiny_sh
     args = ["--iters", "7", "--period", "2", "--dropout", "0.3"]
     whole = _run(tiny_shapes, tmp_path / "whole", *args)
     assert whole.returncode == 0, whole.stderr
-    killed = _run(tiny_shapes, tmp_path / "cut", *args, env={"MASKZOO_KILL_AT_ITERATION": "5"})
+    killed = _run(tiny_shapes, tmp_path / "cut", *args, "--kill-at", "5")
     assert killed.returncode == -signal.SIGKILL
     # Killed after iteration 5; the newest checkpoint is iteration 4, so 5 is computed again.
     assert [r["iteration"] for r in _metrics(tmp_path / "cut")] == [1, 2, 3, 4, 5]

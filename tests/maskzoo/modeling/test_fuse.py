@@ -6,28 +6,16 @@ import pytest
 import torch
 
 import maskzoo
+from benchmarks._frozen_norms import randomize_frozen_norms
 from maskzoo.modeling.backbone import FrozenBatchNorm2d
 from maskzoo.modeling.fuse import fold_frozen_batch_norm, fuse_for_inference, is_fused
-
-
-def _random_frozen_norms(model, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, FrozenBatchNorm2d):
-                c = m.weight.numel()
-                m.weight.copy_(0.5 + 0.5 * torch.rand(c, generator=g))
-                m.bias.copy_(0.1 * torch.randn(c, generator=g))
-                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-                m.running_var.copy_(1.0 + torch.rand(c, generator=g))
-    return model
 
 
 @pytest.mark.parametrize("eps", [0.0, 1e-5])
 def test_folding_equals_convolution_then_frozen_norm(eps):
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(8, 16, 3, padding=1, bias=True).double()
-    norm = _random_frozen_norms(FrozenBatchNorm2d(16, eps=eps), 1).double()
+    norm = randomize_frozen_norms(FrozenBatchNorm2d(16, eps=eps), FrozenBatchNorm2d, seed=1).double()
     x = torch.randn(2, 8, 9, 11, dtype=torch.float64)
     expected = norm(conv(x))
     fold_frozen_batch_norm(conv, norm)
@@ -49,7 +37,7 @@ def frozen_small_model():
     with torch.no_grad():  # peaked, well separated scores: no near-ties to reorder
         model.roi_heads.box_predictor.class_logits.weight.mul_(50.0)
         model.rpn.head.objectness.weight.mul_(50.0)
-    return _random_frozen_norms(model, 2).eval()
+    return randomize_frozen_norms(model, FrozenBatchNorm2d, seed=2).eval()
 
 
 def test_fused_model_has_no_frozen_norms_left_and_gives_the_same_features(frozen_small_model):
