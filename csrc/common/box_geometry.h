@@ -4,6 +4,8 @@
 
 #include <c10/macros/Macros.h>
 
+#include <cstdint>
+
 namespace roiops {
 
 template <typename T>
@@ -30,6 +32,22 @@ C10_HOST_DEVICE inline T box_iou_with_areas(T ax1, T ay1, T ax2, T ay2, T area_a
   const T inter = (iw > T(0) && ih > T(0)) ? iw * ih : T(0);
   const T uni = area_a + area_b - inter;
   return (area_a > T(0) && area_b > T(0)) ? inter / uni : T(0);
+}
+
+// True when all four box coordinates are finite. A RoI that is not pools to 0 (RoIAlign and
+// RoIPool) and receives no gradient.
+template <typename T>
+C10_HOST_DEVICE inline bool roi_is_finite(T x1, T y1, T x2, T y2) {
+  // x - x is 0 for finite x and NaN for +-Inf and NaN; the comparison is false for NaN.
+  return (x1 - x1) == T(0) && (y1 - y1) == T(0) && (x2 - x2) == T(0) && (y2 - y2) == T(0);
+}
+
+// True when b, a RoI's batch index as stored in rois[k, 0] (a floating value), names an image:
+// an integer in [0, batch_size). A RoI that fails this is rejected on the host; the kernels also
+// test it so that a direct call cannot read out of bounds.
+template <typename T>
+C10_HOST_DEVICE inline bool is_batch_index(T b, int64_t batch_size) {
+  return b >= T(0) && b < static_cast<T>(batch_size) && b == static_cast<T>(static_cast<int64_t>(b));
 }
 
 }  // namespace roiops

@@ -59,6 +59,69 @@ inline void check_pooled_grad(const char* op, const at::Tensor& grad, const at::
   TORCH_CHECK_VALUE(grad.device() == like.device(), op, ": grad and input are on different devices");
 }
 
+// What every RoIAlign driver that reads the maps takes: the maps with their scales, the output
+// size, and rois of the maps' dtype and device.
+inline void check_roi_align_args(const char* op, const std::vector<at::Tensor>& features,
+                                 const std::vector<double>& spatial_scales, const at::Tensor& rois,
+                                 int64_t pooled_height, int64_t pooled_width) {
+  check_feature_maps(op, features, spatial_scales);
+  check_pooled_size(op, pooled_height, pooled_width);
+  check_rois(op, rois, features[0]);
+}
+
+// The box-gradient drivers: check_roi_align_args, and grad [K, C, PH, PW] like the maps.
+inline void check_box_grad_args(const char* op, const at::Tensor& grad, const std::vector<at::Tensor>& features,
+                                const std::vector<double>& spatial_scales, const at::Tensor& rois,
+                                int64_t pooled_height, int64_t pooled_width) {
+  check_roi_align_args(op, features, spatial_scales, rois, pooled_height, pooled_width);
+  check_pooled_grad(op, grad, features[0], rois.size(0), features[0].size(1), pooled_height, pooled_width);
+}
+
+// grad_grad_rois: the gradient flowing into a box gradient, [K, 5] like rois, same dtype and device.
+inline void check_grad_grad_rois(const char* op, const at::Tensor& grad_grad_rois, const at::Tensor& rois) {
+  TORCH_CHECK_VALUE(grad_grad_rois.sizes() == rois.sizes(), op, ": grad_grad_rois must be [K, 5] like rois, got ",
+                    grad_grad_rois.sizes());
+  TORCH_CHECK_VALUE(grad_grad_rois.scalar_type() == rois.scalar_type() && grad_grad_rois.device() == rois.device(),
+                    op, ": grad_grad_rois must have the dtype and device of rois");
+}
+
+// The multi-scale ops: one spatial scale per feature map (an empty list is refused where the
+// levels are assigned).
+inline void check_scale_per_map(const char* op, size_t maps, size_t scales) {
+  TORCH_CHECK_VALUE(maps == scales, op, ": need one spatial scale per feature map, got ", maps,
+                    " maps and ", scales, " scales");
+}
+
+// The FPN level assignment: at least one map, rois [K, 5], a positive canonical scale.
+inline void check_fpn_level_args(const char* op, const at::Tensor& rois, const std::vector<double>& spatial_scales,
+                                 double canonical_scale) {
+  TORCH_CHECK_VALUE(!spatial_scales.empty(), op, ": need at least one feature map");
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op, ": rois must be [K, 5], got ", rois.sizes());
+  TORCH_CHECK_VALUE(canonical_scale > 0, op, ": canonical_scale must be positive");
+}
+
+// roi_pool: input [N, C, H, W], rois [K, 5] of its dtype, a positive output size and scale.
+inline void check_roi_pool_args(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                                int64_t pooled_height, int64_t pooled_width) {
+  TORCH_CHECK_VALUE(input.dim() == 4, "roi_pool: input must be [N, C, H, W], got ", input.sizes());
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, "roi_pool: rois must be [K, 5], got ", rois.sizes());
+  TORCH_CHECK_TYPE(rois.scalar_type() == input.scalar_type(), "roi_pool: rois and input dtypes differ");
+  TORCH_CHECK_VALUE(pooled_height > 0 && pooled_width > 0, "roi_pool: output size must be positive");
+  TORCH_CHECK_VALUE(spatial_scale > 0, "roi_pool: spatial_scale must be positive, got ", spatial_scale);
+}
+
+// roi_pool_backward: rois [K, 5]; grad and argmax (int64) both [K, C, PH, PW].
+inline void check_roi_pool_backward_args(const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
+                                         int64_t channels) {
+  const int64_t num_rois = rois.size(0);
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, "roi_pool_backward: rois must be [K, 5]");
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
+                        argmax.sizes() == grad.sizes(),
+                    "roi_pool_backward: grad and argmax must both be [K, C, PH, PW], got ", grad.sizes(), " and ",
+                    argmax.sizes());
+  TORCH_CHECK_TYPE(argmax.scalar_type() == at::kLong, "roi_pool_backward: argmax must be int64");
+}
+
 // paste_masks: masks [N, M, M], boxes [N, 4], both floating, a non-negative image size.
 inline void check_paste_masks(const at::Tensor& masks, const at::Tensor& boxes, int64_t image_height,
                               int64_t image_width) {

@@ -1,5 +1,6 @@
-// RoI pooling arithmetic shared by the CPU and CUDA kernels: where RoIAlign samples, with which
-// bilinear weights, how RoIPool quantizes its bins, and which FPN level a RoI is pooled from.
+// RoIAlign arithmetic shared by the CPU and CUDA kernels: where RoIAlign samples, with which
+// bilinear weights, and the derivatives of a sample with respect to the map and the box. (RoIPool's
+// bins are in roi_pool_bin.h, the FPN level of a RoI in fpn_level.h.)
 // Every function is C10_HOST_DEVICE and works per RoI or per sample, never per channel, so the
 // kernels compute it once and reuse it across channels. Changing a formula here changes both
 // devices at once; the CPU tests pin it.
@@ -14,6 +15,8 @@
 
 #include <cmath>
 #include <cstdint>
+
+#include "common/box_geometry.h"
 
 namespace roiops {
 
@@ -64,14 +67,6 @@ C10_HOST_DEVICE inline RoiAxis<T> roi_align_axis(T lo, T hi, T spatial_scale, in
                                                                   : static_cast<int64_t>(adaptive);
   }
   return axis;
-}
-
-// True when all four box coordinates are finite. A RoI that is not pools to 0 (RoIAlign and
-// RoIPool) and receives no gradient.
-template <typename T>
-C10_HOST_DEVICE inline bool roi_is_finite(T x1, T y1, T x2, T y2) {
-  // x - x is 0 for finite x and NaN for +-Inf and NaN; the comparison is false for NaN.
-  return (x1 - x1) == T(0) && (y1 - y1) == T(0) && (x2 - x2) == T(0) && (y2 - y2) == T(0);
 }
 
 // 1 / (number of samples in a bin), the averaging factor. A grid with no samples gives 1 (its sum
@@ -215,84 +210,56 @@ C10_HOST_DEVICE inline void bilinear_direction_weights(const Y& ty, const X& tx,
   w[3] = sy * tx.w_high + sx * ty.w_high;
 }
 
-// ---- RoIPool ---------------------------------------------------------------------------------
+// ---- derivatives with respect to the box -------------------------------------------------------
+//
+// SY and SX are per-axis types with d_lo and d_hi, the derivatives of the sample position with
+// respect to the box's low and high coordinate along that axis (the CPU's Tap, CUDA's
+// SampleSlopes).
 
-// A RoIPool bin: the pixel rectangle [h_start, h_end) x [w_start, w_end), clipped to the map.
-struct PoolBin {
-  int64_t h_start, h_end, w_start, w_end;
-  C10_HOST_DEVICE bool empty() const { return h_end <= h_start || w_end <= w_start; }
+// Four values named like a box's coordinates: a derivative with respect to (x1, y1, x2, y2), or a
+// direction in which the box moves.
+template <typename T>
+struct BoxCoords {
+  T x1 = T(0), y1 = T(0), x2 = T(0), y2 = T(0);
 };
 
-// Rounds a scaled coordinate to the nearest pixel (half away from zero, as C's round), after
-// clamping it into a range where the integer arithmetic below cannot overflow; NaN gives `nan_to`.
-template <typename T>
-C10_HOST_DEVICE inline int64_t roi_pool_round(T v, int64_t nan_to) {
-  const double d = static_cast<double>(v);
-  if (!(d == d)) {
-    return nan_to;
-  }
-  const double limit = 1073741824.0;  // 2^30
-  const double c = d < -limit ? -limit : d > limit ? limit : d;
-  return static_cast<int64_t>(::round(c));
+// How far the box moving along u moves a sample along one axis.
+template <typename T, typename S>
+C10_HOST_DEVICE inline T sample_move(const S& s, T u_lo, T u_hi) {
+  return s.d_lo * u_lo + s.d_hi * u_hi;
 }
 
-// RoIPool's quantization (Girshick, Fast R-CNN): the box corners are rounded to map pixels, the
-// RoI is at least 1x1 pixels, bin (ph, pw) covers floor(p * bin) .. ceil((p + 1) * bin) of it, and
-// everything is clipped to the map. A box with a NaN coordinate gets empty bins (output 0).
-template <typename T>
-C10_HOST_DEVICE inline PoolBin roi_pool_bin(T x1, T y1, T x2, T y2, T spatial_scale, int64_t ph,
-                                            int64_t pw, int64_t pooled_height, int64_t pooled_width,
-                                            int64_t height, int64_t width) {
-  PoolBin bin;
-  if (!roi_is_finite(x1 * spatial_scale, y1 * spatial_scale, x2 * spatial_scale, y2 * spatial_scale)) {
-    // NaN or an overflow to Inf: nothing sensible to round.
-    bin.h_start = bin.h_end = bin.w_start = bin.w_end = 0;
-    return bin;
-  }
-  const int64_t start_w = roi_pool_round(x1 * spatial_scale, 0);
-  const int64_t start_h = roi_pool_round(y1 * spatial_scale, 0);
-  const int64_t end_w = roi_pool_round(x2 * spatial_scale, 0);
-  const int64_t end_h = roi_pool_round(y2 * spatial_scale, 0);
-  const int64_t roi_w = end_w - start_w + 1 > 1 ? end_w - start_w + 1 : 1;
-  const int64_t roi_h = end_h - start_h + 1 > 1 ? end_h - start_h + 1 : 1;
-  const T bin_h = static_cast<T>(roi_h) / static_cast<T>(pooled_height);
-  const T bin_w = static_cast<T>(roi_w) / static_cast<T>(pooled_width);
-  int64_t hs = static_cast<int64_t>(::floor(static_cast<T>(ph) * bin_h)) + start_h;
-  int64_t he = static_cast<int64_t>(::ceil(static_cast<T>(ph + 1) * bin_h)) + start_h;
-  int64_t ws = static_cast<int64_t>(::floor(static_cast<T>(pw) * bin_w)) + start_w;
-  int64_t we = static_cast<int64_t>(::ceil(static_cast<T>(pw + 1) * bin_w)) + start_w;
-  bin.h_start = hs < 0 ? 0 : hs > height ? height : hs;
-  bin.h_end = he < 0 ? 0 : he > height ? height : he;
-  bin.w_start = ws < 0 ? 0 : ws > width ? width : ws;
-  bin.w_end = we < 0 ? 0 : we > width ? width : we;
-  return bin;
+// Adds one sample's share of d<grad, roi_align>/d(box) to *d; gb is the bin's gradient divided by
+// its sample count.
+template <typename T, typename Y, typename X, typename SY, typename SX>
+C10_HOST_DEVICE inline void add_sample_box_gradient(const Y& ty, const X& tx, const SY& sy, const SX& sx, T gb,
+                                                    T v_ll, T v_lh, T v_hl, T v_hh, BoxCoords<T>* d) {
+  T d_y, d_x;
+  bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
+  d->y1 += gb * d_y * sy.d_lo;
+  d->y2 += gb * d_y * sy.d_hi;
+  d->x1 += gb * d_x * sx.d_lo;
+  d->x2 += gb * d_x * sx.d_hi;
 }
 
-// ---- FPN level assignment ----------------------------------------------------------------------
-
-// Index (0 .. k_max - k_min) of the pyramid level a RoI is pooled from, FPN (Lin et al. 2017)
-// eq. 1: k = floor(k0 + log2(sqrt(w * h) / canonical_scale) + eps), clamped to [k_min, k_max].
-// The box is in image pixels. Evaluated in T with the operation order of torchvision's
-// LevelMapper (area = (x2 - x1) * (y2 - y1), sqrt, divide, log2, + k0, + 1e-6, floor), so that the
-// same RoI lands on the same level. A box whose area is 0, negative or NaN goes to the finest level.
-template <typename T>
-C10_HOST_DEVICE inline int64_t fpn_level_index(T x1, T y1, T x2, T y2, T canonical_scale,
-                                               int64_t canonical_level, int64_t k_min, int64_t k_max) {
-  const T area = (x2 - x1) * (y2 - y1);
-  if (!(area > T(0))) {
-    return 0;
-  }
-  // Each libm call is rounded back to T at once so that the additions happen in T, as in torch.
-  const T s = static_cast<T>(::sqrt(area));
-  const T lg = static_cast<T>(::log2(s / canonical_scale));
-  const T k = static_cast<T>(::floor(static_cast<T>(canonical_level) + lg + static_cast<T>(1e-6)));
-  if (!(k > static_cast<T>(k_min))) {  // also NaN
-    return 0;
-  }
-  if (k >= static_cast<T>(k_max)) {
-    return k_max - k_min;
-  }
-  return static_cast<int64_t>(k) - k_min;
+// One sample's share of the second derivatives of S = <u, box gradient> (the box-gradient files
+// explain S): adds its d S/d(box) to *d and returns its term of d S/d grad (to be summed over the
+// bin's samples and multiplied by the bin's inv_count). gb as above.
+template <typename T, typename Y, typename X, typename SY, typename SX>
+C10_HOST_DEVICE inline T add_sample_box_second_order(const Y& ty, const X& tx, const SY& sy, const SX& sx,
+                                                     const BoxCoords<T>& u, T gb, T v_ll, T v_lh, T v_hl, T v_hh,
+                                                     BoxCoords<T>* d) {
+  const T move_y = sample_move(sy, u.y1, u.y2);
+  const T move_x = sample_move(sx, u.x1, u.x2);
+  T d_y, d_x;
+  bilinear_gradient(ty, tx, v_ll, v_lh, v_hl, v_hh, &d_y, &d_x);
+  // d S/d(position y) = gb * d2/dydx * move_x, and symmetrically for x.
+  const T cross = gb * bilinear_cross_derivative(ty, tx, v_ll, v_lh, v_hl, v_hh);
+  d->y1 += cross * move_x * sy.d_lo;
+  d->y2 += cross * move_x * sy.d_hi;
+  d->x1 += cross * move_y * sx.d_lo;
+  d->x2 += cross * move_y * sx.d_hi;
+  return d_y * move_y + d_x * move_x;
 }
 
 }  // namespace roiops

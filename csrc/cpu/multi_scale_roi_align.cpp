@@ -1,38 +1,27 @@
-// The FPN pooler on the CPU: assigns every RoI to a pyramid level (FPN eq. 1, fpn_level_index in
-// roi_align_math.h) and RoIAligns it there, all levels in one pass of the shared kernels
-// (roi_align_kernels.h), with no per-level gather of RoIs and scatter of results. Also home of
-// roi_align_backward_rois_backward, the second derivatives through the box gradient of both
-// roi_align (one map) and the pooler, since it takes the pooler's level arguments.
+// The FPN pooler on the CPU: assigns every RoI to a pyramid level (FPN eq. 1, common/fpn_level.h)
+// and RoIAligns it there, all levels in one pass of roi_align.cpp's kernels, with no per-level
+// gather of RoIs and scatter of results. Its box gradient is in roi_align_box_grad.cpp.
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
-#include <cmath>
+#include <type_traits>
 #include <vector>
 
-#include "cpu/roi_align_kernels.h"
+#include "common/checks.h"
+#include "common/fpn_level.h"
+#include "cpu/roi_align.h"
 
 namespace roiops {
 namespace cpu {
-namespace {
 
-// The coarsest and finest pyramid exponents k (scale 2^-k) from the first and last maps' scales,
-// computed as torchvision does: -log2 of the float32 scale, truncated.
-void level_range(const std::vector<double>& spatial_scales, int64_t* k_min, int64_t* k_max) {
-  *k_min = static_cast<int64_t>(-std::log2(static_cast<float>(spatial_scales.front())));
-  *k_max = static_cast<int64_t>(-std::log2(static_cast<float>(spatial_scales.back())));
-}
-
-}  // namespace
-
-std::vector<int64_t> assign_levels(const char* op, const at::Tensor& rois_in, const std::vector<double>& spatial_scales,
-                                   double canonical_scale, int64_t canonical_level) {
-  TORCH_CHECK_VALUE(!spatial_scales.empty(), op, ": need at least one feature map");
-  TORCH_CHECK_VALUE(rois_in.dim() == 2 && rois_in.size(1) == 5, op, ": rois must be [K, 5], got ", rois_in.sizes());
-  TORCH_CHECK_VALUE(canonical_scale > 0, op, ": canonical_scale must be positive");
+std::vector<int64_t> assign_levels_cpu(const char* op, const at::Tensor& rois_in,
+                                       const std::vector<double>& spatial_scales, double canonical_scale,
+                                       int64_t canonical_level) {
+  check_fpn_level_args(op, rois_in, spatial_scales, canonical_scale);
   int64_t k_min, k_max;
-  level_range(spatial_scales, &k_min, &k_max);
+  fpn_level_range(spatial_scales, &k_min, &k_max);
   const int64_t last = static_cast<int64_t>(spatial_scales.size()) - 1;
   const at::Tensor rois = rois_in.contiguous();
   const int64_t num_rois = rois.size(0);
@@ -60,54 +49,26 @@ at::Tensor multi_scale_roi_align_forward_cpu(at::TensorList features, const at::
                                              at::ArrayRef<double> spatial_scales, int64_t pooled_height,
                                              int64_t pooled_width, int64_t sampling_ratio, bool aligned,
                                              double canonical_scale, int64_t canonical_level) {
-  TORCH_CHECK_VALUE(features.size() == spatial_scales.size(),
-                    "multi_scale_roi_align: need one spatial scale per feature map, got ", features.size(),
-                    " maps and ", spatial_scales.size(), " scales");
-  const std::vector<double> scales(spatial_scales.begin(), spatial_scales.end());
-  const std::vector<int64_t> levels = assign_levels("multi_scale_roi_align", rois, scales, canonical_scale, canonical_level);
-  return roi_align_forward_levels_cpu("multi_scale_roi_align", features.vec(), rois, scales, levels.data(),
-                                      pooled_height, pooled_width, sampling_ratio, aligned);
+  const char* op = "multi_scale_roi_align";
+  check_scale_per_map(op, features.size(), spatial_scales.size());
+  const std::vector<double> scales = spatial_scales.vec();
+  const std::vector<int64_t> levels = assign_levels_cpu(op, rois, scales, canonical_scale, canonical_level);
+  return roi_align_forward_levels_cpu(op, features.vec(), rois, scales, levels.data(), pooled_height, pooled_width,
+                                      sampling_ratio, aligned);
 }
 
 std::vector<at::Tensor> multi_scale_roi_align_backward_cpu(
     const at::Tensor& grad, const at::Tensor& rois, at::ArrayRef<double> spatial_scales, int64_t pooled_height,
     int64_t pooled_width, int64_t batch_size, int64_t channels, at::IntArrayRef heights, at::IntArrayRef widths,
     int64_t sampling_ratio, bool aligned, double canonical_scale, int64_t canonical_level, bool channels_last) {
-  TORCH_CHECK_VALUE(heights.size() == spatial_scales.size() && widths.size() == spatial_scales.size(),
-                    "multi_scale_roi_align_backward: need one height, width and scale per feature map");
-  const std::vector<double> scales(spatial_scales.begin(), spatial_scales.end());
-  const std::vector<int64_t> levels = assign_levels("multi_scale_roi_align_backward", rois, scales, canonical_scale, canonical_level);
-  return roi_align_backward_levels_cpu("multi_scale_roi_align_backward", grad, rois, scales, levels.data(),
-                                       batch_size, channels, heights.vec(), widths.vec(), pooled_height,
-                                       pooled_width, sampling_ratio, aligned, channels_last);
-}
-
-at::Tensor multi_scale_roi_align_backward_rois_cpu(const at::Tensor& grad, at::TensorList features,
-                                                   const at::Tensor& rois, at::ArrayRef<double> spatial_scales,
-                                                   int64_t pooled_height, int64_t pooled_width,
-                                                   int64_t sampling_ratio, bool aligned, double canonical_scale,
-                                                   int64_t canonical_level) {
-  TORCH_CHECK_VALUE(!features.empty() && features.size() == spatial_scales.size(),
-                    "multi_scale_roi_align_backward_rois: need one spatial scale per feature map");
-  const std::vector<double> scales(spatial_scales.begin(), spatial_scales.end());
-  const std::vector<int64_t> levels = assign_levels("multi_scale_roi_align_backward_rois", rois, scales, canonical_scale, canonical_level);
-  return roi_align_backward_rois_levels_cpu("multi_scale_roi_align_backward_rois", grad, features.vec(), rois,
-                                            scales, levels.data(), pooled_height, pooled_width, sampling_ratio,
-                                            aligned);
-}
-
-std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> roi_align_backward_rois_backward_cpu(
-    const at::Tensor& grad, at::TensorList features, const at::Tensor& rois, const at::Tensor& grad_grad_rois,
-    at::ArrayRef<double> spatial_scales, int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-    bool aligned, double canonical_scale, int64_t canonical_level, bool features_grad) {
-  const char* op = "roi_align_backward_rois_backward";
-  TORCH_CHECK_VALUE(!features.empty() && features.size() == spatial_scales.size(), op,
-                    ": need one spatial scale per feature map");
-  const std::vector<double> scales(spatial_scales.begin(), spatial_scales.end());
-  const std::vector<int64_t> levels = assign_levels(op, rois, scales, canonical_scale, canonical_level);
-  return roi_align_backward_rois_backward_levels_cpu(op, grad, features.vec(), rois, grad_grad_rois, scales,
-                                                     levels.data(), pooled_height, pooled_width, sampling_ratio,
-                                                     aligned, features_grad);
+  const char* op = "multi_scale_roi_align_backward";
+  check_scale_per_map(op, heights.size(), spatial_scales.size());
+  check_scale_per_map(op, widths.size(), spatial_scales.size());
+  const std::vector<double> scales = spatial_scales.vec();
+  const std::vector<int64_t> levels = assign_levels_cpu(op, rois, scales, canonical_scale, canonical_level);
+  return roi_align_backward_levels_cpu(op, grad, rois, scales, levels.data(), batch_size, channels, heights.vec(),
+                                       widths.vec(), pooled_height, pooled_width, sampling_ratio, aligned,
+                                       channels_last);
 }
 
 }  // namespace
@@ -115,8 +76,6 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> roi_align_backward_r
 TORCH_LIBRARY_IMPL(roiops, CPU, m) {
   m.impl("multi_scale_roi_align", &multi_scale_roi_align_forward_cpu);
   m.impl("multi_scale_roi_align_backward", &multi_scale_roi_align_backward_cpu);
-  m.impl("multi_scale_roi_align_backward_rois", &multi_scale_roi_align_backward_rois_cpu);
-  m.impl("roi_align_backward_rois_backward", &roi_align_backward_rois_backward_cpu);
 }
 
 }  // namespace cpu

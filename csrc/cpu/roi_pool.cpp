@@ -1,10 +1,11 @@
 // RoIPool (Girshick, Fast R-CNN) on the CPU: the max over each quantized bin, and its backward,
 // which routes each bin's gradient to the pixel that was the max (argmax).
 //
-// The bins of every RoI are computed once (roi_pool_bin in roi_align_math.h); the forward works on
-// blocks of channels (one 64-byte line per pixel) copied into a small scratch, NCHW and
-// channels_last alike (roi_pool_forward_blocks explains why). The backward partitions the input gradient by (image, channel block): one writer per element and
-// a fixed order, so the result does not depend on the thread count.
+// The bins of every RoI are computed once (common/roi_pool_bin.h); the forward works on blocks of
+// channels (one 64-byte line per pixel) copied into a small scratch, NCHW and channels_last alike
+// (roi_pool_forward_blocks explains why), with the layout helpers of vectorized_layout.h. The
+// backward partitions the input gradient by (image, channel block): one writer per element and a
+// fixed order, so the result does not depend on the thread count.
 //
 // Ties go to the first pixel in row-major order. A NaN in a bin wins (the output is NaN, as
 // torch.max gives), unlike torchvision, which skips NaNs. An empty bin (outside the map, or a box
@@ -28,8 +29,11 @@
 #include <tuple>
 #include <vector>
 
-#include "common/roi_align_math.h"
-#include "cpu/roi_align_kernels.h"  // use_channels_last, planes_to_block, streaming stores
+#include "common/box_geometry.h"
+#include "common/checks.h"
+#include "common/memory_format.h"
+#include "common/roi_pool_bin.h"
+#include "cpu/vectorized_layout.h"
 
 namespace roiops {
 namespace cpu {
@@ -56,8 +60,7 @@ PoolRois build_pool_rois(const char* op, const at::Tensor& rois, double spatial_
   for (int64_t k = 0; k < num_rois; ++k) {
     const scalar_t* roi = r + 5 * k;
     const acc_t b = static_cast<acc_t>(roi[0]);
-    TORCH_CHECK_VALUE(b >= acc_t(0) && b < static_cast<acc_t>(batch_size) &&
-                          b == static_cast<acc_t>(static_cast<int64_t>(b)),
+    TORCH_CHECK_VALUE(is_batch_index(b, batch_size),
                       op, ": rois[", k, ", 0] (the batch index) must be an integer in [0, ", batch_size,
                       "), got ", static_cast<double>(b));
     p.batch[k] = static_cast<int64_t>(b);
@@ -405,14 +408,9 @@ inline std::vector<int64_t> spatial_order(const PoolRois& p, int64_t bins) {
 std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input_in, const at::Tensor& rois_in,
                                                         double spatial_scale, int64_t pooled_height,
                                                         int64_t pooled_width) {
-  TORCH_CHECK_VALUE(input_in.dim() == 4, "roi_pool: input must be [N, C, H, W], got ", input_in.sizes());
-  TORCH_CHECK_VALUE(rois_in.dim() == 2 && rois_in.size(1) == 5, "roi_pool: rois must be [K, 5], got ",
-                    rois_in.sizes());
-  TORCH_CHECK_TYPE(rois_in.scalar_type() == input_in.scalar_type(), "roi_pool: rois and input dtypes differ");
-  TORCH_CHECK_VALUE(pooled_height > 0 && pooled_width > 0, "roi_pool: output size must be positive");
-  TORCH_CHECK_VALUE(spatial_scale > 0, "roi_pool: spatial_scale must be positive, got ", spatial_scale);
+  check_roi_pool_args(input_in, rois_in, spatial_scale, pooled_height, pooled_width);
   const bool channels_last = use_channels_last(input_in);
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = memory_format_for(channels_last);
   const at::Tensor input = input_in.contiguous(format);
   const at::Tensor rois = rois_in.contiguous();
   const int64_t batch_size = input.size(0), channels = input.size(1), height = input.size(2),
@@ -441,14 +439,9 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(const at::Tensor& input_
 at::Tensor roi_pool_backward_cpu(const at::Tensor& grad_in, const at::Tensor& rois_in, const at::Tensor& argmax_in,
                                  int64_t batch_size, int64_t channels, int64_t height, int64_t width,
                                  bool channels_last) {
+  check_roi_pool_backward_args(grad_in, rois_in, argmax_in, channels);
   const int64_t num_rois = rois_in.size(0);
-  TORCH_CHECK_VALUE(rois_in.dim() == 2 && rois_in.size(1) == 5, "roi_pool_backward: rois must be [K, 5]");
-  TORCH_CHECK_VALUE(grad_in.dim() == 4 && grad_in.size(0) == num_rois && grad_in.size(1) == channels &&
-                        argmax_in.sizes() == grad_in.sizes(),
-                    "roi_pool_backward: grad and argmax must both be [K, C, PH, PW], got ", grad_in.sizes(),
-                    " and ", argmax_in.sizes());
-  TORCH_CHECK_TYPE(argmax_in.scalar_type() == at::kLong, "roi_pool_backward: argmax must be int64");
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = memory_format_for(channels_last);
   const at::ScalarType dtype = grad_in.scalar_type();
   const bool half = dtype == at::kHalf || dtype == at::kBFloat16;
   // at::empty + zero_streaming, not at::zeros: at::zeros ignores the memory format.

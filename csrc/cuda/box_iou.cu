@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include "common/box_geometry.h"
+#include "cuda/launch.cuh"
 
 namespace roiops {
 namespace {
@@ -19,8 +20,7 @@ __global__ void box_iou_kernel_cuda(const scalar_t* __restrict__ b1, const scala
                                     scalar_t* __restrict__ out, int64_t n, int64_t m) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t total = n * m;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  for (const int64_t idx : grid_stride_range(total)) {
     const int64_t i = idx / m;
     const int64_t j = idx - i * m;
     const acc_t ax1 = b1[4 * i], ay1 = b1[4 * i + 1], ax2 = b1[4 * i + 2], ay2 = b1[4 * i + 3];
@@ -42,11 +42,9 @@ at::Tensor box_iou_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2) {
   if (out.numel() == 0) {
     return out;
   }
-  const int threads = 256;
-  const int64_t blocks = std::min<int64_t>((out.numel() + threads - 1) / threads, 65535LL * 32);
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, b1.scalar_type(), "box_iou_cuda", [&] {
-    box_iou_kernel_cuda<scalar_t><<<blocks, threads, 0, stream>>>(
+    box_iou_kernel_cuda<scalar_t><<<grid_for(out.numel()), kThreads, 0, stream>>>(
         b1.const_data_ptr<scalar_t>(), b2.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(),
         b1.size(0), b2.size(0));
   });

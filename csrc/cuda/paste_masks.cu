@@ -18,7 +18,7 @@
 
 #include "common/checks.h"
 #include "common/paste_math.h"
-#include "cuda/roi_launch.cuh"
+#include "cuda/launch.cuh"
 
 namespace roiops {
 namespace {
@@ -28,8 +28,7 @@ namespace {
 template <typename box_t>
 __global__ void paste_extents_kernel_cuda(const box_t* __restrict__ boxes, int64_t n, box_t scale_x, box_t scale_y,
                                           PasteExtent* __restrict__ extents) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  for (const int64_t i : grid_stride_range(n)) {
     extents[i] = paste_extent<box_t>(boxes[4 * i], boxes[4 * i + 1], boxes[4 * i + 2], boxes[4 * i + 3], scale_x,
                                      scale_y);
   }
@@ -44,8 +43,7 @@ __global__ void paste_masks_kernel_cuda(const scalar_t* __restrict__ masks, int6
   const int64_t plane = image_h * image_w;
   const int64_t total = n * plane;
   const int64_t padded_h = mask_h + 2, padded_w = mask_w + 2;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  for (const int64_t idx : grid_stride_range(total)) {
     const int64_t i = idx / plane;
     const int64_t y = (idx % plane) / image_w;
     const int64_t x = idx % image_w;

@@ -1,6 +1,6 @@
-// RoIPool (Girshick, Fast R-CNN) on CUDA: the max over each quantized bin (roi_pool_bin in
-// common/roi_align_math.h, as on the CPU) with its argmax, and the backward that routes each bin's
-// gradient to its argmax pixel.
+// RoIPool (Girshick, Fast R-CNN) on CUDA: the max over each quantized bin (common/roi_pool_bin.h,
+// as on the CPU) with its argmax, and the backward that routes each bin's gradient to its argmax
+// pixel.
 //
 // Semantics are the CPU kernel's: ties go to the first pixel in row-major order; a NaN in a bin
 // wins (output NaN, as torch.max); an empty bin (outside the map, or a box with a NaN coordinate)
@@ -25,9 +25,12 @@
 #include <tuple>
 #include <type_traits>
 
-#include "common/roi_align_math.h"
-#include "cuda/roi_align_kernels.cuh"  // use_channels_last_cuda, check_batch_indices_cuda
-#include "cuda/roi_launch.cuh"
+#include "common/box_geometry.h"
+#include "common/checks.h"
+#include "common/memory_format.h"
+#include "common/roi_pool_bin.h"
+#include "cuda/checks.cuh"
+#include "cuda/launch.cuh"
 
 namespace roiops {
 namespace {
@@ -38,8 +41,7 @@ template <typename scalar_t>
 __device__ inline int64_t roi_batch_index(const scalar_t* roi, int64_t batch) {
   using acc_t = at::opmath_type<scalar_t>;
   const acc_t b = static_cast<acc_t>(roi[0]);
-  const bool ok = b >= acc_t(0) && b < static_cast<acc_t>(batch) && b == static_cast<acc_t>(static_cast<int64_t>(b));
-  return ok ? static_cast<int64_t>(b) : -1;
+  return is_batch_index(b, batch) ? static_cast<int64_t>(b) : -1;
 }
 
 template <typename scalar_t, bool kChannelsLast>
@@ -50,8 +52,7 @@ __global__ void roi_pool_forward_kernel_cuda(const scalar_t* __restrict__ input,
                                              scalar_t* __restrict__ output, int64_t* __restrict__ argmax) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t total = num_rois * channels * pooled_height * pooled_width;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  for (const int64_t idx : grid_stride_range(total)) {
     const PooledIndex p = decode_pooled_index<kChannelsLast>(idx, channels, pooled_height, pooled_width);
     const scalar_t* roi = rois + 5 * p.roi;
     const int64_t n = roi_batch_index(roi, batch);
@@ -82,6 +83,20 @@ __global__ void roi_pool_forward_kernel_cuda(const scalar_t* __restrict__ input,
   }
 }
 
+// Element offset in grad_input (strides gis) that pooled element p's gradient goes to: its argmax
+// pixel; -1 for an empty bin, an invalid RoI or an out-of-range argmax.
+template <typename scalar_t>
+__device__ inline int64_t argmax_destination(const PooledIndex& p, const int64_t* __restrict__ argmax,
+                                             const StridesNCHW& as, const scalar_t* __restrict__ rois, int64_t batch,
+                                             int64_t height, int64_t width, const StridesNCHW& gis) {
+  const int64_t n = roi_batch_index(rois + 5 * p.roi, batch);
+  const int64_t a = argmax[p.roi * as.n + p.channel * as.c + p.ph * as.h + p.pw * as.w];
+  if (n < 0 || a < 0 || a >= height * width) {
+    return -1;
+  }
+  return n * gis.n + p.channel * gis.c + (a / width) * gis.h + (a % width) * gis.w;
+}
+
 // Destination of each gradient element in the flat accumulation buffer, or `dump` (one slot past
 // the end) for an empty bin, an invalid RoI or an out-of-range argmax.
 template <typename scalar_t, bool kChannelsLast>
@@ -91,16 +106,10 @@ __global__ void roi_pool_destinations_kernel_cuda(const int64_t* __restrict__ ar
                                                   int64_t pooled_height, int64_t pooled_width, StridesNCHW gis,
                                                   int64_t dump, int64_t* __restrict__ destinations) {
   const int64_t total = num_rois * channels * pooled_height * pooled_width;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  for (const int64_t idx : grid_stride_range(total)) {
     const PooledIndex p = decode_pooled_index<kChannelsLast>(idx, channels, pooled_height, pooled_width);
-    const int64_t n = roi_batch_index(rois + 5 * p.roi, batch);
-    const int64_t a = argmax[p.roi * as.n + p.channel * as.c + p.ph * as.h + p.pw * as.w];
-    int64_t dest = dump;
-    if (n >= 0 && a >= 0 && a < height * width) {
-      dest = n * gis.n + p.channel * gis.c + (a / width) * gis.h + (a % width) * gis.w;
-    }
-    destinations[idx] = dest;
+    const int64_t dest = argmax_destination(p, argmax, as, rois, batch, height, width, gis);
+    destinations[idx] = dest >= 0 ? dest : dump;
   }
 }
 
@@ -113,15 +122,13 @@ __global__ void roi_pool_backward_atomic_kernel_cuda(const scalar_t* __restrict_
                                                      at::opmath_type<scalar_t>* __restrict__ grad_input) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t total = num_rois * channels * pooled_height * pooled_width;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
-       idx += static_cast<int64_t>(blockDim.x) * gridDim.x) {
+  for (const int64_t idx : grid_stride_range(total)) {
     const PooledIndex p = decode_pooled_index<kChannelsLast>(idx, channels, pooled_height, pooled_width);
-    const int64_t n = roi_batch_index(rois + 5 * p.roi, batch);
-    const int64_t a = argmax[p.roi * as.n + p.channel * as.c + p.ph * as.h + p.pw * as.w];
-    if (n < 0 || a < 0 || a >= height * width) {
+    const int64_t dest = argmax_destination(p, argmax, as, rois, batch, height, width, gis);
+    if (dest < 0) {
       continue;
     }
-    gpuAtomicAdd(grad_input + n * gis.n + p.channel * gis.c + (a / width) * gis.h + (a % width) * gis.w,
+    gpuAtomicAdd(grad_input + dest,
                  static_cast<acc_t>(grad[p.roi * gs.n + p.channel * gs.c + p.ph * gs.h + p.pw * gs.w]));
   }
 }
@@ -129,17 +136,12 @@ __global__ void roi_pool_backward_atomic_kernel_cuda(const scalar_t* __restrict_
 std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(const at::Tensor& input, const at::Tensor& rois_in,
                                                          double spatial_scale, int64_t pooled_height,
                                                          int64_t pooled_width) {
-  TORCH_CHECK_VALUE(input.dim() == 4, "roi_pool: input must be [N, C, H, W], got ", input.sizes());
-  TORCH_CHECK_VALUE(rois_in.dim() == 2 && rois_in.size(1) == 5, "roi_pool: rois must be [K, 5], got ",
-                    rois_in.sizes());
-  TORCH_CHECK_TYPE(rois_in.scalar_type() == input.scalar_type(), "roi_pool: rois and input dtypes differ");
-  TORCH_CHECK_VALUE(pooled_height > 0 && pooled_width > 0, "roi_pool: output size must be positive");
-  TORCH_CHECK_VALUE(spatial_scale > 0, "roi_pool: spatial_scale must be positive, got ", spatial_scale);
+  check_roi_pool_args(input, rois_in, spatial_scale, pooled_height, pooled_width);
   TORCH_CHECK(input.is_cuda(), "roi_pool: input must be a CUDA tensor");
   TORCH_CHECK_VALUE(rois_in.device() == input.device(), "roi_pool: rois and input are on different devices");
   const c10::cuda::CUDAGuard guard(input.device());
-  const bool channels_last = use_channels_last_cuda(input);
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const bool channels_last = use_channels_last(input);
+  const auto format = memory_format_for(channels_last);
   const int64_t batch_size = input.size(0), channels = input.size(1), height = input.size(2),
                 width = input.size(3), num_rois = rois_in.size(0);
   at::Tensor out = at::empty({num_rois, channels, pooled_height, pooled_width}, input.options().memory_format(format));
@@ -170,20 +172,15 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(const at::Tensor& input
 at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois_in, const at::Tensor& argmax,
                                   int64_t batch_size, int64_t channels, int64_t height, int64_t width,
                                   bool channels_last) {
+  check_roi_pool_backward_args(grad, rois_in, argmax, channels);
   const int64_t num_rois = rois_in.size(0);
-  TORCH_CHECK_VALUE(rois_in.dim() == 2 && rois_in.size(1) == 5, "roi_pool_backward: rois must be [K, 5]");
-  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels &&
-                        argmax.sizes() == grad.sizes(),
-                    "roi_pool_backward: grad and argmax must both be [K, C, PH, PW], got ", grad.sizes(), " and ",
-                    argmax.sizes());
-  TORCH_CHECK_TYPE(argmax.scalar_type() == at::kLong, "roi_pool_backward: argmax must be int64");
   TORCH_CHECK_TYPE(rois_in.scalar_type() == grad.scalar_type(), "roi_pool_backward: rois and grad dtypes differ");
   TORCH_CHECK(grad.is_cuda() && argmax.device() == grad.device() && rois_in.device() == grad.device(),
               "roi_pool_backward: grad, rois and argmax must be on the same CUDA device");
   TORCH_CHECK_VALUE(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0,
                     "roi_pool_backward: negative input size");
   const c10::cuda::CUDAGuard guard(grad.device());
-  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const auto format = memory_format_for(channels_last);
   const at::ScalarType dtype = grad.scalar_type();
   const at::ScalarType acc_dtype = at::toOpMathType(dtype);
   // at::empty + zero_, not at::zeros: at::zeros ignores the memory format.
@@ -192,7 +189,7 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
   if (num_rois > 0 && grad.numel() > 0 && grad_input.numel() > 0) {
     const at::Tensor rois = rois_in.contiguous();
     const int64_t pooled_height = grad.size(2), pooled_width = grad.size(3);
-    const bool grad_channels_last = use_channels_last_cuda(grad);
+    const bool grad_channels_last = use_channels_last(grad);
     cudaStream_t stream = at::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roi_pool_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;

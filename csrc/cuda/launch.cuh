@@ -1,5 +1,5 @@
-// Launch and indexing helpers shared by the CUDA RoI kernels (roi_align, roi_pool, the FPN
-// pooler). CUDA-only; the per-sample arithmetic shared with the CPU lives in common/.
+// Launch and indexing helpers shared by the CUDA kernels (RoI ops, boxes, masks). CUDA-only; the
+// per-sample arithmetic shared with the CPU lives in common/.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -18,6 +18,30 @@ inline unsigned grid_for(int64_t total) {
   return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(blocks, int64_t{65535} * 32)));
 }
 
+// The indices a thread visits in a grid-stride loop over [0, total): its global thread index, then
+// steps of the whole grid's thread count. Written as a range so that the loop body keeps `continue`:
+//   for (const int64_t idx : grid_stride_range(total)) { ... }
+struct GridStrideRange {
+  struct iterator {
+    int64_t index, step;
+    __device__ int64_t operator*() const { return index; }
+    __device__ iterator& operator++() {
+      index += step;
+      return *this;
+    }
+    // Only ever compared with end(): "not yet past the end".
+    __device__ bool operator!=(const iterator& end) const { return index < end.index; }
+  };
+  int64_t first, step, total;
+  __device__ iterator begin() const { return {first, step}; }
+  __device__ iterator end() const { return {total, step}; }
+};
+
+__device__ inline GridStrideRange grid_stride_range(int64_t total) {
+  return {blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x, static_cast<int64_t>(blockDim.x) * gridDim.x,
+          total};
+}
+
 // Element strides of a 4-D tensor, so kernels read NCHW, channels_last or any strided view in place.
 struct StridesNCHW {
   int64_t n, c, h, w;
@@ -25,11 +49,6 @@ struct StridesNCHW {
 
 inline StridesNCHW strides_of(const at::Tensor& t) {
   return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
-}
-
-// The memory format outputs take after their input: channels_last stays channels_last.
-inline bool is_channels_last(const at::Tensor& t) {
-  return t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
 }
 
 // Coordinates of a pooled element [roi, channel, ph, pw] from its linear index in the output's

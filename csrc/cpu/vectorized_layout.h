@@ -1,0 +1,183 @@
+// Memory-layout helpers of the CPU kernels (RoIAlign, RoIPool): channel blocking, streaming
+// stores for large outputs, register transposes between NCHW planes and a channels-last block of
+// channels, and runs of flagged rows. Nothing here knows about RoIs.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+namespace roiops {
+namespace cpu {
+
+// Channels per task of the channels_last backward: 128 bytes of the gradient per pixel.
+template <typename scalar_t>
+constexpr int64_t channel_block() {
+  return static_cast<int64_t>(128 / sizeof(scalar_t)) > 0 ? static_cast<int64_t>(128 / sizeof(scalar_t)) : 1;
+}
+
+// Orders this thread's streaming stores (the kernels write some large outputs with them) before
+// what it writes next, such as the thread pool's "done".
+inline void streaming_stores_done() {
+#if defined(__AVX512F__)
+  _mm_sfence();
+#endif
+}
+
+// dst[0, n) = src[0, n) for a run of a large output that nothing reads soon, with streaming stores
+// when dst is 64-byte aligned (no read of each line before it is overwritten whole).
+template <typename T>
+inline void stream_copy(const T* src, int64_t n, T* dst) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  if (reinterpret_cast<uintptr_t>(dst) % 64 == 0) {
+    constexpr int64_t kPerLine = 64 / sizeof(T);
+    for (; i + kPerLine <= n; i += kPerLine) {
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + i), _mm512_loadu_si512(src + i));
+    }
+  }
+#endif
+  std::copy(src + i, src + n, dst + i);
+}
+
+// Sets a large buffer that is about to be scattered into to zero, in parallel, with streaming
+// stores where the hardware has them: Tensor::zero_ would first read every line in.
+template <typename T>
+void zero_streaming(T* data, int64_t n) {
+  at::parallel_for(0, n, int64_t{1} << 16, [&](int64_t begin, int64_t end) {
+    int64_t i = begin;
+#if defined(__AVX512F__)
+    constexpr int64_t kPerLine = 64 / sizeof(T);
+    for (; i < end && reinterpret_cast<uintptr_t>(data + i) % 64 != 0; ++i) {
+      data[i] = T(0);
+    }
+    const __m512i zero = _mm512_setzero_si512();
+    for (; i + kPerLine <= end; i += kPerLine) {
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(data + i), zero);
+    }
+#endif
+    for (; i < end; ++i) {
+      data[i] = T(0);
+    }
+    streaming_stores_done();
+  });
+}
+
+#if defined(__AVX__)
+// dst[i * dst_stride + j] = src[j * src_stride + i] for an 8 x 8 block of floats, in registers.
+inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm256_loadu_ps(src + i * src_stride);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * dst_stride, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * dst_stride, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+  }
+}
+
+// dst[c * dst_stride + r] = src[r * src_stride + c] for a rows x cols block of floats, both
+// multiples of 8, by 8 x 8 register transposes.
+inline void transpose_floats(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows,
+                             int64_t cols) {
+  for (int64_t r = 0; r < rows; r += 8) {
+    for (int64_t c = 0; c < cols; c += 8) {
+      transpose_8x8(src + r * src_stride + c, src_stride, dst + c * dst_stride + r, dst_stride);
+    }
+  }
+}
+#endif
+
+// The NCHW kernels work on a block of channels at a time, copied into a scratch laid out
+// [H, W, block] in acc_t, and only on the map rows some RoI reads. These two copy the pixels
+// [p_begin, p_end) of `nc` channel planes (plane stride `plane`) into and out of such a scratch.
+// Both walk 64 pixels of every plane at a time, so the planes are read or written front to back.
+template <typename scalar_t, typename acc_t>
+void planes_to_block(const scalar_t* src, int64_t plane, int64_t p_begin, int64_t p_end, int64_t nc, int64_t block,
+                     acc_t* dst) {
+  constexpr int64_t kTile = 64;
+  for (int64_t p0 = p_begin; p0 < p_end; p0 += kTile) {
+    const int64_t p1 = std::min(p_end, p0 + kTile);
+#if defined(__AVX__)
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      if (nc == block && block % 8 == 0 && (p1 - p0) % 8 == 0) {
+        // Sixteen planes are more streams than the hardware prefetcher follows: ask for the
+        // lines of the tile after next.
+        if (p0 + 3 * kTile <= p_end) {
+          for (int64_t i = 0; i < block; ++i) {
+            for (int64_t q = 0; q < kTile; q += 16) {
+              _mm_prefetch(reinterpret_cast<const char*>(src + i * plane + p0 + 2 * kTile + q), _MM_HINT_T0);
+            }
+          }
+        }
+        transpose_floats(src + p0, plane, dst + p0 * block, block, block, p1 - p0);  // [block][p] -> [p][block]
+        continue;
+      }
+    }
+#endif
+    for (int64_t i = 0; i < block; ++i) {
+      const scalar_t* s = src + i * plane;
+      for (int64_t p = p0; p < p1; ++p) {
+        dst[p * block + i] = i < nc ? static_cast<acc_t>(s[p]) : acc_t(0);  // a short block's tail is 0
+      }
+    }
+  }
+}
+
+template <typename acc_t, typename scalar_t>
+void block_to_planes(const acc_t* src, int64_t plane, int64_t p_begin, int64_t p_end, int64_t nc, int64_t block,
+                     scalar_t* dst) {
+  constexpr int64_t kTile = 64;
+  for (int64_t p0 = p_begin; p0 < p_end; p0 += kTile) {
+    const int64_t p1 = std::min(p_end, p0 + kTile);
+#if defined(__AVX__)
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      if (nc == block && block % 8 == 0 && (p1 - p0) % 8 == 0) {
+        transpose_floats(src + p0 * block, block, dst + p0, plane, p1 - p0, block);  // [p][block] -> [block][p]
+        continue;
+      }
+    }
+#endif
+    for (int64_t i = 0; i < nc; ++i) {
+      scalar_t* d = dst + i * plane;
+      for (int64_t p = p0; p < p1; ++p) {
+        d[p] = static_cast<scalar_t>(src[p * block + i]);
+      }
+    }
+  }
+}
+
+// Calls fn(begin, end) for every maximal run [begin, end) of set flags, in order.
+template <typename Fn>
+void for_each_run(const std::vector<char>& flags, Fn fn) {
+  const int64_t size = static_cast<int64_t>(flags.size());
+  for (int64_t r = 0; r < size;) {
+    if (!flags[r]) {
+      ++r;
+      continue;
+    }
+    int64_t e = r;
+    while (e < size && flags[e]) ++e;
+    fn(r, e);
+    r = e;
+  }
+}
+
+}  // namespace cpu
+}  // namespace roiops
