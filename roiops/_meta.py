@@ -19,7 +19,7 @@ def _box_iou_fake(boxes1, boxes2):
 
 
 def _uses_channels_last(input) -> bool:
-    # The kernels' rule (csrc/cpu/roi_align_kernels.h, use_channels_last): channels_last in memory
+    # The kernels' rule (csrc/common/memory_format.h, use_channels_last): channels_last in memory
     # and not also plain contiguous.
     return (
         input.dim() == 4

@@ -8,7 +8,7 @@ scattering the results back.
 
 Parity with torchvision.ops.MultiScaleRoIAlign: the scales are inferred the same way (2 **
 round(log2(map size / largest image size)), from the height), the level rule is evaluated with the
-same operations in the box dtype (roi_align_math.h, fpn_level_index), and ``aligned`` defaults to
+same operations in the box dtype (fpn_level.h, fpn_level_index), and ``aligned`` defaults to
 False as torchvision hard-codes it, so the same RoI lands on the same level and gets the same
 values. Two deliberate differences: the scales are inferred on every call (torchvision caches the
 first call's), and a box with zero, negative or NaN area goes to the finest level (torchvision
