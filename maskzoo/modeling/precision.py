@@ -5,12 +5,12 @@ Under torch.autocast the convolutions and linear layers return float16 / bfloat1
 cannot hold pixel coordinates (bfloat16 keeps 8 significant bits: at x = 1216 it moves in steps of
 8 pixels; float16 in steps of 1 pixel from 1024 on), and softmax / sigmoid scores near the
 thresholds lose their order. So the head outputs that become boxes or scores are moved to box
-precision before they are decoded, post-processed or enter a loss; the pooled features going into
-the heads stay in the layers' dtype (roiops' autocast kernels pool in float32 and cast back).
+precision before they are decoded, post-processed or enter a loss.
 
-The RoI poolers read the maps in box precision too (``pool_in_box_precision``): float32 boxes
-meet float32 maps whether the half types come from autocast or from a model converted with
-``.half()`` / ``.bfloat16()``, and no box is rounded to half precision to match a map.
+The RoI poolers read the maps in box precision too and hand the heads their pooled features in
+the layers' dtype (``pool_in_box_precision``): float32 boxes meet float32 maps whether the half
+types come from autocast or from a model converted with ``.half()`` / ``.bfloat16()``, and no box
+is rounded to half precision to match a map.
 
 Box precision is promote_types(dtype, float32): float32 for the half types, unchanged for float32
 and float64, where ``to_box_precision`` returns its argument itself (float32 and float64 runs
