@@ -1,15 +1,16 @@
 """roiops: the region-of-interest operators of two-stage detectors, as native PyTorch custom ops.
 
 Import order matters: ``_C`` must load first (it registers the operator schemas and the CPU/CUDA
-kernels with the dispatcher), then ``_meta`` and ``_autograd`` attach fake kernels and gradients
-to those operators, then the public wrappers use them.
+kernels with the dispatcher), then ``_meta``, ``_autograd`` and ``_autocast`` attach fake kernels,
+gradients and autocast (mixed precision) kernels to those operators, then the public wrappers use
+them.
 """
 
 from roiops import _extension
 
 _extension.load()
 
-from roiops import _autograd, _meta  # noqa: E402,F401  (registrations; need _C loaded)
+from roiops import _autocast, _autograd, _meta  # noqa: E402,F401  (registrations; need _C loaded)
 from roiops.boxes import box_area, box_iou  # noqa: E402
 from roiops.poolers import MultiScaleRoIAlign  # noqa: E402
 from roiops.roi_align import RoIAlign, roi_align  # noqa: E402

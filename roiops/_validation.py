@@ -3,6 +3,8 @@ the offending argument, before any native code runs."""
 
 import torch
 
+from roiops._autocast import autocast_active
+
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -21,8 +23,13 @@ def check_float(name: str, value: torch.Tensor) -> None:
         raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got {value.dtype}")
 
 
-def check_same(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
-    if a.dtype != b.dtype:
+def check_same(
+    name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor, *, autocast: bool = False
+) -> None:
+    """Same dtype and device. ``autocast=True`` for the arguments of an op with an autocast kernel
+    (roiops/_autocast.py): inside torch.autocast for their device the dtypes may differ, the op
+    casts them up."""
+    if a.dtype != b.dtype and not (autocast and autocast_active(a)):
         raise TypeError(f"{name_a} and {name_b} must have the same dtype, got {a.dtype} and {b.dtype}")
     if a.device != b.device:
         raise ValueError(f"{name_a} and {name_b} must be on the same device, got {a.device} and {b.device}")

@@ -7,6 +7,7 @@ are bandwidth-bound, so a custom kernel would save launches, not arithmetic."""
 
 import torch
 
+from roiops._autocast import autocast_active, compute_dtype
 from roiops._validation import check_float, check_same, check_tensor
 
 
@@ -39,6 +40,10 @@ def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
         empty) the IoU is 0, not NaN as in torchvision; a box with a NaN coordinate has IoU 0 with
         everything.
 
+    Under torch.autocast (CPU, CUDA) the boxes may differ in dtype: both are cast up to float32
+    (float64 if either is float64) and the IoU comes back in that dtype, not in half precision,
+    since it is compared with matching thresholds (roiops/_autocast.py).
+
     Raises:
         TypeError / ValueError naming the argument for a non-tensor, a wrong shape, a non-float
         dtype, or a dtype / device mismatch.
@@ -59,13 +64,20 @@ def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Ten
         Tensor[N, M] in [-1, 1], boxes1's dtype (float16 / bfloat16 are computed in float32 and
         rounded back). Matches torchvision.ops.generalized_box_iou where that is finite; where it
         divides 0 by 0 (empty boxes) the IoU term is 0 and, when C is 0 too, so is the penalty.
+        Under torch.autocast (CPU, CUDA) as box_iou: mixed dtypes accepted, computed and returned
+        in float32 (float64 if either input is float64).
 
     Raises:
         TypeError / ValueError naming the argument for a non-tensor, a wrong shape, a non-float
         dtype, or a dtype / device mismatch.
     """
     _check_box_pair(boxes1, boxes2)
-    out_dtype = boxes1.dtype
+    if autocast_active(boxes1):
+        # Plain PyTorch, so no dispatcher kernel: the same rule as box_iou's, applied here.
+        out_dtype = compute_dtype(boxes1, boxes2)
+        boxes1, boxes2 = boxes1.to(out_dtype), boxes2.to(out_dtype)
+    else:
+        out_dtype = boxes1.dtype
     if out_dtype in (torch.float16, torch.bfloat16):
         boxes1, boxes2 = boxes1.float(), boxes2.float()
     a = boxes1[:, None, :]  # [N, 1, 4]
@@ -130,11 +142,12 @@ BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
 
 
 def _check_box_pair(boxes1, boxes2) -> None:
-    """boxes1 [N, 4] and boxes2 [M, 4] of one float dtype, on one device."""
+    """boxes1 [N, 4] and boxes2 [M, 4] of one float dtype (or two, under autocast), on one device."""
     check_tensor("boxes1", boxes1, ndim=2, last_dim=4)
     check_tensor("boxes2", boxes2, ndim=2, last_dim=4)
     check_float("boxes1", boxes1)
-    check_same("boxes1", boxes1, "boxes2", boxes2)
+    check_float("boxes2", boxes2)
+    check_same("boxes1", boxes1, "boxes2", boxes2, autocast=True)
 
 
 def _check_boxes_nd(boxes) -> None:

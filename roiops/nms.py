@@ -23,7 +23,8 @@ def _check_boxes_scores(boxes, scores) -> None:
     check_tensor("boxes", boxes, ndim=2, last_dim=4)
     check_tensor("scores", scores, ndim=1)
     check_float("boxes", boxes)
-    check_same("boxes", boxes, "scores", scores)
+    check_float("scores", scores)
+    check_same("boxes", boxes, "scores", scores, autocast=True)
     if scores.size(0) != boxes.size(0):
         raise ValueError(f"scores must have one entry per box: boxes {tuple(boxes.shape)}, scores "
                          f"{tuple(scores.shape)}")
@@ -47,7 +48,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     Args:
         boxes: Tensor[N, 4] (x1, y1, x2, y2), float32 / float64 / float16 / bfloat16 (the half
             types are compared in float32).
-        scores: Tensor[N], same dtype and device.
+        scores: Tensor[N], same dtype and device (under autocast, any float dtype).
         iou_threshold: suppress boxes overlapping a kept one with IoU strictly above this.
 
     Returns:
@@ -58,6 +59,9 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     Raises:
         TypeError / ValueError naming the argument for a non-tensor, a wrong shape, a non-float
         dtype, a dtype / device mismatch, or a NaN threshold.
+
+    Under torch.autocast (CPU, CUDA) boxes and scores may differ in dtype: both are cast up to
+    float32 (float64 if either is) and the kept indices are those of that call.
     """
     _check_boxes_scores(boxes, scores)
     iou_threshold = _check_number("iou_threshold", iou_threshold)
@@ -85,6 +89,9 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
     Raises:
         TypeError / ValueError naming the argument, as nms, and for idxs that is not an integer
         Tensor[N].
+
+    Under torch.autocast (CPU, CUDA) as nms: boxes and scores cast up to float32 (float64 if
+    either is).
     """
     _check_boxes_scores(boxes, scores)
     check_tensor("idxs", idxs, ndim=1)
@@ -129,6 +136,9 @@ def soft_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0
     Raises:
         TypeError / ValueError naming the argument for bad tensors, a NaN number, sigma <= 0 or
         an unknown method.
+
+    Under torch.autocast (CPU, CUDA) boxes and scores may differ in dtype: the decay runs in
+    float32 (float64 if either is) and the decayed scores come back in scores' dtype.
     """
     _check_boxes_scores(boxes, scores)
     iou_threshold = _check_number("iou_threshold", iou_threshold)

@@ -62,6 +62,11 @@ class MultiScaleRoIAlign(nn.Module):
     Raises:
         ValueError / TypeError naming the argument: a missing feature name, maps that disagree,
         boxes that are not a list of [L_i, 4], empty image_shapes.
+
+    Under torch.autocast (CPU, CUDA) the maps may be float16 / bfloat16 with float32 boxes: every
+    level is cast up to float32 (float64 if the boxes are), pooled, and the output cast back to the
+    maps' dtype. The level rule sees the unrounded boxes, so a RoI lands on the same level as in a
+    float32 run; the price is a float32 copy of the pyramid per call (roiops/_autocast.py).
     """
 
     def __init__(
@@ -116,7 +121,8 @@ class MultiScaleRoIAlign(nn.Module):
                 f"boxes must be a list of Tensor[L_i, 4], one per image, got {type(boxes).__name__}"
             )
         rois = boxes_to_rois(boxes)
-        check_same("x", features[0], "boxes", rois)
+        check_float("boxes", rois)
+        check_same("x", features[0], "boxes", rois, autocast=True)
         if len(image_shapes) == 0:
             raise ValueError("image_shapes must hold the (height, width) of every image, got an empty list")
         return self._pool(features, rois, [(int(s[0]), int(s[1])) for s in image_shapes])

@@ -94,7 +94,8 @@ def check_roi_call(input: torch.Tensor, boxes) -> torch.Tensor:
     check_tensor("input", input, ndim=4)
     check_float("input", input)
     rois = boxes_to_rois(boxes)
-    check_same("input", input, "boxes", rois)
+    check_float("boxes", rois)
+    check_same("input", input, "boxes", rois, autocast=True)
     return rois
 
 
@@ -128,6 +129,11 @@ def roi_align(
         TypeError / ValueError naming the argument: input not a 4-d float tensor; boxes not
         [K, 5] or a list of [L_i, 4]; dtype or device mismatch; output_size not positive;
         spatial_scale <= 0; a batch index that is negative, fractional or >= N.
+
+    Under torch.autocast (CPU, CUDA) input and boxes may differ in dtype (a float16 / bfloat16
+    map with float32 boxes): both are cast up to float32 (float64 if either is), pooled, and the
+    output is cast back to input's dtype, as torchvision does. The boxes are never rounded to half
+    precision; the price is a float32 copy of the map per call (roiops/_autocast.py).
 
     Under torch.jit.script only the native op's checks run (TorchScript cannot run these
     Python checks; the op's messages call the boxes ``rois``).

@@ -38,6 +38,9 @@ def roi_pool(
     Raises:
         TypeError / ValueError naming the argument, as roi_align (under torch.jit.script, only
         the native op's checks).
+
+    Under torch.autocast (CPU, CUDA) as roi_align: computed in float32 (float64 if an input is),
+    output cast back to input's dtype (torchvision registers this for CUDA only; roiops for both).
     """
     if torch.jit.is_scripting():
         output, _argmax = torch.ops.roiops.roi_pool(

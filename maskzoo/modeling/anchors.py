@@ -5,12 +5,16 @@ for r in R, for s in S: w = s / sqrt(r), h = s * sqrt(r), centred on (0, 0) and 
 pixels. They are tiled at every feature-map location (x * stride, y * stride), row-major, cell
 anchors innermost: anchor index = (y * W + x) * A + a, the layout the RPN head's outputs are
 flattened into. The stride of a level is the padded batch size divided by the map size (floor).
+Anchors are in the box precision of the feature maps' dtype (float32 under autocast, see
+:mod:`maskzoo.modeling.precision`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from maskzoo.modeling.precision import box_dtype
 
 
 def cell_anchors(sizes, aspect_ratios, dtype=torch.float32, device=None) -> torch.Tensor:
@@ -44,14 +48,13 @@ class AnchorGenerator(nn.Module):
             raise ValueError(f"{len(features)} feature maps but anchor sizes for {len(self.sizes)} levels")
         image_h, image_w = batch.shape[-2:]
         grids = tuple((int(f.shape[-2]), int(f.shape[-1])) for f in features)
-        key = (image_h, image_w, grids, features[0].dtype, features[0].device)
+        dtype = box_dtype(features[0].dtype)
+        key = (image_h, image_w, grids, dtype, features[0].device)
         anchors = self._cache.get(key)
         if anchors is None:
             anchors = torch.cat(
                 [
-                    self.grid_anchors(
-                        sizes, (h, w), (image_h // h, image_w // w), features[0].dtype, features[0].device
-                    )
+                    self.grid_anchors(sizes, (h, w), (image_h // h, image_w // w), dtype, features[0].device)
                     for sizes, (h, w) in zip(self.sizes, grids)
                 ]
             )

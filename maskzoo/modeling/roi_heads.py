@@ -15,6 +15,7 @@ from maskzoo.modeling.box_head import box_inference, box_loss
 from maskzoo.modeling.keypoint_head import keypoint_inference, keypoint_loss
 from maskzoo.modeling.mask_head import mask_inference, mask_loss
 from maskzoo.modeling.matching import BalancedPositiveNegativeSampler, Matcher
+from maskzoo.modeling.precision import pool_in_box_precision, to_box_precision
 from maskzoo.modeling.rpn import BBOX_XFORM_CLIP
 
 
@@ -54,6 +55,11 @@ class RoIHeads(nn.Module):
     detections go on to the mask and keypoint heads.
 
     A mask branch without its own ``mask_head`` (C4) runs the box head's res5 trunk on its RoIs.
+
+    Precision (:mod:`maskzoo.modeling.precision`): the poolers read the maps in box precision
+    (float32 when the layers run in half precision) and return the layers' dtype; the predictors'
+    outputs (class logits, box deltas, mask logits, keypoint heatmaps) go to the losses and to
+    inference in box precision, so detections come out in float32.
     """
 
     def __init__(
@@ -111,13 +117,14 @@ class RoIHeads(nn.Module):
             if targets is None:
                 raise ValueError("targets are required in training mode")
             proposals, matched_idxs, labels, regression_targets = self.sample_proposals(proposals, targets)
-        pooled = self.box_pooler(features, proposals, image_sizes)
+        pooled = pool_in_box_precision(self.box_pooler, features, proposals, image_sizes)
         # C4 in training: the mask branch's RoIs are the box branch's foreground RoIs, pooled the
         # same way, so the res5 output computed for the boxes is reused rather than recomputed.
         reuse_trunk = self.training and self.shares_box_trunk
         trunk_out = self.box_head.features(pooled) if reuse_trunk else None
         box_features = trunk_out.mean(dim=(2, 3)) if reuse_trunk else self.box_head(pooled)
         class_logits, box_deltas = self.box_predictor(box_features)
+        class_logits, box_deltas = to_box_precision(class_logits), to_box_precision(box_deltas)
 
         if self.training:
             loss_classifier, loss_box_reg = box_loss(
@@ -129,7 +136,9 @@ class RoIHeads(nn.Module):
             fg_matched = [m[i] for m, i in zip(matched_idxs, fg)]
             if self.has_mask:
                 if reuse_trunk:
-                    logits = self.mask_predictor(trunk_out[torch.where(torch.cat(labels) > 0)[0]])
+                    logits = to_box_precision(
+                        self.mask_predictor(trunk_out[torch.where(torch.cat(labels) > 0)[0]])
+                    )
                 else:
                     logits = self.mask_logits(features, fg_proposals, image_sizes)
                 losses["loss_mask"] = mask_loss(
@@ -167,12 +176,13 @@ class RoIHeads(nn.Module):
         return detections, {}
 
     def mask_logits(self, features, boxes, image_sizes):
-        x = self.mask_pooler(features, boxes, image_sizes)
+        x = pool_in_box_precision(self.mask_pooler, features, boxes, image_sizes)
         x = self.box_head.features(x) if self.mask_head is None else self.mask_head(x)
-        return self.mask_predictor(x)
+        return to_box_precision(self.mask_predictor(x))
 
     def keypoint_logits(self, features, boxes, image_sizes):
-        return self.keypoint_predictor(self.keypoint_head(self.keypoint_pooler(features, boxes, image_sizes)))
+        x = self.keypoint_head(pool_in_box_precision(self.keypoint_pooler, features, boxes, image_sizes))
+        return to_box_precision(self.keypoint_predictor(x))
 
     def sample_proposals(self, proposals, targets):
         """Training RoIs per image: (proposals Tensor[R, 4], matched ground truth Tensor[R] int64,

@@ -12,6 +12,7 @@ import roiops
 from maskzoo.config import RPNConfig
 from maskzoo.modeling.anchors import AnchorGenerator
 from maskzoo.modeling.matching import BalancedPositiveNegativeSampler, Matcher
+from maskzoo.modeling.precision import to_box_precision
 
 # Largest log-size change a decoded box may take: a box grows at most 1000/16 times.
 BBOX_XFORM_CLIP = math.log(1000.0 / 16)
@@ -78,6 +79,8 @@ class RPN(nn.Module):
         anchors = self.anchor_generator(batch.tensors, levels)
         num_per_level = [lg.shape[1] * lg.shape[2] * lg.shape[3] for lg in logits]
         logits, deltas = flatten_predictions(logits, deltas)
+        # Decoding, top-k, NMS and the losses in box precision (float32 under autocast).
+        logits, deltas = to_box_precision(logits), to_box_precision(deltas)
         proposals = self.select_proposals(
             anchors, logits.detach(), deltas.detach(), batch.image_sizes, num_per_level
         )
