@@ -43,7 +43,7 @@ MASK_IOU_MIN = 0.98
 
 sys.path.insert(0, BENCHMARKS)
 from bench_models_cuda import TINY_OVERRIDES as TINY  # noqa: E402  (the dry run's small model settings)
-from bench_models_cuda import agreement  # noqa: E402
+from bench_models_cuda import agreement, training_targets  # noqa: E402
 
 
 class Checks:
@@ -119,22 +119,9 @@ def cpu_gpu_agreement(cpu_outputs, gpu_outputs) -> tuple[bool, str]:
 
 
 def training_batch(size: int, device, g):
-    images_, targets = [], []
-    for _ in range(2):
-        images_.append(torch.rand(3, size, size, generator=g).to(device))
-        xy = torch.rand(3, 2, generator=g) * size * 0.5
-        boxes = torch.cat([xy, xy + size * (0.15 + 0.3 * torch.rand(3, 2, generator=g))], dim=1)
-        masks = torch.zeros(3, size, size, dtype=torch.uint8)
-        for j, (x1, y1, x2, y2) in enumerate(boxes.round().int().tolist()):
-            masks[j, y1:y2, x1:x2] = 1
-        targets.append(
-            {
-                "boxes": boxes.to(device),
-                "labels": torch.tensor([1, 5, 17], device=device),
-                "masks": masks.to(device),
-            }
-        )
-    return images_, targets
+    """Two random images and their targets (three boxes with box-shaped masks each)."""
+    images_ = [torch.rand(3, size, size, generator=g).to(device) for _ in range(2)]
+    return images_, training_targets(2, size, device, g)
 
 
 def train_steps(device, tiny: bool, amp: bool) -> tuple[bool, str]:
