@@ -1,8 +1,9 @@
 // R-CNN box encoding and decoding on the CPU (the steps are in common/box_coding.h).
 //
-// Three passes, each over all the boxes: the arithmetic before the transcendental, split across
-// threads and vectorized by the compiler; torch's own exp or log, in place on a contiguous buffer
-// of the dtype; the arithmetic after it. Calling torch's exp / log is what keeps the results
+// Three passes, each over all the boxes: the argument of the transcendental (split across threads
+// and vectorized by the compiler); torch's own exp or log, in place on a contiguous buffer of the
+// dtype; everything else, writing whole output rows (stores of half rows do not vectorize), the
+// box frames recomputed rather than stored. Calling torch's exp / log is what keeps the results
 // bit-identical to the element-wise PyTorch formula: torch evaluates them with MKL's vector math,
 // SLEEF or libm depending on the build, the CPU and the dtype, and none of those is correctly
 // rounded, so no other implementation agrees with it everywhere. It runs once over the whole
@@ -75,8 +76,6 @@ void box_encode_kernel_cpu(const scalar_t* gt, const scalar_t* proposals, scalar
       const scalar_t* g = gt + 4 * i;
       const AxisFrame<scalar_t, acc_t> px(p[0], p[2]), py(p[1], p[3]);
       const AxisFrame<scalar_t, acc_t> gx(g[0], g[2]), gy(g[1], g[3]);
-      out[4 * i + 0] = static_cast<scalar_t>(coding::encode_centre<scalar_t>(gx.centre, px.centre, w[0], px.size));
-      out[4 * i + 1] = static_cast<scalar_t>(coding::encode_centre<scalar_t>(gy.centre, py.centre, w[1], py.size));
       ratio[2 * i + 0] = static_cast<scalar_t>(coding::encode_size_ratio<scalar_t>(gx.size, px.size));
       ratio[2 * i + 1] = static_cast<scalar_t>(coding::encode_size_ratio<scalar_t>(gy.size, py.size));
     }
@@ -84,6 +83,12 @@ void box_encode_kernel_cpu(const scalar_t* gt, const scalar_t* proposals, scalar
   ratio_buffer.log_();
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
+      const scalar_t* p = proposals + 4 * i;
+      const scalar_t* g = gt + 4 * i;
+      const AxisFrame<scalar_t, acc_t> px(p[0], p[2]), py(p[1], p[3]);
+      const AxisFrame<scalar_t, acc_t> gx(g[0], g[2]), gy(g[1], g[3]);
+      out[4 * i + 0] = static_cast<scalar_t>(coding::encode_centre<scalar_t>(gx.centre, px.centre, w[0], px.size));
+      out[4 * i + 1] = static_cast<scalar_t>(coding::encode_centre<scalar_t>(gy.centre, py.centre, w[1], py.size));
       out[4 * i + 2] = static_cast<scalar_t>(coding::encode_log_size<scalar_t>(acc_t(ratio[2 * i + 0]), w[2]));
       out[4 * i + 3] = static_cast<scalar_t>(coding::encode_log_size<scalar_t>(acc_t(ratio[2 * i + 1]), w[3]));
     }
@@ -151,15 +156,12 @@ void box_decode_kernel_cpu(const scalar_t* codes, const scalar_t* boxes, scalar_
   const acc_t max_x = clip_to_image ? static_cast<acc_t>(image_width) : inf;
   const acc_t max_y = clip_to_image ? static_cast<acc_t>(image_height) : inf;
   const int64_t grain = std::max<int64_t>(1, kGrain / classes);
-  // The exp arguments d / w clamped at bbox_xform_clip, then their exps. The centre offsets
-  // (d / w) * size wait in the output's x1, y1 slots (they are rounded to the dtype anyway).
+  // The exp arguments d / w clamped at bbox_xform_clip, then their exps.
   at::Tensor scale_buffer = scratch<scalar_t>(2 * n * classes);
   scalar_t* scale = scale_buffer.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
     for_each_pair<scalar_t, acc_t>(boxes, classes, begin, end, [&](int64_t k, const Frame& fx, const Frame& fy) {
       const scalar_t* d = codes + 4 * k;
-      out[4 * k + 0] = static_cast<scalar_t>(coding::decode_centre_offset<scalar_t>(acc_t(d[0]), w[0], fx.size));
-      out[4 * k + 1] = static_cast<scalar_t>(coding::decode_centre_offset<scalar_t>(acc_t(d[1]), w[1], fy.size));
       scale[2 * k + 0] = static_cast<scalar_t>(coding::decode_log_size<scalar_t>(acc_t(d[2]), w[2], clip));
       scale[2 * k + 1] = static_cast<scalar_t>(coding::decode_log_size<scalar_t>(acc_t(d[3]), w[3], clip));
     });
@@ -167,9 +169,12 @@ void box_decode_kernel_cpu(const scalar_t* codes, const scalar_t* boxes, scalar_
   scale_buffer.exp_();
   at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
     for_each_pair<scalar_t, acc_t>(boxes, classes, begin, end, [&](int64_t k, const Frame& fx, const Frame& fy) {
+      const scalar_t* d = codes + 4 * k;
       scalar_t* o = out + 4 * k;
-      const acc_t cx = coding::decode_centre<scalar_t>(acc_t(o[0]), fx.centre);
-      const acc_t cy = coding::decode_centre<scalar_t>(acc_t(o[1]), fy.centre);
+      const acc_t offset_x = coding::decode_centre_offset<scalar_t>(acc_t(d[0]), w[0], fx.size);
+      const acc_t offset_y = coding::decode_centre_offset<scalar_t>(acc_t(d[1]), w[1], fy.size);
+      const acc_t cx = coding::decode_centre<scalar_t>(offset_x, fx.centre);
+      const acc_t cy = coding::decode_centre<scalar_t>(offset_y, fy.centre);
       const acc_t hw = coding::decode_half_size<scalar_t>(acc_t(scale[2 * k + 0]), fx.size);
       const acc_t hh = coding::decode_half_size<scalar_t>(acc_t(scale[2 * k + 1]), fy.size);
       o[0] = static_cast<scalar_t>(coding::clamp_to_image(round_to<scalar_t>(coding::sub(cx, hw)), low, max_x));
