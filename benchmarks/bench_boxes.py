@@ -1,5 +1,6 @@
 """Box ops against torchvision: box_iou of 2k x 20k boxes; BoxCoder encode / decode of 200k boxes
-(decode with 1 class and with 91 classes) against torchvision's BoxCoder."""
+(decode with 1 class and with 91 classes), and the box head's decode of 1000 proposals x 91 classes,
+against torchvision's BoxCoder."""
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import roiops
 
 IOU_SHAPE = (2000, 20000)
 CODED = 200000
+BOX_HEAD = 1000  # RPN proposals per image at test time (post_nms_top_n_test)
 WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
 
@@ -30,6 +32,7 @@ def data() -> dict:
         "proposals": proposals,
         "codes1": torch.randn(CODED, 4, generator=g),
         "codes91": torch.randn(CODED // 10, 4 * 91, generator=g),
+        "box_head": torch.randn(BOX_HEAD, 4 * 91, generator=g),
     }
 
 
@@ -51,6 +54,9 @@ CODING = {
     "decode91": (f"BoxCoder.decode {CODED // 10} x 91 classes",
                  lambda c, d: c.decode(d["codes91"], d["proposals"][: CODED // 10]),
                  lambda c, d: c.decode(d["codes91"], [d["proposals"][: CODED // 10]])),
+    "decode_box_head": (f"BoxCoder.decode {BOX_HEAD} x 91 classes (box head)",
+                        lambda c, d: c.decode(d["box_head"], d["proposals"][:BOX_HEAD]),
+                        lambda c, d: c.decode(d["box_head"], [d["proposals"][:BOX_HEAD]])),
 }
 
 

@@ -26,6 +26,16 @@ TORCH_LIBRARY(roiops, m) {
   // boxes1: [N, 4], boxes2: [M, 4], (x1, y1, x2, y2) -> IoU [N, M].
   m.def("box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
 
+  // ---- box coding (roiops/box_coder.py) --------------------------------------------------------
+  // R-CNN regression codes, weights = (wx, wy, ww, wh). reference_boxes, proposals: [N, 4] of one
+  // dtype -> (dx, dy, dw, dh) [N, 4].
+  m.def("box_encode(Tensor reference_boxes, Tensor proposals, float[] weights) -> Tensor");
+  // rel_codes: [N, 4 * C] (C classes per box), boxes: [N, 4] of the same dtype -> decoded boxes
+  // [N, 4 * C], each clamped to [0, width] x [0, height] when image_size = (height, width) is given.
+  m.def(
+      "box_decode(Tensor rel_codes, Tensor boxes, float[] weights, float bbox_xform_clip, "
+      "SymInt[]? image_size=None) -> Tensor");
+
   // ---- RoI pooling -----------------------------------------------------------------------------
   // input: [N, C, H, W] (NCHW or channels_last); rois: [K, 5] (batch index, x1, y1, x2, y2) in
   // input-image pixels, scaled by spatial_scale onto the map -> [K, C, pooled_height, pooled_width].

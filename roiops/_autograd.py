@@ -247,3 +247,81 @@ torch.library.register_autograd(
     _multi_scale_backward_grad,
     setup_context=_multi_scale_backward_setup,
 )
+
+
+# ---- box coding -------------------------------------------------------------------------------
+# The backward formulas are element-wise PyTorch ops on the saved inputs (the codes are cheap to
+# recompute), so they are differentiable again and trace like any PyTorch code. For a box with
+# corners (lo, hi) along an axis, size = hi - lo and centre = (lo + hi) / 2, so
+# d/d lo = d/d centre / 2 - d/d size and d/d hi = d/d centre / 2 + d/d size.
+
+
+def _corner_grads(grad_centre, grad_size):
+    return torch.cat((0.5 * grad_centre - grad_size, 0.5 * grad_centre + grad_size), dim=-1)
+
+
+def _box_encode_setup(ctx, inputs, output):
+    reference_boxes, proposals, weights = inputs
+    ctx.weights = weights
+    ctx.save_for_backward(reference_boxes, proposals)
+
+
+def _box_encode_grad(ctx, grad):
+    gt, p = ctx.saved_tensors
+    w = grad.new_tensor(ctx.weights)
+    p_size, g_size = p[:, 2:] - p[:, :2], gt[:, 2:] - gt[:, :2]
+    p_ctr, g_ctr = p[:, :2] + 0.5 * p_size, gt[:, :2] + 0.5 * g_size
+    grad_xy, grad_wh = grad[:, :2], grad[:, 2:]
+    # (dx, dy) = w_xy (g_ctr - p_ctr) / p_size;  (dw, dh) = w_wh (log g_size - log p_size).
+    d_ctr = grad_xy * w[:2] / p_size  # d/d g_ctr = -d/d p_ctr
+    d_g_size = grad_wh * w[2:] / g_size
+    d_p_size = -(d_ctr * (g_ctr - p_ctr) + grad_wh * w[2:]) / p_size
+    grad_gt = _corner_grads(d_ctr, d_g_size) if ctx.needs_input_grad[0] else None
+    grad_p = _corner_grads(-d_ctr, d_p_size) if ctx.needs_input_grad[1] else None
+    return grad_gt, grad_p, None
+
+
+torch.library.register_autograd("roiops::box_encode", _box_encode_grad, setup_context=_box_encode_setup)
+
+
+def _box_decode_setup(ctx, inputs, output):
+    rel_codes, boxes, weights, bbox_xform_clip, image_size = inputs
+    ctx.params = (weights, bbox_xform_clip, image_size)
+    ctx.save_for_backward(rel_codes, boxes)
+
+
+def _box_decode_grad(ctx, grad):
+    codes, boxes = ctx.saved_tensors
+    weights, clip, image_size = ctx.params
+    n, per_box = codes.shape
+    w = codes.new_tensor(weights)
+    size = (boxes[:, 2:] - boxes[:, :2])[:, None, :]  # [N, 1, 2]
+    centre = boxes[:, :2][:, None, :] + 0.5 * size
+    c = codes.reshape(n, per_box // 4, 2, 2)  # [N, C, (xy | wh), 2]
+    d_xy = c[:, :, 0] / w[:2]
+    t = c[:, :, 1] / w[2:]
+    scale = t.clamp(max=clip).exp()
+    half = 0.5 * scale * size
+    g = grad.reshape(n, per_box // 4, 2, 2)
+    grad_lo, grad_hi = g[:, :, 0], g[:, :, 1]
+    if image_size is not None:
+        # clamp passes the gradient where the coordinate is inside [0, limit], bounds included.
+        limit = codes.new_tensor([float(image_size[1]), float(image_size[0])])  # (width, height)
+        pred_ctr = d_xy * size + centre
+        lo, hi = pred_ctr - half, pred_ctr + half
+        grad_lo = torch.where((lo >= 0) & (lo <= limit), grad_lo, 0.0)
+        grad_hi = torch.where((hi >= 0) & (hi <= limit), grad_hi, 0.0)
+    grad_ctr = grad_lo + grad_hi  # [N, C, 2]
+    grad_half = grad_hi - grad_lo
+    grad_codes = grad_boxes = None
+    if ctx.needs_input_grad[0]:
+        # The clamp at bbox_xform_clip passes the gradient where t <= clip.
+        grad_t = torch.where(t <= clip, grad_half * half, 0.0) / w[2:]
+        grad_codes = torch.stack((grad_ctr * size / w[:2], grad_t), dim=2).reshape(n, per_box)
+    if ctx.needs_input_grad[1]:
+        grad_size = (grad_ctr * d_xy + grad_half * 0.5 * scale).sum(1)  # [N, 2]
+        grad_boxes = _corner_grads(grad_ctr.sum(1), grad_size)
+    return grad_codes, grad_boxes, None, None, None
+
+
+torch.library.register_autograd("roiops::box_decode", _box_decode_grad, setup_context=_box_decode_setup)

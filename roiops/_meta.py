@@ -15,6 +15,30 @@ def _box_iou_fake(boxes1, boxes2):
     return boxes1.new_empty((boxes1.size(0), boxes2.size(0)))
 
 
+@torch.library.register_fake("roiops::box_encode")
+def _box_encode_fake(reference_boxes, proposals, weights):
+    torch._check(reference_boxes.dim() == 2 and reference_boxes.size(1) == 4,
+                 lambda: "box_encode: reference_boxes must be [N, 4]")
+    torch._check(proposals.shape == reference_boxes.shape,
+                 lambda: "box_encode: proposals must be [N, 4] like reference_boxes")
+    torch._check(proposals.dtype == reference_boxes.dtype,
+                 lambda: "box_encode: reference_boxes and proposals dtypes differ")
+    torch._check(len(weights) == 4, lambda: "box_encode: weights must be (wx, wy, ww, wh)")
+    return reference_boxes.new_empty(reference_boxes.shape)
+
+
+@torch.library.register_fake("roiops::box_decode")
+def _box_decode_fake(rel_codes, boxes, weights, bbox_xform_clip, image_size=None):
+    torch._check(boxes.dim() == 2 and boxes.size(1) == 4, lambda: "box_decode: boxes must be [N, 4]")
+    torch._check(rel_codes.dim() == 2 and rel_codes.size(0) == boxes.size(0) and rel_codes.size(1) % 4 == 0,
+                 lambda: "box_decode: rel_codes must be [N, 4 * C] for boxes [N, 4]")
+    torch._check(rel_codes.dtype == boxes.dtype, lambda: "box_decode: rel_codes and boxes dtypes differ")
+    torch._check(len(weights) == 4, lambda: "box_decode: weights must be (wx, wy, ww, wh)")
+    torch._check(image_size is None or len(image_size) == 2,
+                 lambda: "box_decode: image_size must be (height, width)")
+    return rel_codes.new_empty(rel_codes.shape)
+
+
 # ---- RoI pooling (roi_align, roi_pool, multi_scale_roi_align) ---------------------------------
 
 

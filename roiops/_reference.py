@@ -119,3 +119,44 @@ def multi_scale_roi_align_reference(
                 0, idx, roi_align_reference(f, rois[idx], (ph, pw), scale, sampling_ratio, aligned)
             )
     return out
+
+
+# ---- box coding -------------------------------------------------------------------------------
+# BoxCoder's element-wise PyTorch formula from before its native kernels, kept verbatim: the native
+# ops must equal it bit for bit (it equals torchvision's BoxCoder bit for bit), and BoxCoder still
+# runs it for the one case the kernels do not take (encode of two different dtypes).
+
+
+def box_encode_reference(reference_boxes, proposals, weights):
+    """Tensor[N, 4] targets, Tensor[N, 4] proposals -> Tensor[N, 4] (dx, dy, dw, dh) codes.
+
+    Each side is computed in its own dtype; the codes come out in the promoted dtype, the weights
+    held in reference_boxes' dtype."""
+    dtype, device = reference_boxes.dtype, reference_boxes.device
+    w_xy = torch.tensor(weights[:2], dtype=dtype, device=device)
+    w_wh = torch.tensor(weights[2:], dtype=dtype, device=device)
+    # Each [N, 2]: x and y handled by one op instead of two.
+    ex_size = proposals[:, 2:] - proposals[:, :2]
+    ex_ctr = proposals[:, :2] + 0.5 * ex_size
+    gt_size = reference_boxes[:, 2:] - reference_boxes[:, :2]
+    gt_ctr = reference_boxes[:, :2] + 0.5 * gt_size
+    d_xy = (gt_ctr - ex_ctr).mul_(w_xy).div_(ex_size)
+    d_wh = (gt_size / ex_size).log_().mul_(w_wh)
+    return torch.cat((d_xy, d_wh), dim=1)
+
+
+def box_decode_reference(rel_codes, boxes, weights, bbox_xform_clip):
+    """Tensor[N, 4 * C] codes, Tensor[N, 4] boxes -> Tensor[N, 4 * C] decoded boxes, in the codes'
+    dtype (boxes are converted to it first)."""
+    n = boxes.size(0)
+    dtype, device = rel_codes.dtype, rel_codes.device
+    boxes = boxes.to(dtype)
+    size = (boxes[:, 2:] - boxes[:, :2])[:, None, :]  # [N, 1, 2]
+    ctr = boxes[:, :2][:, None, :] + 0.5 * size
+    codes = rel_codes.reshape(n, rel_codes.size(1) // 4, 2, 2)  # [N, C, (xy | wh), 2]
+    w_xy = torch.tensor(weights[:2], dtype=dtype, device=device)
+    w_wh = torch.tensor(weights[2:], dtype=dtype, device=device)
+    # In place after the first op of each chain: same roundings, fewer [N, C, 2] buffers.
+    pred_ctr = (codes[:, :, 0] / w_xy).mul_(size).add_(ctr)
+    half = (codes[:, :, 1] / w_wh).clamp_(max=bbox_xform_clip).exp_().mul_(size).mul_(0.5)
+    return torch.cat((pred_ctr - half, pred_ctr + half), dim=2).reshape(n, rel_codes.size(1))

@@ -15,8 +15,13 @@ is written in the same order so the results agree bit for bit.
 Invariant: decode(encode(G, P), P) == G up to float rounding, for boxes of positive size whose
 dw, dh stay below the clamp.
 
-On CUDA this stays plain PyTorch on purpose: a few element-wise passes over [N, 4] tensors are
-bandwidth-bound, so a custom kernel would save launches, not arithmetic.
+Both directions are native ops (roiops::box_encode, roiops::box_decode; CPU and CUDA), one pass
+over the boxes instead of a chain of element-wise PyTorch ops. Every step rounds as that chain did,
+so the results are bit-identical to it (roiops/_reference.py keeps it; tests/roiops/test_box_coder.py
+compares), and to torchvision's BoxCoder, in every float dtype: float16 and bfloat16 are computed in
+float32 and rounded to the dtype after each step, as PyTorch's element-wise ops do. Both ops are
+differentiable (roiops/_autograd.py), decode with respect to the codes too (the element-wise chain
+was not: its in-place exp).
 """
 
 import math
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from roiops._reference import box_encode_reference
 from roiops._validation import check_float, check_tensor
 
 
@@ -59,7 +65,8 @@ class BoxCoder:
             proposals: the same structure: the boxes the codes are relative to.
 
         Returns:
-            Tensor[N, 4] (dx, dy, dw, dh) in reference_boxes' dtype, or a tuple of per-image
+            Tensor[N, 4] (dx, dy, dw, dh) in reference_boxes' dtype (promoted with proposals'
+            dtype when that differs, each side computed in its own dtype), or a tuple of per-image
             Tensor[N_i, 4] when given lists (as torchvision's BoxCoder.encode).
 
         Raises:
@@ -84,17 +91,12 @@ class BoxCoder:
         if reference_boxes.size(0) != proposals.size(0):
             raise ValueError(f"reference_boxes and proposals must have the same number of boxes, got "
                              f"{reference_boxes.size(0)} and {proposals.size(0)}")
-        dtype, device = reference_boxes.dtype, reference_boxes.device
-        w_xy = torch.tensor(self.weights[:2], dtype=dtype, device=device)
-        w_wh = torch.tensor(self.weights[2:], dtype=dtype, device=device)
-        # Each [N, 2]: x and y handled by one op instead of two.
-        ex_size = proposals[:, 2:] - proposals[:, :2]
-        ex_ctr = proposals[:, :2] + 0.5 * ex_size
-        gt_size = reference_boxes[:, 2:] - reference_boxes[:, :2]
-        gt_ctr = reference_boxes[:, :2] + 0.5 * gt_size
-        d_xy = (gt_ctr - ex_ctr).mul_(w_xy).div_(ex_size)
-        d_wh = (gt_size / ex_size).log_().mul_(w_wh)
-        return torch.cat((d_xy, d_wh), dim=1)
+        _check_same_device("reference_boxes", reference_boxes, "proposals", proposals)
+        if proposals.dtype != reference_boxes.dtype:
+            # The kernel takes one dtype. Two dtypes keep the element-wise formula, which computes
+            # each side in its own dtype and codes in the promoted one (as torchvision does).
+            return box_encode_reference(reference_boxes, proposals, self.weights)
+        return torch.ops.roiops.box_encode(reference_boxes, proposals, list(self.weights))
 
     # ---- decoding ----------------------------------------------------------------------------
 
@@ -126,23 +128,28 @@ class BoxCoder:
                              f"{tuple(rel_codes.shape)}")
         return self.decode_single(rel_codes.reshape(n, -1), boxes).reshape(n, -1, 4)
 
-    def decode_single(self, rel_codes: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """Tensor[N, 4 * C] codes, Tensor[N, 4] boxes -> Tensor[N, 4 * C] decoded boxes."""
+    def decode_single(self, rel_codes: torch.Tensor, boxes: torch.Tensor, image_size=None) -> torch.Tensor:
+        """Tensor[N, 4 * C] codes, Tensor[N, 4] boxes -> Tensor[N, 4 * C] decoded boxes.
+
+        With image_size = (height, width) the decoded boxes are also clipped to the image in the
+        same pass, exactly as clip_boxes_to_image(decode_single(rel_codes, boxes), image_size).
+        """
         check_tensor("rel_codes", rel_codes, ndim=2)
         check_tensor("boxes", boxes, ndim=2, last_dim=4)
         check_float("rel_codes", rel_codes)
         if rel_codes.size(1) % 4 != 0 or rel_codes.size(0) != boxes.size(0):
             raise ValueError(f"rel_codes must be [N, 4 * C] for boxes [N, 4], got {tuple(rel_codes.shape)} "
                              f"and {tuple(boxes.shape)}")
-        n = boxes.size(0)
-        dtype, device = rel_codes.dtype, rel_codes.device
-        boxes = boxes.to(dtype)
-        size = (boxes[:, 2:] - boxes[:, :2])[:, None, :]  # [N, 1, 2]
-        ctr = boxes[:, :2][:, None, :] + 0.5 * size
-        codes = rel_codes.reshape(n, rel_codes.size(1) // 4, 2, 2)  # [N, C, (xy | wh), 2]
-        w_xy = torch.tensor(self.weights[:2], dtype=dtype, device=device)
-        w_wh = torch.tensor(self.weights[2:], dtype=dtype, device=device)
-        # In place after the first op of each chain: same roundings, fewer [N, C, 2] buffers.
-        pred_ctr = (codes[:, :, 0] / w_xy).mul_(size).add_(ctr)
-        half = (codes[:, :, 1] / w_wh).clamp_(max=self.bbox_xform_clip).exp_().mul_(size).mul_(0.5)
-        return torch.cat((pred_ctr - half, pred_ctr + half), dim=2).reshape(n, rel_codes.size(1))
+        _check_same_device("rel_codes", rel_codes, "boxes", boxes)
+        if image_size is not None:
+            if not isinstance(image_size, (tuple, list, torch.Size)) or len(image_size) != 2:
+                raise ValueError(f"image_size must be (height, width), got {image_size!r}")
+            image_size = list(image_size)
+        return torch.ops.roiops.box_decode(
+            rel_codes, boxes.to(rel_codes.dtype), list(self.weights), float(self.bbox_xform_clip), image_size
+        )
+
+
+def _check_same_device(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor) -> None:
+    if a.device != b.device:
+        raise ValueError(f"{name_a} and {name_b} must be on the same device, got {a.device} and {b.device}")

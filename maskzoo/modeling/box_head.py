@@ -83,11 +83,12 @@ def box_inference(config: BoxHeadConfig, box_coder, class_logits, box_deltas, pr
     """
     num_classes = class_logits.shape[-1]
     counts = [p.shape[0] for p in proposals]
-    boxes_all = box_coder.decode_single(box_deltas, torch.cat(proposals)).reshape(sum(counts), num_classes, 4)
     scores_all = F.softmax(class_logits, -1)
     results = []
-    for boxes, scores, size in zip(boxes_all.split(counts), scores_all.split(counts), image_sizes):
-        boxes = roiops.clip_boxes_to_image(boxes, size)
+    for deltas, props, scores, size in zip(box_deltas.split(counts), proposals, scores_all.split(counts),
+                                           image_sizes):
+        # Decoded and clipped to the image in one pass: [P, num_classes, 4].
+        boxes = box_coder.decode_single(deltas, props, image_size=size).reshape(-1, num_classes, 4)
         labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
         boxes = boxes[:, 1:].reshape(-1, 4)
         scores = scores[:, 1:].reshape(-1)

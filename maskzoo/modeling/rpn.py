@@ -108,10 +108,9 @@ class RPN(nn.Module):
         proposals = []
         for i, size in enumerate(image_sizes):
             idx = top_idx[i]
-            boxes = self.box_coder.decode_single(deltas[i, idx], anchors[idx])
+            boxes = self.box_coder.decode_single(deltas[i, idx], anchors[idx], image_size=size)
             scores = torch.sigmoid(logits[i, idx])
             level = top_level[i]
-            boxes = roiops.clip_boxes_to_image(boxes, size)
             keep = roiops.remove_small_boxes(boxes, cfg.min_box_size)
             boxes, scores, level = boxes[keep], scores[keep], level[keep]
             keep = torch.where(scores >= cfg.score_thresh)[0]

@@ -1,5 +1,6 @@
 """BoxCoder: the R-CNN (dx, dy, dw, dh) parameterization against its formula, torchvision's BoxCoder
-(bit for bit) and the encode/decode round trip."""
+(bit for bit), the element-wise PyTorch formula the native kernels replaced (bit for bit, every
+dtype, adversarial values) and the encode/decode round trip. Gradients: test_box_coder_grad.py."""
 
 import math
 
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 
 import roiops
+from roiops._reference import box_decode_reference, box_encode_reference
 
 
 def random_boxes(n: int, g: torch.Generator, dtype=torch.float32) -> torch.Tensor:
@@ -166,3 +168,246 @@ def test_decode_with_asymmetric_weights_matches_formula_and_torchvision_bitwise(
     expected = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).view(300, 8)
     tol = 1e-3 if dtype == torch.float32 else 1e-9
     torch.testing.assert_close(ours.double(), expected, atol=tol, rtol=1e-5)
+
+
+# ---- the native kernels against the element-wise formula they replaced -------------------------
+
+FLOAT_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+WEIGHT_SETS = [(10.0, 10.0, 5.0, 5.0), (1.0, 1.0, 1.0, 1.0), ASYMMETRIC_WEIGHTS, (0.1, 3.3, 0.7, 1.9)]
+
+
+def assert_bitwise(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Same dtype, shape and values, NaN where NaN (the sign of a zero aside)."""
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0, equal_nan=True)
+
+
+def adversarial_boxes(n: int, g: torch.Generator, dtype) -> torch.Tensor:
+    """Ordinary boxes mixed with empty, inverted, tiny, huge and far-away ones."""
+    boxes = random_boxes(n, g, torch.float64)
+    k = n // 8
+    boxes[:k, 2:] = boxes[:k, :2]  # zero width and height
+    boxes[k:2 * k, 2:] = boxes[k:2 * k, :2] - 5  # inverted
+    boxes[2 * k:3 * k, 2:] = boxes[2 * k:3 * k, :2] + 1e-3  # tiny
+    boxes[3 * k:4 * k] *= 1e4  # huge and far away
+    return boxes.to(dtype)
+
+
+def adversarial_codes(n: int, per_box: int, g: torch.Generator, dtype) -> torch.Tensor:
+    """Normal codes, codes past bbox_xform_clip, and a sprinkling of 0, +-inf and NaN."""
+    codes = torch.randn(n, per_box, generator=g, dtype=torch.float64) * 3
+    codes[::5] *= 40
+    flat = codes.view(-1)
+    picks = torch.randint(0, flat.numel(), (flat.numel() // 50,), generator=g)
+    specials = torch.tensor([0.0, math.inf, -math.inf, math.nan], dtype=torch.float64)
+    flat[picks] = specials[torch.randint(0, 4, (picks.numel(),), generator=g)]
+    return codes.to(dtype)
+
+
+@pytest.mark.parametrize("weights", WEIGHT_SETS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_encode_kernel_equals_elementwise_formula_bitwise(dtype, weights):
+    g = torch.Generator().manual_seed(10)
+    gt, p = adversarial_boxes(20000, g, dtype), adversarial_boxes(20000, g, dtype)
+    p = p[torch.randperm(20000, generator=g)]
+    assert_bitwise(roiops.BoxCoder(weights).encode_single(gt, p), box_encode_reference(gt, p, weights))
+
+
+@pytest.mark.parametrize("clip", [math.log(1000.0 / 16), math.inf, 0.5])
+@pytest.mark.parametrize("num_classes", [1, 2, 91])
+@pytest.mark.parametrize("weights", WEIGHT_SETS)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_decode_kernel_equals_elementwise_formula_bitwise(dtype, weights, num_classes, clip):
+    g = torch.Generator().manual_seed(11)
+    n = 12000 // num_classes  # more than one chunk of box-class pairs per thread
+    boxes = adversarial_boxes(n, g, dtype)
+    codes = adversarial_codes(n, 4 * num_classes, g, dtype)
+    ours = roiops.BoxCoder(weights, bbox_xform_clip=clip).decode_single(codes, boxes)
+    assert_bitwise(ours, box_decode_reference(codes, boxes, weights, clip))
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_kernels_equal_torchvision_bitwise_in_every_dtype(dtype):
+    g = torch.Generator().manual_seed(12)
+    gt, p = random_boxes(5000, g, dtype), random_boxes(5000, g, dtype)
+    codes = (torch.randn(5000, 8, generator=g) * 2).to(dtype)
+    ours, theirs = roiops.BoxCoder(ASYMMETRIC_WEIGHTS), TorchvisionBoxCoder(ASYMMETRIC_WEIGHTS)
+    assert_bitwise(ours.encode_single(gt, p), theirs.encode_single(gt, p))
+    assert_bitwise(ours.decode_single(codes, p), theirs.decode_single(codes, p))
+
+
+@given(st.lists(st.floats(width=32, allow_nan=True, allow_infinity=True), min_size=8, max_size=8 * 12),
+       st.sampled_from([torch.float32, torch.float16]))
+def test_kernels_equal_formula_on_arbitrary_floats(values, dtype):
+    n = len(values) // 8
+    t = torch.tensor(values[: 8 * n], dtype=torch.float32).to(dtype).view(n, 8)
+    coder = roiops.BoxCoder(ASYMMETRIC_WEIGHTS)
+    a, b = t[:, :4], t[:, 4:]
+    assert_bitwise(coder.encode_single(a, b), box_encode_reference(a, b, ASYMMETRIC_WEIGHTS))
+    expected = box_decode_reference(t, a, ASYMMETRIC_WEIGHTS, coder.bbox_xform_clip)
+    assert_bitwise(coder.decode_single(t, a), expected)
+
+
+def test_non_contiguous_inputs_give_the_contiguous_result():
+    g = torch.Generator().manual_seed(13)
+    gt, p = random_boxes(600, g), random_boxes(600, g)
+    codes = torch.randn(300, 12, generator=g)
+    coder = roiops.BoxCoder(ASYMMETRIC_WEIGHTS)
+    strided_gt = gt.t().contiguous().t()  # column-major [N, 4]
+    assert not strided_gt.is_contiguous()
+    assert torch.equal(coder.encode_single(strided_gt, p[::2].repeat(2, 1)),
+                       coder.encode_single(gt, p[::2].contiguous().repeat(2, 1)))
+    assert torch.equal(coder.encode_single(gt[::2], p[1::2]),
+                       coder.encode_single(gt[::2].clone(), p[1::2].clone()))
+    wide = torch.randn(300, 24, generator=g)
+    assert torch.equal(coder.decode_single(wide[:, ::2], p[::2]),
+                       coder.decode_single(wide[:, ::2].contiguous(), p[::2].contiguous()))
+    assert torch.equal(coder.decode_single(codes.t().contiguous().t(), p[:300]),
+                       coder.decode_single(codes, p[:300]))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_results_do_not_depend_on_the_thread_count(threads):
+    g = torch.Generator().manual_seed(14)
+    gt, p = random_boxes(50000, g), random_boxes(50000, g)
+    codes91 = torch.randn(1000, 4 * 91, generator=g) * 3
+    codes1 = torch.randn(50000, 4, generator=g) * 3
+    coder = roiops.BoxCoder()
+    before = torch.get_num_threads()
+
+    def run():
+        return (coder.encode_single(gt, p), coder.decode_single(codes91, p[:1000]),
+                coder.decode_single(codes1, p))
+
+    expected = run()
+    try:
+        torch.set_num_threads(threads)
+        actual = run()
+    finally:
+        torch.set_num_threads(before)
+    for a, e in zip(actual, expected):
+        assert_bitwise(a, e)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_decode_with_image_size_equals_decode_then_clip(dtype):
+    g = torch.Generator().manual_seed(15)
+    boxes = adversarial_boxes(4000, g, dtype)
+    codes = adversarial_codes(4000, 8, g, dtype)
+    coder = roiops.BoxCoder()
+    for size in [(600, 1000), (1217, 803), (0, 0)]:
+        decoded = coder.decode_single(codes, boxes).view(-1, 2, 4)
+        expected = roiops.clip_boxes_to_image(decoded, size).view(-1, 8)
+        assert_bitwise(coder.decode_single(codes, boxes, image_size=size), expected)
+
+
+def test_encode_of_two_dtypes_promotes_like_torchvision():
+    g = torch.Generator().manual_seed(16)
+    gt, p = random_boxes(200, g, torch.float16), random_boxes(200, g, torch.float32)
+    for a, b in [(gt, p), (p, gt)]:
+        ours = roiops.BoxCoder().encode_single(a, b)
+        assert ours.dtype == torch.float32
+        assert_bitwise(ours, TorchvisionBoxCoder((10.0, 10.0, 5.0, 5.0)).encode_single(a, b))
+
+
+def test_decode_of_boxes_without_classes_is_empty():
+    out = roiops.BoxCoder().decode_single(torch.zeros(5, 0), torch.zeros(5, 4))
+    assert out.shape == (5, 0)
+    assert roiops.BoxCoder().decode(torch.zeros(5, 0), torch.zeros(5, 4)).shape == (5, 0, 4)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: torch.ops.roiops.box_encode(torch.zeros(3, 4), torch.zeros(3, 4, dtype=torch.float64),
+                                             [1.0] * 4), TypeError, "dtypes differ"),
+        (lambda: torch.ops.roiops.box_encode(torch.zeros(3, 4), torch.zeros(2, 4), [1.0] * 4), ValueError,
+         "proposals"),
+        (lambda: torch.ops.roiops.box_encode(torch.zeros(3, 4), torch.zeros(3, 4), [1.0] * 3), ValueError,
+         "weights"),
+        (lambda: torch.ops.roiops.box_decode(torch.zeros(3, 6), torch.zeros(3, 4), [1.0] * 4, 4.0),
+         ValueError, "rel_codes"),
+        (lambda: torch.ops.roiops.box_decode(torch.zeros(3, 4), torch.zeros(3, 4), [1.0] * 4, 4.0, [5]),
+         ValueError, "image_size"),
+        (lambda: CODER.decode_single(torch.zeros(3, 4), torch.zeros(3, 4), image_size=(5,)), ValueError,
+         "image_size"),
+        (lambda: CODER.decode_single(torch.zeros(3, 4), torch.zeros(3, 4, device="meta")), ValueError,
+         "same device"),
+    ],
+)
+def test_native_ops_reject_bad_input_clearly(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_opcheck():
+    g = torch.Generator().manual_seed(17)
+    gt, p = random_boxes(20, g), random_boxes(20, g)
+    codes = torch.randn(20, 12, generator=g)
+    w = list(ASYMMETRIC_WEIGHTS)
+    torch.library.opcheck(torch.ops.roiops.box_encode.default, (gt, p, w))
+    torch.library.opcheck(torch.ops.roiops.box_decode.default, (codes, p, w, 4.0))
+    torch.library.opcheck(torch.ops.roiops.box_decode.default, (codes, p, w, 4.0, [300, 500]))
+    torch.library.opcheck(torch.ops.roiops.box_encode.default, (gt[:0], p[:0], w))
+
+
+def test_decode_with_image_size_compiles_fullgraph():
+    coder = roiops.BoxCoder()
+
+    def f(codes, boxes):
+        return coder.decode_single(codes, boxes, image_size=(480, 640))
+
+    g = torch.Generator().manual_seed(18)
+    boxes, codes = random_boxes(10, g), torch.randn(10, 8, generator=g)
+    assert torch.equal(torch.compile(f, fullgraph=True)(codes, boxes), f(codes, boxes))
+
+
+# ---- CUDA (run on a GPU machine) ----------------------------------------------------------------
+# torch's CUDA exp / log are not its CPU ones, so the GPU is held to the element-wise formula run on
+# the GPU, and to the CPU bit for bit where no exp or log is involved.
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_cuda_kernels_equal_the_formula_on_cuda_bitwise(dtype):
+    g = torch.Generator().manual_seed(20)
+    gt, p = adversarial_boxes(30000, g, dtype).cuda(), adversarial_boxes(30000, g, dtype).cuda()
+    codes = adversarial_codes(30000 // 91, 4 * 91, g, dtype).cuda()
+    for weights in WEIGHT_SETS:
+        coder = roiops.BoxCoder(weights)
+        assert_bitwise(coder.encode_single(gt, p), box_encode_reference(gt, p, weights))
+        boxes = p[: codes.shape[0]]
+        decoded = box_decode_reference(codes, boxes, weights, coder.bbox_xform_clip)
+        assert_bitwise(coder.decode_single(codes, boxes), decoded)
+        clipped = roiops.clip_boxes_to_image(decoded.view(-1, 91, 4), (600, 800))
+        assert_bitwise(coder.decode_single(codes, boxes, image_size=(600, 800)), clipped.view(-1, 4 * 91))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_cuda_equals_cpu_bitwise_outside_exp_and_log(dtype):
+    g = torch.Generator().manual_seed(21)
+    gt, p = random_boxes(20000, g, dtype), random_boxes(20000, g, dtype)
+    codes = adversarial_codes(20000, 8, g, dtype)
+    codes[:, 2::4] = 0.0  # exp(0) = 1 exactly on both devices
+    codes[:, 3::4] = 0.0
+    coder = roiops.BoxCoder(ASYMMETRIC_WEIGHTS)
+    assert_bitwise(coder.decode_single(codes.cuda(), p.cuda()).cpu(), coder.decode_single(codes, p))
+    assert_bitwise(coder.encode_single(gt.cuda(), p.cuda())[:, :2].cpu(), coder.encode_single(gt, p)[:, :2])
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype in (torch.float32, torch.float64) else {}
+    torch.testing.assert_close(coder.encode_single(gt.cuda(), p.cuda()).cpu(), coder.encode_single(gt, p),
+                               **tol)
+
+
+@pytest.mark.cuda
+def test_cuda_empty_and_non_contiguous():
+    coder = roiops.BoxCoder()
+    none = torch.zeros(0, 4, device="cuda")
+    assert coder.encode_single(none, none).shape == (0, 4)
+    assert coder.decode_single(torch.zeros(0, 8, device="cuda"), none).shape == (0, 8)
+    g = torch.Generator().manual_seed(22)
+    p = random_boxes(100, g).cuda()
+    wide = torch.randn(100, 16, generator=g).cuda()
+    assert torch.equal(coder.decode_single(wide[:, ::2], p),
+                       coder.decode_single(wide[:, ::2].contiguous(), p))
+    torch.library.opcheck(torch.ops.roiops.box_decode.default, (wide[:, :8].contiguous(), p, [1.0] * 4, 4.0))
