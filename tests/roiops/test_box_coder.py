@@ -340,17 +340,6 @@ def test_native_ops_reject_bad_input_clearly(call, error, match):
         call()
 
 
-def test_opcheck():
-    g = torch.Generator().manual_seed(17)
-    gt, p = random_boxes(20, g), random_boxes(20, g)
-    codes = torch.randn(20, 12, generator=g)
-    w = list(ASYMMETRIC_WEIGHTS)
-    torch.library.opcheck(torch.ops.roiops.box_encode.default, (gt, p, w))
-    torch.library.opcheck(torch.ops.roiops.box_decode.default, (codes, p, w, 4.0))
-    torch.library.opcheck(torch.ops.roiops.box_decode.default, (codes, p, w, 4.0, [300, 500]))
-    torch.library.opcheck(torch.ops.roiops.box_encode.default, (gt[:0], p[:0], w))
-
-
 def test_decode_with_image_size_compiles_fullgraph():
     coder = roiops.BoxCoder()
 
@@ -410,4 +399,3 @@ def test_cuda_empty_and_non_contiguous():
     wide = torch.randn(100, 16, generator=g).cuda()
     assert torch.equal(coder.decode_single(wide[:, ::2], p),
                        coder.decode_single(wide[:, ::2].contiguous(), p))
-    torch.library.opcheck(torch.ops.roiops.box_decode.default, (wide[:, :8].contiguous(), p, [1.0] * 4, 4.0))

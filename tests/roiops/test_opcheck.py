@@ -140,6 +140,16 @@ SAMPLES = [
            SCHEMA_AND_FAKE),
     Sample("box_iou", "8x6", lambda d: (leaf(random_image_boxes(8, 4), d),
                                         leaf(random_image_boxes(6, 5), d))),
+    Sample("box_encode", "asymmetric_weights", lambda d: (
+        leaf(random_image_boxes(20, 6), d, True), leaf(random_image_boxes(20, 7), d, True),
+        [20.0, 10.0, 7.0, 3.0])),
+    Sample("box_encode", "empty", lambda d: (
+        leaf(random_image_boxes(0, 6), d), leaf(random_image_boxes(0, 7), d), [10.0, 10.0, 5.0, 5.0])),
+    Sample("box_decode", "three_classes", lambda d: (
+        grad_of((20, 12), d, seed=8), leaf(random_image_boxes(20, 9), d, True),
+        [20.0, 10.0, 7.0, 3.0], 4.0)),
+    Sample("box_decode", "clipped_to_image", lambda d: (
+        grad_of((20, 12), d, seed=10), leaf(random_image_boxes(20, 11), d), [1.0] * 4, 4.0, [300, 500])),
     Sample("paste_masks", "threshold", lambda d: (*mask_inputs(d), 30, 40, 0.5)),
     Sample("paste_masks", "probabilities", lambda d: (*mask_inputs(d), 30, 40, None)),
 ]
