@@ -9,31 +9,14 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-settings.register_profile(
-    "dev",
-    max_examples=15,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-settings.register_profile(
-    "ci",
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+# Property tests run whole kernels: no per-example deadline, and large drawn maps are expected.
+UNTIMED = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("dev", max_examples=15, **UNTIMED)
+settings.register_profile("ci", max_examples=40, derandomize=True, print_blob=True, **UNTIMED)
 # 20x ci's examples from a fresh random draw each run and no example database: the sweep to run
 # once before landing a change to a kernel or a strategy (`make test-thorough`), so that no test
 # passes only by the luck of ci's fixed draw.
-settings.register_profile(
-    "thorough",
-    max_examples=800,
-    deadline=None,
-    database=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+settings.register_profile("thorough", max_examples=800, database=None, print_blob=True, **UNTIMED)
 settings.load_profile("dev")
 
 # CUDA is always a parameter, marked like every CUDA test: collected everywhere (so `-m cuda` selects
