@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <array>
 #include <vector>
 
 namespace roiops {
@@ -134,6 +135,41 @@ inline void check_paste_masks(const at::Tensor& masks, const at::Tensor& boxes, 
   TORCH_CHECK(masks.size(0) == 0 || (masks.size(1) > 0 && masks.size(2) > 0),
               "paste_masks: masks must not be empty, got ", masks.sizes());
   TORCH_CHECK(boxes.device() == masks.device(), "paste_masks: masks and boxes must be on the same device");
+}
+
+// box_encode: reference_boxes and proposals [N, 4] of one dtype and device, four weights
+// (wx, wy, ww, wh), returned as an array.
+inline std::array<double, 4> check_box_encode_args(const at::Tensor& reference_boxes, const at::Tensor& proposals,
+                                                   at::ArrayRef<double> weights) {
+  TORCH_CHECK_VALUE(reference_boxes.dim() == 2 && reference_boxes.size(1) == 4,
+                    "box_encode: reference_boxes must be [N, 4], got ", reference_boxes.sizes());
+  TORCH_CHECK_VALUE(proposals.sizes() == reference_boxes.sizes(), "box_encode: proposals must be [N, 4] like ",
+                    "reference_boxes, got ", proposals.sizes());
+  TORCH_CHECK_TYPE(proposals.scalar_type() == reference_boxes.scalar_type(),
+                   "box_encode: reference_boxes and proposals dtypes differ");
+  TORCH_CHECK_VALUE(proposals.device() == reference_boxes.device(),
+                    "box_encode: reference_boxes and proposals are on different devices");
+  TORCH_CHECK_VALUE(weights.size() == 4, "box_encode: weights must be (wx, wy, ww, wh), got ", weights.size(),
+                    " values");
+  return {weights[0], weights[1], weights[2], weights[3]};
+}
+
+// box_decode: rel_codes [N, 4 * C] and boxes [N, 4] of one dtype and device, four weights
+// (returned as an array), image_size absent or (height, width).
+inline std::array<double, 4> check_box_decode_args(const at::Tensor& rel_codes, const at::Tensor& boxes,
+                                                   at::ArrayRef<double> weights,
+                                                   at::OptionalIntArrayRef image_size) {
+  TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4, "box_decode: boxes must be [N, 4], got ",
+                    boxes.sizes());
+  TORCH_CHECK_VALUE(rel_codes.dim() == 2 && rel_codes.size(0) == boxes.size(0) && rel_codes.size(1) % 4 == 0,
+                    "box_decode: rel_codes must be [N, 4 * C] for boxes [N, 4], got ", rel_codes.sizes());
+  TORCH_CHECK_TYPE(rel_codes.scalar_type() == boxes.scalar_type(), "box_decode: rel_codes and boxes dtypes differ");
+  TORCH_CHECK_VALUE(rel_codes.device() == boxes.device(), "box_decode: rel_codes and boxes are on different devices");
+  TORCH_CHECK_VALUE(!image_size.has_value() || image_size->size() == 2,
+                    "box_decode: image_size must be (height, width)");
+  TORCH_CHECK_VALUE(weights.size() == 4, "box_decode: weights must be (wx, wy, ww, wh), got ", weights.size(),
+                    " values");
+  return {weights[0], weights[1], weights[2], weights[3]};
 }
 
 }  // namespace roiops

@@ -24,6 +24,7 @@
 #include <limits>
 
 #include "common/box_coding.h"
+#include "common/checks.h"
 
 // A product fused with the sum after it (an FMA) rounds once where PyTorch rounds twice, and GCC
 // contracts across statements by default; turn contraction off for the kernels below. Clang
@@ -41,12 +42,6 @@ using coding::round_to;
 
 // Boxes (or box-class pairs) per task of the element-wise passes.
 constexpr int64_t kGrain = 4096;
-
-std::array<double, 4> coding_weights(const char* op, at::ArrayRef<double> weights) {
-  TORCH_CHECK_VALUE(weights.size() == 4, op, ": weights must be (wx, wy, ww, wh), got ", weights.size(),
-                    " values");
-  return {weights[0], weights[1], weights[2], weights[3]};
-}
 
 // The weights as the PyTorch formula held them: a tensor of the boxes' dtype.
 template <typename scalar_t, typename acc_t>
@@ -98,13 +93,7 @@ void box_encode_kernel_cpu(const scalar_t* gt, const scalar_t* proposals, scalar
 at::Tensor box_encode_cpu(const at::Tensor& reference_boxes, const at::Tensor& proposals,
                           at::ArrayRef<double> weights) {
   // The Python wrapper validates; these checks only guard direct torch.ops calls.
-  TORCH_CHECK_VALUE(reference_boxes.dim() == 2 && reference_boxes.size(1) == 4,
-                    "box_encode: reference_boxes must be [N, 4], got ", reference_boxes.sizes());
-  TORCH_CHECK_VALUE(proposals.sizes() == reference_boxes.sizes(), "box_encode: proposals must be [N, 4] like ",
-                    "reference_boxes, got ", proposals.sizes());
-  TORCH_CHECK_TYPE(proposals.scalar_type() == reference_boxes.scalar_type(),
-                   "box_encode: reference_boxes and proposals dtypes differ");
-  const std::array<double, 4> w = coding_weights("box_encode", weights);
+  const std::array<double, 4> w = check_box_encode_args(reference_boxes, proposals, weights);
   const at::Tensor gt = reference_boxes.contiguous();
   const at::Tensor p = proposals.contiguous();
   at::Tensor out = at::empty_like(gt);
@@ -187,14 +176,7 @@ void box_decode_kernel_cpu(const scalar_t* codes, const scalar_t* boxes, scalar_
 
 at::Tensor box_decode_cpu(const at::Tensor& rel_codes, const at::Tensor& boxes, at::ArrayRef<double> weights,
                           double bbox_xform_clip, at::OptionalIntArrayRef image_size) {
-  TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4, "box_decode: boxes must be [N, 4], got ",
-                    boxes.sizes());
-  TORCH_CHECK_VALUE(rel_codes.dim() == 2 && rel_codes.size(0) == boxes.size(0) && rel_codes.size(1) % 4 == 0,
-                    "box_decode: rel_codes must be [N, 4 * C] for boxes [N, 4], got ", rel_codes.sizes());
-  TORCH_CHECK_TYPE(rel_codes.scalar_type() == boxes.scalar_type(), "box_decode: rel_codes and boxes dtypes differ");
-  TORCH_CHECK_VALUE(!image_size.has_value() || image_size->size() == 2,
-                    "box_decode: image_size must be (height, width)");
-  const std::array<double, 4> w = coding_weights("box_decode", weights);
+  const std::array<double, 4> w = check_box_decode_args(rel_codes, boxes, weights, image_size);
   const at::Tensor codes = rel_codes.contiguous();
   const at::Tensor b = boxes.contiguous();
   at::Tensor out = at::empty_like(codes);

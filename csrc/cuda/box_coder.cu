@@ -17,6 +17,7 @@
 #include <array>
 
 #include "common/box_coding.h"
+#include "common/checks.h"
 
 namespace roiops {
 namespace {
@@ -52,12 +53,6 @@ template <typename scalar_t, typename acc_t>
 Weights<scalar_t, acc_t> weights_as(const std::array<double, 4>& w) {
   return {static_cast<acc_t>(static_cast<scalar_t>(w[0])), static_cast<acc_t>(static_cast<scalar_t>(w[1])),
           static_cast<acc_t>(static_cast<scalar_t>(w[2])), static_cast<acc_t>(static_cast<scalar_t>(w[3]))};
-}
-
-std::array<double, 4> coding_weights(const char* op, at::ArrayRef<double> weights) {
-  TORCH_CHECK_VALUE(weights.size() == 4, op, ": weights must be (wx, wy, ww, wh), got ", weights.size(),
-                    " values");
-  return {weights[0], weights[1], weights[2], weights[3]};
 }
 
 int64_t grid_for(int64_t work, int threads) {
@@ -121,15 +116,7 @@ __global__ void box_decode_kernel_cuda(const scalar_t* __restrict__ codes, const
 
 at::Tensor box_encode_cuda(const at::Tensor& reference_boxes, const at::Tensor& proposals,
                            at::ArrayRef<double> weights) {
-  TORCH_CHECK_VALUE(reference_boxes.dim() == 2 && reference_boxes.size(1) == 4,
-                    "box_encode: reference_boxes must be [N, 4], got ", reference_boxes.sizes());
-  TORCH_CHECK_VALUE(proposals.sizes() == reference_boxes.sizes(), "box_encode: proposals must be [N, 4] like ",
-                    "reference_boxes, got ", proposals.sizes());
-  TORCH_CHECK_TYPE(proposals.scalar_type() == reference_boxes.scalar_type(),
-                   "box_encode: reference_boxes and proposals dtypes differ");
-  TORCH_CHECK_VALUE(proposals.device() == reference_boxes.device(),
-                    "box_encode: reference_boxes and proposals are on different devices");
-  const std::array<double, 4> w = coding_weights("box_encode", weights);
+  const std::array<double, 4> w = check_box_encode_args(reference_boxes, proposals, weights);
   const c10::cuda::CUDAGuard guard(reference_boxes.device());
   const at::Tensor gt = reference_boxes.contiguous();
   const at::Tensor p = proposals.contiguous();
@@ -151,15 +138,7 @@ at::Tensor box_encode_cuda(const at::Tensor& reference_boxes, const at::Tensor& 
 
 at::Tensor box_decode_cuda(const at::Tensor& rel_codes, const at::Tensor& boxes, at::ArrayRef<double> weights,
                            double bbox_xform_clip, at::OptionalIntArrayRef image_size) {
-  TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4, "box_decode: boxes must be [N, 4], got ",
-                    boxes.sizes());
-  TORCH_CHECK_VALUE(rel_codes.dim() == 2 && rel_codes.size(0) == boxes.size(0) && rel_codes.size(1) % 4 == 0,
-                    "box_decode: rel_codes must be [N, 4 * C] for boxes [N, 4], got ", rel_codes.sizes());
-  TORCH_CHECK_TYPE(rel_codes.scalar_type() == boxes.scalar_type(), "box_decode: rel_codes and boxes dtypes differ");
-  TORCH_CHECK_VALUE(rel_codes.device() == boxes.device(), "box_decode: rel_codes and boxes are on different devices");
-  TORCH_CHECK_VALUE(!image_size.has_value() || image_size->size() == 2,
-                    "box_decode: image_size must be (height, width)");
-  const std::array<double, 4> w = coding_weights("box_decode", weights);
+  const std::array<double, 4> w = check_box_decode_args(rel_codes, boxes, weights, image_size);
   const c10::cuda::CUDAGuard guard(rel_codes.device());
   const at::Tensor codes = rel_codes.contiguous();
   const at::Tensor b = boxes.contiguous();
