@@ -133,6 +133,15 @@ def training_targets(num_images: int, size: int, device, g):
     return targets
 
 
+def speed_row(case: str, tv_ms: float, mz_ms: float, target: float | None, **extra) -> dict:
+    """One result row: both medians, the speed-up over torchvision, and whether it meets `target`
+    (None: no target for this case); `profile` is filled in where a target is missed."""
+    speedup = tv_ms / mz_ms
+    met = None if target is None else speedup >= target
+    return {"case": case, "torchvision_ms": tv_ms, "maskzoo_ms": mz_ms, "speedup": speedup,
+            "target": target, "met": met, **extra, "profile": ""}
+
+
 class Runner:
     def __init__(self, device: torch.device, tiny: bool, json_path=None):
         from bench_cuda import Timer
@@ -188,16 +197,7 @@ class Runner:
                     self.error(what, err)
                     continue
                 target = INFERENCE_TARGET if dtype is None and not self.tiny else None
-                row = {
-                    "case": what,
-                    "torchvision_ms": tv_ms,
-                    "maskzoo_ms": mz_ms,
-                    "speedup": tv_ms / mz_ms,
-                    "target": target,
-                    "met": None if target is None else tv_ms / mz_ms >= target,
-                    "outputs": outputs,
-                    "profile": "",
-                }
+                row = speed_row(what, tv_ms, mz_ms, target, outputs=outputs)
                 if row["met"] is False:
                     row["profile"] = self.profile(
                         {"maskzoo": lambda: run(mz), "torchvision": lambda: run(tv)}
@@ -247,17 +247,7 @@ class Runner:
                 continue
             finite = all(torch.isfinite(torch.tensor(list(v.values()))).all() for v in losses.values())
             target = AMP_TRAINING_TARGET if dtype is not None and not self.tiny else None
-            row = {
-                "case": what,
-                "torchvision_ms": tv_ms,
-                "maskzoo_ms": mz_ms,
-                "speedup": tv_ms / mz_ms,
-                "target": target,
-                "met": None if target is None else tv_ms / mz_ms >= target,
-                "first_step_losses": losses,
-                "finite": bool(finite),
-                "profile": "",
-            }
+            row = speed_row(what, tv_ms, mz_ms, target, first_step_losses=losses, finite=bool(finite))
             if row["met"] is False:
                 row["profile"] = self.profile(
                     {"maskzoo": steps["maskzoo"], "torchvision": steps["torchvision"]}
