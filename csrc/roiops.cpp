@@ -25,6 +25,9 @@ TORCH_LIBRARY(roiops, m) {
   // ---- box ops -------------------------------------------------------------------------------
   // boxes1: [N, 4], boxes2: [M, 4], (x1, y1, x2, y2) -> IoU [N, M].
   m.def("box_iou(Tensor boxes1, Tensor boxes2) -> Tensor");
+  // The rest of the pairwise IoU family, same shapes: kind 1 generalized, 2 distance, 3 complete
+  // IoU (common/box_geometry.h, box_iou_family_pair); eps regularizes distance and complete.
+  m.def("box_iou_family(Tensor boxes1, Tensor boxes2, int kind, float eps) -> Tensor");
 
   // ---- box coding (roiops/box_coder.py) --------------------------------------------------------
   // R-CNN regression codes, weights = (wx, wy, ww, wh). reference_boxes, proposals: [N, 4] of one

@@ -12,7 +12,7 @@ narrows), runs the op with autocast off, and returns:
   copy of the map (for the FPN pooler, of every level) per call, alive during the call, and
   float32 reads in the kernel; the kernels take one dtype for map and boxes, and rounding the
   boxes instead would move them by whole pixels. roi_pool's argmax is unchanged (int64).
-- box_iou: the IoU in the compute dtype (float32), not cast back: IoUs are compared with
+- box_iou, box_iou_family: the IoU in the compute dtype (float32), not cast back: IoUs are compared with
   thresholds (0.7 / 0.3 for anchors), where half precision would flip matches.
 - nms, batched_nms: the kept indices (int64), the same as for float32 inputs.
 - soft_nms: the kept indices and the decayed scores cast back to the scores' dtype.
@@ -86,6 +86,11 @@ def _box_iou(boxes1, boxes2):
     return _ops.box_iou(_up(boxes1, dtype), _up(boxes2, dtype))
 
 
+def _box_iou_family(boxes1, boxes2, kind, eps):
+    dtype = compute_dtype(boxes1, boxes2)
+    return _ops.box_iou_family(_up(boxes1, dtype), _up(boxes2, dtype), kind, eps)
+
+
 def _nms(boxes, scores, iou_threshold):
     dtype = compute_dtype(boxes, scores)
     return _ops.nms(_up(boxes, dtype), _up(scores, dtype), iou_threshold)
@@ -107,6 +112,7 @@ KERNELS = {
     "roi_pool": _roi_pool,
     "multi_scale_roi_align": _multi_scale_roi_align,
     "box_iou": _box_iou,
+    "box_iou_family": _box_iou_family,
     "nms": _nms,
     "batched_nms": _batched_nms,
     "soft_nms": _soft_nms,

@@ -15,6 +15,15 @@ def _box_iou_fake(boxes1, boxes2):
     return boxes1.new_empty((boxes1.size(0), boxes2.size(0)))
 
 
+@torch.library.register_fake("roiops::box_iou_family")
+def _box_iou_family_fake(boxes1, boxes2, kind, eps):
+    torch._check(boxes1.dim() == 2 and boxes1.size(1) == 4, lambda: "box_iou_family: boxes1 must be [N, 4]")
+    torch._check(boxes2.dim() == 2 and boxes2.size(1) == 4, lambda: "box_iou_family: boxes2 must be [M, 4]")
+    torch._check(boxes1.dtype == boxes2.dtype, lambda: "box_iou_family: boxes1 and boxes2 dtypes differ")
+    torch._check(1 <= kind <= 3, lambda: f"box_iou_family: kind must be 1, 2 or 3, got {kind}")
+    return boxes1.new_empty((boxes1.size(0), boxes2.size(0)))
+
+
 @torch.library.register_fake("roiops::box_encode")
 def _box_encode_fake(reference_boxes, proposals, weights):
     torch._check(reference_boxes.dim() == 2 and reference_boxes.size(1) == 4,

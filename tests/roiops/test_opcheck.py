@@ -152,6 +152,10 @@ SAMPLES = [
         grad_of((20, 12), d, seed=10), leaf(random_image_boxes(20, 11), d), [1.0] * 4, 4.0, [300, 500])),
     Sample("paste_masks", "threshold", lambda d: (*mask_inputs(d), 30, 40, 0.5)),
     Sample("paste_masks", "probabilities", lambda d: (*mask_inputs(d), 30, 40, None)),
+    # the pairwise IoU family: generalized, distance, complete
+    *(Sample("box_iou_family", f"kind{kind}_8x6", lambda d, kind=kind: (
+        leaf(random_image_boxes(8, 4), d), leaf(random_image_boxes(6, 5), d), kind, 1e-7))
+      for kind in (1, 2, 3)),
 ]
 
 
