@@ -23,6 +23,17 @@ from roiops.boxes import box_convert, clip_boxes_to_image, generalized_box_iou, 
 from roiops.masks import paste_masks  # noqa: E402
 from roiops.nms import batched_nms, nms, soft_nms  # noqa: E402
 
+# isort: split
+# ---- the rest of torchvision's box functions: the pairwise IoU family, its losses, masks_to_boxes ----
+from roiops.boxes import (  # noqa: E402
+    complete_box_iou,
+    complete_box_iou_loss,
+    distance_box_iou,
+    distance_box_iou_loss,
+    generalized_box_iou_loss,
+    masks_to_boxes,
+)
+
 __all__ = [
     "box_area",
     "box_iou",
@@ -41,6 +52,13 @@ __all__ = [
     "batched_nms",
     "soft_nms",
     "paste_masks",
+    # the IoU family, its losses, masks_to_boxes
+    "distance_box_iou",
+    "complete_box_iou",
+    "generalized_box_iou_loss",
+    "distance_box_iou_loss",
+    "complete_box_iou_loss",
+    "masks_to_boxes",
 ]
 
 __version__ = "0.1.0"

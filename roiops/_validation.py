@@ -1,5 +1,14 @@
-"""Argument checks shared by the public wrappers: each raises a ValueError or TypeError that names
-the offending argument, before any native code runs."""
+"""Argument checks shared by the public wrappers: each raises an exception that names the offending
+argument, before any native code runs.
+
+Drop-in exception types. roiops raises ValueError (a bad value or shape) or TypeError (a bad type or
+dtype), and each of its argument errors is *also* an instance of what torchvision.ops raises in the
+same situation, so that code written for torchvision (``except RuntimeError``, ``except
+AssertionError``) keeps working: torchvision's C++ argument checks raise RuntimeError, its
+``torch._assert`` box-shape checks AssertionError, a 1-d boxes tensor an IndexError, a non-tensor
+argument an AttributeError. The classes below combine the two; ``tests/roiops/test_dropin.py``
+pins the table of situations against torchvision itself.
+"""
 
 import torch
 
@@ -8,19 +17,50 @@ from roiops._autocast import autocast_active
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
-def check_tensor(name: str, value, *, ndim: int | None = None, last_dim: int | None = None) -> None:
+class ValueRuntimeError(ValueError, RuntimeError):
+    """A bad value or shape where torchvision's C++ check (or a broadcast) raises RuntimeError."""
+
+
+class TypeRuntimeError(TypeError, RuntimeError):
+    """A bad dtype or argument type where torchvision's C++ check raises RuntimeError."""
+
+
+class BoxesShapeError(ValueError, AssertionError, IndexError):
+    """RoI boxes of the wrong shape: torchvision asserts (AssertionError) on the last dimension and
+    indexes a missing one (IndexError) on a 1-d tensor."""
+
+
+class TypeAssertionError(TypeError, AssertionError):
+    """RoI boxes that are neither a tensor nor a list, which torchvision asserts against."""
+
+
+class NotATensorError(TypeError, AttributeError):
+    """A non-tensor where a tensor belongs; torchvision fails with AttributeError on it."""
+
+
+def check_tensor(name: str, value, *, ndim: int | None = None, last_dim: int | None = None,
+                 shape_error: type = ValueRuntimeError) -> None:
+    """value is a tensor with ndim dimensions and the last of size last_dim (when given); a shape
+    error is raised as ``shape_error``."""
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        raise NotATensorError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if ndim is not None and value.dim() != ndim:
         shape = "[" + ", ".join(["*"] * (ndim - 1) + [str(last_dim) if last_dim else "*"]) + "]"
-        raise ValueError(f"{name} must have {ndim} dimensions ({shape}), got shape {tuple(value.shape)}")
+        raise shape_error(f"{name} must have {ndim} dimensions ({shape}), got shape {tuple(value.shape)}")
     if last_dim is not None and value.size(-1) != last_dim:
-        raise ValueError(f"{name} must have last dimension {last_dim}, got shape {tuple(value.shape)}")
+        raise shape_error(f"{name} must have last dimension {last_dim}, got shape {tuple(value.shape)}")
 
 
 def check_float(name: str, value: torch.Tensor) -> None:
     if value.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got {value.dtype}")
+        raise TypeRuntimeError(f"{name} must be float32, float64, float16 or bfloat16, got {value.dtype}")
+
+
+def check_real(name: str, value: torch.Tensor) -> None:
+    """A floating or integer dtype (boxes in integer pixels are accepted where torchvision accepts
+    them); bool and complex are not."""
+    if value.dtype == torch.bool or value.is_complex():
+        raise TypeRuntimeError(f"{name} must have a floating or integer dtype, got {value.dtype}")
 
 
 def check_same(
@@ -30,6 +70,8 @@ def check_same(
     (roiops/_autocast.py): inside torch.autocast for their device the dtypes may differ, the op
     casts them up."""
     if a.dtype != b.dtype and not (autocast and autocast_active(a)):
-        raise TypeError(f"{name_a} and {name_b} must have the same dtype, got {a.dtype} and {b.dtype}")
+        raise TypeRuntimeError(f"{name_a} and {name_b} must have the same dtype, got {a.dtype} and {b.dtype}")
     if a.device != b.device:
-        raise ValueError(f"{name_a} and {name_b} must be on the same device, got {a.device} and {b.device}")
+        raise ValueRuntimeError(
+            f"{name_a} and {name_b} must be on the same device, got {a.device} and {b.device}"
+        )

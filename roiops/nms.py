@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from roiops._validation import check_float, check_same, check_tensor
+from roiops._validation import TypeRuntimeError, ValueRuntimeError, check_float, check_same, check_tensor
 
 
 def _check_boxes_scores(boxes, scores) -> None:
@@ -26,18 +26,21 @@ def _check_boxes_scores(boxes, scores) -> None:
     check_float("scores", scores)
     check_same("boxes", boxes, "scores", scores, autocast=True)
     if scores.size(0) != boxes.size(0):
-        raise ValueError(f"scores must have one entry per box: boxes {tuple(boxes.shape)}, scores "
+        raise ValueRuntimeError(f"scores must have one entry per box: boxes {tuple(boxes.shape)}, scores "
                          f"{tuple(scores.shape)}")
 
 
 def _check_number(name: str, value, *, allow_inf: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        raise TypeRuntimeError(f"{name} must be a number, got {type(value).__name__}")
     if math.isnan(value) or (not allow_inf and math.isinf(value)):
         raise ValueError(f"{name} must be a {'finite ' if not allow_inf else ''}number, got {value}")
     return float(value)
 
 
+# nms, batched_nms and soft_nms are FX leaves (torch.fx.wrap): symbolic tracing records the call
+# instead of tracing into the argument checks.
+@torch.fx.wrap
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy non-maximum suppression (drop-in for torchvision.ops.nms).
 
@@ -68,6 +71,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     return torch.ops.roiops.nms(boxes, scores, iou_threshold)
 
 
+@torch.fx.wrap
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
                 iou_threshold: float) -> torch.Tensor:
     """Greedy NMS within each category independently, in one native call.
@@ -92,16 +96,21 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
 
     Under torch.autocast (CPU, CUDA) as nms: boxes and scores cast up to float32 (float64 if
     either is).
+
+    No boxes at all may also come as an empty 1-d Tensor[0] (as torchvision accepts): the result
+    is an empty int64 Tensor[0].
     """
+    if isinstance(boxes, torch.Tensor) and boxes.dim() == 1 and boxes.numel() == 0:
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     _check_boxes_scores(boxes, scores)
     check_tensor("idxs", idxs, ndim=1)
     if idxs.dtype.is_floating_point or idxs.dtype.is_complex or idxs.dtype == torch.bool:
         raise TypeError(f"idxs must be an integer tensor, got {idxs.dtype}")
     if idxs.size(0) != boxes.size(0):
-        raise ValueError(f"idxs must have one entry per box: boxes {tuple(boxes.shape)}, "
+        raise ValueRuntimeError(f"idxs must have one entry per box: boxes {tuple(boxes.shape)}, "
                          f"idxs {tuple(idxs.shape)}")
     if idxs.device != boxes.device:
-        raise ValueError(f"idxs must be on boxes' device {boxes.device}, got {idxs.device}")
+        raise ValueRuntimeError(f"idxs must be on boxes' device {boxes.device}, got {idxs.device}")
     iou_threshold = _check_number("iou_threshold", iou_threshold)
     return torch.ops.roiops.batched_nms(boxes, scores, idxs.to(torch.int64), iou_threshold)
 
@@ -109,6 +118,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
 SOFT_NMS_METHODS = {"linear": 0, "gaussian": 1}
 
 
+@torch.fx.wrap
 def soft_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.3, sigma: float = 0.5,
              score_threshold: float = 0.001, method: str = "linear") -> tuple[torch.Tensor, torch.Tensor]:
     """Soft-NMS (Bodla et al. 2017): decays the scores of overlapping boxes instead of removing them.

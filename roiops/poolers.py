@@ -102,50 +102,72 @@ class MultiScaleRoIAlign(nn.Module):
             for name, f in x.items():
                 if name in self.featmap_names:
                     features.append(f)
-            return self._pool(features, rois_from_boxes_unchecked(boxes), image_shapes)
-        return self._forward_checked(x, boxes, image_shapes)
-
-    @torch.jit.unused
-    def _forward_checked(self, x, boxes, image_shapes) -> torch.Tensor:
-        # The dict's order, not featmap_names' order, as torchvision does.
-        features = [v for k, v in x.items() if k in self.featmap_names]
-        if len(features) != len(self.featmap_names):
-            missing = [n for n in self.featmap_names if n not in x]
-            raise ValueError(f"x has no feature map named {missing} (has {list(x)})")
-        for name, f in zip([k for k in x if k in self.featmap_names], features):
-            check_tensor(f"x[{name!r}]", f, ndim=4)
-            check_float(f"x[{name!r}]", f)
-            check_same(f"x[{self.featmap_names[0]!r}]", features[0], f"x[{name!r}]", f)
-        if not isinstance(boxes, (list, tuple)):
-            raise TypeError(
-                f"boxes must be a list of Tensor[L_i, 4], one per image, got {type(boxes).__name__}"
+            return _pool_levels(
+                features, rois_from_boxes_unchecked(boxes), image_shapes, self.output_size,
+                self.sampling_ratio, self.aligned, float(self.canonical_scale), self.canonical_level,
             )
-        rois = boxes_to_rois(boxes)
-        check_float("boxes", rois)
-        check_same("x", features[0], "boxes", rois, autocast=True)
-        if len(image_shapes) == 0:
-            raise ValueError("image_shapes must hold the (height, width) of every image, got an empty list")
-        return self._pool(features, rois, [(int(s[0]), int(s[1])) for s in image_shapes])
-
-    def _pool(
-        self, features: list[torch.Tensor], rois: torch.Tensor, image_shapes: list[tuple[int, int]]
-    ) -> torch.Tensor:
-        largest = (max([s[0] for s in image_shapes]), max([s[1] for s in image_shapes]))
-        scales = [infer_scale((f.shape[-2], f.shape[-1]), largest) for f in features]
-        return torch.ops.roiops.multi_scale_roi_align(
-            features,
-            rois,
-            scales,
-            self.output_size[0],
-            self.output_size[1],
-            self.sampling_ratio,
-            self.aligned,
-            float(self.canonical_scale),
-            self.canonical_level,
+        return _multi_scale_roi_align_checked(
+            x, boxes, image_shapes, self.featmap_names, self.output_size, self.sampling_ratio,
+            self.aligned, float(self.canonical_scale), self.canonical_level,
         )
 
     def extra_repr(self) -> str:
-        return (
+        # torchvision's text when the arguments are torchvision's; roiops' own settings only when set.
+        text = (
             f"featmap_names={self.featmap_names}, output_size={self.output_size}, "
-            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
+            f"sampling_ratio={self.sampling_ratio}"
         )
+        if self.aligned:
+            text += ", aligned=True"
+        if self.canonical_scale != 224 or self.canonical_level != 4:
+            text += f", canonical_scale={self.canonical_scale}, canonical_level={self.canonical_level}"
+        return text
+
+
+# An FX leaf (as torchvision's pooler helpers are): symbolic tracing of a model holding the pooler
+# records this call instead of tracing into the argument checks. Not compiled by TorchScript, whose
+# branch of forward calls _pool_levels directly.
+@torch.fx.wrap
+@torch.jit.unused
+def _multi_scale_roi_align_checked(
+    x, boxes, image_shapes, featmap_names, output_size, sampling_ratio, aligned, canonical_scale,
+    canonical_level,
+) -> torch.Tensor:
+    # The dict's order, not featmap_names' order, as torchvision does.
+    features = [v for k, v in x.items() if k in featmap_names]
+    if len(features) != len(featmap_names):
+        missing = [n for n in featmap_names if n not in x]
+        raise ValueError(f"x has no feature map named {missing} (has {list(x)})")
+    for name, f in zip([k for k in x if k in featmap_names], features):
+        check_tensor(f"x[{name!r}]", f, ndim=4)
+        check_float(f"x[{name!r}]", f)
+        check_same(f"x[{featmap_names[0]!r}]", features[0], f"x[{name!r}]", f)
+    if not isinstance(boxes, (list, tuple)):
+        raise TypeError(f"boxes must be a list of Tensor[L_i, 4], one per image, got {type(boxes).__name__}")
+    rois = boxes_to_rois(boxes)
+    check_float("boxes", rois)
+    check_same("x", features[0], "boxes", rois, autocast=True)
+    if len(image_shapes) == 0:
+        raise ValueError("image_shapes must hold the (height, width) of every image, got an empty list")
+    shapes = [(int(s[0]), int(s[1])) for s in image_shapes]
+    return _pool_levels(
+        features, rois, shapes, output_size, sampling_ratio, aligned, canonical_scale, canonical_level
+    )
+
+
+def _pool_levels(
+    features: list[torch.Tensor],
+    rois: torch.Tensor,
+    image_shapes: list[tuple[int, int]],
+    output_size: tuple[int, int],
+    sampling_ratio: int,
+    aligned: bool,
+    canonical_scale: float,
+    canonical_level: int,
+) -> torch.Tensor:
+    largest = (max([s[0] for s in image_shapes]), max([s[1] for s in image_shapes]))
+    scales = [infer_scale((f.shape[-2], f.shape[-1]), largest) for f in features]
+    return torch.ops.roiops.multi_scale_roi_align(
+        features, rois, scales, output_size[0], output_size[1], sampling_ratio, aligned,
+        canonical_scale, canonical_level,
+    )

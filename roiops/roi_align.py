@@ -30,7 +30,15 @@ import torch
 from torch import nn
 from torch.jit.annotations import BroadcastingList2
 
-from roiops._validation import check_float, check_same, check_tensor
+from roiops._validation import (
+    BoxesShapeError,
+    TypeAssertionError,
+    TypeRuntimeError,
+    ValueRuntimeError,
+    check_float,
+    check_same,
+    check_tensor,
+)
 
 __all__ = ["roi_align", "RoIAlign"]
 
@@ -38,16 +46,16 @@ __all__ = ["roi_align", "RoIAlign"]
 def boxes_to_rois(boxes, name: str = "boxes") -> torch.Tensor:
     """Tensor[K, 5] (batch index, x1, y1, x2, y2) from either that or a list of Tensor[L_i, 4]."""
     if isinstance(boxes, torch.Tensor):
-        check_tensor(name, boxes, ndim=2, last_dim=5)
+        check_tensor(name, boxes, ndim=2, last_dim=5, shape_error=BoxesShapeError)
         return boxes
     if not isinstance(boxes, (list, tuple)):
-        raise TypeError(
+        raise TypeAssertionError(
             f"{name} must be a Tensor[K, 5] or a list of Tensor[L_i, 4], got {type(boxes).__name__}"
         )
     if len(boxes) == 0:
-        raise ValueError(f"{name} is an empty list: pass one Tensor[L_i, 4] per image (L_i may be 0)")
+        raise ValueRuntimeError(f"{name} is an empty list: pass one Tensor[L_i, 4] per image (L_i may be 0)")
     for i, b in enumerate(boxes):
-        check_tensor(f"{name}[{i}]", b, ndim=2, last_dim=4)
+        check_tensor(f"{name}[{i}]", b, ndim=2, last_dim=4, shape_error=BoxesShapeError)
         check_same(f"{name}[0]", boxes[0], f"{name}[{i}]", b)
     return rois_from_boxes_unchecked(list(boxes))
 
@@ -73,16 +81,18 @@ def pair_output_size(output_size) -> tuple[int, int]:
         or len(output_size) != 2
         or any(isinstance(s, bool) or not isinstance(s, (Integral, torch.SymInt)) for s in output_size)
     ):
-        raise ValueError(f"output_size must be an int or a pair of ints (height, width), got {output_size!r}")
+        raise ValueRuntimeError(
+            f"output_size must be an int or a pair of ints (height, width), got {output_size!r}"
+        )
     h, w = int(output_size[0]), int(output_size[1])
     if h <= 0 or w <= 0:
-        raise ValueError(f"output_size must be positive, got {(h, w)}")
+        raise ValueRuntimeError(f"output_size must be positive, got {(h, w)}")
     return h, w
 
 
 def check_spatial_scale(spatial_scale) -> float:
     if isinstance(spatial_scale, bool) or not isinstance(spatial_scale, Real):
-        raise TypeError(f"spatial_scale must be a float, got {type(spatial_scale).__name__}")
+        raise TypeRuntimeError(f"spatial_scale must be a float, got {type(spatial_scale).__name__}")
     spatial_scale = float(spatial_scale)
     if not (spatial_scale > 0 and math.isfinite(spatial_scale)):
         raise ValueError(f"spatial_scale must be positive and finite, got {spatial_scale}")
@@ -99,6 +109,9 @@ def check_roi_call(input: torch.Tensor, boxes) -> torch.Tensor:
     return rois
 
 
+# An FX leaf, as torchvision's: symbolic tracing records the call instead of tracing into the
+# argument checks (which cannot inspect a Proxy).
+@torch.fx.wrap
 def roi_align(
     input: torch.Tensor,
     boxes: torch.Tensor | list[torch.Tensor],
@@ -152,9 +165,9 @@ def _roi_align_checked(input, boxes, output_size, spatial_scale, sampling_ratio,
     pooled_height, pooled_width = pair_output_size(output_size)
     spatial_scale = check_spatial_scale(spatial_scale)
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, Integral):
-        raise TypeError(f"sampling_ratio must be an int, got {type(sampling_ratio).__name__}")
+        raise TypeRuntimeError(f"sampling_ratio must be an int, got {type(sampling_ratio).__name__}")
     if not isinstance(aligned, bool):
-        raise TypeError(f"aligned must be a bool, got {type(aligned).__name__}")
+        raise TypeRuntimeError(f"aligned must be a bool, got {type(aligned).__name__}")
     return torch.ops.roiops.roi_align(
         input, rois, spatial_scale, pooled_height, pooled_width, int(sampling_ratio), aligned
     )
@@ -167,6 +180,9 @@ class RoIAlign(nn.Module):
     def __init__(self, output_size, spatial_scale: float, sampling_ratio: int, aligned: bool = False):
         super().__init__()
         self.output_size = pair_output_size(output_size)
+        # As given (an int or a pair), for a repr identical to torchvision's.
+        as_given = isinstance(output_size, (int, tuple, list))
+        self._output_size_arg = output_size if as_given else self.output_size
         self.spatial_scale = check_spatial_scale(spatial_scale)
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
@@ -177,6 +193,6 @@ class RoIAlign(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"output_size={self._output_size_arg}, spatial_scale={self.spatial_scale}, "
             f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
         )

@@ -16,6 +16,8 @@ from roiops.roi_align import check_roi_call, check_spatial_scale, pair_output_si
 __all__ = ["roi_pool", "RoIPool"]
 
 
+# An FX leaf, as torchvision's (see roi_align).
+@torch.fx.wrap
 def roi_pool(
     input: torch.Tensor,
     boxes: torch.Tensor | list[torch.Tensor],
@@ -65,10 +67,13 @@ class RoIPool(nn.Module):
     def __init__(self, output_size, spatial_scale: float):
         super().__init__()
         self.output_size = pair_output_size(output_size)
+        # As given (an int or a pair), for a repr identical to torchvision's.
+        as_given = isinstance(output_size, (int, tuple, list))
+        self._output_size_arg = output_size if as_given else self.output_size
         self.spatial_scale = check_spatial_scale(spatial_scale)
 
     def forward(self, input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         return roi_pool(input, boxes, [self.output_size[0], self.output_size[1]], self.spatial_scale)
 
     def extra_repr(self) -> str:
-        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
+        return f"output_size={self._output_size_arg}, spatial_scale={self.spatial_scale}"

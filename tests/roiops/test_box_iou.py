@@ -128,7 +128,7 @@ def test_result_independent_of_thread_count():
     [
         ((torch.zeros(3, 5), torch.zeros(2, 4)), ValueError, "boxes1"),
         ((torch.zeros(3, 4), torch.zeros(4)), ValueError, "boxes2"),
-        ((torch.zeros(3, 4, dtype=torch.int64), torch.zeros(2, 4, dtype=torch.int64)), TypeError, "boxes1"),
+        ((torch.zeros(3, 4, dtype=torch.bool), torch.zeros(2, 4, dtype=torch.bool)), TypeError, "boxes1"),
         ((torch.zeros(3, 4), torch.zeros(2, 4, dtype=torch.float64)), TypeError, "boxes1 and boxes2"),
         (([[0, 0, 1, 1]], torch.zeros(2, 4)), TypeError, "boxes1"),
     ],

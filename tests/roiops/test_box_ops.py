@@ -146,7 +146,7 @@ def test_box_convert_matches_definition_torchvision_and_round_trips(in_fmt, out_
         (lambda: roiops.box_convert(torch.zeros(2, 4), "xyxy", "xyzw"), ValueError, "out_fmt"),
         (lambda: roiops.box_convert(torch.zeros(2, 4), "yxyx", "xyxy"), ValueError, "in_fmt"),
         (lambda: roiops.box_convert(torch.zeros(2, 5), "xyxy", "xywh"), ValueError, "boxes"),
-        (lambda: roiops.box_convert(torch.zeros(2, 4).int(), "xyxy", "xywh"), TypeError, "boxes"),
+        (lambda: roiops.box_convert(torch.zeros(2, 4).bool(), "xyxy", "xywh"), TypeError, "boxes"),
         (lambda: roiops.clip_boxes_to_image(torch.zeros(2, 4), 5), ValueError, "size"),
         (lambda: roiops.clip_boxes_to_image(torch.zeros(()), (5, 5)), ValueError, "boxes"),
         (lambda: roiops.remove_small_boxes(torch.zeros(2, 3), 1.0), ValueError, "boxes"),
