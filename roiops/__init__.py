@@ -6,6 +6,8 @@ gradients and autocast (mixed precision) kernels to those operators, then the pu
 them.
 """
 
+import torch as _torch
+
 from roiops import _extension
 
 _extension.load()
@@ -60,5 +62,29 @@ __all__ = [
     "complete_box_iou_loss",
     "masks_to_boxes",
 ]
+
+# The functions are FX leaves (torch.fx.wrap) in their own modules; torch.fx patches a wrapped name in
+# one module's globals only, so they are registered here too, for code that calls roiops.roi_align(...).
+for _name in (
+    "roi_align",
+    "roi_pool",
+    "nms",
+    "batched_nms",
+    "soft_nms",
+    "box_area",
+    "box_iou",
+    "generalized_box_iou",
+    "distance_box_iou",
+    "complete_box_iou",
+    "box_convert",
+    "clip_boxes_to_image",
+    "remove_small_boxes",
+    "generalized_box_iou_loss",
+    "distance_box_iou_loss",
+    "complete_box_iou_loss",
+    "masks_to_boxes",
+):
+    _torch.fx.wrap(_name)
+del _name
 
 __version__ = "0.1.0"

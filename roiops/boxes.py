@@ -26,8 +26,9 @@ import torch
 
 from roiops._validation import ValueRuntimeError, check_real, check_same, check_tensor
 
-# kind argument of torch.ops.roiops.box_iou_family (BoxIouKind in common/box_geometry.h).
-_GENERALIZED, _DISTANCE, _COMPLETE = 1, 2, 3
+# The kind argument of torch.ops.roiops.box_iou_family (BoxIouKind in common/box_geometry.h), written
+# as literals below since TorchScript cannot read module-level ints: 1 generalized, 2 distance,
+# 3 complete.
 
 
 def _upcast_int(t: torch.Tensor) -> torch.Tensor:
@@ -125,7 +126,7 @@ def _box_iou_family_differentiable(
     both = (area1 > 0) & (area2 > 0)
     iou = torch.where(both, inter / torch.where(both, union, torch.ones_like(union)), torch.zeros_like(union))
     hull_wh = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).clamp(min=0)
-    if kind == _GENERALIZED:
+    if kind == 1:  # generalized
         hull = hull_wh[..., 0] * hull_wh[..., 1]
         some = hull > 0
         safe_hull = torch.where(some, hull, torch.ones_like(hull))
@@ -136,7 +137,7 @@ def _box_iou_family_differentiable(
     c2 = (boxes2[:, :2] + boxes2[:, 2:]) / 2
     d = c1[:, None, :] - c2[None, :, :]
     diou = iou - (d[..., 0] ** 2 + d[..., 1] ** 2) / diag2
-    if kind == _DISTANCE:
+    if kind == 2:  # distance
         return diou.to(out_dtype)
     v = (4 / math.pi**2) * (_aspect_angle(boxes1)[:, None] - _aspect_angle(boxes2)[None, :]) ** 2
     alpha = (v / (1 - iou + v + eps)).detach()  # a constant, as in torchvision and the CIoU paper
@@ -174,7 +175,7 @@ def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Ten
     """
     if not torch.jit.is_scripting():
         _check_box_pair(boxes1, boxes2)
-    return _box_iou_family(boxes1, boxes2, _GENERALIZED, 0.0)
+    return _box_iou_family(boxes1, boxes2, 1, 0.0)
 
 
 @torch.fx.wrap
@@ -198,7 +199,7 @@ def distance_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e
     if not torch.jit.is_scripting():
         _check_box_pair(boxes1, boxes2)
         eps = _check_eps(eps)
-    return _box_iou_family(boxes1, boxes2, _DISTANCE, eps)
+    return _box_iou_family(boxes1, boxes2, 2, eps)
 
 
 @torch.fx.wrap
@@ -223,7 +224,7 @@ def complete_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, eps: float = 1e
     if not torch.jit.is_scripting():
         _check_box_pair(boxes1, boxes2)
         eps = _check_eps(eps)
-    return _box_iou_family(boxes1, boxes2, _COMPLETE, eps)
+    return _box_iou_family(boxes1, boxes2, 3, eps)
 
 
 @torch.fx.wrap
@@ -299,6 +300,15 @@ def _check_boxes_nd(boxes) -> None:
         raise ValueRuntimeError(f"boxes must be Tensor[..., 4], got shape {tuple(boxes.shape)}")
 
 
+def _check_box_convert(boxes, in_fmt, out_fmt) -> None:
+    # Its own function: TorchScript parses even the branches it skips, and rejects {fmt!r}.
+    _check_boxes_nd(boxes)
+    check_real("boxes", boxes)
+    for name, fmt in (("in_fmt", in_fmt), ("out_fmt", out_fmt)):
+        if fmt not in BOX_FORMATS:
+            raise ValueError(f"{name} must be one of {BOX_FORMATS}, got {fmt!r}")
+
+
 @torch.fx.wrap
 def box_convert(boxes: torch.Tensor, in_fmt: str, out_fmt: str) -> torch.Tensor:
     """Converts boxes between corner and size formats.
@@ -322,11 +332,7 @@ def box_convert(boxes: torch.Tensor, in_fmt: str, out_fmt: str) -> torch.Tensor:
         naming ``boxes`` for a non-tensor, a last dimension other than 4, or a bool / complex dtype.
     """
     if not torch.jit.is_scripting():
-        _check_boxes_nd(boxes)
-        check_real("boxes", boxes)
-        for name, fmt in (("in_fmt", in_fmt), ("out_fmt", out_fmt)):
-            if fmt not in BOX_FORMATS:
-                raise ValueError(f"{name} must be one of {BOX_FORMATS}, got {fmt!r}")
+        _check_box_convert(boxes, in_fmt, out_fmt)
     if in_fmt == out_fmt:
         return boxes.clone()
     first, second = boxes[..., :2], boxes[..., 2:]

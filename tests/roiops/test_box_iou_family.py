@@ -59,7 +59,9 @@ def reference(kind: str, a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) ->
                 continue
 
             def angle(w, h):
-                return 0.0 if w == 0 and h == 0 else math.atan(w / h) if h != 0 else math.copysign(math.pi / 2, w)
+                if w == 0 and h == 0:
+                    return 0.0
+                return math.atan(w / h) if h != 0 else math.copysign(math.pi / 2, w)
 
             v = 4 / math.pi**2 * (angle(ax2 - ax1, ay2 - ay1) - angle(bx2 - bx1, by2 - by1)) ** 2
             out[i, j] = diou - v / (1 - iou + v + eps) * v
@@ -132,7 +134,8 @@ def test_degenerate_boxes_are_defined(device):
     for kind, (fn, _) in PAIRWISE.items():
         values = fn(boxes, boxes)
         assert bool(torch.isfinite(values).all()), kind
-        torch.testing.assert_close(values.cpu(), reference(kind, boxes.cpu(), boxes.cpu()), atol=1e-12, rtol=0)
+        expected = reference(kind, boxes.cpu(), boxes.cpu())
+        torch.testing.assert_close(values.cpu(), expected, atol=1e-12, rtol=0)
         # Identical proper boxes: 1 for every measure; disjoint ones: below 0.
         assert values[0, 1].item() == pytest.approx(1.0) and values[0, 2].item() < 0
 

@@ -1,0 +1,263 @@
+"""Swapping torchvision.ops for roiops in working code: FX tracing (symbolic_trace,
+create_feature_extractor, FX quantisation), TorchScript of the box functions, the exception types
+torchvision raises, empty inputs and reprs, each checked against torchvision itself."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
+
+import roiops
+
+# ---- FX -----------------------------------------------------------------------------------------
+
+
+def feature_map():
+    return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def rois():
+    return torch.tensor([[0.0, 1.0, 1.0, 9.0, 12.0], [1.0, 0.5, 2.0, 14.0, 7.0]])
+
+
+class PooledHead(nn.Module):
+    """A small model on roiops: a convolution, RoIAlign and RoIPool modules, the functional ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.align = roiops.RoIAlign(5, 1.0, -1)
+        self.pool = roiops.RoIPool(3, 0.5)
+
+    def forward(self, x, boxes):
+        feats = torch.relu(self.conv(x))
+        pooled = self.align(feats, boxes)
+        pooled = pooled + roiops.roi_align(feats, boxes, 5, 1.0, 2, True)
+        return pooled.flatten(1).sum(1) + self.pool(feats, boxes).flatten(1).sum(1)
+
+
+class PyramidHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pooler = roiops.MultiScaleRoIAlign(["a", "b"], 4, 2)
+
+    def forward(self, x, boxes: list[torch.Tensor]):
+        feats = {"a": x, "b": nn.functional.avg_pool2d(x, 2)}
+        return self.pooler(feats, boxes, [(64, 64), (64, 64)])
+
+
+@pytest.mark.parametrize(
+    "module, args",
+    [
+        (lambda: roiops.RoIAlign(5, 1.0, -1), lambda: (feature_map(), rois())),
+        (lambda: roiops.RoIPool(5, 0.5), lambda: (feature_map(), rois())),
+        (PooledHead, lambda: (feature_map(), rois())),
+        (PyramidHead, lambda: (feature_map(), [rois()[:1, 1:] * 4, rois()[1:, 1:] * 4])),
+    ],
+    ids=["RoIAlign", "RoIPool", "model", "MultiScaleRoIAlign"],
+)
+def test_symbolic_trace_keeps_the_ops_as_leaves_and_computes_the_same(module, args):
+    model, inputs = module(), args()
+    traced = torch.fx.symbolic_trace(model)
+    called = {getattr(n.target, "__name__", "") for n in traced.graph.nodes if n.op == "call_function"}
+    assert called & {"roi_align", "roi_pool", "_multi_scale_roi_align_checked"}
+    torch.testing.assert_close(traced(*inputs), model(*inputs), atol=0, rtol=0)
+
+
+def test_create_feature_extractor_on_a_model_using_roiops():
+    model = PooledHead().eval()
+    extractor = create_feature_extractor(model, return_nodes={"align": "aligned", "pool": "pooled"})
+    x, boxes = feature_map(), rois()
+    out = extractor(x, boxes)
+    feats = torch.relu(model.conv(x))
+    torch.testing.assert_close(out["aligned"], roiops.roi_align(feats, boxes, 5, 1.0, -1), atol=0, rtol=0)
+    torch.testing.assert_close(out["pooled"], roiops.roi_pool(feats, boxes, 3, 0.5), atol=0, rtol=0)
+
+
+def test_fx_quantisation_prepares_a_model_using_roiops():
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    model = PooledHead().eval()
+    x, boxes = feature_map(), rois()
+    prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), example_inputs=(x, boxes))
+    # Observers only watch: the prepared model computes what the float model does.
+    torch.testing.assert_close(prepared(x, boxes), model(x, boxes), atol=0, rtol=0)
+
+
+def test_box_functions_are_fx_leaves():
+    class Matcher(nn.Module):
+        def forward(self, a, b):
+            return roiops.box_iou(a, b) + roiops.generalized_box_iou(a, b) + roiops.complete_box_iou(a, b)
+
+    a, b = rois()[:, 1:], rois()[:, 1:] + 1
+    traced = torch.fx.symbolic_trace(Matcher())
+    torch.testing.assert_close(traced(a, b), Matcher()(a, b), atol=0, rtol=0)
+
+
+# ---- TorchScript --------------------------------------------------------------------------------
+
+
+def boxes_pair(dtype=torch.float32):
+    g = torch.Generator().manual_seed(3)
+    xy = torch.rand(6, 2, generator=g) * 50
+    a = torch.cat([xy, xy + torch.rand(6, 2, generator=g) * 20 + 1], 1)
+    return a.to(dtype), (a.flip(0) + 3).to(dtype)
+
+
+SCRIPTED = {
+    "box_area": lambda f, a, b: f(a),
+    "box_convert": lambda f, a, b: f(a, "xyxy", "cxcywh"),
+    "box_iou": lambda f, a, b: f(a, b),
+    "generalized_box_iou": lambda f, a, b: f(a, b),
+    "distance_box_iou": lambda f, a, b: f(a, b),
+    "complete_box_iou": lambda f, a, b: f(a, b),
+    "generalized_box_iou_loss": lambda f, a, b: f(a, b, "mean"),
+    "distance_box_iou_loss": lambda f, a, b: f(a, b, "sum"),
+    "complete_box_iou_loss": lambda f, a, b: f(a, b, "none"),
+    "masks_to_boxes": lambda f, a, b: f((a[:, :3, None] > 20).expand(6, 3, 5)),
+}
+
+
+@pytest.mark.parametrize("name", list(SCRIPTED))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+def test_box_functions_script_and_equal_eager(name, dtype):
+    eager = getattr(roiops, name)
+    scripted = torch.jit.script(eager)
+    a, b = boxes_pair(dtype)
+    call = SCRIPTED[name]
+    torch.testing.assert_close(call(scripted, a, b), call(eager, a, b), atol=0, rtol=0)
+
+
+def test_scripted_pairwise_measures_keep_gradients():
+    scripted = torch.jit.script(roiops.complete_box_iou)
+    a, b = boxes_pair(torch.float64)
+    a.requires_grad_()
+    grad = torch.autograd.grad(scripted(a, b).sum(), a)[0]
+    torch.testing.assert_close(grad, torch.autograd.grad(roiops.complete_box_iou(a, b).sum(), a)[0])
+
+
+# ---- exception types ----------------------------------------------------------------------------
+
+F = torch.randn(2, 3, 8, 8)
+R = torch.tensor([[0.0, 1, 1, 5, 5]])
+B = torch.tensor([[1.0, 1, 5, 5]])
+S = torch.tensor([0.5])
+I0 = torch.zeros(1, dtype=torch.int64)
+
+# (situation, call on a module m in (torchvision.ops, roiops), the type torchvision raises, the
+# argument roiops' message names). roiops must raise a ValueError or TypeError that is also an
+# instance of torchvision's type.
+ERRORS = [
+    ("roi_align input 3-d", lambda m: m.roi_align(F[0], R, 2), RuntimeError, "input"),
+    ("roi_align integer input", lambda m: m.roi_align(F.int(), R.int(), 2), RuntimeError, "input"),
+    ("roi_align boxes [K, 4] tensor", lambda m: m.roi_align(F, B, 2), AssertionError, "boxes"),
+    ("roi_align boxes 1-d", lambda m: m.roi_align(F, torch.zeros(5), 2), IndexError, "boxes"),
+    ("roi_align boxes list of [L, 5]", lambda m: m.roi_align(F, [R], 2), AssertionError, "boxes"),
+    ("roi_align boxes list of 1-d", lambda m: m.roi_align(F, [torch.zeros(4)], 2), IndexError, "boxes"),
+    ("roi_align boxes neither", lambda m: m.roi_align(F, R.numpy(), 2), AssertionError, "boxes"),
+    ("roi_align dtype mismatch", lambda m: m.roi_align(F, R.double(), 2), RuntimeError, "boxes"),
+    ("roi_align list dtype mismatch", lambda m: m.roi_align(F, [B.double()], 2), RuntimeError, "boxes"),
+    ("roi_align negative output_size", lambda m: m.roi_align(F, R, -1), RuntimeError, "output_size"),
+    ("roi_align input not a tensor", lambda m: m.roi_align(F.numpy(), R, 2), AttributeError, "input"),
+    ("roi_pool input 3-d", lambda m: m.roi_pool(F[0], R, 2), RuntimeError, "input"),
+    ("roi_pool boxes [K, 4] tensor", lambda m: m.roi_pool(F, B, 2), AssertionError, "boxes"),
+    ("roi_pool dtype mismatch", lambda m: m.roi_pool(F, R.double(), 2), RuntimeError, "boxes"),
+    ("roi_pool integer input", lambda m: m.roi_pool(F.int(), R.int(), 2), RuntimeError, "input"),
+    ("nms boxes 1-d", lambda m: m.nms(torch.zeros(4), S, 0.5), RuntimeError, "boxes"),
+    ("nms boxes [N, 5]", lambda m: m.nms(torch.zeros(1, 5), S, 0.5), RuntimeError, "boxes"),
+    ("nms empty 1-d boxes", lambda m: m.nms(torch.zeros(0), torch.zeros(0), 0.5), RuntimeError, "boxes"),
+    ("nms scores 2-d", lambda m: m.nms(B, S[None], 0.5), RuntimeError, "scores"),
+    ("nms scores length", lambda m: m.nms(B, torch.zeros(2), 0.5), RuntimeError, "scores"),
+    ("nms dtype mismatch", lambda m: m.nms(B, S.double(), 0.5), RuntimeError, "scores"),
+    ("nms integer boxes", lambda m: m.nms(B.int(), S.int(), 0.5), RuntimeError, "boxes"),
+    ("nms threshold not a number", lambda m: m.nms(B, S, "a"), RuntimeError, "iou_threshold"),
+    ("nms boxes not a tensor", lambda m: m.nms(B.numpy(), S, 0.5), AttributeError, "boxes"),
+    ("batched_nms idxs length", lambda m: m.batched_nms(B, S, torch.zeros(2, dtype=torch.int64), 0.5),
+     RuntimeError, "idxs"),
+    ("batched_nms scores length", lambda m: m.batched_nms(B, torch.zeros(2), I0, 0.5), RuntimeError,
+     "scores"),
+    ("batched_nms dtype mismatch", lambda m: m.batched_nms(B, S.double(), I0, 0.5), RuntimeError, "scores"),
+    ("box_iou boxes [N, 5]", lambda m: m.box_iou(torch.zeros(1, 5), B), RuntimeError, "boxes1"),
+    ("box_iou bool boxes", lambda m: m.box_iou(B.bool(), B.bool()), RuntimeError, "boxes1"),
+    ("box_iou not a tensor", lambda m: m.box_iou(B.numpy(), B), AttributeError, "boxes1"),
+    ("generalized_box_iou boxes [N, 5]", lambda m: m.generalized_box_iou(torch.zeros(1, 5), B), RuntimeError,
+     "boxes1"),
+    ("distance_box_iou boxes [N, 5]", lambda m: m.distance_box_iou(B, torch.zeros(1, 5)), RuntimeError,
+     "boxes2"),
+    ("complete_box_iou boxes [N, 5]", lambda m: m.complete_box_iou(torch.zeros(1, 5), B), RuntimeError,
+     "boxes1"),
+    ("box_area not a tensor", lambda m: m.box_area(B.numpy()), AttributeError, "boxes"),
+    ("box_convert unknown format", lambda m: m.box_convert(B, "xyxy", "abc"), ValueError, "out_fmt"),
+    ("box_convert boxes [N, 5]", lambda m: m.box_convert(torch.zeros(1, 5), "xyxy", "cxcywh"), ValueError,
+     "boxes"),
+    ("box_convert not a tensor", lambda m: m.box_convert(B.numpy(), "xyxy", "cxcywh"), AttributeError,
+     "boxes"),
+    ("clip_boxes_to_image bad size", lambda m: m.clip_boxes_to_image(B, (3,)), ValueError, "size"),
+    ("clip_boxes_to_image boxes [N, 5]", lambda m: m.clip_boxes_to_image(torch.zeros(1, 5), (3, 3)),
+     RuntimeError, "boxes"),
+    ("remove_small_boxes min_size a string", lambda m: m.remove_small_boxes(B, "a"), TypeError, "min_size"),
+    ("generalized_box_iou_loss reduction", lambda m: m.generalized_box_iou_loss(B, B, reduction="x"),
+     ValueError, "reduction"),
+    ("distance_box_iou_loss reduction", lambda m: m.distance_box_iou_loss(B, B, reduction="x"), ValueError,
+     "reduction"),
+    ("complete_box_iou_loss reduction", lambda m: m.complete_box_iou_loss(B, B, reduction="x"), ValueError,
+     "reduction"),
+    ("generalized_box_iou_loss shapes",
+     lambda m: m.generalized_box_iou_loss(torch.zeros(2, 4), torch.zeros(3, 4)), RuntimeError, "boxes1"),
+    ("distance_box_iou_loss boxes [N, 5]",
+     lambda m: m.distance_box_iou_loss(torch.zeros(2, 5), torch.zeros(2, 5)), ValueError, "boxes1"),
+    ("masks_to_boxes 2-d masks", lambda m: m.masks_to_boxes(torch.zeros(4, 4)), ValueError, "masks"),
+    ("MultiScaleRoIAlign empty image_shapes",
+     lambda m: m.MultiScaleRoIAlign(["0"], 2, 2)({"0": F}, [B, B], []), ValueError, "image_shapes"),
+    ("MultiScaleRoIAlign boxes a tensor",
+     lambda m: m.MultiScaleRoIAlign(["0"], 2, 2)({"0": F}, torch.cat([R, R]), [(32, 32)] * 2), TypeError,
+     "boxes"),
+    ("MultiScaleRoIAlign boxes list of [L, 5]",
+     lambda m: m.MultiScaleRoIAlign(["0"], 2, 2)({"0": F}, [R, R], [(32, 32)] * 2), AssertionError, "boxes"),
+    ("MultiScaleRoIAlign dtype mismatch",
+     lambda m: m.MultiScaleRoIAlign(["0"], 2, 2)({"0": F}, [B.double()] * 2, [(32, 32)] * 2), RuntimeError,
+     "boxes"),
+    ("MultiScaleRoIAlign map 3-d",
+     lambda m: m.MultiScaleRoIAlign(["0"], 2, 2)({"0": F[0]}, [B, B], [(32, 32)] * 2), RuntimeError, "x"),
+]
+
+
+@pytest.mark.parametrize("call, torchvision_type, argument", [c[1:] for c in ERRORS],
+                         ids=[c[0] for c in ERRORS])
+def test_argument_errors_are_also_what_torchvision_raises(call, torchvision_type, argument):
+    with pytest.raises(torchvision_type):
+        call(torchvision.ops)
+    with pytest.raises(torchvision_type, match=argument) as raised:
+        call(roiops)
+    assert isinstance(raised.value, (ValueError, TypeError))
+
+
+# ---- empty inputs, reprs ------------------------------------------------------------------------
+
+
+def test_batched_nms_of_empty_1d_boxes_is_empty_int64_as_torchvision():
+    args = (torch.zeros(0), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    ours, theirs = roiops.batched_nms(*args), torchvision.ops.batched_nms(*args)
+    assert ours.shape == theirs.shape == (0,) and ours.dtype == theirs.dtype == torch.int64
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda m: m.MultiScaleRoIAlign(["0", "1"], 7, 2),
+        lambda m: m.MultiScaleRoIAlign(["p2"], (7, 5), -1),
+        lambda m: m.RoIAlign(5, 1.0, -1),
+        lambda m: m.RoIAlign((7, 3), 0.25, 2, True),
+        lambda m: m.RoIPool(5, 1.0),
+        lambda m: m.RoIPool((2, 3), 0.5),
+    ],
+)
+def test_repr_equals_torchvision(make):
+    assert repr(make(roiops)) == repr(make(torchvision.ops))
+
+
+def test_repr_shows_roiops_settings_only_when_set():
+    text = repr(roiops.MultiScaleRoIAlign(["0"], 7, 2, aligned=True, canonical_level=5))
+    assert "aligned=True" in text and "canonical_level=5" in text
