@@ -1,4 +1,5 @@
-"""Box ops against torchvision: box_iou of 2k x 20k boxes; BoxCoder encode / decode of 200k boxes
+"""Box ops against torchvision: box_iou and the generalized / distance / complete IoU of 2k x 20k
+boxes; BoxCoder encode / decode of 200k boxes
 (decode with 1 class and with 91 classes), and the box head's decode of 1000 proposals x 91 classes,
 against torchvision's BoxCoder."""
 
@@ -41,6 +42,21 @@ def test_box_iou(benchmark, data, impl):
     benchmark.group = f"box_iou {IOU_SHAPE[0]} x {IOU_SHAPE[1]}"
     op = roiops.box_iou if impl == "roiops" else torchvision.ops.box_iou
     benchmark(op, *data["iou"])
+
+
+PAIRWISE_FAMILY = {
+    "generalized_box_iou": (roiops.generalized_box_iou, torchvision.ops.generalized_box_iou),
+    "distance_box_iou": (roiops.distance_box_iou, torchvision.ops.distance_box_iou),
+    "complete_box_iou": (roiops.complete_box_iou, torchvision.ops.complete_box_iou),
+}
+
+
+@pytest.mark.parametrize("impl", ["roiops", "torchvision"])
+@pytest.mark.parametrize("case", list(PAIRWISE_FAMILY))
+def test_box_iou_family(benchmark, data, case, impl):
+    benchmark.group = f"{case} {IOU_SHAPE[0]} x {IOU_SHAPE[1]}"
+    ours, theirs = PAIRWISE_FAMILY[case]
+    benchmark(ours if impl == "roiops" else theirs, *data["iou"])
 
 
 # case: (group, roiops call, torchvision call), each call taking (coder, data).

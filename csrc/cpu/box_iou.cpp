@@ -29,6 +29,7 @@ void box_iou_family_kernel_cpu(const at::Tensor& boxes1, const at::Tensor& boxes
   const scalar_t* b2 = boxes2.const_data_ptr<scalar_t>();
   scalar_t* o = out.mutable_data_ptr<scalar_t>();
   constexpr bool with_angle = kind == kCompleteBoxIou;
+  constexpr bool with_centres = kind == kDistanceBoxIou || kind == kCompleteBoxIou;
 
   std::vector<acc_t> soa(8 * m);
   acc_t* x1 = soa.data();
@@ -47,9 +48,13 @@ void box_iou_family_kernel_cpu(const at::Tensor& boxes1, const at::Tensor& boxes
     x2[j] = t.x2;
     y2[j] = t.y2;
     area[j] = t.area;
-    cx[j] = t.cx;
-    cy[j] = t.cy;
-    angle[j] = t.angle;
+    if constexpr (with_centres) {
+      cx[j] = t.cx;
+      cy[j] = t.cy;
+    }
+    if constexpr (with_angle) {
+      angle[j] = t.angle;
+    }
   }
 
   // Rows are cheap (m values each), so hand each thread a block of rows large enough to amortize.
@@ -61,7 +66,10 @@ void box_iou_family_kernel_cpu(const at::Tensor& boxes1, const at::Tensor& boxes
       scalar_t* row = o + i * m;
 #pragma omp simd
       for (int64_t j = 0; j < m; ++j) {
-        const BoxTerms<acc_t> b{x1[j], y1[j], x2[j], y2[j], area[j], cx[j], cy[j], angle[j]};
+        // Only the terms this kind reads are loaded: the rest stay out of the cache.
+        const BoxTerms<acc_t> b{x1[j], y1[j], x2[j], y2[j], area[j],
+                                with_centres ? cx[j] : acc_t(0), with_centres ? cy[j] : acc_t(0),
+                                with_angle ? angle[j] : acc_t(0)};
         row[j] = static_cast<scalar_t>(box_iou_family_pair<kind>(a, b, eps));
       }
     }
