@@ -241,14 +241,19 @@ def clip_boxes_to_image(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Ten
     Raises:
         TypeError / ValueError naming ``boxes`` or ``size``.
     """
-    _check_boxes_nd(boxes)
-    if not isinstance(size, (tuple, list, torch.Size)) or len(size) != 2:
-        raise ValueError(f"size must be (height, width), got {size!r}")
-    height, width = size
+    if not torch.jit.is_scripting():
+        _check_clip_args(boxes, size)
+    height, width = size[0], size[1]
     out = boxes.clone()
     out[..., 0::2].clamp_(min=0, max=width)
     out[..., 1::2].clamp_(min=0, max=height)
     return out
+
+
+def _check_clip_args(boxes, size) -> None:
+    _check_boxes_nd(boxes)
+    if not isinstance(size, (tuple, list, torch.Size)) or len(size) != 2:
+        raise ValueError(f"size must be (height, width), got {size!r}")
 
 
 @torch.fx.wrap
@@ -265,11 +270,16 @@ def remove_small_boxes(boxes: torch.Tensor, min_size: float) -> torch.Tensor:
     Raises:
         TypeError / ValueError naming ``boxes`` or ``min_size``.
     """
+    if not torch.jit.is_scripting():
+        _check_remove_small_args(boxes, min_size)
+    wh = boxes[:, 2:] - boxes[:, :2]
+    return torch.where((wh >= min_size).all(dim=1))[0]
+
+
+def _check_remove_small_args(boxes, min_size) -> None:
     check_tensor("boxes", boxes, ndim=2, last_dim=4)
     if not isinstance(min_size, (int, float)) or isinstance(min_size, bool):
         raise TypeError(f"min_size must be a number, got {type(min_size).__name__}")
-    wh = boxes[:, 2:] - boxes[:, :2]
-    return torch.where((wh >= min_size).all(dim=1))[0]
 
 
 BOX_FORMATS = ("xyxy", "xywh", "cxcywh")

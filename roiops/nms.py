@@ -66,8 +66,9 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     Under torch.autocast (CPU, CUDA) boxes and scores may differ in dtype: both are cast up to
     float32 (float64 if either is) and the kept indices are those of that call.
     """
-    _check_boxes_scores(boxes, scores)
-    iou_threshold = _check_number("iou_threshold", iou_threshold)
+    if not torch.jit.is_scripting():  # TorchScript runs the native op's checks only
+        _check_boxes_scores(boxes, scores)
+        iou_threshold = _check_number("iou_threshold", iou_threshold)
     return torch.ops.roiops.nms(boxes, scores, iou_threshold)
 
 
@@ -102,6 +103,12 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
     """
     if isinstance(boxes, torch.Tensor) and boxes.dim() == 1 and boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    if not torch.jit.is_scripting():  # TorchScript runs the native op's checks only
+        iou_threshold = _check_batched_nms_args(boxes, scores, idxs, iou_threshold)
+    return torch.ops.roiops.batched_nms(boxes, scores, idxs.to(torch.int64), iou_threshold)
+
+
+def _check_batched_nms_args(boxes, scores, idxs, iou_threshold) -> float:
     _check_boxes_scores(boxes, scores)
     check_tensor("idxs", idxs, ndim=1)
     if idxs.dtype.is_floating_point or idxs.dtype.is_complex or idxs.dtype == torch.bool:
@@ -111,8 +118,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
                          f"idxs {tuple(idxs.shape)}")
     if idxs.device != boxes.device:
         raise ValueRuntimeError(f"idxs must be on boxes' device {boxes.device}, got {idxs.device}")
-    iou_threshold = _check_number("iou_threshold", iou_threshold)
-    return torch.ops.roiops.batched_nms(boxes, scores, idxs.to(torch.int64), iou_threshold)
+    return _check_number("iou_threshold", iou_threshold)
 
 
 SOFT_NMS_METHODS = {"linear": 0, "gaussian": 1}
@@ -150,6 +156,16 @@ def soft_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0
     Under torch.autocast (CPU, CUDA) boxes and scores may differ in dtype: the decay runs in
     float32 (float64 if either is) and the decayed scores come back in scores' dtype.
     """
+    if not torch.jit.is_scripting():  # TorchScript runs the native op's checks only
+        iou_threshold, sigma, score_threshold = _check_soft_nms_args(
+            boxes, scores, iou_threshold, sigma, score_threshold, method
+        )
+    # SOFT_NMS_METHODS' codes, written out: TorchScript cannot read a module-level dict.
+    return torch.ops.roiops.soft_nms(boxes, scores, iou_threshold, sigma, score_threshold,
+                                     0 if method == "linear" else 1)
+
+
+def _check_soft_nms_args(boxes, scores, iou_threshold, sigma, score_threshold, method):
     _check_boxes_scores(boxes, scores)
     iou_threshold = _check_number("iou_threshold", iou_threshold)
     sigma = _check_number("sigma", sigma)
@@ -158,5 +174,4 @@ def soft_nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0
     score_threshold = _check_number("score_threshold", score_threshold)
     if method not in SOFT_NMS_METHODS:
         raise ValueError(f"method must be one of {tuple(SOFT_NMS_METHODS)}, got {method!r}")
-    return torch.ops.roiops.soft_nms(boxes, scores, iou_threshold, sigma, score_threshold,
-                                     SOFT_NMS_METHODS[method])
+    return iou_threshold, sigma, score_threshold

@@ -130,6 +130,35 @@ def test_box_functions_script_and_equal_eager(name, dtype):
     torch.testing.assert_close(call(scripted, a, b), call(eager, a, b), atol=0, rtol=0)
 
 
+SCRIPTED_OTHERS = {
+    "nms": lambda f, a, s: f(a, s, 0.3),
+    "batched_nms": lambda f, a, s: f(a, s, torch.arange(len(a)) % 2, 0.3),
+    "soft_nms": lambda f, a, s: torch.cat(f(a, s, 0.3, 0.5, 0.01, "gaussian")),
+    "clip_boxes_to_image": lambda f, a, s: f(a, (30, 40)),
+    "remove_small_boxes": lambda f, a, s: f(a, 8.0),
+}
+
+
+@pytest.mark.parametrize("name", list(SCRIPTED_OTHERS))
+def test_suppression_and_box_helpers_script_and_equal_eager(name):
+    eager = getattr(roiops, name)
+    scripted = torch.jit.script(eager)
+    a, _ = boxes_pair()
+    scores = torch.rand(len(a), generator=torch.Generator().manual_seed(4))
+    call = SCRIPTED_OTHERS[name]
+    torch.testing.assert_close(call(scripted, a, scores), call(eager, a, scores), atol=0, rtol=0)
+
+
+def test_modules_script_and_equal_eager():
+    x, boxes = feature_map(), rois()
+    for module in (roiops.RoIAlign(5, 1.0, -1), roiops.RoIPool(3, 0.5)):
+        torch.testing.assert_close(torch.jit.script(module)(x, boxes), module(x, boxes), atol=0, rtol=0)
+    pooler = roiops.MultiScaleRoIAlign(["a"], 4, 2)
+    feats, per_image = {"a": x}, [boxes[:1, 1:], boxes[1:, 1:]]
+    scripted = torch.jit.script(pooler)(feats, per_image, [(16, 16), (16, 16)])
+    torch.testing.assert_close(scripted, pooler(feats, per_image, [(16, 16), (16, 16)]), atol=0, rtol=0)
+
+
 def test_scripted_pairwise_measures_keep_gradients():
     scripted = torch.jit.script(roiops.complete_box_iou)
     a, b = boxes_pair(torch.float64)
