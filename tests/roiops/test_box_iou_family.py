@@ -332,3 +332,9 @@ def test_masks_to_boxes_empty_inputs():
 def test_bad_input_raises_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_complete_box_iou_compiles_fullgraph():
+    a, b = random_image_boxes(7, 20), random_image_boxes(5, 21)
+    compiled = torch.compile(roiops.complete_box_iou, fullgraph=True)
+    torch.testing.assert_close(compiled(a, b), roiops.complete_box_iou(a, b), atol=0, rtol=0)
