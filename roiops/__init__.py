@@ -23,6 +23,10 @@ from roiops.boxes import box_convert, clip_boxes_to_image, generalized_box_iou, 
 from roiops.masks import paste_masks  # noqa: E402
 from roiops.nms import batched_nms, nms, soft_nms  # noqa: E402
 
+# isort: split
+# ---- detection post-processing ----
+from roiops.postprocess import detections_from_box_head, rpn_proposals  # noqa: E402
+
 __all__ = [
     "box_area",
     "box_iou",
@@ -41,6 +45,9 @@ __all__ = [
     "batched_nms",
     "soft_nms",
     "paste_masks",
+    # detection post-processing
+    "rpn_proposals",
+    "detections_from_box_head",
 ]
 
 __version__ = "0.1.0"
