@@ -153,6 +153,15 @@ def test_rpn_proposals_above_1000_candidates_order_ties_as_torchvision():
     assert boxes[0].shape[0] > 1000
 
 
+def test_rpn_proposals_keep_a_score_equal_to_score_thresh():
+    # sigmoid(0) is exactly 0.5: those proposals stay at score_thresh 0.5 (>=, as torchvision).
+    counts = level_counts()
+    objectness, deltas, anchors = rpn_inputs(counts, 13)
+    objectness[:, ::2] = 0.0
+    boxes, scores = check_rpn(objectness, deltas, anchors, counts, pre=60, post=100, score_thresh=0.5)
+    assert bool((scores[0] == 0.5).any())
+
+
 def test_rpn_proposals_of_tiny_boxes_are_empty():
     counts = level_counts()
     boxes, scores = check_rpn(*rpn_inputs(counts, 5), counts, min_size=1000.0)
@@ -340,6 +349,16 @@ def test_box_head_detections_above_1000_candidates_order_ties_as_torchvision():
         logits, deltas, proposals, score_thresh=0.0, nms_thresh=0.9, detections=5000, image_sizes=[(60, 80)]
     )
     assert boxes[0].shape[0] > 1000
+
+
+def test_box_head_detections_drop_a_score_equal_to_score_thresh():
+    # Two equal logits of two classes score exactly 0.5: dropped at score_thresh 0.5 (>, as
+    # torchvision), kept just below it.
+    logits, deltas, proposals = box_head_inputs([30, 20], 6, classes=2)
+    logits[::2] = 0.0
+    check_box_head(logits, deltas, proposals, score_thresh=0.5)
+    _, scores, _ = check_box_head(logits, deltas, proposals, score_thresh=0.4999)
+    assert bool((scores[0] == 0.5).any())
 
 
 def test_box_head_detections_skip_nan_logits_and_empty_boxes():
