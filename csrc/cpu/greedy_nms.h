@@ -221,6 +221,9 @@ class KeptGrid {
 // Below this many boxes a flat scan of the kept boxes beats building a grid.
 constexpr int64_t kGridMinBoxes = 48;
 
+// Below this many boxes batched_nms_ranked suppresses its categories on one thread.
+constexpr int64_t kParallelMinBoxes = 2048;
+
 // Greedy NMS over boxes already in rank order; keep[r] = 1 for each kept rank r.
 template <typename acc_t>
 void greedy_nms_ranked(const RankedBox<acc_t>* boxes, int64_t n, acc_t threshold, uint8_t* keep) {
@@ -328,9 +331,10 @@ void batched_nms_ranked(const scalar_t* boxes, const int64_t* category, const st
   }
   std::vector<uint8_t> keep_grouped(n, 0);
   // Categories are independent: threads take the next one from a shared counter, which
-  // balances categories of very different sizes.
+  // balances categories of very different sizes. A few thousand boxes take well under a
+  // millisecond, less than waking the other threads can cost on a loaded machine: one thread.
   std::atomic<int64_t> next{0};
-  const int64_t workers = std::min<int64_t>(at::get_num_threads(), num_groups);
+  const int64_t workers = n < kParallelMinBoxes ? 1 : std::min<int64_t>(at::get_num_threads(), num_groups);
   at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
     for (int64_t w = begin; w < end; ++w) {
       for (int64_t g = next++; g < num_groups; g = next++) {
