@@ -2,8 +2,6 @@
 (decode + filter_proposals) and RoIHeads.postprocess_detections: the same boxes, scores and labels,
 bit for bit, in the same order, on random and adversarial inputs."""
 
-import math
-
 import pytest
 import torch
 import torchvision
@@ -219,8 +217,9 @@ def test_rpn_proposals_in_half_precision_equal_torchvision_in_that_dtype(dtype, 
     monkeypatch.setattr(torchvision.ops.boxes, "nms", lambda b, s, t: float_nms(b.float(), s.float(), t))
     counts = [1200, 900, 300]
     objectness, deltas, anchors = rpn_inputs(counts, 10, n=1, dtype=dtype, size=2000.0)
-    boxes, scores = check_rpn(objectness, deltas, anchors, counts, pre=1000, post=2000, nms_thresh=0.8,
-                              image_sizes=[(2000, 2000)])
+    boxes, scores = check_rpn(
+        objectness, deltas, anchors, counts, pre=1000, post=2000, nms_thresh=0.8, image_sizes=[(2000, 2000)]
+    )
     assert boxes[0].dtype == dtype and boxes[0].shape[0] > 1000
 
 
@@ -420,36 +419,37 @@ def test_box_head_detections_bad_input_names_the_argument(change, message):
 
 @pytest.mark.cuda
 def test_cuda_postprocessing_matches_the_cpu():
+    # CUDA's exp and sigmoid may round a last bit differently from the CPU's: close, same order.
+    def assert_close_lists(ours, expected):
+        for a, b in zip(ours, expected):
+            for x, y in zip(a, b):
+                torch.testing.assert_close(x.cpu(), y, atol=1e-4, rtol=1e-5)
+
     counts = level_counts()
     cpu_args = rpn_inputs(counts, 13)
-    cuda_args = [t.cuda() for t in cpu_args]
-    ours = ours_rpn(*cuda_args, SIZES, counts, 20, 30, 0.7, 1e-3, 0.0)
-    assert_same_lists(
-        [[t.cpu() for t in lst] for lst in ours], ours_rpn(*cpu_args, SIZES, counts, 20, 30, 0.7, 1e-3, 0.0)
-    )
+    ours = ours_rpn(*[t.cuda() for t in cpu_args], SIZES, counts, 20, 30, 0.7, 1e-3, 0.0)
+    assert_close_lists(ours, ours_rpn(*cpu_args, SIZES, counts, 20, 30, 0.7, 1e-3, 0.0))
     logits, deltas, proposals = box_head_inputs([40, 30], 14)
     ours = roiops.detections_from_box_head(
         logits.cuda(), deltas.cuda(), [p.cuda() for p in proposals], SIZES, 0.05, 0.5, 100
     )
     expected = roiops.detections_from_box_head(logits, deltas, proposals, SIZES, 0.05, 0.5, 100)
-    assert_same_lists([[t.cpu() for t in lst] for lst in ours], expected)
+    assert_close_lists(ours, expected)
 
 
-def postprocess_both(objectness, deltas, anchors, class_logits, box_deltas):
-    """A small two-stage post-processing: proposals of one image, then detections on their first rows."""
+def postprocess_both(objectness, deltas, anchors, class_logits, box_deltas, proposals):
+    """Both steps on one image: its proposals, and detections from given head outputs."""
     boxes, scores = roiops.rpn_proposals(
         objectness, deltas, anchors, [(60, 80)], [240, 60], 20, 30, 0.7, 1e-3, 0.0
     )
-    dets = roiops.detections_from_box_head(
-        class_logits, box_deltas, [boxes[0][:0].new_zeros(0, 4)], [(60, 80)], 0.05, 0.5, 10
-    )
-    return boxes[0], scores[0], dets[0][0]
+    dets = roiops.detections_from_box_head(class_logits, box_deltas, [proposals], [(60, 80)], 0.05, 0.5, 10)
+    return boxes[0], scores[0], *[d[0] for d in dets]
 
 
 def test_postprocessing_compiles_fullgraph_and_exports():
     objectness, deltas, anchors = rpn_inputs([240, 60], 15, n=1)
-    logits, box_deltas, _ = box_head_inputs([0], 16)
-    args = (objectness, deltas, anchors, logits, box_deltas)
+    logits, box_deltas, proposals = box_head_inputs([30], 16)
+    args = (objectness, deltas, anchors, logits, box_deltas, proposals[0])
     expected = postprocess_both(*args)
     compiled = torch.compile(postprocess_both, fullgraph=True, backend="eager")(*args)
     assert all(torch.equal(a, b) for a, b in zip(compiled, expected))
@@ -460,4 +460,4 @@ def test_postprocessing_compiles_fullgraph_and_exports():
 
     exported = torch.export.export(Module(), args)
     assert all(torch.equal(a, b) for a, b in zip(exported.module()(*args), expected))
-    assert math.isfinite(float(expected[1].sum()))
+    assert expected[0].shape[0] > 0 and expected[2].shape[0] > 0
