@@ -27,14 +27,10 @@
 
 #include "common/checks.h"
 #include "cpu/box_coder.h"
-#include "cpu/greedy_nms.h"
+#include "cpu/detection_select.h"
 
 namespace roiops {
 namespace {
-
-// torchvision's batched_nms switches its strategy (and the order of equal scores) above this many
-// boxes on the CPU; greedy_nms::kept_in_report_order reproduces both orders.
-constexpr int64_t kSortedReportMinBoxes = 1001;
 
 struct BoxHeadSettings {
   std::array<double, 4> weights;
@@ -78,15 +74,12 @@ void box_head_image_cpu(const scalar_t* probs, const scalar_t* codes, const scal
     box_decode_kernel_cpu<scalar_t>(gc, gp, box.data(), k, 1, s.weights, s.bbox_xform_clip, true,
                                     static_cast<double>(height), static_cast<double>(width));
   }
-  // Boxes with a side below min_size out, compacted in place (the side rounded to the dtype and
-  // compared with min_size rounded to the dtype, as PyTorch compares them; NaN fails).
+  // Boxes with a side below min_size out, compacted in place.
   const acc_t min_size = static_cast<acc_t>(static_cast<scalar_t>(s.min_size));
   int64_t m = 0;
   for (int64_t i = 0; i < k; ++i) {
     const scalar_t* b = box.data() + 4 * i;
-    const acc_t w = static_cast<acc_t>(static_cast<scalar_t>(acc_t(b[2]) - acc_t(b[0])));
-    const acc_t h = static_cast<acc_t>(static_cast<scalar_t>(acc_t(b[3]) - acc_t(b[1])));
-    if (w >= min_size && h >= min_size) {
+    if (detection_select::sides_at_least(b, min_size)) {
       std::copy(b, b + 4, box.data() + 4 * m);
       score[m] = score[i];
       label[m] = label[i];
@@ -95,12 +88,8 @@ void box_head_image_cpu(const scalar_t* probs, const scalar_t* codes, const scal
   }
   score.resize(m);
   label.resize(m);
-  const std::vector<int64_t> order = greedy_nms::rank_by_score(score.data(), m);
-  std::vector<uint8_t> keep(m, 0);
-  greedy_nms::batched_nms_ranked(static_cast<const scalar_t*>(box.data()), label.data(), order,
-                                 static_cast<acc_t>(s.nms_thresh), keep.data());
-  const std::vector<int64_t> kept = greedy_nms::kept_in_report_order(
-      order, keep.data(), score.data(), m >= kSortedReportMinBoxes, s.detections_per_img);
+  const std::vector<int64_t> kept = detection_select::batched_nms_report<scalar_t>(
+      box.data(), score.data(), label.data(), m, s.nms_thresh, s.detections_per_img);
   const int64_t num = static_cast<int64_t>(kept.size());
   *boxes_out = at::empty({num, 4}, options);
   *scores_out = at::empty({num}, options);

@@ -30,14 +30,10 @@
 
 #include "common/checks.h"
 #include "cpu/box_coder.h"
-#include "cpu/greedy_nms.h"
+#include "cpu/detection_select.h"
 
 namespace roiops {
 namespace {
-
-// torchvision's batched_nms switches its strategy (and the order of equal scores) above this many
-// boxes on the CPU; greedy_nms::kept_in_report_order reproduces both orders.
-constexpr int64_t kSortedReportMinBoxes = 1001;
 
 struct RpnSettings {
   std::array<double, 4> weights;
@@ -72,8 +68,8 @@ void rpn_image_cpu(const int64_t* top, const int64_t* top_level, const scalar_t*
                                     s.bbox_xform_clip, true, static_cast<double>(height),
                                     static_cast<double>(width));
   }
-  // Small boxes and low scores out, compacted in place (the comparisons as PyTorch makes them:
-  // the threshold rounded to the dtype, the side a difference rounded to the dtype; NaN fails both).
+  // Small boxes and low scores out, compacted in place (the threshold rounded to the dtype, as
+  // PyTorch compares a tensor with a number; NaN fails both tests).
   const acc_t min_size = static_cast<acc_t>(static_cast<scalar_t>(s.min_size));
   const acc_t score_thresh = static_cast<acc_t>(static_cast<scalar_t>(s.score_thresh));
   scalar_t* box = decoded.mutable_data_ptr<scalar_t>();
@@ -82,9 +78,7 @@ void rpn_image_cpu(const int64_t* top, const int64_t* top_level, const scalar_t*
   int64_t m = 0;
   for (int64_t i = 0; i < k; ++i) {
     const scalar_t* b = box + 4 * i;
-    const acc_t w = static_cast<acc_t>(static_cast<scalar_t>(acc_t(b[2]) - acc_t(b[0])));
-    const acc_t h = static_cast<acc_t>(static_cast<scalar_t>(acc_t(b[3]) - acc_t(b[1])));
-    if (w >= min_size && h >= min_size && static_cast<acc_t>(p[i]) >= score_thresh) {
+    if (detection_select::sides_at_least(b, min_size) && static_cast<acc_t>(p[i]) >= score_thresh) {
       std::copy(b, b + 4, box + 4 * m);
       score[m] = p[i];
       level[m] = level[i];
@@ -93,12 +87,8 @@ void rpn_image_cpu(const int64_t* top, const int64_t* top_level, const scalar_t*
   }
   score.resize(m);
   level.resize(m);
-  const std::vector<int64_t> order = greedy_nms::rank_by_score(score.data(), m);
-  std::vector<uint8_t> keep(m, 0);
-  greedy_nms::batched_nms_ranked(static_cast<const scalar_t*>(box), level.data(), order,
-                                 static_cast<acc_t>(s.nms_thresh), keep.data());
-  const std::vector<int64_t> kept = greedy_nms::kept_in_report_order(
-      order, keep.data(), score.data(), m >= kSortedReportMinBoxes, s.post_nms_top_n);
+  const std::vector<int64_t> kept = detection_select::batched_nms_report<scalar_t>(
+      box, score.data(), level.data(), m, s.nms_thresh, s.post_nms_top_n);
   const int64_t num = static_cast<int64_t>(kept.size());
   *boxes_out = at::empty({num, 4}, options);
   *scores_out = at::empty({num}, options);
