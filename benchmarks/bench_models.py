@@ -1,8 +1,11 @@
 """Whole-model speed: maskzoo r50_fpn vs torchvision's maskrcnn_resnet50_fpn, same weights, same image.
 
 Inference: one 800 x 1216 image (no resizing at the default 800 / 1333), eval mode, 100
-detections, on the CPU, with per-stage times (backbone+FPN, RPN, RoI pooling, box head, mask
-head, mask pasting, NMS) taken by timing hooks on the corresponding modules and functions.
+detections, on the CPU, with per-stage times taken by timing hooks on the corresponding modules
+and functions: backbone+FPN, RPN head (its convolutions), RPN proposals (the rest of the RPN:
+anchors, decoding, top-k, NMS), RoI pooling, box head (its FC layers), box post-processing
+(softmax to detections, NMS included), mask head, mask pasting. A stage nested in another is
+subtracted from it.
 Training: one SGD step (forward, backward, update) on 2 images of 512 x 512 with 3 objects each,
 maskzoo as built and with its parameters stored channels_last (``model.to(memory_format=
 torch.channels_last)``, which a training script applies once).
@@ -41,29 +44,31 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import RESULTS_DIR, keep_freed_memory  # noqa: E402
 from _frozen_norms import randomize_frozen_norms  # noqa: E402
 
-STAGES = ["backbone+FPN", "RPN (without NMS)", "RoI pooling", "box head", "mask head", "mask pasting", "NMS"]
-ROIOPS_STAGES = ("RoI pooling", "mask pasting", "NMS")
+STAGES = ["backbone+FPN", "RPN head", "RPN proposals", "RoI pooling", "box head", "box post-processing",
+          "mask head", "mask pasting"]
+ROIOPS_STAGES = ("RPN proposals", "RoI pooling", "box post-processing", "mask pasting")
 
 
 class StageTimer:
-    """Accumulates wall time per stage from module hooks and wrapped functions (nesting-aware:
-    NMS inside the RPN is subtracted from the RPN)."""
+    """Accumulates wall time per stage from module hooks and wrapped functions (nesting-aware: a
+    timed module or function inside another, e.g. the RPN's head inside the RPN, is counted once,
+    under its own stage)."""
 
     def __init__(self):
         self.times = defaultdict(float)
         self._open = {}
-        self._active = set()
+        self._active = []  # stages open now, outermost first
         self._handles = []
         self._patches = []
 
     def module(self, module, stage):
         def pre(mod, args):
             self._open[id(mod)] = time.perf_counter()
-            self._active.add(stage)
+            self._active.append(stage)
 
         def post(mod, args, out):
-            self.times[stage] += time.perf_counter() - self._open.pop(id(mod))
-            self._active.discard(stage)
+            self._active.pop()
+            self._count(stage, time.perf_counter() - self._open.pop(id(mod)))
 
         self._handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
@@ -72,16 +77,20 @@ class StageTimer:
 
         def timed(*args, **kwargs):
             start = time.perf_counter()
+            self._active.append(stage)
             try:
                 return original(*args, **kwargs)
             finally:
-                elapsed = time.perf_counter() - start
-                self.times[stage] += elapsed
-                for enclosing in self._active:  # e.g. the RPN's NMS: counted once, under NMS
-                    self.times[enclosing] -= elapsed
+                self._active.pop()
+                self._count(stage, time.perf_counter() - start)
 
         setattr(owner, name, timed)
         self._patches.append((owner, name, original))
+
+    def _count(self, stage, elapsed):
+        self.times[stage] += elapsed
+        if self._active:  # nested: not also counted in the enclosing stage
+            self.times[self._active[-1]] -= elapsed
 
     def remove(self):
         for h in self._handles:
@@ -111,12 +120,13 @@ def torchvision_model(**kwargs):
 
 
 @contextmanager
-def timed_stages(model, timer, poolers, pasting, nms):
+def timed_stages(model, timer, poolers, pasting, box_postprocess):
     """Times the stages of a Mask R-CNN (torchvision's or maskzoo's: the same attribute names except
-    the poolers). pasting, nms: (namespace, function name) of the two post-processing calls."""
+    the poolers). pasting, box_postprocess: (owner, function name) of the two post-processing calls."""
     rh = model.roi_heads
     timer.module(model.backbone, "backbone+FPN")
-    timer.module(model.rpn, "RPN (without NMS)")
+    timer.module(model.rpn, "RPN proposals")
+    timer.module(model.rpn.head, "RPN head")
     for pooler in poolers:
         timer.module(pooler, "RoI pooling")
     for m in (rh.box_head, rh.box_predictor):
@@ -124,7 +134,7 @@ def timed_stages(model, timer, poolers, pasting, nms):
     for m in (rh.mask_head, rh.mask_predictor):
         timer.module(m, "mask head")
     timer.function(*pasting, "mask pasting")
-    timer.function(*nms, "NMS")
+    timer.function(*box_postprocess, "box post-processing")
     try:
         yield
     finally:
@@ -133,19 +143,19 @@ def timed_stages(model, timer, poolers, pasting, nms):
 
 def timed_torchvision(model, timer):
     import torchvision.models.detection.transform as tv_transform
-    import torchvision.ops.boxes as tv_boxes
 
     rh = model.roi_heads
     return timed_stages(model, timer, (rh.box_roi_pool, rh.mask_roi_pool),
-                        (tv_transform, "paste_masks_in_image"), (tv_boxes, "batched_nms"))
+                        (tv_transform, "paste_masks_in_image"), (rh, "postprocess_detections"))
 
 
 def timed_maskzoo(model, timer):
+    import maskzoo.modeling.roi_heads as mz_roi_heads
     import roiops
 
     rh = model.roi_heads
     return timed_stages(model, timer, (rh.box_pooler, rh.mask_pooler), (roiops, "paste_masks"),
-                        (roiops, "batched_nms"))
+                        (mz_roi_heads, "box_inference"))
 
 
 def run_inference(model, image, instrument):

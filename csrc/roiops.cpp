@@ -103,4 +103,23 @@ TORCH_LIBRARY(roiops, m) {
   m.def(
       "paste_masks(Tensor masks, Tensor boxes, SymInt image_height, SymInt image_width, "
       "float? threshold) -> Tensor");
+
+  // ---- detection post-processing (roiops/postprocess.py) ---------------------------------------
+  // The RPN's proposals, every level of every image in one call: objectness [N, A] logits, deltas
+  // [N, A, 4] codes, anchors [A, 4] (shared) or [N, A, 4], the levels' anchor counts (adding up to
+  // A, level-major as the flattened head outputs), image_sizes (h_0, w_0, h_1, w_1, ...). Per image:
+  // per-level top-k logits, decoded, clipped, small boxes and low sigmoid scores dropped, NMS per
+  // level, the post_nms_top_n best -> (boxes [P_i, 4] per image, scores [P_i] per image).
+  m.def(
+      "rpn_proposals(Tensor objectness, Tensor deltas, Tensor anchors, SymInt[] num_anchors_per_level, "
+      "SymInt[] image_sizes, float[] weights, float bbox_xform_clip, int pre_nms_top_n, int post_nms_top_n, "
+      "float nms_thresh, float min_size, float score_thresh) -> (Tensor[], Tensor[])");
+  // The box head's detections: class_logits [K, C], box_deltas [K, 4 * C], proposals one [P_i, 4]
+  // per image (adding up to K), image_sizes (h_0, w_0, ...). Per image: softmax, foreground pairs
+  // above score_thresh, decoded, clipped, small boxes dropped, NMS per class, the
+  // detections_per_img best -> (boxes [D_i, 4], scores [D_i], labels [D_i] int64), one per image.
+  m.def(
+      "detections_from_box_head(Tensor class_logits, Tensor box_deltas, Tensor[] proposals, "
+      "SymInt[] image_sizes, float[] weights, float bbox_xform_clip, float score_thresh, float nms_thresh, "
+      "int detections_per_img, float min_size) -> (Tensor[], Tensor[], Tensor[])");
 }

@@ -35,6 +35,8 @@ from roiops.boxes import (  # noqa: E402
     generalized_box_iou_loss,
     masks_to_boxes,
 )
+# ---- detection post-processing ----
+from roiops.postprocess import detections_from_box_head, rpn_proposals  # noqa: E402
 
 __all__ = [
     "box_area",
@@ -61,6 +63,9 @@ __all__ = [
     "distance_box_iou_loss",
     "complete_box_iou_loss",
     "masks_to_boxes",
+    # detection post-processing
+    "rpn_proposals",
+    "detections_from_box_head",
 ]
 
 # The functions are FX leaves (torch.fx.wrap) in their own modules; torch.fx patches a wrapped name in

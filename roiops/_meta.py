@@ -193,3 +193,56 @@ def _paste_masks_fake(masks, boxes, image_height, image_width, threshold):
     torch._check(image_height >= 0 and image_width >= 0, lambda: "paste_masks: image size must be >= 0")
     dtype = torch.bool if threshold is not None else masks.dtype
     return masks.new_empty((masks.size(0), image_height, image_width), dtype=dtype)
+
+
+# ---- detection post-processing (rpn_proposals, detections_from_box_head) ----------------------
+
+
+@torch.library.register_fake("roiops::rpn_proposals")
+def _rpn_proposals_fake(objectness, deltas, anchors, num_anchors_per_level, image_sizes, weights,
+                        bbox_xform_clip, pre_nms_top_n, post_nms_top_n, nms_thresh, min_size, score_thresh):
+    torch._check(objectness.dim() == 2, lambda: "rpn_proposals: objectness must be [N, A]")
+    n, a = objectness.shape
+    torch._check(deltas.dim() == 3 and deltas.size(0) == n and deltas.size(1) == a and deltas.size(2) == 4,
+                 lambda: "rpn_proposals: deltas must be [N, A, 4] for objectness [N, A]")
+    torch._check(anchors.shape[-2:] == (a, 4) and anchors.dim() in (2, 3),
+                 lambda: "rpn_proposals: anchors must be [A, 4] or [N, A, 4]")
+    torch._check(objectness.dtype.is_floating_point,
+                 lambda: "rpn_proposals: objectness must be a floating dtype")
+    torch._check(deltas.dtype == objectness.dtype and anchors.dtype == objectness.dtype,
+                 lambda: "rpn_proposals: objectness, deltas and anchors dtypes differ")
+    torch._check(len(image_sizes) == 2 * n,
+                 lambda: "rpn_proposals: image_sizes must hold (height, width) per image")
+    torch._check(len(weights) == 4, lambda: "rpn_proposals: weights must be (wx, wy, ww, wh)")
+    boxes, scores = [], []
+    for _ in range(int(n)):
+        # How many proposals survive depends on the data: an unbacked size, at most post_nms_top_n.
+        p = _num_kept()
+        torch._check(p <= post_nms_top_n)
+        boxes.append(objectness.new_empty((p, 4)))
+        scores.append(objectness.new_empty((p,)))
+    return boxes, scores
+
+
+@torch.library.register_fake("roiops::detections_from_box_head")
+def _detections_from_box_head_fake(class_logits, box_deltas, proposals, image_sizes, weights, bbox_xform_clip,
+                                   score_thresh, nms_thresh, detections_per_img, min_size):
+    torch._check(class_logits.dim() == 2, lambda: "detections_from_box_head: class_logits must be [K, C]")
+    k, c = class_logits.shape
+    torch._check(box_deltas.dim() == 2 and box_deltas.size(0) == k and box_deltas.size(1) == 4 * c,
+                 lambda: "detections_from_box_head: box_deltas must be [K, 4 * C]")
+    torch._check(class_logits.dtype.is_floating_point and box_deltas.dtype == class_logits.dtype,
+                 lambda: "detections_from_box_head: class_logits and box_deltas dtypes differ")
+    torch._check(len(image_sizes) == 2 * len(proposals),
+                 lambda: "detections_from_box_head: image_sizes must hold (height, width) per image")
+    torch._check(len(weights) == 4, lambda: "detections_from_box_head: weights must be (wx, wy, ww, wh)")
+    boxes, scores, labels = [], [], []
+    for p in proposals:
+        torch._check(p.dim() == 2 and p.size(1) == 4,
+                     lambda: "detections_from_box_head: proposals must be [P_i, 4]")
+        d = _num_kept()
+        torch._check(d <= detections_per_img)
+        boxes.append(class_logits.new_empty((d, 4)))
+        scores.append(class_logits.new_empty((d,)))
+        labels.append(class_logits.new_empty((d,), dtype=torch.int64))
+    return boxes, scores, labels

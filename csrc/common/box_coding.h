@@ -139,5 +139,23 @@ C10_HOST_DEVICE inline acc_t clamp_to_image(acc_t v, acc_t low, acc_t high) {
   return above > high ? high : above;
 }
 
+// The decoded box (x1, y1, x2, y2) from the centre codes (dx, dy), the weights (wx, wy), the exps
+// (scale_w, scale_h) of the two decode_log_size arguments and the reference box's frames, each
+// corner clamped to [low, max_x] or [low, max_y] (infinite bounds when not clipping to an image).
+template <typename scalar_t, typename acc_t>
+C10_HOST_DEVICE inline void decode_corners(acc_t dx, acc_t dy, acc_t wx, acc_t wy, acc_t scale_w, acc_t scale_h,
+                                           const AxisFrame<scalar_t, acc_t>& fx,
+                                           const AxisFrame<scalar_t, acc_t>& fy, acc_t low, acc_t max_x,
+                                           acc_t max_y, acc_t out[4]) {
+  const acc_t cx = decode_centre<scalar_t>(decode_centre_offset<scalar_t>(dx, wx, fx.size), fx.centre);
+  const acc_t cy = decode_centre<scalar_t>(decode_centre_offset<scalar_t>(dy, wy, fy.size), fy.centre);
+  const acc_t hw = decode_half_size<scalar_t>(scale_w, fx.size);
+  const acc_t hh = decode_half_size<scalar_t>(scale_h, fy.size);
+  out[0] = clamp_to_image(round_to<scalar_t>(sub(cx, hw)), low, max_x);
+  out[1] = clamp_to_image(round_to<scalar_t>(sub(cy, hh)), low, max_y);
+  out[2] = clamp_to_image(round_to<scalar_t>(add(cx, hw)), low, max_x);
+  out[3] = clamp_to_image(round_to<scalar_t>(add(cy, hh)), low, max_y);
+}
+
 }  // namespace coding
 }  // namespace roiops

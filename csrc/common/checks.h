@@ -172,4 +172,82 @@ inline std::array<double, 4> check_box_decode_args(const at::Tensor& rel_codes, 
   return {weights[0], weights[1], weights[2], weights[3]};
 }
 
+// ---- detection post-processing (rpn_proposals, detections_from_box_head) ----------------------
+
+// image_sizes: (height, width) per image, flattened: 2 * num_images non-negative values.
+inline void check_image_sizes(const char* op, at::IntArrayRef image_sizes, int64_t num_images) {
+  TORCH_CHECK_VALUE(static_cast<int64_t>(image_sizes.size()) == 2 * num_images, op,
+                    ": image_sizes must hold (height, width) for each of the ", num_images, " images, got ",
+                    image_sizes.size(), " values");
+  for (int64_t v : image_sizes) {
+    TORCH_CHECK_VALUE(v >= 0, op, ": image_sizes must be >= 0, got ", v);
+  }
+}
+
+// rpn_proposals: objectness [N, A], deltas [N, A, 4], anchors [A, 4] or [N, A, 4], one floating
+// dtype and device; the level sizes add up to A; four weights; non-negative top-n counts.
+inline std::array<double, 4> check_rpn_proposals_args(const at::Tensor& objectness, const at::Tensor& deltas,
+                                                      const at::Tensor& anchors,
+                                                      at::IntArrayRef num_anchors_per_level,
+                                                      at::IntArrayRef image_sizes, at::ArrayRef<double> weights,
+                                                      int64_t pre_nms_top_n, int64_t post_nms_top_n) {
+  const char* op = "rpn_proposals";
+  TORCH_CHECK_VALUE(objectness.dim() == 2, op, ": objectness must be [N, A], got ", objectness.sizes());
+  const int64_t n = objectness.size(0), a = objectness.size(1);
+  TORCH_CHECK_VALUE(deltas.dim() == 3 && deltas.size(0) == n && deltas.size(1) == a && deltas.size(2) == 4, op,
+                    ": deltas must be [N, A, 4] for objectness [N, A] = ", objectness.sizes(), ", got ",
+                    deltas.sizes());
+  TORCH_CHECK_VALUE((anchors.dim() == 2 && anchors.size(0) == a && anchors.size(1) == 4) ||
+                        (anchors.dim() == 3 && anchors.size(0) == n && anchors.size(1) == a && anchors.size(2) == 4),
+                    op, ": anchors must be [A, 4] or [N, A, 4] for objectness [N, A] = ", objectness.sizes(),
+                    ", got ", anchors.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(objectness.scalar_type()), op, ": objectness must be a floating dtype");
+  TORCH_CHECK_TYPE(deltas.scalar_type() == objectness.scalar_type() && anchors.scalar_type() == objectness.scalar_type(),
+                   op, ": objectness, deltas and anchors dtypes differ");
+  TORCH_CHECK_VALUE(deltas.device() == objectness.device() && anchors.device() == objectness.device(), op,
+                    ": objectness, deltas and anchors are on different devices");
+  int64_t total = 0;
+  for (int64_t v : num_anchors_per_level) {
+    TORCH_CHECK_VALUE(v >= 0, op, ": num_anchors_per_level must be >= 0, got ", v);
+    total += v;
+  }
+  TORCH_CHECK_VALUE(total == a, op, ": num_anchors_per_level must add up to the ", a, " anchors, got ", total);
+  check_image_sizes(op, image_sizes, n);
+  TORCH_CHECK_VALUE(weights.size() == 4, op, ": weights must be (wx, wy, ww, wh), got ", weights.size(), " values");
+  TORCH_CHECK_VALUE(pre_nms_top_n >= 0 && post_nms_top_n >= 0, op, ": pre_nms_top_n and post_nms_top_n must be >= 0");
+  return {weights[0], weights[1], weights[2], weights[3]};
+}
+
+// detections_from_box_head: class_logits [K, C], box_deltas [K, 4 * C], proposals one [P_i, 4] per
+// image adding up to K, one floating dtype and device; four weights; detections_per_img >= 0.
+inline std::array<double, 4> check_box_head_args(const at::Tensor& class_logits, const at::Tensor& box_deltas,
+                                                 at::TensorList proposals, at::IntArrayRef image_sizes,
+                                                 at::ArrayRef<double> weights, int64_t detections_per_img) {
+  const char* op = "detections_from_box_head";
+  TORCH_CHECK_VALUE(class_logits.dim() == 2 && class_logits.size(1) >= 1, op,
+                    ": class_logits must be [K, C] with C >= 1, got ", class_logits.sizes());
+  const int64_t k = class_logits.size(0), c = class_logits.size(1);
+  TORCH_CHECK_VALUE(box_deltas.dim() == 2 && box_deltas.size(0) == k && box_deltas.size(1) == 4 * c, op,
+                    ": box_deltas must be [K, 4 * C] for class_logits [K, C] = ", class_logits.sizes(), ", got ",
+                    box_deltas.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(class_logits.scalar_type()), op, ": class_logits must be a floating dtype");
+  TORCH_CHECK_TYPE(box_deltas.scalar_type() == class_logits.scalar_type(), op,
+                   ": class_logits and box_deltas dtypes differ");
+  TORCH_CHECK_VALUE(box_deltas.device() == class_logits.device(), op,
+                    ": class_logits and box_deltas are on different devices");
+  int64_t total = 0;
+  for (const at::Tensor& p : proposals) {
+    TORCH_CHECK_VALUE(p.dim() == 2 && p.size(1) == 4, op, ": proposals must be [P_i, 4] per image, got ", p.sizes());
+    TORCH_CHECK_TYPE(p.scalar_type() == class_logits.scalar_type(), op,
+                     ": proposals and class_logits dtypes differ");
+    TORCH_CHECK_VALUE(p.device() == class_logits.device(), op, ": proposals and class_logits are on different devices");
+    total += p.size(0);
+  }
+  TORCH_CHECK_VALUE(total == k, op, ": proposals must add up to the ", k, " rows of class_logits, got ", total);
+  check_image_sizes(op, image_sizes, static_cast<int64_t>(proposals.size()));
+  TORCH_CHECK_VALUE(weights.size() == 4, op, ": weights must be (wx, wy, ww, wh), got ", weights.size(), " values");
+  TORCH_CHECK_VALUE(detections_per_img >= 0, op, ": detections_per_img must be >= 0, got ", detections_per_img);
+  return {weights[0], weights[1], weights[2], weights[3]};
+}
+
 }  // namespace roiops

@@ -25,6 +25,7 @@
 
 #include "common/box_coding.h"
 #include "common/checks.h"
+#include "cpu/box_coder.h"
 
 // A product fused with the sum after it (an FMA) rounds once where PyTorch rounds twice, and GCC
 // contracts across statements by default; turn contraction off for the kernels below. Clang
@@ -130,6 +131,8 @@ inline void for_each_pair(const scalar_t* boxes, int64_t classes, int64_t begin,
   }
 }
 
+}  // namespace
+
 template <typename scalar_t>
 void box_decode_kernel_cpu(const scalar_t* codes, const scalar_t* boxes, scalar_t* out, int64_t n,
                            int64_t classes, const std::array<double, 4>& weights, double bbox_xform_clip,
@@ -160,19 +163,27 @@ void box_decode_kernel_cpu(const scalar_t* codes, const scalar_t* boxes, scalar_
     for_each_pair<scalar_t, acc_t>(boxes, classes, begin, end, [&](int64_t k, const Frame& fx, const Frame& fy) {
       const scalar_t* d = codes + 4 * k;
       scalar_t* o = out + 4 * k;
-      const acc_t offset_x = coding::decode_centre_offset<scalar_t>(acc_t(d[0]), w[0], fx.size);
-      const acc_t offset_y = coding::decode_centre_offset<scalar_t>(acc_t(d[1]), w[1], fy.size);
-      const acc_t cx = coding::decode_centre<scalar_t>(offset_x, fx.centre);
-      const acc_t cy = coding::decode_centre<scalar_t>(offset_y, fy.centre);
-      const acc_t hw = coding::decode_half_size<scalar_t>(acc_t(scale[2 * k + 0]), fx.size);
-      const acc_t hh = coding::decode_half_size<scalar_t>(acc_t(scale[2 * k + 1]), fy.size);
-      o[0] = static_cast<scalar_t>(coding::clamp_to_image(round_to<scalar_t>(coding::sub(cx, hw)), low, max_x));
-      o[1] = static_cast<scalar_t>(coding::clamp_to_image(round_to<scalar_t>(coding::sub(cy, hh)), low, max_y));
-      o[2] = static_cast<scalar_t>(coding::clamp_to_image(round_to<scalar_t>(coding::add(cx, hw)), low, max_x));
-      o[3] = static_cast<scalar_t>(coding::clamp_to_image(round_to<scalar_t>(coding::add(cy, hh)), low, max_y));
+      acc_t corners[4];
+      coding::decode_corners<scalar_t>(acc_t(d[0]), acc_t(d[1]), w[0], w[1], acc_t(scale[2 * k + 0]),
+                                       acc_t(scale[2 * k + 1]), fx, fy, low, max_x, max_y, corners);
+      for (int c = 0; c < 4; ++c) {
+        o[c] = static_cast<scalar_t>(corners[c]);
+      }
     });
   });
 }
+
+template void box_decode_kernel_cpu<float>(const float*, const float*, float*, int64_t, int64_t,
+                                           const std::array<double, 4>&, double, bool, double, double);
+template void box_decode_kernel_cpu<double>(const double*, const double*, double*, int64_t, int64_t,
+                                            const std::array<double, 4>&, double, bool, double, double);
+template void box_decode_kernel_cpu<c10::Half>(const c10::Half*, const c10::Half*, c10::Half*, int64_t, int64_t,
+                                               const std::array<double, 4>&, double, bool, double, double);
+template void box_decode_kernel_cpu<c10::BFloat16>(const c10::BFloat16*, const c10::BFloat16*, c10::BFloat16*,
+                                                   int64_t, int64_t, const std::array<double, 4>&, double, bool,
+                                                   double, double);
+
+namespace {
 
 at::Tensor box_decode_cpu(const at::Tensor& rel_codes, const at::Tensor& boxes, at::ArrayRef<double> weights,
                           double bbox_xform_clip, at::OptionalIntArrayRef image_size) {

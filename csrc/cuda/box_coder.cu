@@ -15,9 +15,11 @@
 #include <torch/library.h>
 
 #include <array>
+#include <limits>
 
 #include "common/box_coding.h"
 #include "common/checks.h"
+#include "cuda/postprocess.cuh"
 
 namespace roiops {
 namespace {
@@ -83,7 +85,7 @@ template <typename scalar_t>
 __global__ void box_decode_kernel_cuda(const scalar_t* __restrict__ codes, const scalar_t* __restrict__ boxes,
                                        scalar_t* __restrict__ out, int64_t total, int64_t classes,
                                        Weights<scalar_t, at::opmath_type<scalar_t>> w,
-                                       at::opmath_type<scalar_t> clip, bool clip_to_image,
+                                       at::opmath_type<scalar_t> clip, at::opmath_type<scalar_t> low,
                                        at::opmath_type<scalar_t> max_y, at::opmath_type<scalar_t> max_x) {
   using acc_t = at::opmath_type<scalar_t>;
   for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
@@ -91,26 +93,13 @@ __global__ void box_decode_kernel_cuda(const scalar_t* __restrict__ codes, const
     const scalar_t* b = boxes + 4 * (k / classes);
     const scalar_t* d = codes + 4 * k;
     const AxisFrame<scalar_t, acc_t> fx(b[0], b[2]), fy(b[1], b[3]);
-    const acc_t cx = coding::decode_centre<scalar_t>(
-        coding::decode_centre_offset<scalar_t>(acc_t(d[0]), w.x, fx.size), fx.centre);
-    const acc_t cy = coding::decode_centre<scalar_t>(
-        coding::decode_centre_offset<scalar_t>(acc_t(d[1]), w.y, fy.size), fy.centre);
     const acc_t sw = round_to<scalar_t>(exp_of(coding::decode_log_size<scalar_t>(acc_t(d[2]), w.w, clip)));
     const acc_t sh = round_to<scalar_t>(exp_of(coding::decode_log_size<scalar_t>(acc_t(d[3]), w.h, clip)));
-    const acc_t hw = coding::decode_half_size<scalar_t>(sw, fx.size);
-    const acc_t hh = coding::decode_half_size<scalar_t>(sh, fy.size);
-    acc_t x1 = round_to<scalar_t>(coding::sub(cx, hw)), y1 = round_to<scalar_t>(coding::sub(cy, hh));
-    acc_t x2 = round_to<scalar_t>(coding::add(cx, hw)), y2 = round_to<scalar_t>(coding::add(cy, hh));
-    if (clip_to_image) {
-      x1 = coding::clamp_to_image(x1, acc_t(0), max_x);
-      y1 = coding::clamp_to_image(y1, acc_t(0), max_y);
-      x2 = coding::clamp_to_image(x2, acc_t(0), max_x);
-      y2 = coding::clamp_to_image(y2, acc_t(0), max_y);
+    acc_t corners[4];
+    coding::decode_corners<scalar_t>(acc_t(d[0]), acc_t(d[1]), w.x, w.y, sw, sh, fx, fy, low, max_x, max_y, corners);
+    for (int c = 0; c < 4; ++c) {
+      out[4 * k + c] = static_cast<scalar_t>(corners[c]);
     }
-    out[4 * k + 0] = static_cast<scalar_t>(x1);
-    out[4 * k + 1] = static_cast<scalar_t>(y1);
-    out[4 * k + 2] = static_cast<scalar_t>(x2);
-    out[4 * k + 3] = static_cast<scalar_t>(y2);
   }
 }
 
@@ -136,6 +125,9 @@ at::Tensor box_encode_cuda(const at::Tensor& reference_boxes, const at::Tensor& 
   return out;
 }
 
+}  // namespace
+
+// Also called directly by the detection post-processing drivers (cuda/postprocess.cuh).
 at::Tensor box_decode_cuda(const at::Tensor& rel_codes, const at::Tensor& boxes, at::ArrayRef<double> weights,
                            double bbox_xform_clip, at::OptionalIntArrayRef image_size) {
   const std::array<double, 4> w = check_box_decode_args(rel_codes, boxes, weights, image_size);
@@ -154,16 +146,17 @@ at::Tensor box_decode_cuda(const at::Tensor& rel_codes, const at::Tensor& boxes,
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, codes.scalar_type(), "box_decode_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+    // Infinite bounds make the clamp the identity (NaN included) when not clipping to the image.
+    const acc_t inf = std::numeric_limits<acc_t>::infinity();
     box_decode_kernel_cuda<scalar_t><<<grid_for(total, threads), threads, 0, stream>>>(
         codes.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), total,
-        codes.size(1) / 4, weights_as<scalar_t, acc_t>(w), static_cast<acc_t>(bbox_xform_clip), clip_to_image,
-        static_cast<acc_t>(height), static_cast<acc_t>(width));
+        codes.size(1) / 4, weights_as<scalar_t, acc_t>(w), static_cast<acc_t>(bbox_xform_clip),
+        clip_to_image ? acc_t(0) : -inf, clip_to_image ? static_cast<acc_t>(height) : inf,
+        clip_to_image ? static_cast<acc_t>(width) : inf);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(roiops, CUDA, m) {
   m.impl("box_encode", &box_encode_cuda);

@@ -35,6 +35,7 @@
 #include <tuple>
 
 #include "common/box_geometry.h"
+#include "cuda/postprocess.cuh"
 
 namespace roiops {
 namespace {
@@ -229,11 +230,16 @@ at::Tensor nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, double io
   return nms_impl_cuda("nms", boxes, scores, at::Tensor(), iou_threshold);
 }
 
+}  // namespace
+
+// Also called directly by the detection post-processing drivers (cuda/postprocess.cuh).
 at::Tensor batched_nms_cuda(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor& idxs,
                             double iou_threshold) {
   TORCH_CHECK(idxs.defined(), "batched_nms: idxs is undefined");
   return nms_impl_cuda("batched_nms", boxes, scores, idxs, iou_threshold);
 }
+
+namespace {
 
 
 // ---- soft_nms -----------------------------------------------------------------------------------

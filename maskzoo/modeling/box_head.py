@@ -79,24 +79,11 @@ def box_inference(config: BoxHeadConfig, box_coder, class_logits, box_deltas, pr
     Per image: softmax over classes; every (proposal, foreground class) pair becomes a candidate with
     its class's decoded box clipped to the image; candidates with score <= score_thresh or a side
     below min_box_size are dropped; NMS per class at nms_thresh; the detections_per_img best kept,
-    in decreasing score order.
+    in decreasing score order. One native call for all images (roiops.detections_from_box_head).
     """
-    num_classes = class_logits.shape[-1]
-    counts = [p.shape[0] for p in proposals]
-    scores_all = F.softmax(class_logits, -1)
-    results = []
-    for deltas, props, scores, size in zip(box_deltas.split(counts), proposals, scores_all.split(counts),
-                                           image_sizes):
-        # Decoded and clipped to the image in one pass: [P, num_classes, 4].
-        boxes = box_coder.decode_single(deltas, props, image_size=size).reshape(-1, num_classes, 4)
-        labels = torch.arange(num_classes, device=boxes.device).view(1, -1).expand_as(scores)
-        boxes = boxes[:, 1:].reshape(-1, 4)
-        scores = scores[:, 1:].reshape(-1)
-        labels = labels[:, 1:].reshape(-1)
-        keep = torch.where(scores > config.score_thresh)[0]
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = roiops.remove_small_boxes(boxes, config.min_box_size)
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = roiops.batched_nms(boxes, scores, labels, config.nms_thresh)[: config.detections_per_img]
-        results.append((boxes[keep], scores[keep], labels[keep]))
-    return results
+    boxes, scores, labels = roiops.detections_from_box_head(
+        class_logits, box_deltas, list(proposals), [tuple(s) for s in image_sizes], config.score_thresh,
+        config.nms_thresh, config.detections_per_img, weights=box_coder.weights,
+        bbox_xform_clip=box_coder.bbox_xform_clip, min_size=config.min_box_size,
+    )
+    return list(zip(boxes, scores, labels))

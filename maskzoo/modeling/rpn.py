@@ -93,30 +93,16 @@ class RPN(nn.Module):
         return proposals, losses
 
     def select_proposals(self, anchors, logits, deltas, image_sizes, num_per_level):
+        """Proposals per image (Tensor[P_i, 4]) from logits [N, A], deltas [N, A, 4], anchors [A, 4]:
+        one native call for every level and image (roiops.rpn_proposals)."""
         cfg = self.config
         pre_nms_top_n = cfg.pre_nms_top_n_train if self.training else cfg.pre_nms_top_n_test
         post_nms_top_n = cfg.post_nms_top_n_train if self.training else cfg.post_nms_top_n_test
-        top_idx, top_level = [], []
-        offset = 0
-        for level, (lg, n) in enumerate(zip(logits.split(num_per_level, dim=1), num_per_level)):
-            idx = lg.topk(min(pre_nms_top_n, n), dim=1).indices
-            top_idx.append(idx + offset)
-            top_level.append(torch.full_like(idx, level))
-            offset += n
-        top_idx = torch.cat(top_idx, dim=1)
-        top_level = torch.cat(top_level, dim=1)
-        proposals = []
-        for i, size in enumerate(image_sizes):
-            idx = top_idx[i]
-            boxes = self.box_coder.decode_single(deltas[i, idx], anchors[idx], image_size=size)
-            scores = torch.sigmoid(logits[i, idx])
-            level = top_level[i]
-            keep = roiops.remove_small_boxes(boxes, cfg.min_box_size)
-            boxes, scores, level = boxes[keep], scores[keep], level[keep]
-            keep = torch.where(scores >= cfg.score_thresh)[0]
-            boxes, scores, level = boxes[keep], scores[keep], level[keep]
-            keep = roiops.batched_nms(boxes, scores, level, cfg.nms_thresh)[:post_nms_top_n]
-            proposals.append(boxes[keep])
+        proposals, _ = roiops.rpn_proposals(
+            logits, deltas, anchors, [tuple(s) for s in image_sizes], num_per_level, pre_nms_top_n,
+            post_nms_top_n, cfg.nms_thresh, cfg.min_box_size, cfg.score_thresh,
+            weights=self.box_coder.weights, bbox_xform_clip=self.box_coder.bbox_xform_clip,
+        )
         return proposals
 
 

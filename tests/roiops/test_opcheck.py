@@ -132,6 +132,24 @@ def mask_inputs(device):
 # and the fake kernel only; the CPU runs every check.
 SCHEMA_AND_FAKE = ("test_schema", "test_faketensor")
 
+def rpn_outputs(device, n=2, counts=(30, 12), seed=40):
+    """rpn_proposals' inputs: objectness [n, A], deltas [n, A, 4], anchors [A, 4], the level sizes."""
+    g = torch.Generator().manual_seed(seed)
+    a = sum(counts)
+    return (leaf(torch.randn(n, a, generator=g), device),
+            leaf(torch.randn(n, a, 4, generator=g) * 0.3, device),
+            leaf(random_image_boxes(a, seed), device), list(counts))
+
+
+def box_head_outputs(device, counts=(12, 9), classes=4, seed=42):
+    """detections_from_box_head's inputs: class_logits [K, C], box_deltas [K, 4C], proposals per image."""
+    g = torch.Generator().manual_seed(seed)
+    k = sum(counts)
+    return (leaf(torch.randn(k, classes, generator=g) * 2, device),
+            leaf(torch.randn(k, 4 * classes, generator=g), device),
+            [leaf(p, device) for p in random_image_boxes(k, seed).split(list(counts))])
+
+
 SAMPLES = [
     *roi_pooling_samples(),
     Sample("nms", "distinct_scores", lambda d: (*detections(d)[:2], 0.5), SCHEMA_AND_FAKE),
@@ -156,6 +174,12 @@ SAMPLES = [
     *(Sample("box_iou_family", f"kind{kind}_8x6", lambda d, kind=kind: (
         leaf(random_image_boxes(8, 4), d), leaf(random_image_boxes(6, 5), d), kind, 1e-7))
       for kind in (1, 2, 3)),
+    # detection post-processing (data-dependent output sizes, like the suppression ops)
+    Sample("rpn_proposals", "two_images_two_levels", lambda d: (
+        *rpn_outputs(d), [200, 210, 150, 180], [1.0] * 4, 4.0, 10, 15, 0.7, 1e-3, 0.0), SCHEMA_AND_FAKE),
+    Sample("detections_from_box_head", "two_images", lambda d: (
+        *box_head_outputs(d), [200, 210, 150, 180], [10.0, 10.0, 5.0, 5.0], 4.0, 0.05, 0.5, 10, 1e-2),
+        SCHEMA_AND_FAKE),
 ]
 
 

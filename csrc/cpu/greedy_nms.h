@@ -1,0 +1,398 @@
+// Greedy NMS on the CPU, shared by the suppression ops (nms.cpp) and the fused detection
+// post-processing ops (rpn_proposals.cpp, detections_from_box_head.cpp).
+//
+// Greedy NMS keeps a box iff no already-kept box of higher rank overlaps it with IoU above the
+// threshold. Written that way round (each candidate asks "does a kept box suppress me?") only
+// kept boxes are ever compared, and only kept boxes whose centres are close enough for IoU > t:
+// kept boxes are filed by centre in a uniform grid, and a candidate scans only the cells within
+// that distance of its own centre (centre_reach: (1 - t) box widths for t >= 1/2). The result is
+// exactly the textbook (and torchvision's) greedy result; only the work differs.
+//
+// Rank: decreasing score, NaN scores after every number, ties broken by the lower index.
+// IoU: box_iou_with_areas from common/box_geometry.h (0 for an empty or NaN box).
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/sort.h>
+#include <c10/core/ScalarType.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "common/box_geometry.h"
+
+namespace roiops {
+namespace greedy_nms {
+
+template <typename acc_t>
+struct RankedBox {
+  acc_t x1, y1, x2, y2, area;
+};
+
+// Ranks of all boxes: indices sorted by decreasing score, NaN last, ties by lower index.
+template <typename scalar_t>
+inline std::vector<int64_t> rank_by_score(const scalar_t* scores, int64_t n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  struct Entry {
+    acc_t score;
+    int64_t index;
+  };
+  std::vector<Entry> entries(n);
+  for (int64_t i = 0; i < n; ++i) {
+    entries[i] = {static_cast<acc_t>(scores[i]), i};
+  }
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    const bool a_nan = std::isnan(a.score), b_nan = std::isnan(b.score);
+    if (a_nan != b_nan) {
+      return b_nan;
+    }
+    if (!a_nan && a.score != b.score) {
+      return a.score > b.score;
+    }
+    return a.index < b.index;
+  });
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) {
+    order[i] = entries[i].index;
+  }
+  return order;
+}
+
+template <typename acc_t>
+inline bool box_is_finite(const RankedBox<acc_t>& b) {
+  return std::isfinite(b.x1) && std::isfinite(b.y1) && std::isfinite(b.x2) && std::isfinite(b.y2);
+}
+
+// IoU(a, b) > threshold, for threshold >= 0. Disjoint boxes (IoU 0, the common case) are rejected
+// before the division; otherwise the comparison is the shared IoU's, rounding included.
+template <typename acc_t>
+inline bool overlaps_above(const RankedBox<acc_t>& a, const RankedBox<acc_t>& b, acc_t threshold) {
+  if (!(a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2)) {
+    return false;
+  }
+  return box_iou_with_areas(a.x1, a.y1, a.x2, a.y2, a.area, b.x1, b.y1, b.x2, b.y2, b.area) > threshold;
+}
+
+// How far apart the centres of two boxes with IoU > t can be, as a multiple of the candidate's
+// width (per axis; same for heights). IoU > t needs an intersection width iw > t * max(wa, wb)
+// (inter > t * union >= t * max(area), and ih <= min(ha, hb)), while two intervals with centre
+// distance d overlap by at most (wa + wb) / 2 - d. With wb < wa / t this bounds d by
+// (1 - t) * wa for t >= 1/2 and by (1 - t) / (2t) * wa below; at t = 0 only the largest width
+// bounds it, d < (wa + w_max) / 2, which is also a bound for every t.
+inline double centre_reach(double t) {
+  return t >= 0.5 ? 1.0 - t : (t > 0 ? (1.0 - t) / (2.0 * t) : INFINITY);
+}
+
+// Kept boxes filed by the grid cell of their centre. Every cell's slots are reserved up front
+// (as many as there are boxes centred in the cell), so filing is a store and a cell's kept boxes
+// sit contiguously. A candidate scans the cells within reach of its centre (centre_reach).
+template <typename acc_t>
+class KeptGrid {
+ public:
+  KeptGrid(const RankedBox<acc_t>* boxes, int64_t n, double threshold) {
+    // Bounds, largest sides and typical reach over the boxes that can overlap anything.
+    double lo_x = INFINITY, lo_y = INFINITY, hi_x = -INFINITY, hi_y = -INFINITY;
+    std::vector<double> reach;
+    reach.reserve(n);
+    reach_factor_ = centre_reach(threshold);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& b = boxes[i];
+      if (b.area > acc_t(0) && box_is_finite(b)) {
+        const double cx = centre(b.x1, b.x2), cy = centre(b.y1, b.y2);
+        lo_x = std::min(lo_x, cx);
+        lo_y = std::min(lo_y, cy);
+        hi_x = std::max(hi_x, cx);
+        hi_y = std::max(hi_y, cy);
+        max_w_ = std::max<double>(max_w_, b.x2 - b.x1);
+        max_h_ = std::max<double>(max_h_, b.y2 - b.y1);
+      }
+    }
+    if (!(lo_x <= hi_x)) {
+      return;  // no box can overlap another: nothing is ever filed
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& b = boxes[i];
+      if (b.area > acc_t(0) && box_is_finite(b)) {
+        double rx, ry;
+        reach_of(b, &rx, &ry);
+        reach.push_back(std::max(rx, ry));
+      }
+    }
+    auto mid = reach.begin() + reach.size() / 2;
+    std::nth_element(reach.begin(), mid, reach.end());
+    const double extent_x = hi_x - lo_x, extent_y = hi_y - lo_y;
+    // Cells about one typical reach wide (a query then spans ~3 x 3 cells), but no more cells
+    // than ~2 per box.
+    const double max_cells = 2.0 * static_cast<double>(reach.size()) + 16.0;
+    double cell = std::max(*mid, 1e-30);
+    cell = std::max(cell, std::sqrt(extent_x * extent_y / max_cells));
+    cell = std::max(cell, std::max(extent_x, extent_y) / max_cells);
+    origin_x_ = lo_x;
+    origin_y_ = lo_y;
+    inv_cell_ = 1.0 / cell;
+    cells_x_ = std::max<int64_t>(1, static_cast<int64_t>(std::min(extent_x / cell, max_cells)) + 1);
+    cells_y_ = std::max<int64_t>(1, static_cast<int64_t>(std::min(extent_y / cell, max_cells)) + 1);
+
+    std::vector<int64_t> count(cells_x_ * cells_y_ + 1, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& b = boxes[i];
+      if (b.area > acc_t(0) && box_is_finite(b)) {
+        ++count[cell_index(b) + 1];
+      }
+    }
+    std::partial_sum(count.begin(), count.end(), count.begin());
+    start_ = std::move(count);
+    fill_.assign(start_.begin(), start_.end() - 1);
+    slots_.resize(start_.back());
+  }
+
+  // True when a kept box overlaps b with IoU > threshold (threshold >= 0, b finite, non-empty).
+  bool suppresses(const RankedBox<acc_t>& b, acc_t threshold) const {
+    if (slots_.empty()) {
+      return false;
+    }
+    double rx, ry;
+    reach_of(b, &rx, &ry);
+    const double cx = centre(b.x1, b.x2), cy = centre(b.y1, b.y2);
+    const int64_t cx1 = cell_of(cx - rx, origin_x_, cells_x_), cx2 = cell_of(cx + rx, origin_x_, cells_x_);
+    const int64_t cy1 = cell_of(cy - ry, origin_y_, cells_y_), cy2 = cell_of(cy + ry, origin_y_, cells_y_);
+    for (int64_t gy = cy1; gy <= cy2; ++gy) {
+      for (int64_t gx = cx1; gx <= cx2; ++gx) {
+        const int64_t c = gy * cells_x_ + gx;
+        const RankedBox<acc_t>* kept = slots_.data() + start_[c];
+        const int64_t num = fill_[c] - start_[c];
+        for (int64_t j = 0; j < num; ++j) {
+          if (overlaps_above(kept[j], b, threshold)) {
+            return true;
+          }
+        }
+      }
+    }
+    return false;
+  }
+
+  void insert(const RankedBox<acc_t>& b) {
+    slots_[fill_[cell_index(b)]++] = b;
+  }
+
+ private:
+  static double centre(acc_t a, acc_t b) {
+    return 0.5 * (static_cast<double>(a) + static_cast<double>(b));
+  }
+
+  // Search half-widths around b's centre, widened by a relative 1e-3 and a few float ulps of the
+  // coordinates so that rounding in the IoU can never reach a box outside them.
+  void reach_of(const RankedBox<acc_t>& b, double* rx, double* ry) const {
+    const double w = static_cast<double>(b.x2) - b.x1, h = static_cast<double>(b.y2) - b.y1;
+    const double slack_x = 1e-5 * (std::abs(static_cast<double>(b.x1)) + std::abs(static_cast<double>(b.x2)));
+    const double slack_y = 1e-5 * (std::abs(static_cast<double>(b.y1)) + std::abs(static_cast<double>(b.y2)));
+    *rx = std::min(reach_factor_ * w, 0.5 * (w + max_w_)) * 1.001 + slack_x;
+    *ry = std::min(reach_factor_ * h, 0.5 * (h + max_h_)) * 1.001 + slack_y;
+  }
+
+  int64_t cell_of(double v, double origin, int64_t cells) const {
+    double c = (v - origin) * inv_cell_;
+    c = c < 0.0 ? 0.0 : c;
+    const double last = static_cast<double>(cells - 1);
+    return static_cast<int64_t>(c < last ? c : last);
+  }
+
+  int64_t cell_index(const RankedBox<acc_t>& b) const {
+    return cell_of(centre(b.y1, b.y2), origin_y_, cells_y_) * cells_x_ +
+           cell_of(centre(b.x1, b.x2), origin_x_, cells_x_);
+  }
+
+  double reach_factor_ = INFINITY;
+  double max_w_ = 0, max_h_ = 0;
+  double origin_x_ = 0, origin_y_ = 0, inv_cell_ = 1;
+  int64_t cells_x_ = 1, cells_y_ = 1;
+  std::vector<int64_t> start_, fill_;
+  std::vector<RankedBox<acc_t>> slots_;
+};
+
+// Below this many boxes a flat scan of the kept boxes beats building a grid.
+constexpr int64_t kGridMinBoxes = 48;
+
+// Below this many boxes batched_nms_ranked suppresses its categories on one thread.
+constexpr int64_t kParallelMinBoxes = 2048;
+
+// Greedy NMS over boxes already in rank order; keep[r] = 1 for each kept rank r.
+template <typename acc_t>
+void greedy_nms_ranked(const RankedBox<acc_t>* boxes, int64_t n, acc_t threshold, uint8_t* keep) {
+  if (n == 0) {
+    return;
+  }
+  if (!(threshold >= acc_t(0))) {
+    // Every IoU (>= 0) exceeds a negative threshold: the top box suppresses all the others.
+    std::memset(keep, 0, n);
+    keep[0] = 1;
+    return;
+  }
+  if (n < kGridMinBoxes) {
+    std::vector<RankedBox<acc_t>> kept;
+    kept.reserve(n);
+    for (int64_t r = 0; r < n; ++r) {
+      const auto& b = boxes[r];
+      bool suppressed = false;
+      for (const auto& k : kept) {
+        if (overlaps_above(k, b, threshold)) {
+          suppressed = true;
+          break;
+        }
+      }
+      keep[r] = suppressed ? 0 : 1;
+      if (!suppressed && b.area > acc_t(0)) {
+        kept.push_back(b);
+      }
+    }
+    return;
+  }
+  KeptGrid<acc_t> grid(boxes, n, static_cast<double>(threshold));
+  for (int64_t r = 0; r < n; ++r) {
+    const auto& b = boxes[r];
+    // An empty box has IoU 0 with everything: kept, and it suppresses nothing. So does a box with
+    // an infinite coordinate (its area is infinite, so every IoU with it is 0 or NaN).
+    if (!(b.area > acc_t(0)) || !box_is_finite(b)) {
+      keep[r] = 1;
+      continue;
+    }
+    const bool suppressed = grid.suppresses(b, threshold);
+    keep[r] = suppressed ? 0 : 1;
+    if (!suppressed) {
+      grid.insert(b);
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+inline RankedBox<acc_t> load_box(const scalar_t* boxes, int64_t i) {
+  const acc_t x1 = static_cast<acc_t>(boxes[4 * i + 0]);
+  const acc_t y1 = static_cast<acc_t>(boxes[4 * i + 1]);
+  const acc_t x2 = static_cast<acc_t>(boxes[4 * i + 2]);
+  const acc_t y2 = static_cast<acc_t>(boxes[4 * i + 3]);
+  return {x1, y1, x2, y2, box_area(x1, y1, x2, y2)};
+}
+
+// keep[r] = 1 for each rank r (boxes[order[r]]) that survives NMS among the boxes of its own
+// category; boxes: [n, 4] of scalar_t, category: [n]. Categories are suppressed in parallel
+// unless called from inside a parallel region.
+template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
+void batched_nms_ranked(const scalar_t* boxes, const int64_t* category, const std::vector<int64_t>& order,
+                        acc_t threshold, uint8_t* keep) {
+  const int64_t n = static_cast<int64_t>(order.size());
+  if (n == 0) {
+    return;
+  }
+  // Group the ranks by category, each group still in rank order (a stable counting sort when
+  // the category ids span a modest range, a stable comparison sort otherwise).
+  std::vector<int64_t> grouped(n);  // positions r in rank order, grouped by category
+  std::vector<int64_t> group_start;
+  const auto [lo_it, hi_it] = std::minmax_element(category, category + n);
+  const int64_t lo = *lo_it, hi = *hi_it;
+  if (static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo) < static_cast<uint64_t>(4 * n + 1024)) {
+    const int64_t span = hi - lo + 1;
+    std::vector<int64_t> count(span + 1, 0);
+    for (int64_t r = 0; r < n; ++r) {
+      ++count[category[order[r]] - lo + 1];
+    }
+    std::partial_sum(count.begin(), count.end(), count.begin());
+    for (int64_t c = 0; c < span; ++c) {
+      if (count[c + 1] > count[c]) {
+        group_start.push_back(count[c]);
+      }
+    }
+    for (int64_t r = 0; r < n; ++r) {
+      grouped[count[category[order[r]] - lo]++] = r;
+    }
+  } else {
+    std::iota(grouped.begin(), grouped.end(), 0);
+    std::stable_sort(grouped.begin(), grouped.end(),
+                     [&](int64_t a, int64_t b) { return category[order[a]] < category[order[b]]; });
+    for (int64_t k = 0; k < n; ++k) {
+      if (k == 0 || category[order[grouped[k]]] != category[order[grouped[k - 1]]]) {
+        group_start.push_back(k);
+      }
+    }
+  }
+  group_start.push_back(n);
+  const int64_t num_groups = static_cast<int64_t>(group_start.size()) - 1;
+
+  std::vector<RankedBox<acc_t>> ranked(n);  // in grouped order
+  for (int64_t k = 0; k < n; ++k) {
+    ranked[k] = load_box(boxes, order[grouped[k]]);
+  }
+  std::vector<uint8_t> keep_grouped(n, 0);
+  // Categories are independent: threads take the next one from a shared counter, which
+  // balances categories of very different sizes. A few thousand boxes take well under a
+  // millisecond, less than waking the other threads can cost on a loaded machine: one thread.
+  std::atomic<int64_t> next{0};
+  const int64_t workers = n < kParallelMinBoxes ? 1 : std::min<int64_t>(at::get_num_threads(), num_groups);
+  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) {
+      for (int64_t g = next++; g < num_groups; g = next++) {
+        const int64_t s = group_start[g], e = group_start[g + 1];
+        greedy_nms_ranked(ranked.data() + s, e - s, threshold, keep_grouped.data() + s);
+      }
+    }
+  });
+  for (int64_t k = 0; k < n; ++k) {
+    keep[grouped[k]] = keep_grouped[k];
+  }
+}
+
+// The positions of the kept boxes (keep[r] = 1 for the box at position order[r]), at most `limit`
+// of them, in the order a per-category NMS reports them: by rank (ties to the lower position),
+// or, with sort_kept_scores, by a descending torch.sort (which is not stable) of the kept boxes'
+// scores taken in increasing position, which is how torchvision's batched_nms orders its result
+// above 1000 boxes on the CPU. The two orders differ only among equal scores; reproducing the
+// second keeps the fused ops equal to torchvision's post-processing even then.
+template <typename scalar_t>
+std::vector<int64_t> kept_in_report_order(const std::vector<int64_t>& order, const uint8_t* keep,
+                                          const scalar_t* scores, bool sort_kept_scores, int64_t limit) {
+  const int64_t n = static_cast<int64_t>(order.size());
+  std::vector<int64_t> out;
+  if (!sort_kept_scores) {
+    for (int64_t r = 0; r < n && static_cast<int64_t>(out.size()) < limit; ++r) {
+      if (keep[r]) {
+        out.push_back(order[r]);
+      }
+    }
+    return out;
+  }
+  std::vector<uint8_t> kept_at(n, 0);
+  for (int64_t r = 0; r < n; ++r) {
+    kept_at[order[r]] = keep[r];
+  }
+  std::vector<int64_t> positions;
+  for (int64_t i = 0; i < n; ++i) {
+    if (kept_at[i]) {
+      positions.push_back(i);
+    }
+  }
+  const int64_t m = static_cast<int64_t>(positions.size());
+  at::Tensor kept_scores =
+      at::empty({m}, at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value));
+  scalar_t* ks = kept_scores.mutable_data_ptr<scalar_t>();
+  for (int64_t j = 0; j < m; ++j) {
+    ks[j] = scores[positions[j]];
+  }
+  const at::Tensor perm = std::get<1>(at::sort(kept_scores, /*dim=*/0, /*descending=*/true));
+  const int64_t* p = perm.const_data_ptr<int64_t>();
+  const int64_t count = std::min(limit, m);
+  out.resize(count);
+  for (int64_t j = 0; j < count; ++j) {
+    out[j] = positions[p[j]];
+  }
+  return out;
+}
+
+}  // namespace greedy_nms
+}  // namespace roiops
