@@ -88,6 +88,30 @@ TORCH_LIBRARY(roiops, m) {
       "float[] spatial_scales, SymInt pooled_height, SymInt pooled_width, int sampling_ratio, bool aligned, "
       "float canonical_scale, int canonical_level, bool features_grad) -> (Tensor, Tensor[], Tensor)");
 
+  // ---- position-sensitive RoI pooling (R-FCN) --------------------------------------------------
+  // input: [N, C, H, W] with C = C_out * pooled_height * pooled_width; rois: [K, 5] as above ->
+  // [K, C_out, pooled_height, pooled_width]; element (k, c, ph, pw) pools input channel
+  // (c * pooled_height + ph) * pooled_width + pw over bin (ph, pw). torchvision's ops also return
+  // that index as a `channel_mapping` tensor; it depends on the position alone, so these ops
+  // neither return nor take it (the backward recomputes it), and roiops.ps_roi_* return the output.
+  // ps_roi_align samples as roi_align with aligned=true; ps_roi_pool averages a quantized bin.
+  m.def(
+      "ps_roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, int sampling_ratio) -> Tensor");
+  m.def(
+      "ps_roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width) -> Tensor");
+  // grad: [K, C_out, PH, PW] -> the gradient of the input, [batch_size, channels, height, width],
+  // channels_last in memory when channels_last.
+  m.def(
+      "ps_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, int sampling_ratio, SymInt batch_size, SymInt channels, SymInt height, "
+      "SymInt width, bool channels_last) -> Tensor");
+  m.def(
+      "ps_roi_pool_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, "
+      "bool channels_last) -> Tensor");
+
   // ---- suppression -----------------------------------------------------------------------------
   // Kept indices (int64) in decreasing score order.
   m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");

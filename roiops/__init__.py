@@ -19,6 +19,11 @@ from roiops.roi_align import RoIAlign, roi_align  # noqa: E402
 from roiops.roi_pool import RoIPool, roi_pool  # noqa: E402
 
 # isort: split
+# ---- position-sensitive RoI pooling (R-FCN) ----
+from roiops.ps_roi_align import PSRoIAlign, ps_roi_align  # noqa: E402
+from roiops.ps_roi_pool import PSRoIPool, ps_roi_pool  # noqa: E402
+
+# isort: split
 # ---- suppression, box coding, box ops and masks ----
 from roiops.box_coder import BoxCoder  # noqa: E402
 from roiops.boxes import box_convert, clip_boxes_to_image, generalized_box_iou, remove_small_boxes  # noqa: E402
@@ -46,6 +51,11 @@ __all__ = [
     "roi_pool",
     "RoIPool",
     "MultiScaleRoIAlign",
+    # position-sensitive RoI pooling (R-FCN)
+    "ps_roi_align",
+    "PSRoIAlign",
+    "ps_roi_pool",
+    "PSRoIPool",
     # suppression, box coding, box ops and masks
     "BoxCoder",
     "box_convert",

@@ -12,6 +12,7 @@ narrows), runs the op with autocast off, and returns:
   copy of the map (for the FPN pooler, of every level) per call, alive during the call, and
   float32 reads in the kernel; the kernels take one dtype for map and boxes, and rounding the
   boxes instead would move them by whole pixels. roi_pool's argmax is unchanged (int64).
+- ps_roi_align, ps_roi_pool: as roi_align (the same cost).
 - box_iou, box_iou_family: the IoU in the compute dtype (float32), not cast back: IoUs are compared with
   thresholds (0.7 / 0.3 for anchors), where half precision would flip matches.
 - nms, batched_nms: the kept indices (int64), the same as for float32 inputs.
@@ -81,6 +82,16 @@ def _multi_scale_roi_align(features, rois, *params):
     return output.to(features[0].dtype)
 
 
+def _ps_roi_align(input, rois, *params):
+    dtype = compute_dtype(input, rois)
+    return _ops.ps_roi_align(_up(input, dtype), _up(rois, dtype), *params).to(input.dtype)
+
+
+def _ps_roi_pool(input, rois, *params):
+    dtype = compute_dtype(input, rois)
+    return _ops.ps_roi_pool(_up(input, dtype), _up(rois, dtype), *params).to(input.dtype)
+
+
 def _box_iou(boxes1, boxes2):
     dtype = compute_dtype(boxes1, boxes2)
     return _ops.box_iou(_up(boxes1, dtype), _up(boxes2, dtype))
@@ -111,6 +122,8 @@ KERNELS = {
     "roi_align": _roi_align,
     "roi_pool": _roi_pool,
     "multi_scale_roi_align": _multi_scale_roi_align,
+    "ps_roi_align": _ps_roi_align,
+    "ps_roi_pool": _ps_roi_pool,
     "box_iou": _box_iou,
     "box_iou_family": _box_iou_family,
     "nms": _nms,

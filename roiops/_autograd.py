@@ -188,6 +188,79 @@ torch.library.register_autograd(
 )
 
 
+# ---- position-sensitive RoI pooling ------------------------------------------------------------
+# ps_roi_align and ps_roi_pool are linear in the input, so each backward op is the adjoint of its
+# forward, and the backward of the backward (with respect to grad) is the forward again. Neither
+# gives a box gradient (torchvision's neither): ps_roi_pool's bins are rounded; for ps_roi_align it
+# is left out.
+
+
+def _ps_roi_setup(ctx, inputs, output):
+    input, rois, *params = inputs
+    ctx.params = tuple(params)
+    ctx.input_shape = tuple(input.shape)
+    ctx.channels_last = _channels_last(input)
+    ctx.save_for_backward(rois)
+
+
+def _ps_roi_align_grad(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    spatial_scale, ph, pw, sampling_ratio = ctx.params
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = torch.ops.roiops.ps_roi_align_backward(
+            grad, rois, spatial_scale, ph, pw, sampling_ratio, *ctx.input_shape, ctx.channels_last
+        )
+    return grad_input, None, None, None, None, None
+
+
+def _ps_roi_pool_grad(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    spatial_scale, ph, pw = ctx.params
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = torch.ops.roiops.ps_roi_pool_backward(
+            grad, rois, spatial_scale, ph, pw, *ctx.input_shape, ctx.channels_last
+        )
+    return grad_input, None, None, None, None
+
+
+torch.library.register_autograd("roiops::ps_roi_align", _ps_roi_align_grad, setup_context=_ps_roi_setup)
+torch.library.register_autograd("roiops::ps_roi_pool", _ps_roi_pool_grad, setup_context=_ps_roi_setup)
+
+
+def _ps_roi_backward_setup(ctx, inputs, output):
+    grad, rois, *params = inputs
+    ctx.params = tuple(params)
+    ctx.save_for_backward(rois)
+
+
+def _ps_roi_align_backward_grad(ctx, grad_grad_input):
+    (rois,) = ctx.saved_tensors
+    spatial_scale, ph, pw, sampling_ratio = ctx.params[:4]
+    d_grad = None
+    if ctx.needs_input_grad[0]:
+        d_grad = torch.ops.roiops.ps_roi_align(grad_grad_input, rois, spatial_scale, ph, pw, sampling_ratio)
+    return (d_grad,) + (None,) * 10
+
+
+def _ps_roi_pool_backward_grad(ctx, grad_grad_input):
+    (rois,) = ctx.saved_tensors
+    spatial_scale, ph, pw = ctx.params[:3]
+    d_grad = None
+    if ctx.needs_input_grad[0]:
+        d_grad = torch.ops.roiops.ps_roi_pool(grad_grad_input, rois, spatial_scale, ph, pw)
+    return (d_grad,) + (None,) * 9
+
+
+torch.library.register_autograd(
+    "roiops::ps_roi_align_backward", _ps_roi_align_backward_grad, setup_context=_ps_roi_backward_setup
+)
+torch.library.register_autograd(
+    "roiops::ps_roi_pool_backward", _ps_roi_pool_backward_grad, setup_context=_ps_roi_backward_setup
+)
+
+
 def _multi_scale_setup(ctx, inputs, output):
     features, rois, scales, ph, pw, sampling_ratio, aligned, canonical_scale, canonical_level = inputs
     ctx.params = (scales, ph, pw, sampling_ratio, aligned, canonical_scale, canonical_level)

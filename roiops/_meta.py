@@ -144,6 +144,51 @@ def _roi_align_backward_rois_backward_fake(
     return torch.empty_like(grad), d_features, rois.new_empty((rois.size(0), 5))
 
 
+# ---- position-sensitive RoI pooling (ps_roi_align, ps_roi_pool) -------------------------------
+
+
+def _ps_roi_fake(op, input, rois, pooled_height, pooled_width):
+    _check_rois_fake(op, input, rois)
+    bins = pooled_height * pooled_width
+    torch._check(input.size(1) % bins == 0,
+                 lambda: f"{op}: input channels must be a multiple of output_size height * width")
+    shape = (rois.size(0), input.size(1) // bins, pooled_height, pooled_width)
+    return _pooled_like(input, shape, _uses_channels_last(input))
+
+
+@torch.library.register_fake("roiops::ps_roi_align")
+def _ps_roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio):
+    return _ps_roi_fake("ps_roi_align", input, rois, pooled_height, pooled_width)
+
+
+@torch.library.register_fake("roiops::ps_roi_pool")
+def _ps_roi_pool_fake(input, rois, spatial_scale, pooled_height, pooled_width):
+    return _ps_roi_fake("ps_roi_pool", input, rois, pooled_height, pooled_width)
+
+
+def _ps_roi_backward_fake(op, grad, rois, pooled_height, pooled_width, batch_size, channels, height, width,
+                          channels_last):
+    torch._check(grad.dim() == 4, lambda: f"{op}: grad must be [K, C_out, PH, PW]")
+    torch._check(rois.dim() == 2 and rois.size(1) == 5, lambda: f"{op}: rois must be [K, 5]")
+    torch._check(channels % (pooled_height * pooled_width) == 0,
+                 lambda: f"{op}: channels must be a multiple of pooled_height * pooled_width")
+    return _pooled_like(grad, (batch_size, channels, height, width), channels_last)
+
+
+@torch.library.register_fake("roiops::ps_roi_align_backward")
+def _ps_roi_align_backward_fake(grad, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                                batch_size, channels, height, width, channels_last):
+    return _ps_roi_backward_fake("ps_roi_align_backward", grad, rois, pooled_height, pooled_width, batch_size,
+                                 channels, height, width, channels_last)
+
+
+@torch.library.register_fake("roiops::ps_roi_pool_backward")
+def _ps_roi_pool_backward_fake(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels,
+                               height, width, channels_last):
+    return _ps_roi_backward_fake("ps_roi_pool_backward", grad, rois, pooled_height, pooled_width, batch_size,
+                                 channels, height, width, channels_last)
+
+
 # ---- suppression and masks ---------------------------------------------------------------------
 
 

@@ -250,4 +250,38 @@ inline std::array<double, 4> check_box_head_args(const at::Tensor& class_logits,
   return {weights[0], weights[1], weights[2], weights[3]};
 }
 
+// ---- position-sensitive RoI pooling (ps_roi_align, ps_roi_pool) ----------------------------------
+
+// input [N, C, H, W] with C a multiple of pooled_height * pooled_width, rois [K, 5] of its dtype and
+// device, a positive output size and scale. Returns C_out = C / (pooled_height * pooled_width).
+inline int64_t check_ps_roi_args(const char* op, const at::Tensor& input, const at::Tensor& rois,
+                                 double spatial_scale, int64_t pooled_height, int64_t pooled_width) {
+  TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be [N, C, H, W], got ", input.sizes());
+  check_rois(op, rois, input);
+  check_pooled_size(op, pooled_height, pooled_width);
+  TORCH_CHECK_VALUE(spatial_scale > 0, op, ": spatial_scale must be positive, got ", spatial_scale);
+  const int64_t bins = pooled_height * pooled_width;
+  TORCH_CHECK_VALUE(input.size(1) % bins == 0, op, ": input channels (", input.size(1),
+                    ") must be a multiple of output_size height * width (", pooled_height, " * ", pooled_width,
+                    " = ", bins, ")");
+  return input.size(1) / bins;
+}
+
+// The backward ops: grad [K, C / (PH * PW), PH, PW] like rois (dtype, device), the input size
+// non-negative with channels a multiple of PH * PW. Returns C_out.
+inline int64_t check_ps_roi_backward_args(const char* op, const at::Tensor& grad, const at::Tensor& rois,
+                                          double spatial_scale, int64_t pooled_height, int64_t pooled_width,
+                                          int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
+  check_pooled_size(op, pooled_height, pooled_width);
+  check_rois(op, rois, grad);
+  TORCH_CHECK_VALUE(spatial_scale > 0, op, ": spatial_scale must be positive, got ", spatial_scale);
+  TORCH_CHECK_VALUE(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
+                    ": negative input size");
+  const int64_t bins = pooled_height * pooled_width;
+  TORCH_CHECK_VALUE(channels % bins == 0, op, ": channels (", channels,
+                    ") must be a multiple of pooled_height * pooled_width (", bins, ")");
+  check_pooled_grad(op, grad, rois, rois.size(0), channels / bins, pooled_height, pooled_width);
+  return channels / bins;
+}
+
 }  // namespace roiops

@@ -112,6 +112,31 @@ def roi_pooling_samples():
     return samples
 
 
+def ps_map(device, channels_last, dtype=F64, requires_grad=False):
+    """Tensor[2, 8, 8, 9]: 2 output channels of a 2 x 2 position-sensitive grid."""
+    return leaf(random_feature((2, 8, 8, 9), 35, dtype, channels_last), device, requires_grad)
+
+
+def ps_roi_pooling_samples():
+    """The position-sensitive ops (output 2 x 2, 2 channels) and their backward ops."""
+    samples = []
+    for fmt, cl in FORMATS.items():
+        samples += [
+            Sample("ps_roi_align", fmt, lambda d, cl=cl: (
+                ps_map(d, cl, requires_grad=True), sample_rois(d, F64), 0.5, 2, 2, 2)),
+            Sample("ps_roi_align", f"{fmt}-adaptive", lambda d, cl=cl: (
+                ps_map(d, cl, requires_grad=True), leaf(random_rois(6, 2, 10, 36, F64), d), 1.0, 2, 2, -1)),
+            Sample("ps_roi_pool", fmt, lambda d, cl=cl: (ps_map(d, cl, requires_grad=True),
+                                                         leaf(random_rois(6, 2, 10, 37, F64), d), 1.0, 2, 2)),
+            Sample("ps_roi_align_backward", fmt, lambda d, cl=cl: (
+                grad_of((3, 2, 2, 2), d, F64), sample_rois(d, F64), 0.5, 2, 2, 2, 2, 8, 8, 9, cl)),
+            Sample("ps_roi_pool_backward", fmt, lambda d, cl=cl: (
+                grad_of((6, 2, 2, 2), d, F64), leaf(random_rois(6, 2, 10, 37, F64), d), 1.0, 2, 2, 2, 8, 8, 9,
+                cl)),
+        ]
+    return samples
+
+
 def detections(device, n=50, seed=34):
     """Tensor[n, 4] boxes, Tensor[n] distinct scores, Tensor[n] int64 categories in [0, 3)."""
     g = torch.Generator().manual_seed(seed)
@@ -152,6 +177,7 @@ def box_head_outputs(device, counts=(12, 9), classes=4, seed=42):
 
 SAMPLES = [
     *roi_pooling_samples(),
+    *ps_roi_pooling_samples(),
     Sample("nms", "distinct_scores", lambda d: (*detections(d)[:2], 0.5), SCHEMA_AND_FAKE),
     Sample("batched_nms", "three_categories", lambda d: (*detections(d), 0.5), SCHEMA_AND_FAKE),
     Sample("soft_nms", "gaussian", lambda d: (*detections(d)[:2], 0.3, 0.5, 0.01, 1),
