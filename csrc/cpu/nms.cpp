@@ -25,43 +25,18 @@
 #include <vector>
 
 #include "common/box_geometry.h"
+#include "cpu/nms_rank.h"
 
 namespace roiops {
 namespace {
+
+using cpu::kept_indices;
+using cpu::rank_by_score;
 
 template <typename acc_t>
 struct RankedBox {
   acc_t x1, y1, x2, y2, area;
 };
-
-// Ranks of all boxes: indices sorted by decreasing score, NaN last, ties by lower index.
-template <typename scalar_t>
-std::vector<int64_t> rank_by_score(const scalar_t* scores, int64_t n) {
-  using acc_t = at::opmath_type<scalar_t>;
-  struct Entry {
-    acc_t score;
-    int64_t index;
-  };
-  std::vector<Entry> entries(n);
-  for (int64_t i = 0; i < n; ++i) {
-    entries[i] = {static_cast<acc_t>(scores[i]), i};
-  }
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    const bool a_nan = std::isnan(a.score), b_nan = std::isnan(b.score);
-    if (a_nan != b_nan) {
-      return b_nan;
-    }
-    if (!a_nan && a.score != b.score) {
-      return a.score > b.score;
-    }
-    return a.index < b.index;
-  });
-  std::vector<int64_t> order(n);
-  for (int64_t i = 0; i < n; ++i) {
-    order[i] = entries[i].index;
-  }
-  return order;
-}
 
 template <typename acc_t>
 inline bool box_is_finite(const RankedBox<acc_t>& b) {
@@ -273,22 +248,6 @@ RankedBox<acc_t> load_box(const scalar_t* boxes, int64_t i) {
   const acc_t x2 = static_cast<acc_t>(boxes[4 * i + 2]);
   const acc_t y2 = static_cast<acc_t>(boxes[4 * i + 3]);
   return {x1, y1, x2, y2, box_area(x1, y1, x2, y2)};
-}
-
-at::Tensor kept_indices(const std::vector<int64_t>& order, const std::vector<uint8_t>& keep,
-                        const at::Tensor& like) {
-  int64_t num_kept = 0;
-  for (uint8_t k : keep) {
-    num_kept += k;
-  }
-  at::Tensor out = at::empty({num_kept}, like.options().dtype(at::kLong));
-  int64_t* o = out.mutable_data_ptr<int64_t>();
-  for (size_t r = 0; r < order.size(); ++r) {
-    if (keep[r]) {
-      *o++ = order[r];
-    }
-  }
-  return out;
 }
 
 void check_nms_args(const char* op, const at::Tensor& boxes, const at::Tensor& scores) {
