@@ -23,6 +23,12 @@ from roiops.boxes import box_convert, clip_boxes_to_image, generalized_box_iou, 
 from roiops.masks import paste_masks  # noqa: E402
 from roiops.nms import batched_nms, nms, soft_nms  # noqa: E402
 
+# isort: split
+# ---- rotated boxes ----
+from roiops.roi_align_rotated import RoIAlignRotated, roi_align_rotated  # noqa: E402
+from roiops.rotated import batched_nms_rotated, box_iou_rotated, nms_rotated  # noqa: E402
+from roiops.rotated_box_coder import RotatedBoxCoder  # noqa: E402
+
 __all__ = [
     "box_area",
     "box_iou",
@@ -41,6 +47,13 @@ __all__ = [
     "batched_nms",
     "soft_nms",
     "paste_masks",
+    # rotated boxes
+    "box_iou_rotated",
+    "nms_rotated",
+    "batched_nms_rotated",
+    "roi_align_rotated",
+    "RoIAlignRotated",
+    "RotatedBoxCoder",
 ]
 
 __version__ = "0.1.0"
