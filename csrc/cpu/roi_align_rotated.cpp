@@ -1,15 +1,15 @@
 // RoIAlignRotated on the CPU: forward and backward to the input map.
 //
 // Plan: the taps of every sample of every RoI (four pixel indices and bilinear weights, from
-// common/roi_align_rotated_math.h) are computed once per RoI; the kernels then only multiply and
-// add over channels, on a channels_last view where each tap reads a contiguous run of C values
-// (the loop the compiler vectorizes). An NCHW input is first copied to channels_last (one pass over
-// the map; rotated samples read scattered pixels, which an NCHW plane serves one channel at a
-// time).
-// - forward: parallel over RoIs; each output element has one writer.
-// - backward: the gradient of the input is partitioned by (image, block of channels); a task walks
-//   every RoI of its image in index order and adds into its own channels only. Every element has
-//   one writer and a fixed summation order: results do not depend on the thread count, no atomics.
+// common/roi_align_rotated_math.h) are computed once per RoI. Both kernels then work by (image,
+// block of channels), one cache line of channels per block (16 float32): a task copies its block
+// of the image into a pixel-major scratch ([H * W, 16], read through the input's strides, so NCHW
+// and channels_last are served alike and no transposed copy of the whole map is made), and every
+// tap of every RoI of that image is then one short vector multiply-add over the block, on data
+// that stays in cache. The backward accumulates into such a scratch and writes the block of the
+// input gradient once, in the requested memory format.
+// Every output element has one writer and a fixed summation order: results do not depend on the
+// thread count, and the backward needs no atomics.
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -21,18 +21,18 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
-#include <type_traits>
 #include <vector>
 
-#include "common/rotated_checks.h"
 #include "common/memory_format.h"
 #include "common/roi_align_rotated_math.h"
+#include "common/rotated_checks.h"
 
 namespace roiops {
 namespace cpu {
 namespace {
 
-// Below this many (RoI, channel, bin) outputs a kernel runs on the calling thread.
+// Below this many (RoI, channel, bin) outputs a kernel runs on the calling thread: waking the
+// thread pool costs more than the work.
 constexpr int64_t kSerialWork = 16384;
 
 // The non-zero taps of one RoI: bin b's samples are taps[begin[b] .. begin[b + 1]).
@@ -102,47 +102,146 @@ std::vector<RotatedRoiTaps<acc_t>> build_rotated_taps(const char* op, const at::
   return all;
 }
 
-// input: [N, C, H, W] channels_last in memory; out element (k, c, bin) at k * C * bins +
-// c * out_channel_stride + bin * out_bin_stride.
-template <typename scalar_t, typename acc_t>
-void forward_kernel(const std::vector<RotatedRoiTaps<acc_t>>& all, const scalar_t* input, int64_t channels,
-                    int64_t height, int64_t width, int64_t bins, scalar_t* out, int64_t out_channel_stride,
-                    int64_t out_bin_stride) {
-  const int64_t num_rois = static_cast<int64_t>(all.size());
-  // Small problems run on the calling thread: waking the pool costs more than they do.
-  const int64_t grain = std::max<int64_t>(1, kSerialWork / std::max<int64_t>(1, channels * bins));
-  at::parallel_for(0, num_rois, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(channels);
-    acc_t* a = acc.data();
-    for (int64_t k = begin; k < end; ++k) {
-      const RotatedRoiTaps<acc_t>& t = all[k];
-      const scalar_t* image = input + t.batch * height * width * channels;
-      scalar_t* out_roi = out + k * channels * bins;
-      for (int64_t bin = 0; bin < bins; ++bin) {
-        std::fill(a, a + channels, acc_t(0));
-        for (int32_t j = t.begin[bin]; j < t.begin[bin + 1]; ++j) {
-          const RotatedTaps<acc_t>& s = t.taps[j];
-          const scalar_t* p0 = image + s.index[0] * channels;
-          const scalar_t* p1 = image + s.index[1] * channels;
-          const scalar_t* p2 = image + s.index[2] * channels;
-          const scalar_t* p3 = image + s.index[3] * channels;
-          const acc_t w0 = s.weight[0], w1 = s.weight[1], w2 = s.weight[2], w3 = s.weight[3];
-#pragma omp simd
-          for (int64_t c = 0; c < channels; ++c) {
-            a[c] += w0 * static_cast<acc_t>(p0[c]) + w1 * static_cast<acc_t>(p1[c]) +
-                    w2 * static_cast<acc_t>(p2[c]) + w3 * static_cast<acc_t>(p3[c]);
-          }
+// Element strides of a 4-d tensor.
+struct Strides4 {
+  int64_t n, c, h, w;
+};
+
+inline Strides4 strides4(const at::Tensor& t) {
+  return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// The RoIs of each image, in index order: image b's are order[offsets[b] .. offsets[b + 1]).
+template <typename acc_t>
+void group_by_image(const std::vector<RotatedRoiTaps<acc_t>>& all, int64_t batch_size, std::vector<int64_t>& offsets,
+                    std::vector<int64_t>& order) {
+  offsets.assign(batch_size + 1, 0);
+  order.resize(all.size());
+  for (const auto& t : all) {
+    ++offsets[t.batch + 1];
+  }
+  for (int64_t b = 0; b < batch_size; ++b) {
+    offsets[b + 1] += offsets[b];
+  }
+  std::vector<int64_t> fill(offsets.begin(), offsets.end() - 1);
+  for (size_t k = 0; k < all.size(); ++k) {
+    order[fill[all[k].batch]++] = static_cast<int64_t>(k);
+  }
+}
+
+// How the kernels split the work: tasks (image, channel block), block channels of one cache line.
+template <typename acc_t>
+struct BlockPlan {
+  static constexpr int64_t kBlock = 64 / sizeof(acc_t);
+  int64_t blocks, tasks, grain;
+  BlockPlan(int64_t batch_size, int64_t channels, int64_t work) {
+    blocks = (channels + kBlock - 1) / kBlock;
+    tasks = batch_size * blocks;
+    grain = work < kSerialWork ? std::max<int64_t>(tasks, 1) : 1;
+  }
+};
+
+// scratch[p * B + c] = element (image, c0 + c, p / W, p % W) of t, for c < nc; lanes c >= nc are 0.
+template <typename scalar_t, typename acc_t, int64_t B>
+void load_block(const scalar_t* t, const Strides4& st, int64_t image, int64_t c0, int64_t nc, int64_t height,
+                int64_t width, acc_t* scratch) {
+  if (nc < B) {
+    std::fill(scratch, scratch + height * width * B, acc_t(0));
+  }
+  const scalar_t* base = t + image * st.n + c0 * st.c;
+  if (st.c == 1) {  // channels_last: a block is contiguous per pixel
+    for (int64_t h = 0; h < height; ++h) {
+      for (int64_t w = 0; w < width; ++w) {
+        const scalar_t* px = base + h * st.h + w * st.w;
+        acc_t* d = scratch + (h * width + w) * B;
+        for (int64_t c = 0; c < nc; ++c) {
+          d[c] = static_cast<acc_t>(px[c]);
         }
-        scalar_t* o = out_roi + bin * out_bin_stride;
-        const acc_t inv = t.inv_count;
-        if (out_channel_stride == 1) {
+      }
+    }
+  } else {  // NCHW (or any other layout): each channel plane read in order
+    for (int64_t c = 0; c < nc; ++c) {
+      const scalar_t* plane = base + c * st.c;
+      for (int64_t h = 0; h < height; ++h) {
+        for (int64_t w = 0; w < width; ++w) {
+          scratch[(h * width + w) * B + c] = static_cast<acc_t>(plane[h * st.h + w * st.w]);
+        }
+      }
+    }
+  }
+}
+
+// The inverse of load_block: element (image, c0 + c, h, w) of t = scratch[(h * W + w) * B + c].
+template <typename scalar_t, typename acc_t, int64_t B>
+void store_block(const acc_t* scratch, int64_t image, int64_t c0, int64_t nc, int64_t height, int64_t width,
+                 scalar_t* t, const Strides4& st) {
+  scalar_t* base = t + image * st.n + c0 * st.c;
+  if (st.c == 1) {
+    for (int64_t h = 0; h < height; ++h) {
+      for (int64_t w = 0; w < width; ++w) {
+        scalar_t* px = base + h * st.h + w * st.w;
+        const acc_t* s = scratch + (h * width + w) * B;
+        for (int64_t c = 0; c < nc; ++c) {
+          px[c] = static_cast<scalar_t>(s[c]);
+        }
+      }
+    }
+  } else {
+    for (int64_t c = 0; c < nc; ++c) {
+      scalar_t* plane = base + c * st.c;
+      for (int64_t h = 0; h < height; ++h) {
+        for (int64_t w = 0; w < width; ++w) {
+          plane[h * st.h + w * st.w] = static_cast<scalar_t>(scratch[(h * width + w) * B + c]);
+        }
+      }
+    }
+  }
+}
+
+// out: [K, C, PH, PW] with strides os.
+template <typename scalar_t, typename acc_t>
+void forward_kernel(const std::vector<RotatedRoiTaps<acc_t>>& all, const at::Tensor& input, int64_t pooled_width,
+                    at::Tensor& out) {
+  constexpr int64_t B = BlockPlan<acc_t>::kBlock;
+  const int64_t batch_size = input.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
+  const int64_t bins = out.size(2) * out.size(3);
+  std::vector<int64_t> offsets, order;
+  group_by_image(all, batch_size, offsets, order);
+  const BlockPlan<acc_t> plan(batch_size, channels, static_cast<int64_t>(all.size()) * channels * bins);
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  const Strides4 is = strides4(input), os = strides4(out);
+  scalar_t* o = out.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, plan.tasks, plan.grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch(height * width * B);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t image = task / plan.blocks;
+      const int64_t c0 = (task % plan.blocks) * B;
+      const int64_t nc = std::min(B, channels - c0);
+      if (offsets[image] == offsets[image + 1]) {
+        continue;
+      }
+      load_block<scalar_t, acc_t, B>(in, is, image, c0, nc, height, width, scratch.data());
+      const acc_t* sc = scratch.data();
+      for (int64_t j = offsets[image]; j < offsets[image + 1]; ++j) {
+        const int64_t k = order[j];
+        const RotatedRoiTaps<acc_t>& t = all[k];
+        for (int64_t bin = 0; bin < bins; ++bin) {
+          acc_t acc[B] = {};
+          for (int32_t s = t.begin[bin]; s < t.begin[bin + 1]; ++s) {
+            const RotatedTaps<acc_t>& tap = t.taps[s];
+            const acc_t* p0 = sc + tap.index[0] * B;
+            const acc_t* p1 = sc + tap.index[1] * B;
+            const acc_t* p2 = sc + tap.index[2] * B;
+            const acc_t* p3 = sc + tap.index[3] * B;
+            const acc_t w0 = tap.weight[0], w1 = tap.weight[1], w2 = tap.weight[2], w3 = tap.weight[3];
 #pragma omp simd
-          for (int64_t c = 0; c < channels; ++c) {
-            o[c] = static_cast<scalar_t>(a[c] * inv);
+            for (int64_t c = 0; c < B; ++c) {
+              acc[c] += w0 * p0[c] + w1 * p1[c] + w2 * p2[c] + w3 * p3[c];
+            }
           }
-        } else {
-          for (int64_t c = 0; c < channels; ++c) {
-            o[c * out_channel_stride] = static_cast<scalar_t>(a[c] * inv);
+          scalar_t* dst = o + k * os.n + c0 * os.c + (bin / pooled_width) * os.h + (bin % pooled_width) * os.w;
+          for (int64_t c = 0; c < nc; ++c) {
+            dst[c * os.c] = static_cast<scalar_t>(acc[c] * t.inv_count);
           }
         }
       }
@@ -165,49 +264,37 @@ at::Tensor roi_align_rotated_forward_cpu(const at::Tensor& input, const at::Tens
     return out;
   }
   const at::Tensor rois = rois_in.contiguous();
-  const at::Tensor map = input.contiguous(at::MemoryFormat::ChannelsLast);
-  const int64_t bins = pooled_height * pooled_width;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_rotated_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto all = build_rotated_taps<scalar_t, acc_t>(op, rois, input.size(0), height, width, spatial_scale,
                                                           pooled_height, pooled_width, sampling_ratio, aligned);
-    forward_kernel<scalar_t, acc_t>(all, map.const_data_ptr<scalar_t>(), channels, height, width, bins,
-                                    out.mutable_data_ptr<scalar_t>(), channels_last ? 1 : bins,
-                                    channels_last ? channels : 1);
+    forward_kernel<scalar_t, acc_t>(all, input, pooled_width, out);
   });
   return out;
 }
 
-// grad_cl: [K, C, PH, PW] channels_last in memory (bin-major, channels contiguous); buffer:
-// [N, H, W, C] of acc_t, zeroed.
+// grad: [K, C, PH, PW] (any strides); grad_input: [N, C, H, W] (any strides), every element written.
 template <typename scalar_t, typename acc_t>
-void backward_kernel(const std::vector<RotatedRoiTaps<acc_t>>& all, const scalar_t* grad_cl, int64_t batch_size,
-                     int64_t channels, int64_t height, int64_t width, int64_t bins, acc_t* buffer) {
-  const int64_t num_rois = static_cast<int64_t>(all.size());
-  // RoIs of each image, in index order.
-  std::vector<int64_t> offsets(batch_size + 1, 0), order(num_rois);
-  for (const auto& t : all) {
-    ++offsets[t.batch + 1];
-  }
-  for (int64_t b = 0; b < batch_size; ++b) {
-    offsets[b + 1] += offsets[b];
-  }
-  std::vector<int64_t> fill(offsets.begin(), offsets.end() - 1);
-  for (int64_t k = 0; k < num_rois; ++k) {
-    order[fill[all[k].batch]++] = k;
-  }
-  // One cache line of channels per task, so no two tasks write the same line.
-  const int64_t block = std::min<int64_t>(64 / sizeof(acc_t), channels);
-  const int64_t blocks = (channels + block - 1) / block;
-  const int64_t tasks = batch_size * blocks;
-  const int64_t grain = num_rois * bins * channels < kSerialWork ? std::max<int64_t>(tasks, 1) : 1;
-  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> g(block);
+void backward_kernel(const std::vector<RotatedRoiTaps<acc_t>>& all, const at::Tensor& grad, int64_t pooled_width,
+                     at::Tensor& grad_input) {
+  constexpr int64_t B = BlockPlan<acc_t>::kBlock;
+  const int64_t batch_size = grad_input.size(0), channels = grad_input.size(1);
+  const int64_t height = grad_input.size(2), width = grad_input.size(3);
+  const int64_t bins = grad.size(2) * grad.size(3);
+  std::vector<int64_t> offsets, order;
+  group_by_image(all, batch_size, offsets, order);
+  const BlockPlan<acc_t> plan(batch_size, channels, static_cast<int64_t>(all.size()) * channels * bins);
+  const scalar_t* g = grad.const_data_ptr<scalar_t>();
+  const Strides4 gs = strides4(grad), os = strides4(grad_input);
+  scalar_t* o = grad_input.mutable_data_ptr<scalar_t>();
+  at::parallel_for(0, plan.tasks, plan.grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch(height * width * B);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t image = task / blocks;
-      const int64_t c0 = (task % blocks) * block;
-      const int64_t nc = std::min(block, channels - c0);
-      acc_t* dst = buffer + image * height * width * channels + c0;
+      const int64_t image = task / plan.blocks;
+      const int64_t c0 = (task % plan.blocks) * B;
+      const int64_t nc = std::min(B, channels - c0);
+      std::fill(scratch.begin(), scratch.end(), acc_t(0));
+      acc_t* sc = scratch.data();
       for (int64_t j = offsets[image]; j < offsets[image + 1]; ++j) {
         const int64_t k = order[j];
         const RotatedRoiTaps<acc_t>& t = all[k];
@@ -215,23 +302,25 @@ void backward_kernel(const std::vector<RotatedRoiTaps<acc_t>>& all, const scalar
           if (t.begin[bin] == t.begin[bin + 1]) {
             continue;
           }
-          const scalar_t* src = grad_cl + (k * bins + bin) * channels + c0;
+          const scalar_t* src = g + k * gs.n + c0 * gs.c + (bin / pooled_width) * gs.h + (bin % pooled_width) * gs.w;
+          acc_t gb[B] = {};
           for (int64_t c = 0; c < nc; ++c) {
-            g[c] = static_cast<acc_t>(src[c]) * t.inv_count;
+            gb[c] = static_cast<acc_t>(src[c * gs.c]) * t.inv_count;
           }
           for (int32_t s = t.begin[bin]; s < t.begin[bin + 1]; ++s) {
             const RotatedTaps<acc_t>& tap = t.taps[s];
             for (int q = 0; q < 4; ++q) {
-              acc_t* d = dst + tap.index[q] * channels;
+              acc_t* d = sc + tap.index[q] * B;
               const acc_t w = tap.weight[q];
 #pragma omp simd
-              for (int64_t c = 0; c < nc; ++c) {
-                d[c] += w * g[c];
+              for (int64_t c = 0; c < B; ++c) {
+                d[c] += w * gb[c];
               }
             }
           }
         }
       }
+      store_block<scalar_t, acc_t, B>(sc, image, c0, nc, height, width, o, os);
     }
   });
 }
@@ -245,26 +334,20 @@ at::Tensor roi_align_rotated_backward_cpu(const at::Tensor& grad, const at::Tens
   check_pooled_grad(op, grad, grad, rois_in.size(0), channels, pooled_height, pooled_width);
   TORCH_CHECK_VALUE(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,
                     ": the input shape must be non-negative");
-  const auto options = grad.options().memory_format(at::MemoryFormat::ChannelsLast);
-  at::Tensor grad_input;
+  at::Tensor grad_input = at::empty({batch_size, channels, height, width},
+                                    grad.options().memory_format(memory_format_for(channels_last)));
+  if (grad_input.numel() == 0) {
+    return grad_input;
+  }
+  const at::Tensor rois = rois_in.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_rotated_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    // Accumulate in acc_t (float32 for the half types), channels_last.
-    // at::zeros ignores a memory format in the options: empty, then zero.
-    at::Tensor buffer = at::empty({batch_size, channels, height, width},
-                                  options.dtype(c10::CppTypeToScalarType<acc_t>::value));
-    buffer.zero_();
-    if (buffer.numel() > 0 && rois_in.size(0) > 0) {
-      const at::Tensor rois = rois_in.contiguous();
-      const at::Tensor grad_cl = grad.contiguous(at::MemoryFormat::ChannelsLast);
-      const auto all = build_rotated_taps<scalar_t, acc_t>(op, rois, batch_size, height, width, spatial_scale,
-                                                            pooled_height, pooled_width, sampling_ratio, aligned);
-      backward_kernel<scalar_t, acc_t>(all, grad_cl.const_data_ptr<scalar_t>(), batch_size, channels, height, width,
-                                       pooled_height * pooled_width, buffer.mutable_data_ptr<acc_t>());
-    }
-    grad_input = buffer.to(grad.scalar_type());
+    // Accumulated in acc_t (float32 for the half types), rounded once when the block is stored.
+    const auto all = build_rotated_taps<scalar_t, acc_t>(op, rois, batch_size, height, width, spatial_scale,
+                                                          pooled_height, pooled_width, sampling_ratio, aligned);
+    backward_kernel<scalar_t, acc_t>(all, grad, pooled_width, grad_input);
   });
-  return grad_input.contiguous(memory_format_for(channels_last));
+  return grad_input;
 }
 
 }  // namespace
