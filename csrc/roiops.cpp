@@ -146,4 +146,24 @@ TORCH_LIBRARY(roiops, m) {
       "detections_from_box_head(Tensor class_logits, Tensor box_deltas, Tensor[] proposals, "
       "SymInt[] image_sizes, float[] weights, float bbox_xform_clip, float score_thresh, float nms_thresh, "
       "int detections_per_img, float min_size) -> (Tensor[], Tensor[], Tensor[])");
+
+  // ---- rotated boxes (roiops/rotated.py, roiops/roi_align_rotated.py) ---------------------------
+  // A rotated box is (x_ctr, y_ctr, width, height, angle), angle in degrees, counter-clockwise on
+  // screen (Detectron2's convention; common/rotated_box_geometry.h).
+  // boxes1: [N, 5], boxes2: [M, 5] -> IoU [N, M]; aligned: N == M -> [N], IoU of matching rows.
+  m.def("box_iou_rotated(Tensor boxes1, Tensor boxes2, bool aligned) -> Tensor");
+  // Kept indices (int64) in decreasing score order, the rules of nms / batched_nms.
+  m.def("nms_rotated(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  m.def("batched_nms_rotated(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  // input: [N, C, H, W] (NCHW or channels_last); rois: [K, 6] (batch index, x_ctr, y_ctr, width,
+  // height, angle) in input-image pixels -> [K, C, pooled_height, pooled_width].
+  m.def(
+      "roi_align_rotated(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, int sampling_ratio, bool aligned) -> Tensor");
+  // grad: [K, C, PH, PW] -> gradient of the input [batch_size, channels, height, width],
+  // channels_last in memory when channels_last.
+  m.def(
+      "roi_align_rotated_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, "
+      "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width, "
+      "int sampling_ratio, bool aligned, bool channels_last) -> Tensor");
 }

@@ -42,6 +42,10 @@ from roiops.boxes import (  # noqa: E402
 )
 # ---- detection post-processing ----
 from roiops.postprocess import detections_from_box_head, rpn_proposals  # noqa: E402
+# ---- rotated boxes ----
+from roiops.roi_align_rotated import RoIAlignRotated, roi_align_rotated  # noqa: E402
+from roiops.rotated import batched_nms_rotated, box_iou_rotated, nms_rotated  # noqa: E402
+from roiops.rotated_box_coder import RotatedBoxCoder  # noqa: E402
 
 __all__ = [
     "box_area",
@@ -76,6 +80,13 @@ __all__ = [
     # detection post-processing
     "rpn_proposals",
     "detections_from_box_head",
+    # rotated boxes
+    "box_iou_rotated",
+    "nms_rotated",
+    "batched_nms_rotated",
+    "roi_align_rotated",
+    "RoIAlignRotated",
+    "RotatedBoxCoder",
 ]
 
 # The functions are FX leaves (torch.fx.wrap) in their own modules; torch.fx patches a wrapped name in

@@ -118,6 +118,26 @@ def _soft_nms(boxes, scores, *params):
     return keep, decayed.to(scores.dtype)
 
 
+def _roi_align_rotated(input, rois, *params):
+    dtype = compute_dtype(input, rois)
+    return _ops.roi_align_rotated(_up(input, dtype), _up(rois, dtype), *params).to(input.dtype)
+
+
+def _box_iou_rotated(boxes1, boxes2, aligned):
+    dtype = compute_dtype(boxes1, boxes2)
+    return _ops.box_iou_rotated(_up(boxes1, dtype), _up(boxes2, dtype), aligned)
+
+
+def _nms_rotated(boxes, scores, iou_threshold):
+    dtype = compute_dtype(boxes, scores)
+    return _ops.nms_rotated(_up(boxes, dtype), _up(scores, dtype), iou_threshold)
+
+
+def _batched_nms_rotated(boxes, scores, idxs, iou_threshold):
+    dtype = compute_dtype(boxes, scores)
+    return _ops.batched_nms_rotated(_up(boxes, dtype), _up(scores, dtype), idxs, iou_threshold)
+
+
 KERNELS = {
     "roi_align": _roi_align,
     "roi_pool": _roi_pool,
@@ -129,6 +149,11 @@ KERNELS = {
     "nms": _nms,
     "batched_nms": _batched_nms,
     "soft_nms": _soft_nms,
+    # rotated boxes: as roi_align, box_iou, nms and batched_nms
+    "roi_align_rotated": _roi_align_rotated,
+    "box_iou_rotated": _box_iou_rotated,
+    "nms_rotated": _nms_rotated,
+    "batched_nms_rotated": _batched_nms_rotated,
 }
 
 

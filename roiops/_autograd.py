@@ -398,3 +398,56 @@ def _box_decode_grad(ctx, grad):
 
 
 torch.library.register_autograd("roiops::box_decode", _box_decode_grad, setup_context=_box_decode_setup)
+
+
+# ---- RoIAlignRotated ----------------------------------------------------------------------------
+# Linear in the input, as roi_align: the backward is its adjoint and the double backward is
+# roi_align_rotated again. No gradient with respect to the rois.
+
+
+def _roi_align_rotated_setup(ctx, inputs, output):
+    input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned = inputs
+    ctx.params = (spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned)
+    ctx.input_shape = tuple(input.shape)
+    ctx.channels_last = _channels_last(input)
+    ctx.save_for_backward(rois)
+
+
+def _roi_align_rotated_grad(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    spatial_scale, ph, pw, sampling_ratio, aligned = ctx.params
+    n, c, h, w = ctx.input_shape
+    grad_input = None
+    if ctx.needs_input_grad[0]:
+        grad_input = torch.ops.roiops.roi_align_rotated_backward(
+            grad, rois, spatial_scale, ph, pw, n, c, h, w, sampling_ratio, aligned, ctx.channels_last
+        )
+    return grad_input, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "roiops::roi_align_rotated", _roi_align_rotated_grad, setup_context=_roi_align_rotated_setup
+)
+
+
+def _roi_align_rotated_backward_setup(ctx, inputs, output):
+    grad, rois, spatial_scale, ph, pw, n, c, h, w, sampling_ratio, aligned, channels_last = inputs
+    ctx.params = (spatial_scale, ph, pw, sampling_ratio, aligned)
+    ctx.save_for_backward(rois)
+
+
+def _roi_align_rotated_backward_grad(ctx, grad_grad_input):
+    (rois,) = ctx.saved_tensors
+    spatial_scale, ph, pw, sampling_ratio, aligned = ctx.params
+    d_grad = None
+    if ctx.needs_input_grad[0]:
+        d_grad = torch.ops.roiops.roi_align_rotated(
+            grad_grad_input, rois, spatial_scale, ph, pw, sampling_ratio, aligned
+        )
+    return (d_grad,) + (None,) * 11
+
+
+torch.library.register_autograd(
+    "roiops::roi_align_rotated_backward", _roi_align_rotated_backward_grad,
+    setup_context=_roi_align_rotated_backward_setup,
+)

@@ -291,3 +291,59 @@ def _detections_from_box_head_fake(class_logits, box_deltas, proposals, image_si
         scores.append(class_logits.new_empty((d,)))
         labels.append(class_logits.new_empty((d,), dtype=torch.int64))
     return boxes, scores, labels
+
+
+# ---- rotated boxes -----------------------------------------------------------------------------
+
+
+@torch.library.register_fake("roiops::box_iou_rotated")
+def _box_iou_rotated_fake(boxes1, boxes2, aligned):
+    torch._check(boxes1.dim() == 2 and boxes1.size(1) == 5, lambda: "box_iou_rotated: boxes1 must be [N, 5]")
+    torch._check(boxes2.dim() == 2 and boxes2.size(1) == 5, lambda: "box_iou_rotated: boxes2 must be [M, 5]")
+    torch._check(boxes1.dtype == boxes2.dtype, lambda: "box_iou_rotated: boxes1 and boxes2 dtypes differ")
+    if aligned:
+        torch._check(boxes1.size(0) == boxes2.size(0),
+                     lambda: "box_iou_rotated: aligned=True needs as many boxes2 as boxes1")
+        return boxes1.new_empty((boxes1.size(0),))
+    return boxes1.new_empty((boxes1.size(0), boxes2.size(0)))
+
+
+def _check_nms_rotated_args(op, boxes, scores):
+    torch._check(boxes.dim() == 2 and boxes.size(1) == 5, lambda: f"{op}: boxes must be [N, 5]")
+    torch._check(scores.dim() == 1 and scores.size(0) == boxes.size(0),
+                 lambda: f"{op}: scores must be [N] for boxes [N, 5]")
+    torch._check(boxes.dtype == scores.dtype, lambda: f"{op}: boxes and scores dtypes differ")
+    torch._check(boxes.dtype.is_floating_point, lambda: f"{op}: boxes must be a floating dtype")
+
+
+@torch.library.register_fake("roiops::nms_rotated")
+def _nms_rotated_fake(boxes, scores, iou_threshold):
+    _check_nms_rotated_args("nms_rotated", boxes, scores)
+    return boxes.new_empty((_num_kept(),), dtype=torch.int64)
+
+
+@torch.library.register_fake("roiops::batched_nms_rotated")
+def _batched_nms_rotated_fake(boxes, scores, idxs, iou_threshold):
+    _check_nms_rotated_args("batched_nms_rotated", boxes, scores)
+    torch._check(idxs.dim() == 1 and idxs.size(0) == boxes.size(0),
+                 lambda: "batched_nms_rotated: idxs must be [N] for boxes [N, 5]")
+    torch._check(idxs.dtype == torch.int64, lambda: "batched_nms_rotated: idxs must be int64")
+    return boxes.new_empty((_num_kept(),), dtype=torch.int64)
+
+
+@torch.library.register_fake("roiops::roi_align_rotated")
+def _roi_align_rotated_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
+    torch._check(input.dim() == 4, lambda: "roi_align_rotated: input must be [N, C, H, W]")
+    torch._check(rois.dim() == 2 and rois.size(1) == 6, lambda: "roi_align_rotated: rois must be [K, 6]")
+    torch._check(rois.dtype == input.dtype, lambda: "roi_align_rotated: rois and input dtypes differ")
+    shape = (rois.size(0), input.size(1), pooled_height, pooled_width)
+    return _pooled_like(input, shape, _uses_channels_last(input))
+
+
+@torch.library.register_fake("roiops::roi_align_rotated_backward")
+def _roi_align_rotated_backward_fake(grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
+                                     channels, height, width, sampling_ratio, aligned, channels_last):
+    torch._check(grad.dim() == 4, lambda: "roi_align_rotated_backward: grad must be [K, C, PH, PW]")
+    torch._check(rois.dim() == 2 and rois.size(1) == 6,
+                 lambda: "roi_align_rotated_backward: rois must be [K, 6]")
+    return _pooled_like(grad, (batch_size, channels, height, width), channels_last)

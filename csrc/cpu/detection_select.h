@@ -33,7 +33,7 @@ template <typename scalar_t>
 std::vector<int64_t> batched_nms_report(const scalar_t* boxes, const scalar_t* scores, const int64_t* category,
                                         int64_t m, double nms_thresh, int64_t limit) {
   using acc_t = at::opmath_type<scalar_t>;
-  const std::vector<int64_t> order = greedy_nms::rank_by_score(scores, m);
+  const std::vector<int64_t> order = cpu::rank_by_score(scores, m);
   std::vector<uint8_t> keep(m, 0);
   greedy_nms::batched_nms_ranked(boxes, category, order, static_cast<acc_t>(nms_thresh), keep.data());
   return greedy_nms::kept_in_report_order(order, keep.data(), scores, m >= kSortedReportMinBoxes, limit);

@@ -8,7 +8,8 @@
 // that distance of its own centre (centre_reach: (1 - t) box widths for t >= 1/2). The result is
 // exactly the textbook (and torchvision's) greedy result; only the work differs.
 //
-// Rank: decreasing score, NaN scores after every number, ties broken by the lower index.
+// Rank: decreasing score, NaN scores after every number, ties broken by the lower index
+// (cpu/nms_rank.h, shared with the rotated NMS).
 // IoU: box_iou_with_areas from common/box_geometry.h (0 for an empty or NaN box).
 #pragma once
 
@@ -28,6 +29,7 @@
 #include <vector>
 
 #include "common/box_geometry.h"
+#include "cpu/nms_rank.h"
 
 namespace roiops {
 namespace greedy_nms {
@@ -36,35 +38,6 @@ template <typename acc_t>
 struct RankedBox {
   acc_t x1, y1, x2, y2, area;
 };
-
-// Ranks of all boxes: indices sorted by decreasing score, NaN last, ties by lower index.
-template <typename scalar_t>
-inline std::vector<int64_t> rank_by_score(const scalar_t* scores, int64_t n) {
-  using acc_t = at::opmath_type<scalar_t>;
-  struct Entry {
-    acc_t score;
-    int64_t index;
-  };
-  std::vector<Entry> entries(n);
-  for (int64_t i = 0; i < n; ++i) {
-    entries[i] = {static_cast<acc_t>(scores[i]), i};
-  }
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    const bool a_nan = std::isnan(a.score), b_nan = std::isnan(b.score);
-    if (a_nan != b_nan) {
-      return b_nan;
-    }
-    if (!a_nan && a.score != b.score) {
-      return a.score > b.score;
-    }
-    return a.index < b.index;
-  });
-  std::vector<int64_t> order(n);
-  for (int64_t i = 0; i < n; ++i) {
-    order[i] = entries[i].index;
-  }
-  return order;
-}
 
 template <typename acc_t>
 inline bool box_is_finite(const RankedBox<acc_t>& b) {

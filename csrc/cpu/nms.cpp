@@ -1,5 +1,5 @@
 // Non-maximum suppression on the CPU: nms, batched_nms (per category, one call) and soft_nms.
-// The greedy algorithm, its rank order and its IoU are in greedy_nms.h.
+// The greedy algorithm and its IoU are in greedy_nms.h, the rank order in nms_rank.h.
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -20,27 +20,12 @@
 namespace roiops {
 namespace {
 
+using cpu::kept_indices;
+using cpu::rank_by_score;
 using greedy_nms::batched_nms_ranked;
 using greedy_nms::greedy_nms_ranked;
 using greedy_nms::load_box;
-using greedy_nms::rank_by_score;
 using greedy_nms::RankedBox;
-
-at::Tensor kept_indices(const std::vector<int64_t>& order, const std::vector<uint8_t>& keep,
-                        const at::Tensor& like) {
-  int64_t num_kept = 0;
-  for (uint8_t k : keep) {
-    num_kept += k;
-  }
-  at::Tensor out = at::empty({num_kept}, like.options().dtype(at::kLong));
-  int64_t* o = out.mutable_data_ptr<int64_t>();
-  for (size_t r = 0; r < order.size(); ++r) {
-    if (keep[r]) {
-      *o++ = order[r];
-    }
-  }
-  return out;
-}
 
 void check_nms_args(const char* op, const at::Tensor& boxes, const at::Tensor& scores) {
   // The Python wrapper validates; these checks only guard direct torch.ops calls.

@@ -209,6 +209,46 @@ SAMPLES = [
 ]
 
 
+def rotated_boxes(n, seed, device, requires_grad=False):
+    """Tensor[n, 5] rotated boxes (x_ctr, y_ctr, w, h, angle) over a 40 x 30 image."""
+    g = torch.Generator().manual_seed(seed)
+    boxes = torch.cat([torch.rand(n, 2, generator=g) * torch.tensor([40.0, 30.0]),
+                       torch.rand(n, 2, generator=g) * 12 + 2, torch.rand(n, 1, generator=g) * 360 - 180], 1)
+    return leaf(boxes, device, requires_grad)
+
+
+def rotated_rois(device, dtype=F64):
+    """Tensor[4, 6] rotated RoIs on the two images of sample_map (scale 0.5)."""
+    rois = torch.tensor([[0, 6, 5, 8, 4, 30], [1, 10, 8, 6, 9, -75], [0, 3, 12, 20, 3, 180],
+                         [1, 14, 2, 1, 1, 0]])
+    return leaf(rois.to(dtype), device)
+
+
+def rotated_samples():
+    samples = [
+        Sample("box_iou_rotated", "8x6", lambda d: (rotated_boxes(8, 40, d), rotated_boxes(6, 41, d), False)),
+        Sample("box_iou_rotated", "aligned", lambda d: (
+            rotated_boxes(7, 42, d), rotated_boxes(7, 43, d), True)),
+        Sample("nms_rotated", "distinct_scores", lambda d: (
+            rotated_boxes(50, 44, d), detections(d)[1], 0.3), SCHEMA_AND_FAKE),
+        Sample("batched_nms_rotated", "three_categories", lambda d: (
+            rotated_boxes(50, 45, d), *detections(d)[1:], 0.3), SCHEMA_AND_FAKE),
+    ]
+    for fmt, cl in FORMATS.items():
+        samples += [
+            Sample("roi_align_rotated", f"{fmt}-input_grad", lambda d, cl=cl: (
+                sample_map(d, cl, F64, True), rotated_rois(d), 0.5, 3, 2, 2, True)),
+            Sample("roi_align_rotated", f"{fmt}-adaptive_unaligned", lambda d, cl=cl: (
+                sample_map(d, cl, F64, True), rotated_rois(d), 0.5, 2, 2, -1, False)),
+            Sample("roi_align_rotated_backward", fmt, lambda d, cl=cl: (
+                grad_of((4, 3, 3, 2), d, F64), rotated_rois(d), 0.5, 3, 2, 2, 3, 8, 9, 2, True, cl)),
+        ]
+    return samples
+
+
+SAMPLES += rotated_samples()
+
+
 def registered_ops() -> list[str]:
     """Every op of the roiops namespace the dispatcher knows, by name."""
     prefix = "roiops::"

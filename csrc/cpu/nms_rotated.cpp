@@ -1,0 +1,278 @@
+// Non-maximum suppression of rotated boxes on the CPU: nms_rotated and batched_nms_rotated.
+//
+// The rules are nms.cpp's: rank by decreasing score, NaN scores after every number, ties to the
+// lower index (cpu/nms_rank.h); a box is dropped when a kept box of higher rank overlaps it with
+// IoU > iou_threshold; a box of area 0 (or with a non-finite value) has IoU 0 with everything, so
+// it is kept and suppresses nothing; iou_threshold < 0 keeps only the top-ranked box. IoU is
+// common/rotated_box_geometry.h's, in float64 for every input dtype (as box_iou_rotated_cpu).
+//
+// Work: each candidate asks "does a kept box suppress me?", and only kept boxes that can overlap
+// it are asked: kept boxes are filed by centre in a uniform grid, and a candidate scans only the
+// cells whose centres lie within reach of its own (its bounds' half extent plus the largest one),
+// then rejects by bounds and by area ratio (IoU <= min(area) / max(area)) before clipping. The
+// result is the textbook greedy result; only the work differs.
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "common/rotated_checks.h"
+#include "common/rotated_box_geometry.h"
+#include "cpu/nms_rank.h"
+
+namespace roiops {
+namespace cpu {
+namespace {
+
+using geom_t = double;
+using Box = RotatedBox<geom_t>;
+
+// IoU(kept, b) > threshold (threshold >= 0, both with area > 0), cheap rejections first.
+inline bool overlaps_above(const Box& kept, const Box& b, geom_t threshold) {
+  if (!rotated_bounds_overlap(kept, b)) {
+    return false;
+  }
+  const geom_t lo = std::min(kept.area, b.area), hi = std::max(kept.area, b.area);
+  if (lo <= threshold * hi) {
+    return false;  // IoU <= lo / hi <= threshold
+  }
+  return rotated_box_iou(kept, b) > threshold;
+}
+
+// Kept boxes filed by the grid cell of their centre. Slots for every box with area are reserved
+// up front (per cell, as many as are centred there), so filing is a store.
+class KeptRotatedGrid {
+ public:
+  KeptRotatedGrid(const Box* boxes, int64_t n) {
+    double lo_x = INFINITY, lo_y = INFINITY, hi_x = -INFINITY, hi_y = -INFINITY;
+    std::vector<double> reach;
+    for (int64_t i = 0; i < n; ++i) {
+      const Box& b = boxes[i];
+      if (b.area > 0) {
+        lo_x = std::min(lo_x, b.cx);
+        hi_x = std::max(hi_x, b.cx);
+        lo_y = std::min(lo_y, b.cy);
+        hi_y = std::max(hi_y, b.cy);
+        max_ex_ = std::max(max_ex_, b.ex);
+        max_ey_ = std::max(max_ey_, b.ey);
+        reach.push_back(2.0 * std::max(b.ex, b.ey));
+      }
+    }
+    if (reach.empty()) {
+      return;
+    }
+    auto mid = reach.begin() + reach.size() / 2;
+    std::nth_element(reach.begin(), mid, reach.end());
+    const double extent_x = hi_x - lo_x, extent_y = hi_y - lo_y;
+    const double max_cells = 2.0 * static_cast<double>(reach.size()) + 16.0;
+    double cell = std::max(*mid, 1e-300);
+    cell = std::max(cell, std::sqrt(extent_x * extent_y / max_cells));
+    cell = std::max(cell, std::max(extent_x, extent_y) / max_cells);
+    origin_x_ = lo_x;
+    origin_y_ = lo_y;
+    inv_cell_ = 1.0 / cell;
+    cells_x_ = std::max<int64_t>(1, static_cast<int64_t>(std::min(extent_x / cell, max_cells)) + 1);
+    cells_y_ = std::max<int64_t>(1, static_cast<int64_t>(std::min(extent_y / cell, max_cells)) + 1);
+    std::vector<int64_t> count(cells_x_ * cells_y_ + 1, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      if (boxes[i].area > 0) {
+        ++count[cell_index(boxes[i]) + 1];
+      }
+    }
+    std::partial_sum(count.begin(), count.end(), count.begin());
+    start_ = std::move(count);
+    fill_.assign(start_.begin(), start_.end() - 1);
+    slots_.resize(start_.back());
+  }
+
+  // True when a kept box overlaps b (area > 0) with IoU > threshold.
+  bool suppresses(const Box& b, geom_t threshold) const {
+    if (slots_.empty()) {
+      return false;
+    }
+    // Bounds overlap needs |centre difference| < ex_b + ex_kept <= ex_b + max_ex; the slack
+    // covers the rounding of the cell arithmetic.
+    const double rx = (b.ex + max_ex_) * (1 + 1e-9), ry = (b.ey + max_ey_) * (1 + 1e-9);
+    const int64_t gx1 = cell_of(b.cx - rx, origin_x_, cells_x_), gx2 = cell_of(b.cx + rx, origin_x_, cells_x_);
+    const int64_t gy1 = cell_of(b.cy - ry, origin_y_, cells_y_), gy2 = cell_of(b.cy + ry, origin_y_, cells_y_);
+    for (int64_t gy = gy1; gy <= gy2; ++gy) {
+      for (int64_t gx = gx1; gx <= gx2; ++gx) {
+        const int64_t c = gy * cells_x_ + gx;
+        for (int64_t j = start_[c]; j < fill_[c]; ++j) {
+          if (overlaps_above(slots_[j], b, threshold)) {
+            return true;
+          }
+        }
+      }
+    }
+    return false;
+  }
+
+  void insert(const Box& b) {
+    slots_[fill_[cell_index(b)]++] = b;
+  }
+
+ private:
+  int64_t cell_of(double v, double origin, int64_t cells) const {
+    double c = (v - origin) * inv_cell_;
+    c = c < 0.0 ? 0.0 : c;  // also catches NaN
+    const double last = static_cast<double>(cells - 1);
+    return static_cast<int64_t>(c < last ? c : last);
+  }
+
+  int64_t cell_index(const Box& b) const {
+    return cell_of(b.cy, origin_y_, cells_y_) * cells_x_ + cell_of(b.cx, origin_x_, cells_x_);
+  }
+
+  double max_ex_ = 0, max_ey_ = 0;
+  double origin_x_ = 0, origin_y_ = 0, inv_cell_ = 1;
+  int64_t cells_x_ = 1, cells_y_ = 1;
+  std::vector<int64_t> start_, fill_;
+  std::vector<Box> slots_;
+};
+
+// Below this many boxes a flat scan of the kept boxes beats building a grid.
+constexpr int64_t kGridMinBoxes = 48;
+
+// Greedy NMS over boxes already in rank order; keep[r] = 1 for each kept rank r.
+void greedy_nms_rotated(const Box* boxes, int64_t n, geom_t threshold, uint8_t* keep) {
+  if (n == 0) {
+    return;
+  }
+  if (!(threshold >= 0)) {
+    // Every IoU (>= 0) exceeds a negative threshold: the top box suppresses all the others.
+    std::memset(keep, 0, n);
+    keep[0] = 1;
+    return;
+  }
+  if (n < kGridMinBoxes) {
+    std::vector<const Box*> kept;
+    for (int64_t r = 0; r < n; ++r) {
+      const Box& b = boxes[r];
+      bool suppressed = false;
+      if (b.area > 0) {
+        for (const Box* k : kept) {
+          if (overlaps_above(*k, b, threshold)) {
+            suppressed = true;
+            break;
+          }
+        }
+      }
+      keep[r] = suppressed ? 0 : 1;
+      if (!suppressed && b.area > 0) {
+        kept.push_back(&b);
+      }
+    }
+    return;
+  }
+  KeptRotatedGrid grid(boxes, n);
+  for (int64_t r = 0; r < n; ++r) {
+    const Box& b = boxes[r];
+    if (!(b.area > 0)) {
+      keep[r] = 1;
+      continue;
+    }
+    const bool suppressed = grid.suppresses(b, threshold);
+    keep[r] = suppressed ? 0 : 1;
+    if (!suppressed) {
+      grid.insert(b);
+    }
+  }
+}
+
+template <typename scalar_t>
+std::vector<Box> load_ranked(const at::Tensor& boxes, const std::vector<int64_t>& positions) {
+  const scalar_t* b = boxes.const_data_ptr<scalar_t>();
+  std::vector<Box> out(positions.size());
+  for (size_t r = 0; r < positions.size(); ++r) {
+    out[r] = load_rotated_box<geom_t>(b, positions[r]);
+  }
+  return out;
+}
+
+at::Tensor nms_rotated_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_in, double iou_threshold) {
+  check_nms_rotated_args("nms_rotated", boxes_in, scores_in, at::Tensor());
+  const at::Tensor boxes = boxes_in.contiguous();
+  const at::Tensor scores = scores_in.contiguous();
+  const int64_t n = boxes.size(0);
+  std::vector<int64_t> order;
+  std::vector<uint8_t> keep(n, 0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, boxes.scalar_type(), "nms_rotated_cpu", [&] {
+    order = rank_by_score(scores.const_data_ptr<scalar_t>(), n);
+    const std::vector<Box> ranked = load_ranked<scalar_t>(boxes, order);
+    greedy_nms_rotated(ranked.data(), n, iou_threshold, keep.data());
+  });
+  return kept_indices(order, keep, boxes);
+}
+
+at::Tensor batched_nms_rotated_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_in,
+                                   const at::Tensor& idxs_in, double iou_threshold) {
+  check_nms_rotated_args("batched_nms_rotated", boxes_in, scores_in, idxs_in);
+  const at::Tensor boxes = boxes_in.contiguous();
+  const at::Tensor scores = scores_in.contiguous();
+  const at::Tensor idxs = idxs_in.contiguous();
+  const int64_t n = boxes.size(0);
+  const int64_t* category = idxs.const_data_ptr<int64_t>();
+  std::vector<int64_t> order;
+  std::vector<uint8_t> keep(n, 0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, boxes.scalar_type(), "batched_nms_rotated_cpu", [&] {
+    order = rank_by_score(scores.const_data_ptr<scalar_t>(), n);
+    if (n == 0) {
+      return;
+    }
+    // Rank positions grouped by category, each group still in rank order.
+    std::vector<int64_t> grouped(n);
+    std::iota(grouped.begin(), grouped.end(), 0);
+    std::stable_sort(grouped.begin(), grouped.end(),
+                     [&](int64_t a, int64_t b) { return category[order[a]] < category[order[b]]; });
+    std::vector<int64_t> group_start;
+    for (int64_t k = 0; k < n; ++k) {
+      if (k == 0 || category[order[grouped[k]]] != category[order[grouped[k - 1]]]) {
+        group_start.push_back(k);
+      }
+    }
+    group_start.push_back(n);
+    const int64_t num_groups = static_cast<int64_t>(group_start.size()) - 1;
+    std::vector<int64_t> positions(n);
+    for (int64_t k = 0; k < n; ++k) {
+      positions[k] = order[grouped[k]];
+    }
+    const std::vector<Box> ranked = load_ranked<scalar_t>(boxes, positions);
+    std::vector<uint8_t> keep_grouped(n, 0);
+    // Categories are independent: threads take the next one from a shared counter. Each
+    // category's result is computed by one thread in rank order, so the result does not depend
+    // on the thread count.
+    std::atomic<int64_t> next{0};
+    const int64_t workers = std::min<int64_t>(at::get_num_threads(), num_groups);
+    at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t w = begin; w < end; ++w) {
+        for (int64_t g = next++; g < num_groups; g = next++) {
+          const int64_t s = group_start[g], e = group_start[g + 1];
+          greedy_nms_rotated(ranked.data() + s, e - s, iou_threshold, keep_grouped.data() + s);
+        }
+      }
+    });
+    for (int64_t k = 0; k < n; ++k) {
+      keep[grouped[k]] = keep_grouped[k];
+    }
+  });
+  return kept_indices(order, keep, boxes);
+}
+
+}  // namespace
+}  // namespace cpu
+
+TORCH_LIBRARY_IMPL(roiops, CPU, m) {
+  m.impl("nms_rotated", &cpu::nms_rotated_cpu);
+  m.impl("batched_nms_rotated", &cpu::batched_nms_rotated_cpu);
+}
+
+}  // namespace roiops
