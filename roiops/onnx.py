@@ -379,8 +379,9 @@ def translation_table() -> dict:
 
 
 def export(model, args, path, *, dynamic_shapes=None, input_names=None, output_names=None, **kwargs):
-    """``torch.onnx.export`` (dynamo) with roiops' translations at ``OPSET``; returns the ONNXProgram
-    after saving it to ``path`` (weights inside the file)."""
+    """``torch.onnx.export`` (dynamo) with roiops' translations at ``OPSET``: model is an nn.Module
+    (traced with args) or a torch.export.ExportedProgram (args ()). Saves the file to ``path``
+    (weights inside) and returns the ONNXProgram."""
     table = {**translation_table(), **kwargs.pop("custom_translation_table", {})}
     program = torch.onnx.export(
         model,

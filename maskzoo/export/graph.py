@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-import roiops
+import roiops  # noqa: F401  (registers torch.ops.roiops, which the graph calls)
 from maskzoo.modeling.box_head import box_inference
 from maskzoo.modeling.mask_head import mask_inference
 from maskzoo.modeling.precision import to_box_precision
