@@ -125,3 +125,32 @@ def test_aoti_package_runs_without_maskzoo_and_matches_eager(program, images, ea
 def test_export_refuses_a_model_in_training_mode():
     with pytest.raises(ValueError, match="eval mode"):
         maskzoo.export.export_program(maskzoo.build("r18_fpn_demo"))
+
+
+def test_export_command_builds_the_model_and_writes_the_chosen_format(monkeypatch, tmp_path, capsys):
+    from maskzoo import cli
+
+    calls = []
+    monkeypatch.setattr(maskzoo.export, "to_pt2", lambda m, path: calls.append(("pt2", m, path)) or str(path))
+    monkeypatch.setattr(
+        maskzoo.export, "to_onnx", lambda m, path: calls.append(("onnx", m, path)) or str(path)
+    )
+    for fmt in ("pt2", "onnx"):
+        out = tmp_path / f"model.{fmt}"
+        args = [
+            "export",
+            "--model",
+            "r18_fpn_demo",
+            "--set",
+            "min_size=64",
+            "--format",
+            fmt,
+            "--out",
+            str(out),
+        ]
+        assert cli.main(args) == 0
+        kind, exported, path = calls[-1]
+        assert kind == fmt and str(path) == str(out) and not exported.training
+        assert exported.config.name == "r18_fpn_demo" and exported.config.transform.min_size == (64,)
+    assert cli.main(["export", "--format", "pt2", "--out", str(tmp_path / "x.pt2")]) == 2
+    assert "give --model, --checkpoint or both" in capsys.readouterr().err
