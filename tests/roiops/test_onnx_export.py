@@ -78,7 +78,7 @@ def test_roi_align_exports_as_roialign_in_the_default_domain(roi_align_graph):
     assert domains <= {""}
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     h=st.integers(1, 30),
     w=st.integers(1, 30),

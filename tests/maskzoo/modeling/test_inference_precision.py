@@ -61,3 +61,15 @@ def test_bf16_r50_fpn_finds_most_of_the_float32_top_100():
     assert len(reference["boxes"]) == len(bf16["boxes"]) == 100
     # Measured 87-89 of 100 with these random weights (the bar is 95; see RESULTS.md).
     assert _matched(reference, bf16) >= 85
+
+
+@pytest.mark.cuda
+def test_cuda_float16_policy_returns_float32_detections_close_to_float32():
+    cuda = torch.device("cuda")
+    model = _model("r18_fpn", min_size=256, max_size=320).to(cuda)
+    image = torch.rand(3, 200, 260, generator=torch.Generator().manual_seed(0)).to(cuda)
+    with torch.inference_mode():
+        reference = fuse_for_inference(copy.deepcopy(model))([image])[0]
+        half = fuse_for_inference(model, dtype=torch.float16)([image])[0]
+    assert half["boxes"].dtype == half["scores"].dtype == half["masks"].dtype == torch.float32
+    assert _matched(reference, half) >= 80
