@@ -1,11 +1,12 @@
-"""Command line: ``python -m maskzoo {list, shapes, train, eval, predict, convert, demo}`` (or ``maskzoo``).
+"""Command line: ``python -m maskzoo {list, shapes, train, eval, predict, convert, export, demo}``.
 
     maskzoo list                                      every model and its full config
     maskzoo shapes OUT --train 1000 --val 100 --seed 0
     maskzoo train --model r50_fpn --data DATA --out DIR [--val DATA] [--iters N --batch B --lr LR ...]
     torchrun --nproc_per_node=4 -m maskzoo train ...  the same on 4 processes (DDP)
     maskzoo eval --checkpoint CK --data DATA [--out DIR]
-    maskzoo predict IMAGE... --checkpoint CK --out DIR
+    maskzoo predict IMAGE... --checkpoint CK --out DIR [--dtype bf16]
+    maskzoo export [--model NAME] [--checkpoint CK] --format pt2|onnx --out FILE
     maskzoo convert TORCHVISION.pth OUT.safetensors [--model NAME]
     maskzoo demo --out out/demo                       shapes set -> train r18_fpn_demo on the CPU -> COCO AP
 
@@ -211,8 +212,9 @@ def cmd_predict(args) -> int:
     _runtime(args)
     device = _device(args.device)
     overrides = _parse_overrides(args.set)
-    model = fuse_for_inference(load(args.checkpoint, **overrides).to(device))
+    model = load(args.checkpoint, **overrides).to(device)
     names = getattr(model, "class_names", None)
+    model = fuse_for_inference(model, dtype=DTYPES[args.dtype])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in args.images:
@@ -227,6 +229,31 @@ def cmd_predict(args) -> int:
         record = predictions_to_json(pred, names, path, tuple(image.shape[-2:]))
         write_atomic(out / f"{stem}.json", json.dumps(record))
         print(f"{path}: {len(record['detections'])} detections -> {out / stem}.png, .json")
+    return 0
+
+
+# --dtype of predict: the layers' dtype (box geometry, scores and masks stay float32).
+DTYPES = {"float32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cmd_export(args) -> int:
+    import maskzoo.export
+    from maskzoo.zoo import build
+
+    overrides = _parse_overrides(args.set)
+    if args.checkpoint is not None:
+        model = load(args.checkpoint, name=args.model, **overrides)
+    elif args.model is not None:
+        model = build(args.model, **overrides)  # random weights: for trying the tool chain
+    else:
+        raise ValueError("give --model, --checkpoint or both")
+    model.eval()
+    start = time.perf_counter()
+    if args.format == "pt2":
+        path = maskzoo.export.to_pt2(model, args.out)
+    else:
+        path = maskzoo.export.to_onnx(model, args.out)
+    print(f"wrote {path} ({args.format}, model {model.config.name}, {time.perf_counter() - start:.0f} s)")
     return 0
 
 
@@ -318,9 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--score-thresh", type=float, default=0.5)
     p.add_argument("--device", default=None)
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="layer dtype: bf16 (CPU with AVX512-BF16 / AMX, or CUDA), fp16 (CUDA); "
+                        "boxes, scores and masks stay float32")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     _add_runtime_flag(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="AOTInductor package (.pt2) or standard ONNX file of a model")
+    p.add_argument("--model", default=None, help="registry name; alone: random weights")
+    p.add_argument("--checkpoint", default=None, help="weights (alone: the model the file names)")
+    p.add_argument("--format", required=True, choices=["pt2", "onnx"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config override")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("convert", help="torchvision detection weights -> maskzoo checkpoint")
     p.add_argument("input")

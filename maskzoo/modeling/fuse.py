@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from maskzoo.modeling.backbone import FrozenBatchNorm2d
+from maskzoo.modeling.precision import apply_inference_precision
 
 # (convolution, norm) attribute pairs of maskzoo's backbone modules (Stem, Shortcut, blocks).
 _PAIRS = (("conv", "norm"), ("conv1", "norm1"), ("conv2", "norm2"), ("conv3", "norm3"))
@@ -33,7 +34,9 @@ def fold_frozen_batch_norm(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> None:
 
 
 @torch.no_grad()
-def fuse_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:
+def fuse_for_inference(
+    model: nn.Module, channels_last: bool = True, dtype: torch.dtype | None = None
+) -> nn.Module:
     """Prepares a maskzoo model for fast inference, in place; returns it in eval mode.
 
     - every FrozenBatchNorm2d that directly follows a convolution in the backbone is folded into
@@ -43,6 +46,9 @@ def fuse_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Modul
 
     Only frozen norms are folded: trainable BatchNorm2d / GroupNorm depend on the batch in
     training, so a model with them is left as it is (apart from the memory format).
+    - with ``dtype`` (torch.bfloat16 or torch.float16), the layers run in that dtype under the
+      precision policy of :func:`maskzoo.modeling.precision.apply_inference_precision` (box and
+      score layers, decoding, NMS and mask thresholds stay float32).
     """
     for module in list(model.modules()):
         for conv_name, norm_name in _PAIRS:
@@ -50,6 +56,8 @@ def fuse_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Modul
             if isinstance(conv, nn.Conv2d) and isinstance(norm, FrozenBatchNorm2d):
                 fold_frozen_batch_norm(conv, norm)
                 setattr(module, norm_name, nn.Identity())
+    if dtype is not None and dtype not in (torch.float32, torch.float64):
+        apply_inference_precision(model.eval(), dtype)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     object.__setattr__(model, FUSED_ATTRIBUTE, True)

@@ -20,6 +20,7 @@ compute bit for bit what they computed before).
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def box_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -42,3 +43,60 @@ def pool_in_box_precision(pooler, features: dict[str, torch.Tensor], boxes, imag
     if box_dtype(dtype) == dtype:
         return pooler(features, boxes, image_sizes)
     return pooler({k: to_box_precision(v) for k, v in features.items()}, boxes, image_sizes).to(dtype)
+
+
+# ---- bfloat16 / float16 inference: the precision policy --------------------------------------------
+# Which layers run in the low dtype and which stay float32 (fuse_for_inference(model, dtype=...)).
+# Low dtype: the backbone and FPN, the RPN's shared 3x3 convolution, the box head's hidden layers,
+# the mask head's convolutions and its deconvolution (oneDNN accumulates them in float32).
+# float32: the layers whose outputs become boxes, scores or mask thresholds: the RPN's objectness
+# and box-delta convolutions, the box predictor (class logits and box deltas) and the mask logits.
+# Those are small (a 1x1 convolution or a linear layer each), and bfloat16 there moves boxes and
+# reorders scores; the RoI poolers read the maps in float32 already (pool_in_box_precision).
+FLOAT32_LAYERS = (
+    "rpn.head.objectness",
+    "rpn.head.box_deltas",
+    "roi_heads.box_predictor",
+    "roi_heads.mask_predictor.logits",
+    "roi_heads.keypoint_predictor",
+)
+
+
+class Float32Layer(nn.Module):
+    """Runs ``layer`` (float32 weights) on its input cast to float32; returns float32."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer.float()
+
+    def forward(self, x: torch.Tensor):
+        return self.layer(x.float())
+
+
+class CastInput(nn.Module):
+    """Casts the input to ``dtype`` before ``module`` (the backbone of a low-precision model
+    receives the float32 image batch of the transform)."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.module = module
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor):
+        return self.module(x.to(self.dtype))
+
+
+def apply_inference_precision(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Converts an eval model, in place, to ``dtype`` (bfloat16 or float16) under the policy above
+    (FLOAT32_LAYERS stay float32); detections come out in float32 as before. Returns the model."""
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be torch.bfloat16 or torch.float16, got {dtype}")
+    model.to(dtype)
+    for path in FLOAT32_LAYERS:
+        parent_path, _, name = path.rpartition(".")
+        parent = model.get_submodule(parent_path)
+        layer = getattr(parent, name, None)
+        if layer is not None:
+            setattr(parent, name, Float32Layer(layer))
+    model.backbone = CastInput(model.backbone, dtype)
+    return model

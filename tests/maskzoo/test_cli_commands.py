@@ -82,6 +82,9 @@ def test_train_eval_predict_round_trip(tiny_shapes, tmp_path, capsys):
     for det in record["detections"]:
         assert len(det["box"]) == 4 and set(det["mask"]) == {"size", "counts"}
     assert (tmp_path / "pred" / "000000.png").is_file()
+    assert cli.main(["predict", str(image), "--checkpoint", str(ckpt), "--out", str(tmp_path / "pred_bf16"),
+                     "--score-thresh", "0.0", "--device", "cpu", "--dtype", "bf16"]) == 0
+    assert isinstance(json.loads((tmp_path / "pred_bf16" / "000000.json").read_text())["detections"], list)
     from maskzoo.checkpoint import load
 
     reloaded = load(out / "model_final.safetensors")

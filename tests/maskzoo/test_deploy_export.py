@@ -1,0 +1,164 @@
+"""The exported inference graph (torch.export, ONNX in onnxruntime, AOTInductor in a process
+without maskzoo) returns eager's detections on images of several sizes, zero detections included.
+
+One small r18_fpn (images resized to 160 px, random weights with realistic frozen batch norms) is
+exported once per module; its score threshold lets blob images through and rejects noise."""
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import maskzoo
+import maskzoo.export
+from benchmarks._frozen_norms import randomize_frozen_norms
+from maskzoo.modeling.backbone import FrozenBatchNorm2d
+
+
+def _blobs(g, h, w):
+    image = torch.zeros(3, h, w)
+    for _ in range(4):
+        y, x = (
+            int(torch.randint(0, h - 20, (1,), generator=g)),
+            int(torch.randint(0, w - 20, (1,), generator=g)),
+        )
+        image[:, y : y + 30, x : x + 40] = torch.rand(3, 1, 1, generator=g)
+    return image
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = maskzoo.build("r18_fpn", min_size=160, max_size=256, box_score_thresh=0.05)
+    return randomize_frozen_norms(m, FrozenBatchNorm2d, seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    """(image, whether eager finds objects): three sizes with detections, noise without."""
+    g = torch.Generator().manual_seed(1)
+    return [
+        (_blobs(g, 96, 128), True),
+        (_blobs(g, 150, 90), True),
+        (torch.zeros(3, 120, 100), True),
+        (torch.rand(3, 96, 128, generator=g), False),
+    ]
+
+
+@pytest.fixture(scope="module")
+def eager(model, images):
+    with torch.no_grad():
+        return [model([image])[0] for image, _ in images]
+
+
+@pytest.fixture(scope="module")
+def program(model):
+    return maskzoo.export.export_program(model)
+
+
+def _assert_same_detections(outputs, expected):
+    boxes, labels, scores, masks = (torch.as_tensor(np.asarray(o)) for o in outputs)
+    assert boxes.shape == expected["boxes"].shape
+    torch.testing.assert_close(boxes, expected["boxes"], rtol=0, atol=1e-3)
+    torch.testing.assert_close(scores, expected["scores"], rtol=0, atol=1e-4)
+    assert torch.equal(labels, expected["labels"])
+    assert masks.shape == expected["masks"].shape
+    a, b = masks[:, 0] > 0.5, expected["masks"][:, 0] > 0.5
+    inter, union = (a & b).flatten(1).sum(1), (a | b).flatten(1).sum(1)
+    assert bool(((inter > 0.99 * union) | (union == 0)).all())
+
+
+def test_exported_program_matches_eager_on_several_sizes_and_zero_detections(program, images, eager):
+    assert [len(e["boxes"]) > 0 for e in eager] == [found for _, found in images]
+    graph = program.module()
+    with torch.no_grad():
+        for (image, _), expected in zip(images, eager):
+            _assert_same_detections(graph(image), expected)
+
+
+def test_exported_graph_keeps_sizes_symbolic_and_calls_roiops_ops(program):
+    (image,) = [n for n in program.graph.nodes if n.op == "placeholder" and n.name == "image"]
+    assert all(not isinstance(s, int) for s in image.meta["val"].shape[1:])
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert {
+        "roiops.batched_nms.default",
+        "roiops.multi_scale_roi_align.default",
+        "roiops.paste_masks.default",
+    } <= targets
+
+
+@pytest.mark.slow
+def test_onnx_file_has_only_standard_ops_and_matches_eager_in_onnxruntime_and_openvino(
+    program, images, eager, tmp_path
+):
+    path = maskzoo.export.onnx_program(program, tmp_path / "r18.onnx")
+    assert {node.domain for node in onnx.load(path).graph.node} <= {""}
+    session = ort.InferenceSession(path)
+    for (image, _), expected in zip(images, eager):
+        _assert_same_detections(session.run(None, {"image": image.numpy()}), expected)
+    # The same file in OpenVINO (its ONNX reader; no custom ops to register).
+    ov = pytest.importorskip("openvino")
+    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for (image, _), expected in zip(images[:2], eager[:2]):
+        results = compiled(image.numpy())
+        _assert_same_detections([results[o] for o in compiled.outputs], expected)
+
+
+AOTI_RUNNER = """
+import sys, torch, roiops
+assert "maskzoo" not in sys.modules
+runner = torch._inductor.aoti_load_package(sys.argv[1])
+images = torch.load(sys.argv[2])
+torch.save([tuple(runner(image)) for image in images], sys.argv[3])
+assert "maskzoo" not in sys.modules
+"""
+
+
+@pytest.mark.slow
+def test_aoti_package_runs_without_maskzoo_and_matches_eager(program, images, eager, tmp_path):
+    package = maskzoo.export.package_program(program, tmp_path / "r18.pt2")
+    torch.save([image for image, _ in images], tmp_path / "images.pt")
+    subprocess.run(
+        [sys.executable, "-c", AOTI_RUNNER, package, str(tmp_path / "images.pt"), str(tmp_path / "out.pt")],
+        check=True,
+    )
+    for outputs, expected in zip(torch.load(tmp_path / "out.pt"), eager):
+        _assert_same_detections(outputs, expected)
+
+
+def test_export_refuses_a_model_in_training_mode():
+    with pytest.raises(ValueError, match="eval mode"):
+        maskzoo.export.export_program(maskzoo.build("r18_fpn_demo"))
+
+
+def test_export_command_builds_the_model_and_writes_the_chosen_format(monkeypatch, tmp_path, capsys):
+    from maskzoo import cli
+
+    calls = []
+    monkeypatch.setattr(maskzoo.export, "to_pt2", lambda m, path: calls.append(("pt2", m, path)) or str(path))
+    monkeypatch.setattr(
+        maskzoo.export, "to_onnx", lambda m, path: calls.append(("onnx", m, path)) or str(path)
+    )
+    for fmt in ("pt2", "onnx"):
+        out = tmp_path / f"model.{fmt}"
+        args = [
+            "export",
+            "--model",
+            "r18_fpn_demo",
+            "--set",
+            "min_size=64",
+            "--format",
+            fmt,
+            "--out",
+            str(out),
+        ]
+        assert cli.main(args) == 0
+        kind, exported, path = calls[-1]
+        assert kind == fmt and str(path) == str(out) and not exported.training
+        assert exported.config.name == "r18_fpn_demo" and exported.config.transform.min_size == (64,)
+    assert cli.main(["export", "--format", "pt2", "--out", str(tmp_path / "x.pt2")]) == 2
+    assert "give --model, --checkpoint or both" in capsys.readouterr().err

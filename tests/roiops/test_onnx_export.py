@@ -1,0 +1,310 @@
+"""roiops' ops exported to ONNX as standard operators and run in onnxruntime equal the eager ops.
+
+Each graph is exported once (dynamic sizes) and then run on several inputs, so the test also pins
+that nothing was specialised to the example's sizes."""
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import roiops
+import roiops.onnx
+
+Dim = torch.export.Dim
+
+
+class _Call(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, a, b, c=None):
+        return self.fn(a, b) if c is None else self.fn(a, b, c)
+
+
+def _export(tmp_path_factory, fn, args, dynamic, name):
+    path = tmp_path_factory.mktemp("onnx") / f"{name}.onnx"
+    dynamic = {k: v for k, v in zip(("a", "b", "c"), dynamic)}
+    roiops.onnx.export(_Call(fn).eval(), tuple(args), path, dynamic_shapes=dynamic)
+    model = onnx.load(str(path))
+    return (
+        ort.InferenceSession(str(path)),
+        {n.op_type for n in model.graph.node},
+        {n.domain for n in model.graph.node},
+    )
+
+
+def _run(session, *args):
+    feeds = {i.name: a.numpy() for i, a in zip(session.get_inputs(), args)}
+    return session.run(None, feeds)
+
+
+def _boxes(g, n, extent, max_size=None):
+    xy = torch.rand(n, 2, generator=g) * extent
+    wh = torch.rand(n, 2, generator=g) * (max_size or extent / 2)
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+def _rois(g, n, batch, extent):
+    return torch.cat([torch.randint(0, batch, (n, 1), generator=g).float(), _boxes(g, n, extent)], dim=1)
+
+
+POOL_CONFIGS = [(True, 0), (True, 2), (False, -1), (False, 3)]  # (aligned, sampling_ratio)
+
+
+@pytest.fixture(scope="module")
+def roi_align_graph(tmp_path_factory):
+    def fn(x, rois):
+        return tuple(
+            roiops.roi_align(x, rois, (7, 5), spatial_scale=0.5, sampling_ratio=sr, aligned=al)
+            for al, sr in POOL_CONFIGS
+        )
+
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(2, 3, 20, 24), _rois(g, 6, 2, 40))
+    return _export(tmp_path_factory, fn, args, ({2: Dim("h"), 3: Dim("w")}, {0: Dim("k")}), "roi_align")
+
+
+def test_roi_align_exports_as_roialign_in_the_default_domain(roi_align_graph):
+    _, ops, domains = roi_align_graph
+    assert "RoiAlign" in ops
+    assert domains <= {""}
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    h=st.integers(1, 30),
+    w=st.integers(1, 30),
+    k=st.integers(0, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_roi_align_in_onnxruntime_equals_eager(roi_align_graph, h, w, k, seed):
+    session = roi_align_graph[0]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, h, w, generator=g)
+    # Boxes inside, across and outside the map, including tiny ones (the 1-pixel minimum of aligned=False).
+    rois = torch.cat([torch.randint(0, 2, (k, 1), generator=g).float(), _boxes(g, k, 3 * max(h, w), 8)], 1)
+    for out, (al, sr) in zip(_run(session, x, rois), POOL_CONFIGS):
+        expected = roiops.roi_align(x, rois, (7, 5), spatial_scale=0.5, sampling_ratio=sr, aligned=al)
+        np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_roi_pool_exports_as_maxroipool_and_equals_eager(tmp_path_factory):
+    g = torch.Generator().manual_seed(1)
+    args = (torch.randn(2, 3, 20, 24), _rois(g, 6, 2, 40))
+    session, ops, _ = _export(
+        tmp_path_factory,
+        lambda x, r: roiops.roi_pool(x, r, (4, 3), 0.5),
+        args,
+        ({2: Dim("h"), 3: Dim("w")}, {0: Dim("k")}),
+        "roi_pool",
+    )
+    assert "MaxRoiPool" in ops
+    for h, w, k in ((20, 24, 6), (9, 31, 15), (16, 16, 0)):
+        x, rois = torch.randn(2, 3, h, w, generator=g), _rois(g, k, 2, 60)
+        np.testing.assert_array_equal(
+            _run(session, x, rois)[0], roiops.roi_pool(x, rois, (4, 3), 0.5).numpy()
+        )
+
+
+def test_fpn_pooler_exports_as_level_assignment_and_per_level_roialign(tmp_path_factory):
+    pooler = roiops.MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 7, 2, aligned=False)
+
+    def fn(features, rois):
+        maps = dict(zip(["p2", "p3", "p4", "p5"], features))
+        return pooler(maps, [rois], [(256, 320)])
+
+    def pyramid(g, h, w):
+        return [torch.randn(1, 4, h // 2**i, w // 2**i, generator=g) for i in range(2, 6)]
+
+    g = torch.Generator().manual_seed(2)
+    session, ops, domains = _export(
+        tmp_path_factory, fn, (pyramid(g, 256, 320), _boxes(g, 20, 300)), ([None] * 4, {0: Dim("k")}), "fpn"
+    )
+    assert {"RoiAlign", "ScatterND", "NonZero"} <= ops and domains <= {""}
+    # Sizes on every level, exactly on the level boundaries (112, 224, 448 px) and degenerate boxes.
+    edges = torch.tensor(
+        [
+            [0, 0, 112, 112],
+            [10, 10, 234, 234],
+            [0, 0, 448, 448],
+            [5, 5, 5, 40],
+            [30, 30, 20, 20],
+            [0, 0, 2000, 2000.0],
+        ]
+    )
+    for boxes in (_boxes(g, 40, 300), _boxes(g, 30, 200, 500), edges, edges[:0]):
+        features = pyramid(g, 256, 320)
+        (out,) = _run(session, *features, boxes)
+        expected = fn(features, boxes)
+        np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _clustered_boxes(g, n):
+    centres = torch.rand(4, 2, generator=g) * 100
+    xy = centres[torch.randint(0, 4, (n,), generator=g)] + torch.randn(n, 2, generator=g) * 6
+    return torch.cat([xy, xy + 20 + torch.rand(n, 2, generator=g) * 10], dim=1)
+
+
+def test_nms_exports_as_nonmaxsuppression_and_keeps_the_same_boxes_in_order(tmp_path_factory):
+    g = torch.Generator().manual_seed(3)
+    b = _clustered_boxes(g, 50)
+    session, ops, _ = _export(
+        tmp_path_factory,
+        lambda b, s: roiops.nms(b, s, 0.5),
+        (b, torch.rand(50, generator=g)),
+        ({0: Dim("n")}, {0: Dim("n")}),
+        "nms",
+    )
+    assert "NonMaxSuppression" in ops
+    for n in (300, 7, 0):
+        b, s = _clustered_boxes(g, n), torch.rand(n, generator=g)
+        np.testing.assert_array_equal(_run(session, b, s)[0], roiops.nms(b, s, 0.5).numpy())
+
+
+def test_batched_nms_exports_exactly_per_category(tmp_path_factory):
+    g = torch.Generator().manual_seed(4)
+
+    def fn(b, s, i):
+        return roiops.batched_nms(b, s, i, 0.4)
+
+    n = 60
+    args = (_clustered_boxes(g, n), torch.rand(n, generator=g), torch.randint(0, 3, (n,), generator=g))
+    session, ops, _ = _export(tmp_path_factory, fn, args, ({0: Dim("n")},) * 3, "batched_nms")
+    assert "NonMaxSuppression" in ops
+    for n, categories, low in ((400, 6, 0), (50, 2, 90), (10, 1, 3), (0, 1, 0)):
+        b, s = _clustered_boxes(g, n), torch.rand(n, generator=g)
+        # Equal scores across categories: roiops' order breaks the tie by the lower index.
+        s[: n // 4] = s[n // 4 : 2 * (n // 4)]
+        i = torch.randint(low, low + categories, (n,), generator=g)
+        np.testing.assert_array_equal(_run(session, b, s, i)[0], fn(b, s, i).numpy())
+
+
+def test_box_ops_export_as_elementwise_ops(tmp_path_factory):
+    g = torch.Generator().manual_seed(5)
+    weights = [10.0, 10.0, 5.0, 5.0]
+    iou, ops, _ = _export(
+        tmp_path_factory,
+        roiops.box_iou,
+        (_boxes(g, 5, 50), _boxes(g, 6, 50)),
+        ({0: Dim("n")}, {0: Dim("m")}),
+        "box_iou",
+    )
+    a, b = _boxes(g, 30, 50), _boxes(g, 20, 50)
+    a[:3, 2] = a[:3, 0]  # empty boxes: IoU 0
+    a[3, 0] = float("nan")
+    np.testing.assert_allclose(_run(iou, a, b)[0], roiops.box_iou(a, b).numpy(), rtol=1e-6, atol=1e-7)
+
+    encode, _, _ = _export(
+        tmp_path_factory,
+        lambda r, p: torch.ops.roiops.box_encode(r, p, weights),
+        (_boxes(g, 5, 50), _boxes(g, 5, 50)),
+        ({0: Dim("n")}, {0: Dim("n")}),
+        "box_encode",
+    )
+    r, p = _boxes(g, 40, 50), _boxes(g, 40, 50)
+    np.testing.assert_allclose(
+        _run(encode, r, p)[0], torch.ops.roiops.box_encode(r, p, weights).numpy(), rtol=1e-5, atol=1e-6
+    )
+
+    coder = roiops.BoxCoder(tuple(weights))
+    decode, _, _ = _export(
+        tmp_path_factory,
+        lambda c, p: coder.decode_single(c, p, image_size=(60, 70)),
+        (torch.randn(5, 12), _boxes(g, 5, 50)),
+        ({0: Dim("n")}, {0: Dim("n")}),
+        "box_decode",
+    )
+    c, p = torch.randn(40, 12, generator=g) * 3, _boxes(g, 40, 80)
+    c[0, 2] = 100.0  # clamped before exp
+    np.testing.assert_allclose(
+        _run(decode, c, p)[0], coder.decode_single(c, p, image_size=(60, 70)).numpy(), rtol=1e-5, atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("threshold", [None, 0.5])
+def test_paste_masks_exports_with_standard_ops(tmp_path_factory, threshold):
+    g = torch.Generator().manual_seed(6)
+
+    def fn(m, b):
+        return roiops.paste_masks(m, b, (70, 90), threshold=threshold)
+
+    session, ops, domains = _export(
+        tmp_path_factory,
+        fn,
+        (torch.rand(3, 28, 28), _boxes(g, 3, 60)),
+        ({0: Dim("n")}, {0: Dim("n")}),
+        f"paste_{threshold}",
+    )
+    assert "MatMul" in ops and domains <= {""}
+    boxes = torch.cat(
+        [
+            _boxes(g, 12, 100, 60),
+            torch.tensor([[-20.0, -10, 30, 40], [60, 50, 200, 300], [5, 5, 5.5, 6], [200, 200, 300, 300]]),
+        ]
+    )
+    masks = torch.rand(16, 28, 28, generator=g)
+    out, expected = _run(session, masks, boxes)[0], fn(masks, boxes).numpy()
+    if threshold is None:
+        np.testing.assert_allclose(out, expected, atol=1e-5)
+    else:
+        # A probability within rounding of the threshold may land on either side.
+        assert (out != expected).mean() < 1e-4
+
+
+def test_soft_nms_has_no_onnx_equivalent_and_says_so(tmp_path):
+    with pytest.raises(Exception, match="soft_nms has no standard ONNX equivalent"):
+        roiops.onnx.export(
+            _Call(lambda b, s: roiops.soft_nms(b, s)[0]),
+            (_boxes(torch.Generator(), 4, 9), torch.rand(4)),
+            tmp_path / "soft.onnx",
+        )
+
+
+def test_torchscript_exporter_emits_the_same_standard_ops(tmp_path):
+    roiops.onnx.register_torchscript_symbolics()
+
+    class Model(torch.nn.Module):
+        def forward(self, x, rois, boxes, scores):
+            return (
+                roiops.roi_align(x, rois, 7, 0.5, 0, True),
+                roiops.roi_align(x, rois, 7, 0.5, 2, False),
+                roiops.roi_pool(x, rois, 5, 0.5),
+                roiops.nms(boxes, scores, 0.5),
+            )
+
+    g = torch.Generator().manual_seed(7)
+    args = (torch.randn(2, 3, 20, 24), _rois(g, 8, 2, 40), _clustered_boxes(g, 40), torch.rand(40))
+    path = tmp_path / "ts.onnx"
+    torch.onnx.export(
+        Model(),
+        args,
+        str(path),
+        dynamo=False,
+        opset_version=roiops.onnx.OPSET,
+        input_names=["x", "rois", "boxes", "scores"],
+        dynamic_axes={"x": [2, 3], "rois": [0], "boxes": [0], "scores": [0]},
+    )
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"RoiAlign", "MaxRoiPool", "NonMaxSuppression"} <= ops
+    session = ort.InferenceSession(str(path))
+    args = (
+        torch.randn(2, 3, 13, 29),
+        _rois(g, 11, 2, 50),
+        _clustered_boxes(g, 90),
+        torch.rand(90, generator=g),
+    )
+    for out, expected in zip(_run(session, *args), Model()(*args)):
+        np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_importing_roiops_does_not_import_onnxscript():
+    code = "import sys, roiops; assert 'onnxscript' not in sys.modules and 'roiops.onnx' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
