@@ -24,8 +24,13 @@ from maskzoo.modeling.build import build_model
 from maskzoo.modeling.rcnn import RCNN
 from maskzoo.zoo import get_config
 
-__all__ = ["TrainEvalResult", "build_for_dataset", "config_for_dataset", "train_then_evaluate",
-           "training_set"]
+__all__ = [
+    "TrainEvalResult",
+    "build_for_dataset",
+    "config_for_dataset",
+    "train_then_evaluate",
+    "training_set",
+]
 
 
 def training_set(annotations: str | os.PathLike, images: str | os.PathLike) -> CocoDataset:
@@ -48,8 +53,9 @@ def config_for_dataset(name: str, dataset: CocoDataset, **overrides) -> ModelCon
     return config
 
 
-def build_for_dataset(config: ModelConfig, dataset: CocoDataset, *, seed: int,
-                      weights: str | os.PathLike | None = None) -> RCNN:
+def build_for_dataset(
+    config: ModelConfig, dataset: CocoDataset, *, seed: int, weights: str | os.PathLike | None = None
+) -> RCNN:
     """The model of ``config``, initialised from ``seed`` (the same weights on every process),
     filled from ``weights`` (any checkpoint :func:`maskzoo.load` reads) if given, and carrying the
     data set's class names (saved with it)."""
@@ -70,9 +76,18 @@ class TrainEvalResult:
     seconds: dict[str, float]  # wall time of "train" and, with a held-out set, "eval"
 
 
-def train_then_evaluate(model: RCNN, train_set, cfg: TrainConfig, train_dir: str | os.PathLike, *,
-                        val_set: CocoDataset | None = None, eval_dir: str | os.PathLike | None = None,
-                        device=None, resume: bool = False, progress: bool = True) -> TrainEvalResult:
+def train_then_evaluate(
+    model: RCNN,
+    train_set,
+    cfg: TrainConfig,
+    train_dir: str | os.PathLike,
+    *,
+    val_set: CocoDataset | None = None,
+    eval_dir: str | os.PathLike | None = None,
+    device=None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainEvalResult:
     """Trains ``model`` (:func:`~maskzoo.engine.train.train`, files in ``train_dir``), then scores it
     on ``val_set`` with COCO's metrics (:func:`~maskzoo.engine.evaluate.evaluate`, files in
     ``eval_dir``, default ``train_dir/eval``). Raises as those two."""

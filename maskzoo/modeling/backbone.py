@@ -59,6 +59,27 @@ def make_norm(kind: str, channels: int, frozen_bn_eps: float = 1e-5) -> nn.Modul
     raise ValueError(f"norm must be 'frozen_bn', 'bn' or 'gn', got {kind!r}")
 
 
+class ConvNorm(nn.Module):
+    """A bias-free convolution followed by a norm (``make_norm``): the conv + BN layers of
+    torchvision's v2 FPN and heads. forward(Tensor[N, C, H, W]) -> Tensor[N, C', H', W'], no activation.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm: str):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm = make_norm(norm, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+def head_conv(in_channels: int, out_channels: int, kernel_size: int, norm: str) -> nn.Module:
+    """A "same"-padded conv of the FPN or a head: biased ``nn.Conv2d`` for norm "none", else ConvNorm."""
+    if norm == "none":
+        return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+    return ConvNorm(in_channels, out_channels, kernel_size, norm)
+
+
 class Stem(nn.Module):
     def __init__(self, norm: nn.Module):
         super().__init__()
@@ -94,7 +115,7 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels, planes, stride, groups, width_per_group, norm_fn):
+    def __init__(self, in_channels, planes, stride, groups, width_per_group, norm_fn, stride_in_1x1=False):
         super().__init__()
         out_channels = planes
         self.conv1 = nn.Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
@@ -111,17 +132,19 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (grouped for ResNeXt, carries the stride), 1x1 expand by 4."""
+    """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand by 4. The stride sits in the 3x3 conv, or
+    in the first 1x1 with ``stride_in_1x1`` (MSRA's original ResNets)."""
 
     expansion = 4
 
-    def __init__(self, in_channels, planes, stride, groups, width_per_group, norm_fn):
+    def __init__(self, in_channels, planes, stride, groups, width_per_group, norm_fn, stride_in_1x1=False):
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
         out_channels = planes * self.expansion
-        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = nn.Conv2d(in_channels, width, 1, stride=stride_1x1, bias=False)
         self.norm1 = norm_fn(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=groups, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride_3x3, padding=1, groups=groups, bias=False)
         self.norm2 = norm_fn(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.norm3 = norm_fn(out_channels)
@@ -150,7 +173,13 @@ def make_stage(config: BackboneConfig, in_channels: int, planes: int, num_blocks
     for i in range(num_blocks):
         blocks.append(
             block(
-                in_channels, planes, stride if i == 0 else 1, config.groups, config.width_per_group, norm_fn
+                in_channels,
+                planes,
+                stride if i == 0 else 1,
+                config.groups,
+                config.width_per_group,
+                norm_fn,
+                stride_in_1x1=config.stride_in_1x1,
             )
         )
         in_channels = planes * block.expansion

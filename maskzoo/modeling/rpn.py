@@ -25,9 +25,13 @@ class RPNHead(nn.Module):
         -> (list of Tensor[N, A, H_l, W_l], list of Tensor[N, 4A, H_l, W_l])
     """
 
-    def __init__(self, channels: int, num_anchors: int):
+    def __init__(self, channels: int, num_anchors: int, num_convs: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        # torchvision v2 stacks a second 3x3 conv + ReLU; the first keeps its name for old files.
+        self.extra_convs = nn.ModuleList(
+            nn.Conv2d(channels, channels, 3, padding=1) for _ in range(num_convs - 1)
+        )
         self.objectness = nn.Conv2d(channels, num_anchors, 1)
         self.box_deltas = nn.Conv2d(channels, 4 * num_anchors, 1)
         for m in self.modules():
@@ -39,6 +43,8 @@ class RPNHead(nn.Module):
         logits, deltas = [], []
         for x in features:
             x = torch.relu(self.conv(x))
+            for conv in self.extra_convs:
+                x = torch.relu(conv(x))
             logits.append(self.objectness(x))
             deltas.append(self.box_deltas(x))
         return logits, deltas
@@ -113,6 +119,12 @@ class RPN(nn.Module):
             level = top_level[i]
             keep = roiops.remove_small_boxes(boxes, cfg.min_box_size)
             boxes, scores, level = boxes[keep], scores[keep], level[keep]
+            if cfg.min_box_size_strict:  # Detectron2: a side equal to min_box_size goes too
+                keep = torch.where(
+                    (boxes[:, 2] - boxes[:, 0] > cfg.min_box_size)
+                    & (boxes[:, 3] - boxes[:, 1] > cfg.min_box_size)
+                )[0]
+                boxes, scores, level = boxes[keep], scores[keep], level[keep]
             keep = torch.where(scores >= cfg.score_thresh)[0]
             boxes, scores, level = boxes[keep], scores[keep], level[keep]
             keep = roiops.batched_nms(boxes, scores, level, cfg.nms_thresh)[:post_nms_top_n]
