@@ -80,6 +80,15 @@ class BackboneConfig:
     # v1.5", Detectron2's X101), True = in its first 1x1 conv (the original MSRA ResNets that
     # Detectron2's R50/R101 weights start from).
     stride_in_1x1: bool = False
+    # How a frozen batch norm computes at inference: "scale_shift" (x * s + t with s, t folded from
+    # the statistics, torchvision) or "batch_norm" (the fused F.batch_norm op, Detectron2). The two
+    # round differently; the source's order keeps converted models' outputs equal to its own.
+    frozen_bn_arithmetic: str = "scale_shift"
+    # Output channels of the stem, and of res2 (each later stage doubles it; 0 = 64 x the block
+    # expansion: 256 for bottlenecks, 64 for basic blocks). Bottleneck widths are
+    # groups x width_per_group x 2^(stage - 2) either way.
+    stem_channels: int = 64
+    res2_channels: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,9 @@ class RPNConfig:
     anchor_strides: tuple[int, ...] = ()
     # Cell anchors rounded to whole pixels (torchvision) or exact (Detectron2).
     round_anchors: bool = True
+    # NMS ranks proposals by objectness probability (torchvision) or by the logit (Detectron2; the
+    # same order except where float32 sigmoids of confident proposals tie).
+    rank_by_logit: bool = False
 
 
 @dataclass(frozen=True)
@@ -330,6 +342,10 @@ def validate(config: ModelConfig) -> None:
         0 <= b.trainable_layers <= 5, f"trainable_backbone_layers must be in [0, 5], got {b.trainable_layers}"
     )
     _check(b.frozen_bn_eps >= 0, f"frozen_bn_eps must be >= 0, got {b.frozen_bn_eps}")
+    _check(
+        b.frozen_bn_arithmetic in ("scale_shift", "batch_norm"),
+        f"frozen_bn_arithmetic must be 'scale_shift' or 'batch_norm', got {b.frozen_bn_arithmetic!r}",
+    )
     r = config.rpn
     for name in (
         "pre_nms_top_n_train",

@@ -180,6 +180,16 @@ def keypoint_r50_fpn() -> ModelConfig:
     )
 
 
+@register("keypoint_r101_fpn")
+def keypoint_r101_fpn() -> ModelConfig:
+    return _variant(keypoint_r50_fpn(), "keypoint_r101_fpn", depth=101)
+
+
+@register("keypoint_x101_32x8d_fpn")
+def keypoint_x101_32x8d_fpn() -> ModelConfig:
+    return _variant(keypoint_r50_fpn(), "keypoint_x101_32x8d_fpn", depth=101, groups=32, width_per_group=8)
+
+
 @register("keypoint_r18_fpn")
 def keypoint_r18_fpn() -> ModelConfig:
     base = keypoint_r50_fpn()

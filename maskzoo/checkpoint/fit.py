@@ -24,7 +24,7 @@ def structure(config: ModelConfig) -> tuple:
         config.architecture,
         config.fpn_channels if config.architecture == "fpn" else None,
         config.fpn_norm,
-        (b.depth, b.groups, b.width_per_group, b.norm == "gn"),
+        (b.depth, b.groups, b.width_per_group, b.stem_channels, b.res2_channels, b.norm == "gn"),
         (tuple(len(s) * len(r.aspect_ratios) for s in r.anchor_sizes), r.head_convs),
         (box.pool_size, box.representation_size, box.conv_channels, box.norm, box.num_fc),
         None

@@ -44,7 +44,7 @@ def _build_fpn(config: ModelConfig) -> RCNN:
     c = config.fpn_channels
     backbone = ResNetFPN(
         ResNet(config.backbone, last_stage="res5"),
-        FPN(list(stage_channels(config.backbone.depth)), c, config.fpn_norm),
+        FPN(list(stage_channels(config.backbone.depth, config.backbone.res2_channels)), c, config.fpn_norm),
     )
     anchors = _anchors(config)
     rpn = RPN(config.rpn, anchors, RPNHead(c, anchors.num_anchors_per_location()[0], config.rpn.head_convs))
@@ -98,7 +98,10 @@ def _build_c4(config: ModelConfig) -> RCNN:
         RPNHead(body.out_channels, anchors.num_anchors_per_location()[0], config.rpn.head_convs),
     )
     depth_blocks = {18: 2, 34: 3, 50: 3, 101: 3, 152: 3}[config.backbone.depth]
-    res5, res5_channels = make_stage(config.backbone, body.out_channels, 512, depth_blocks, stride=2)
+    res5_width = stage_channels(config.backbone.depth, config.backbone.res2_channels)[3]
+    res5, res5_channels = make_stage(
+        config.backbone, body.out_channels, 512, depth_blocks, stride=2, out_channels=res5_width
+    )
     init_backbone(res5)
     if config.backbone.trainable_layers == 0:
         for p in res5.parameters():

@@ -117,17 +117,19 @@ class RPN(nn.Module):
             boxes = self.box_coder.decode_single(deltas[i, idx], anchors[idx], image_size=size)
             scores = torch.sigmoid(logits[i, idx])
             level = top_level[i]
+            # Detectron2 ranks by the logit: the sigmoid saturates, tying confident proposals in float32.
+            ranks = logits[i, idx] if cfg.rank_by_logit else scores
             keep = roiops.remove_small_boxes(boxes, cfg.min_box_size)
-            boxes, scores, level = boxes[keep], scores[keep], level[keep]
+            boxes, scores, level, ranks = boxes[keep], scores[keep], level[keep], ranks[keep]
             if cfg.min_box_size_strict:  # Detectron2: a side equal to min_box_size goes too
                 keep = torch.where(
                     (boxes[:, 2] - boxes[:, 0] > cfg.min_box_size)
                     & (boxes[:, 3] - boxes[:, 1] > cfg.min_box_size)
                 )[0]
-                boxes, scores, level = boxes[keep], scores[keep], level[keep]
+                boxes, scores, level, ranks = boxes[keep], scores[keep], level[keep], ranks[keep]
             keep = torch.where(scores >= cfg.score_thresh)[0]
-            boxes, scores, level = boxes[keep], scores[keep], level[keep]
-            keep = roiops.batched_nms(boxes, scores, level, cfg.nms_thresh)[:post_nms_top_n]
+            boxes, scores, level, ranks = boxes[keep], scores[keep], level[keep], ranks[keep]
+            keep = roiops.batched_nms(boxes, ranks, level, cfg.nms_thresh)[:post_nms_top_n]
             proposals.append(boxes[keep])
         return proposals
 
