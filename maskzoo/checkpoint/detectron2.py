@@ -65,6 +65,7 @@ import torch
 from torch import nn
 
 from maskzoo.checkpoint.errors import CheckpointError
+from maskzoo.checkpoint.finetune import with_num_classes
 from maskzoo.checkpoint.fit import models_fitting
 from maskzoo.checkpoint.io import load_state_dict_strict
 from maskzoo.checkpoint.rename import RenameRule, apply_rules
@@ -540,7 +541,9 @@ def model_from_checkpoint(obj: Any, what: str, name: str | None = None, **overri
         what: names the file in messages.
         name: maskzoo registry name; default: the one the file's layout implies, with the file's
             widths. A model whose tensors do not fit the file raises.
-        overrides: flat config knobs on top of Detectron2's conventions (``box_score_thresh``, ...).
+        overrides: flat config knobs on top of Detectron2's conventions (``box_score_thresh``, ...);
+            ``num_classes`` other than the file's re-initialises the class-dependent layers only
+            (fine-tuning, see :func:`maskzoo.checkpoint.finetune.with_num_classes`).
 
     Raises:
         CheckpointError: unknown layout, a ``name`` that does not fit (the message names the
@@ -548,6 +551,7 @@ def model_from_checkpoint(obj: Any, what: str, name: str | None = None, **overri
     """
     sd = _state_dict(obj, what)
     layout = detect_layout(sd, what)
+    num_classes = overrides.pop("num_classes", None)
     implied = layout.model_name
     if implied is None:
         raise CheckpointError(f"{what}: {layout.description} has no maskzoo model")
@@ -573,4 +577,4 @@ def model_from_checkpoint(obj: Any, what: str, name: str | None = None, **overri
     )
     model = build_model(config)
     load_state_dict_strict(model, convert_state_dict(sd, model, what), what)
-    return model
+    return model if num_classes is None else with_num_classes(model, num_classes, what)

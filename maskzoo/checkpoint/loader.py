@@ -37,7 +37,9 @@ def load(path: str | os.PathLike, *, name: str | None = None, **overrides) -> nn
         name: the registry name the file must hold (``maskzoo.build(name, checkpoint=path)``);
             None: the model the file describes (a torchvision detector: the one its layout implies).
         overrides: flat config knobs on top of the file's config (``box_score_thresh``, ...);
-            knobs that change tensor shapes (``num_classes``) make the load fail.
+            knobs that change tensor shapes make the load fail, except ``num_classes`` on a
+            torchvision or Detectron2 file: fine-tuning, the class-dependent layers start over
+            (:func:`maskzoo.checkpoint.finetune.with_num_classes` lists them).
 
     Returns:
         The model on the CPU, in training mode like ``maskzoo.build``, with ``model.class_names``

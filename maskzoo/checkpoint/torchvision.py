@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from maskzoo.checkpoint.errors import CheckpointError
+from maskzoo.checkpoint.finetune import with_num_classes
 from maskzoo.checkpoint.fit import models_fitting, structure
 from maskzoo.checkpoint.io import load_state_dict_strict, save
 from maskzoo.checkpoint.rename import RenameRule, apply_rules
@@ -551,6 +552,7 @@ def model_from_state_dict(
         if implied is None:
             raise CheckpointError(f"{what}: {layout.description} has no maskzoo model")
         name = implied
+    num_classes = overrides.pop("num_classes", None)
     defaults = {"num_classes": layout.num_classes, "frozen_bn_eps": layout.frozen_bn_eps}
     if layout.num_keypoints is not None:
         defaults["num_keypoints"] = layout.num_keypoints
@@ -573,7 +575,7 @@ def model_from_state_dict(
     )
     model = build_model(config)
     load_state_dict_strict(model, convert_state_dict(sd, model, what), what)
-    return model
+    return model if num_classes is None else with_num_classes(model, num_classes, what)
 
 
 def convert_file(
