@@ -1,12 +1,12 @@
 """Command line: ``python -m maskzoo {list, shapes, train, eval, predict, convert, demo}`` (or ``maskzoo``).
 
-    maskzoo list                                      every model and its full config
+    maskzoo list                                      every model, its config, the published weights it loads
     maskzoo shapes OUT --train 1000 --val 100 --seed 0
     maskzoo train --model r50_fpn --data DATA --out DIR [--val DATA] [--iters N --batch B --lr LR ...]
     torchrun --nproc_per_node=4 -m maskzoo train ...  the same on 4 processes (DDP)
     maskzoo eval --checkpoint CK --data DATA [--out DIR]
     maskzoo predict IMAGE... --checkpoint CK --out DIR
-    maskzoo convert TORCHVISION.pth OUT.safetensors [--model NAME]
+    maskzoo convert WEIGHTS OUT.safetensors [--model NAME]   torchvision .pth, Detectron2 .pkl/.pth
     maskzoo demo --out out/demo                       shapes set -> train r18_fpn_demo on the CPU -> COCO AP
 
 DATA is a COCO annotation JSON (images in ``--images``, by default the folder next to it named like
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from maskzoo import published
 from maskzoo.checkpoint.io import save
 from maskzoo.checkpoint.loader import load
 from maskzoo.engine import distributed
@@ -113,6 +114,10 @@ def cmd_list(args) -> int:
             print(name)
         else:
             print(describe(name))
+            files = published.for_model(name)
+            print("  published weights that load into it:" if files else "  published weights: none")
+            for p in files:
+                print(f"    {p.source} {p.description}: {p.file_name} (COCO {p.ap_text()} AP)")
             print()
     return 0
 
@@ -259,7 +264,9 @@ def cmd_predict(args) -> int:
 def cmd_convert(args) -> int:
     model = load(args.input, name=args.model)
     save(model, args.output)
-    print(f"wrote {args.output} (model {model.config.name})")
+    known = published.recognise(args.input)
+    origin = f"; {known.source} {known.description}, COCO {known.ap_text()} AP" if known else ""
+    print(f"wrote {args.output} (model {model.config.name}{origin})")
     return 0
 
 

@@ -144,3 +144,24 @@ def test_fine_tuning_reinitialises_only_the_class_layers_and_says_which(caplog):
         k.startswith(("roi_heads.box_predictor.", "roi_heads.mask_predictor.logits.")) for k in changed
     )
     assert all(torch.equal(ours[k], full[k]) for k in ours if k not in changed)
+
+
+def test_cli_convert_writes_a_maskzoo_file_with_the_conventions(tmp_path, capsys):
+    from maskzoo import cli
+
+    out = tmp_path / "r50_c4.safetensors"
+    assert cli.main(["convert", str(FIXTURES / "detectron2_r50_c4.pkl"), str(out)]) == 0
+    assert "r50_c4" in capsys.readouterr().out
+    model = maskzoo.load(out)
+    assert model.config == maskzoo.load(FIXTURES / "detectron2_r50_c4.pkl").config
+    assert model.config.transform.channel_order == "BGR" and model.config.mask.paste == "detectron2"
+
+
+def test_cli_list_shows_the_published_files_each_model_loads(capsys):
+    from maskzoo import cli
+
+    assert cli.main(["list"]) == 0
+    text = capsys.readouterr().out
+    assert "model_final_f10217.pkl (COCO box 41.0 / mask 37.2 AP)" in text
+    assert "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth (COCO box 47.4 / mask 41.8 AP)" in text
+    assert "model_final_a6e10b.pkl (COCO box 55.4 / keypoint 65.5 AP)" in text
