@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from maskzoo.checkpoint.errors import CheckpointError
+from maskzoo.checkpoint.fit import models_fitting, structure
 from maskzoo.checkpoint.loader import load
 from maskzoo.config import ModelConfig
 from maskzoo.data.coco import CocoDataset
@@ -58,11 +60,24 @@ def build_for_dataset(
 ) -> RCNN:
     """The model of ``config``, initialised from ``seed`` (the same weights on every process),
     filled from ``weights`` (any checkpoint :func:`maskzoo.load` reads) if given, and carrying the
-    data set's class names (saved with it)."""
+    data set's class names (saved with it).
+
+    A torchvision or Detectron2 file fine-tunes: it must fit ``config``'s architecture, its
+    conventions (input format, anchors, pooling, post-processing) come with it, and with another
+    number of classes only the class-dependent layers start from ``seed`` (a warning lists them).
+    """
     torch.manual_seed(seed)
-    model = build_model(config)
     if weights is not None:
-        model.load_state_dict(load(weights).state_dict())
+        model = load(weights, num_classes=config.num_classes)
+        if structure(model.config) != structure(config):
+            fits = ", ".join(models_fitting(model.config)) or "no registered model at these widths"
+            raise CheckpointError(
+                f"weights {os.fspath(weights)!r} hold a {model.config.name!r} model of another "
+                f"architecture than {config.name!r} (they fit: {fits})"
+            )
+        model.class_names = dataset.class_names
+        return model
+    model = build_model(config)
     model.class_names = dataset.class_names
     return model
 

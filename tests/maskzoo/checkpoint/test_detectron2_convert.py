@@ -1,6 +1,7 @@
 """Detectron2 files: the numpy-only unpickler refuses anything else, every published layout maps
 key for key, files of another architecture are refused naming what they hold, fine-tuning."""
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -165,3 +166,28 @@ def test_cli_list_shows_the_published_files_each_model_loads(capsys):
     assert "model_final_f10217.pkl (COCO box 41.0 / mask 37.2 AP)" in text
     assert "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth (COCO box 47.4 / mask 41.8 AP)" in text
     assert "model_final_a6e10b.pkl (COCO box 55.4 / keypoint 65.5 AP)" in text
+
+
+def test_training_starts_from_a_detectron2_file_with_another_class_set():
+    from types import SimpleNamespace
+
+    from maskzoo.engine.pipeline import build_for_dataset
+
+    path = FIXTURES / "detectron2_r50_fpn.pkl"
+    # The fixture's reduced widths: the config a user would train has the file's architecture.
+    config = dataclasses.replace(maskzoo.load(path).config, num_classes=4)
+    model = build_for_dataset(config, SimpleNamespace(class_names=["a", "b", "c"]), seed=0, weights=path)
+    assert model.config.num_classes == 4 and model.config.transform.channel_order == "BGR"
+    images = [torch.rand(3, 64, 64)]
+    targets = [
+        {
+            "boxes": torch.tensor([[4.0, 4.0, 40.0, 40.0]]),
+            "labels": torch.tensor([2]),
+            "masks": torch.zeros(1, 64, 64, dtype=torch.uint8),
+        }
+    ]
+    losses = model.train()(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(CheckpointError, match="another architecture"):
+        build_for_dataset(maskzoo.get_config("r50_c4"), SimpleNamespace(class_names=[]), seed=0, weights=path)
