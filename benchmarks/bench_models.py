@@ -210,6 +210,58 @@ def inference(args):
     return totals, stages, {n: compare_outputs(outputs["torchvision"], outputs[n]) for n in variants}
 
 
+def torchvision_v2_model(**kwargs):
+    """torchvision's maskrcnn_resnet50_fpn_v2 with random weights and non-trivial batch norm statistics."""
+    from torch import nn
+    from torchvision.models.detection.mask_rcnn import maskrcnn_resnet50_fpn_v2
+
+    torch.manual_seed(0)
+    model = maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91, **kwargs)
+    randomize_frozen_norms(model, nn.BatchNorm2d, seed=1)
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.weight.mul_(40.0)
+    return model
+
+
+def extra_models(args):
+    """End-to-end inference rows beyond r50_fpn: r50_fpn_v2 against torchvision's v2 (same weights,
+    same image) and maskzoo's r50_c4 against its r50_fpn (Detectron2 reports C4 at about 2.5x
+    the FPN model's time on a V100: res5 runs on each of the 1000 RoIs)."""
+    import maskzoo
+    from maskzoo.modeling.fuse import fuse_for_inference
+
+    image = torch.rand(3, 800, 1216, generator=torch.Generator().manual_seed(0))
+    tv2 = torchvision_v2_model(box_score_thresh=0.0, box_detections_per_img=100).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "maskrcnn_resnet50_fpn_v2.pth")
+        torch.save(tv2.state_dict(), path)
+        v2 = maskzoo.build("r50_fpn_v2", checkpoint=path, box_score_thresh=0.0, box_detections_per_img=100)
+    v2 = v2.eval()
+    torch.manual_seed(0)
+    fpn = maskzoo.build("r50_fpn", box_score_thresh=0.0, box_detections_per_img=100).eval()
+    torch.manual_seed(0)
+    c4 = maskzoo.build("r50_c4", box_score_thresh=0.0, box_detections_per_img=100).eval()
+    models = {
+        "torchvision v2": tv2,
+        "maskzoo r50_fpn_v2": v2,
+        "maskzoo r50_fpn_v2 fused": fuse_for_inference(copy.deepcopy(v2)),
+        "maskzoo r50_fpn fused": fuse_for_inference(fpn),
+        "maskzoo r50_c4 fused": fuse_for_inference(c4),
+    }
+    outputs, totals = {}, defaultdict(list)
+    with torch.no_grad():
+        for name, model in models.items():  # warm-up
+            outputs[name] = model([image])[0]
+        for _ in range(args.repeats):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model([image])
+                totals[name].append(time.perf_counter() - start)
+    med = {n: statistics.median(v) for n, v in totals.items()}
+    equal = {n: compare_outputs(outputs["torchvision v2"], outputs[n]) for n in list(models)[1:3]}
+    return med, equal
+
+
 def _targets(num_images, size, generator):
     targets = []
     for _ in range(num_images):
@@ -236,8 +288,11 @@ def training(args):
     images = [torch.rand(3, size, size, generator=g) for _ in range(2)]
     targets = _targets(2, size, g)
     # channels_last: NHWC activations, oneDNN's fastest convolution layout (also in the backward).
-    models = {"torchvision": tv, "maskzoo": mz,
-              "maskzoo channels_last": copy.deepcopy(mz).to(memory_format=torch.channels_last)}
+    models = {
+        "torchvision": tv,
+        "maskzoo": mz,
+        "maskzoo channels_last": copy.deepcopy(mz).to(memory_format=torch.channels_last),
+    }
     optimizers = {
         n: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
         for n, m in models.items()
@@ -298,13 +353,30 @@ def run_one(args):
         for n, e in equal.items():
             print(f"  outputs {n} vs torchvision: {e}")
         result["inference"] = {"total_s": med, "stages_s": rows, "roiops_stages_s": own, "outputs": equal}
+    if not args.skip_extra_models:
+        med, equal = extra_models(args)
+        print("\nInference end to end, 1 image 800x1216 (seconds):")
+        for name, t in med.items():
+            print(f"  {name:<26} {t:8.3f}")
+        tv2, fused2 = med["torchvision v2"], med["maskzoo r50_fpn_v2 fused"]
+        print(
+            f"  r50_fpn_v2 speed-up over torchvision v2: fused {tv2 / fused2:.2f}x, "
+            f"unfused {tv2 / med['maskzoo r50_fpn_v2']:.2f}x"
+        )
+        c4_ratio = med["maskzoo r50_c4 fused"] / med["maskzoo r50_fpn fused"]
+        print(f"  r50_c4 / r50_fpn time (both fused): {c4_ratio:.2f}x")
+        for n, e in equal.items():
+            print(f"  outputs {n} vs torchvision v2: {e}")
+        result["extra_models"] = {"total_s": med, "outputs": equal}
     if not args.skip_training:
         times, losses = training(args)
         med = {n: statistics.median(v) for n, v in times.items()}
         print("\nTraining step, 2 images 512x512 (seconds):")
         for name in ("maskzoo", "maskzoo channels_last"):
-            print(f"  torchvision {med['torchvision']:.3f}  {name} {med[name]:.3f}  "
-                  f"speed-up {med['torchvision'] / med[name]:.2f}x")
+            print(
+                f"  torchvision {med['torchvision']:.3f}  {name} {med[name]:.3f}  "
+                f"speed-up {med['torchvision'] / med[name]:.2f}x"
+            )
         for n, lo in losses.items():
             print(f"  first-step losses {n}: " + ", ".join(f"{k}={v:.5f}" for k, v in sorted(lo.items())))
         result["training"] = {"step_s": med, "losses": losses}
@@ -322,6 +394,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-inference", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument("--skip-extra-models", action="store_true", help="no r50_fpn_v2 / r50_c4 rows")
     parser.add_argument("--quick", action="store_true", help="same as --repeats 1")
     args, _ = parser.parse_known_args()
     if args.quick:

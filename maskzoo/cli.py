@@ -1,13 +1,13 @@
 """Command line: ``python -m maskzoo {list, shapes, train, eval, predict, convert, export, demo}``.
 
-    maskzoo list                                      every model and its full config
+    maskzoo list                                      every model, its config, the published weights it loads
     maskzoo shapes OUT --train 1000 --val 100 --seed 0
     maskzoo train --model r50_fpn --data DATA --out DIR [--val DATA] [--iters N --batch B --lr LR ...]
     torchrun --nproc_per_node=4 -m maskzoo train ...  the same on 4 processes (DDP)
     maskzoo eval --checkpoint CK --data DATA [--out DIR]
     maskzoo predict IMAGE... --checkpoint CK --out DIR [--dtype bf16]
     maskzoo export [--model NAME] [--checkpoint CK] --format pt2|onnx --out FILE
-    maskzoo convert TORCHVISION.pth OUT.safetensors [--model NAME]
+    maskzoo convert WEIGHTS OUT.safetensors [--model NAME]   torchvision .pth, Detectron2 .pkl/.pth
     maskzoo demo --out out/demo                       shapes set -> train r18_fpn_demo on the CPU -> COCO AP
 
 DATA is a COCO annotation JSON (images in ``--images``, by default the folder next to it named like
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from maskzoo import published
 from maskzoo.checkpoint.io import save
 from maskzoo.checkpoint.loader import load
 from maskzoo.engine import distributed
@@ -97,8 +98,11 @@ def _runtime(args) -> None:
 
 
 def _add_runtime_flag(p) -> None:
-    p.add_argument("--no-keep-freed-memory", action="store_true",
-                   help="leave glibc's malloc settings alone (default: keep freed memory; maskzoo.runtime)")
+    p.add_argument(
+        "--no-keep-freed-memory",
+        action="store_true",
+        help="leave glibc's malloc settings alone (default: keep freed memory; maskzoo.runtime)",
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -111,6 +115,10 @@ def cmd_list(args) -> int:
             print(name)
         else:
             print(describe(name))
+            files = published.for_model(name)
+            print("  published weights that load into it:" if files else "  published weights: none")
+            for p in files:
+                print(f"    {p.source} {p.description}: {p.file_name} (COCO {p.ap_text()} AP)")
             print()
     return 0
 
@@ -118,9 +126,12 @@ def cmd_list(args) -> int:
 def cmd_shapes(args) -> int:
     from maskzoo.data.shapes import ShapesConfig, write_dataset  # Pillow: see the top
 
-    cfg = ShapesConfig(image_size=args.size, max_shapes=args.max_shapes,
-                       min_radius=args.size * 0.08 if args.min_radius is None else args.min_radius,
-                       max_radius=args.size * 0.22 if args.max_radius is None else args.max_radius)
+    cfg = ShapesConfig(
+        image_size=args.size,
+        max_shapes=args.max_shapes,
+        min_radius=args.size * 0.08 if args.min_radius is None else args.min_radius,
+        max_radius=args.size * 0.22 if args.max_radius is None else args.max_radius,
+    )
     start = time.perf_counter()
     paths = write_dataset(args.out, train=args.train, val=args.val, seed=args.seed, cfg=cfg)
     for split, p in paths.items():
@@ -146,17 +157,33 @@ def cmd_train(args) -> int:
         config = config_for_dataset(args.model, dataset, **_parse_overrides(args.set))
         model = build_for_dataset(config, dataset, seed=args.seed, weights=args.weights)
         cfg = TrainConfig(
-            iters=args.iters, batch_size=args.batch, lr=args.lr, warmup_iters=args.warmup,
+            iters=args.iters,
+            batch_size=args.batch,
+            lr=args.lr,
+            warmup_iters=args.warmup,
             steps=tuple(args.steps) if args.steps is not None else (args.iters * 2 // 3, args.iters * 8 // 9),
-            gamma=args.gamma, clip_grad_norm=args.clip_grad, amp=args.amp,
-            checkpoint_period=args.checkpoint_period, seed=args.seed, num_workers=args.workers,
-            weight_decay=args.weight_decay)
+            gamma=args.gamma,
+            clip_grad_norm=args.clip_grad,
+            amp=args.amp,
+            checkpoint_period=args.checkpoint_period,
+            seed=args.seed,
+            num_workers=args.workers,
+            weight_decay=args.weight_decay,
+        )
         val = None
         if args.val:
             vjson, vimages = resolve_data(args.val, "val", args.val_images)
             val = CocoDataset(vjson, vimages, train=False)
-        run = train_then_evaluate(model, dataset, cfg, args.out, val_set=val, device=info.device,
-                                  resume=args.resume, progress=not args.quiet)
+        run = train_then_evaluate(
+            model,
+            dataset,
+            cfg,
+            args.out,
+            val_set=val,
+            device=info.device,
+            resume=args.resume,
+            progress=not args.quiet,
+        )
         if distributed.is_main_process():
             final = Path(args.out) / "model_final.safetensors"
             print(f"trained to iteration {run.summary['iteration']}; model: {final}")
@@ -178,8 +205,9 @@ def cmd_eval(args) -> int:
         model = load(args.checkpoint, **_parse_overrides(args.set)).to(info.device)
         model = fuse_for_inference(model)
         out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
-        metrics = evaluate(model, dataset, device=info.device, out_dir=out, batch_size=args.batch,
-                           progress=not args.quiet)
+        metrics = evaluate(
+            model, dataset, device=info.device, out_dir=out, batch_size=args.batch, progress=not args.quiet
+        )
         if metrics is not None:
             print(format_table(metrics))
             print(f"metrics: {out / 'metrics.json'}; COCO results: {out}/coco_results_*.json")
@@ -194,9 +222,12 @@ def predictions_to_json(prediction: dict, class_names, image_path, size) -> dict
     n = len(prediction["scores"])
     for i in range(n):
         lab = int(prediction["labels"][i])
-        det = {"box": [round(float(v), 2) for v in prediction["boxes"][i]], "label": lab,
-               "class_name": class_names[lab] if class_names and lab < len(class_names) else str(lab),
-               "score": round(float(prediction["scores"][i]), 5)}
+        det = {
+            "box": [round(float(v), 2) for v in prediction["boxes"][i]],
+            "label": lab,
+            "class_name": class_names[lab] if class_names and lab < len(class_names) else str(lab),
+            "score": round(float(prediction["scores"][i]), 5),
+        }
         if "masks" in prediction:
             det["mask"] = encode_mask((prediction["masks"][i, 0] >= 0.5).cpu().numpy())
         if "keypoints" in prediction:
@@ -260,7 +291,9 @@ def cmd_export(args) -> int:
 def cmd_convert(args) -> int:
     model = load(args.input, name=args.model)
     save(model, args.output)
-    print(f"wrote {args.output} (model {model.config.name})")
+    known = published.recognise(args.input)
+    origin = f"; {known.source} {known.description}, COCO {known.ap_text()} AP" if known else ""
+    print(f"wrote {args.output} (model {model.config.name}{origin})")
     return 0
 
 
@@ -268,8 +301,12 @@ def cmd_demo(args) -> int:
     from maskzoo.demo import DemoConfig, run_demo  # Pillow: see the top
 
     _runtime(args)
-    given = (("iters", args.iters), ("train_images", args.train), ("val_images", args.val),
-             ("seed", args.seed))
+    given = (
+        ("iters", args.iters),
+        ("train_images", args.train),
+        ("val_images", args.val),
+        ("seed", args.seed),
+    )
     cfg = dataclasses.replace(DemoConfig(), **{k: v for k, v in given if v is not None})
     run_demo(cfg, args.out, device=args.device, threads=args.threads)
     return 0
@@ -280,8 +317,11 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="maskzoo", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="maskzoo",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="registered models and their configs")
@@ -311,8 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=1000, help="linear warm-up iterations")
-    p.add_argument("--steps", type=int, nargs="*", default=None,
-                   help="iterations where the lr drops by --gamma (default: 2/3 and 8/9 of --iters)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        nargs="*",
+        default=None,
+        help="iterations where the lr drops by --gamma (default: 2/3 and 8/9 of --iters)",
+    )
     p.add_argument("--gamma", type=float, default=0.1)
     p.add_argument("--clip-grad", type=float, default=None, help="max gradient L2 norm")
     p.add_argument("--amp", action="store_true", help="float16 autocast on CUDA")
@@ -366,8 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="maskzoo model name (default: detected)")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo",
-                       help="the main job: shapes set, train r18_fpn_demo on the CPU, COCO AP, pictures")
+    p = sub.add_parser(
+        "demo", help="the main job: shapes set, train r18_fpn_demo on the CPU, COCO AP, pictures"
+    )
     p.add_argument("--out", default="out/demo")
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--train", type=int, default=None, help="training images")

@@ -28,6 +28,14 @@ from typing import Any
 
 NORMS = ("frozen_bn", "bn", "gn")
 ARCHITECTURES = ("fpn", "c4")
+# Norm of the FPN convolutions and of the RoI heads' convolutions: "none" (a biased conv alone) or
+# "bn" (a bias-free conv followed by BatchNorm2d, torchvision's improved "v2" models).
+HEAD_NORMS = ("none", "bn")
+CHANNEL_ORDERS = ("RGB", "BGR")
+# How M x M mask probabilities are pasted into the image, and how keypoint heatmaps are decoded:
+# the conventions of the library whose weights the model holds (see postprocess.py, keypoint_head.py).
+PASTE_RULES = ("torchvision", "detectron2")
+KEYPOINT_DECODERS = ("torchvision", "detectron2")
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,13 @@ class TransformConfig:
     image_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     # The batch is zero-padded (bottom/right) to a multiple of this (the coarsest backbone stride).
     size_divisible: int = 32
+    # Channel order the weights expect. Images always come in RGB; "BGR" reverses the channels
+    # before normalising (Detectron2's MSRA and Caffe2-trained weights).
+    channel_order: str = "RGB"
+    # Input images (float in [0, 1]) are multiplied by this before image_mean / image_std, which
+    # are in the scaled units: 1.0 for torchvision's weights, 255.0 for Detectron2's (0-255 pixels;
+    # uint8 images are then taken as they are, exactly).
+    pixel_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,19 @@ class BackboneConfig:
     frozen_bn_eps: float = 1e-5
     # Trainable stages counted from the top: 0 = none, 5 = all (res5, res4, res3, res2, stem).
     trainable_layers: int = 3
+    # Where a strided bottleneck block subsamples: False = in its 3x3 conv (torchvision, "ResNet
+    # v1.5", Detectron2's X101), True = in its first 1x1 conv (the original MSRA ResNets that
+    # Detectron2's R50/R101 weights start from).
+    stride_in_1x1: bool = False
+    # How a frozen batch norm computes at inference: "scale_shift" (x * s + t with s, t folded from
+    # the statistics, torchvision) or "batch_norm" (the fused F.batch_norm op, Detectron2). The two
+    # round differently; the source's order keeps converted models' outputs equal to its own.
+    frozen_bn_arithmetic: str = "scale_shift"
+    # Output channels of the stem, and of res2 (each later stage doubles it; 0 = 64 x the block
+    # expansion: 256 for bottlenecks, 64 for basic blocks). Bottleneck widths are
+    # groups x width_per_group x 2^(stage - 2) either way.
+    stem_channels: int = 64
+    res2_channels: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,6 +117,20 @@ class RPNConfig:
     score_thresh: float = 0.0
     # Proposals narrower or shorter than this (pixels) are dropped.
     min_box_size: float = 1e-3
+    # False: a side equal to min_box_size is kept (torchvision); True: sides must exceed it
+    # (Detectron2, whose min_box_size 0 drops exactly the empty boxes).
+    min_box_size_strict: bool = False
+    # 3x3 conv + ReLU layers of the RPN head before its two 1x1 predictors (torchvision v2: 2).
+    head_convs: int = 1
+    # Anchor stride (input pixels) per level; () = the padded batch size divided by the map size
+    # (torchvision). Detectron2 uses the backbone's nominal strides (4, 8, ..., 64; C4: 16), which
+    # differ from the ratio on P6 when the padded size is not a multiple of 64.
+    anchor_strides: tuple[int, ...] = ()
+    # Cell anchors rounded to whole pixels (torchvision) or exact (Detectron2).
+    round_anchors: bool = True
+    # NMS ranks proposals by objectness probability (torchvision) or by the logit (Detectron2; the
+    # same order except where float32 sigmoids of confident proposals tie).
+    rank_by_logit: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,8 +142,13 @@ class BoxHeadConfig:
     sampling_ratio: int = 2
     # False = torchvision's / Detectron's original pixel model (no half-pixel shift).
     aligned: bool = False
-    # Width of the two hidden FC layers (FPN head).
+    # Width of the hidden FC layers (FPN head).
     representation_size: int = 1024
+    # FPN head: 3x3 conv + norm + ReLU layers before the FCs (torchvision v2: four of 256), their
+    # norm (HEAD_NORMS), and the number of hidden FC layers (2, or 1 after convolutions in v2).
+    conv_channels: tuple[int, ...] = ()
+    norm: str = "none"
+    num_fc: int = 2
     # Proposal matching: IoU >= fg is foreground, < bg background.
     fg_iou_thresh: float = 0.5
     bg_iou_thresh: float = 0.5
@@ -118,6 +165,9 @@ class BoxHeadConfig:
     detections_per_img: int = 100
     # Inference: detections narrower or shorter than this (pixels) are dropped.
     min_box_size: float = 1e-2
+    # Inference: after mapping to the input image, detections with zero width or height are
+    # dropped (Detectron2's final filter, after the top-k).
+    drop_empty: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +184,12 @@ class MaskHeadConfig:
     deconv_channels: int = 256
     # One mask per class (paper default) or a single class-agnostic mask.
     class_agnostic: bool = False
+    # Norm after each 3x3 convolution (HEAD_NORMS; torchvision v2: "bn").
+    norm: str = "none"
+    # Pasting into the image (PASTE_RULES): "torchvision" (one pixel of zero padding around the
+    # mask, resized to the integer box) or "detectron2" (bilinear sampling at pixel centres of the
+    # exact box, zero outside).
+    paste: str = "torchvision"
 
 
 @dataclass(frozen=True)
@@ -149,6 +205,9 @@ class KeypointHeadConfig:
     num_keypoints: int = 17
     # The 4x4 stride-2 deconvolution is followed by bilinear upsampling by this factor.
     upsample_factor: int = 2
+    # Heatmap decoding (KEYPOINT_DECODERS): the keypoint score is the heatmap logit at the maximum
+    # ("torchvision") or the spatial softmax there, normalised over the pooled heatmap ("detectron2").
+    decode: str = "torchvision"
 
 
 @dataclass(frozen=True)
@@ -159,10 +218,13 @@ class ModelConfig:
     name: str
     # "fpn": FPN on res2-res5 (P2-P6); "c4": RPN on res4, res5 as the RoI head (paper Fig. 4 left).
     architecture: str = "fpn"
-    # Classes including background (index 0). 91 is COCO's id layout as torchvision uses it.
+    # Classes including background (index 0). 91 is COCO's id layout as torchvision uses it;
+    # Detectron2's weights give 81 (labels 1..80 = Detectron2's contiguous classes 0..79, plus one).
     num_classes: int = 91
     # Channels of every FPN level.
     fpn_channels: int = 256
+    # Norm of the FPN's lateral and output convolutions (HEAD_NORMS; torchvision v2: "bn").
+    fpn_norm: str = "none"
     transform: TransformConfig = field(default_factory=TransformConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
@@ -269,6 +331,9 @@ def validate(config: ModelConfig) -> None:
     )
     _check(int(t.max_size) > 0, f"max_size must be positive, got {t.max_size}")
     _check(len(t.image_mean) == 3 and len(t.image_std) == 3, "image_mean and image_std need 3 values")
+    _check(t.channel_order in CHANNEL_ORDERS, f"channel_order must be one of {CHANNEL_ORDERS}")
+    _check(float(t.pixel_scale) > 0, f"pixel_scale must be positive, got {t.pixel_scale}")
+    _check(config.fpn_norm in HEAD_NORMS, f"fpn_norm must be one of {HEAD_NORMS}, got {config.fpn_norm!r}")
     _check(all(float(s) > 0 for s in t.image_std), f"image_std must be positive, got {t.image_std}")
     b = config.backbone
     _check(b.depth in (18, 34, 50, 101, 152), f"backbone depth must be 18/34/50/101/152, got {b.depth}")
@@ -277,6 +342,10 @@ def validate(config: ModelConfig) -> None:
         0 <= b.trainable_layers <= 5, f"trainable_backbone_layers must be in [0, 5], got {b.trainable_layers}"
     )
     _check(b.frozen_bn_eps >= 0, f"frozen_bn_eps must be >= 0, got {b.frozen_bn_eps}")
+    _check(
+        b.frozen_bn_arithmetic in ("scale_shift", "batch_norm"),
+        f"frozen_bn_arithmetic must be 'scale_shift' or 'batch_norm', got {b.frozen_bn_arithmetic!r}",
+    )
     r = config.rpn
     for name in (
         "pre_nms_top_n_train",
@@ -289,6 +358,11 @@ def validate(config: ModelConfig) -> None:
     for name in ("nms_thresh", "fg_iou_thresh", "bg_iou_thresh", "positive_fraction", "score_thresh"):
         _check_fraction(f"rpn_{name}", getattr(r, name))
     _check(r.bg_iou_thresh <= r.fg_iou_thresh, "rpn_bg_iou_thresh must be <= rpn_fg_iou_thresh")
+    _check(int(r.head_convs) >= 1, f"rpn head_convs must be >= 1, got {r.head_convs}")
+    _check(
+        len(r.anchor_strides) in (0, len(r.anchor_sizes)) and all(int(s) > 0 for s in r.anchor_strides),
+        f"rpn anchor_strides must be empty or one positive stride per level, got {r.anchor_strides}",
+    )
     bx = config.box
     for name in ("nms_thresh", "fg_iou_thresh", "bg_iou_thresh", "positive_fraction", "score_thresh"):
         _check_fraction(f"box_{name}", getattr(bx, name))
@@ -298,12 +372,20 @@ def validate(config: ModelConfig) -> None:
         f"box_detections_per_img must be positive, got {bx.detections_per_img}",
     )
     _check(int(bx.batch_size_per_image) > 0, "box_batch_size_per_image must be positive")
+    _check(bx.norm in HEAD_NORMS, f"box head norm must be one of {HEAD_NORMS}, got {bx.norm!r}")
+    _check(int(bx.num_fc) in (1, 2), f"box head num_fc must be 1 or 2, got {bx.num_fc}")
+    if config.mask is not None:
+        _check(config.mask.norm in HEAD_NORMS, f"mask head norm must be one of {HEAD_NORMS}")
+        _check(config.mask.paste in PASTE_RULES, f"mask paste must be one of {PASTE_RULES}")
     _check(
         len(bx.bbox_reg_weights) == 4 and all(w > 0 for w in bx.bbox_reg_weights),
         f"bbox_reg_weights must be 4 positive numbers, got {bx.bbox_reg_weights}",
     )
     if config.keypoint is not None:
         _check(int(config.keypoint.num_keypoints) > 0, "num_keypoints must be positive")
+        _check(
+            config.keypoint.decode in KEYPOINT_DECODERS, f"keypoint decode must be one of {KEYPOINT_DECODERS}"
+        )
 
 
 def describe(config: ModelConfig) -> str:

@@ -65,23 +65,36 @@ class DemoConfig:
 def demo_model_config(cfg: DemoConfig, num_classes: int) -> ModelConfig:
     """The config of the demo's model: ``cfg.model`` with ``num_classes`` classes and images kept
     at their ``cfg.image_size`` (no resizing)."""
-    return get_config(cfg.model, num_classes=num_classes, min_size=(cfg.image_size,),
-                      max_size=cfg.image_size)
+    return get_config(cfg.model, num_classes=num_classes, min_size=(cfg.image_size,), max_size=cfg.image_size)
 
 
 def _train_config(cfg: DemoConfig) -> TrainConfig:
     return TrainConfig(
-        iters=cfg.iters, batch_size=cfg.batch_size, lr=cfg.lr, warmup_iters=cfg.warmup_iters,
-        steps=tuple(int(f * cfg.iters) for f in cfg.step_fractions), clip_grad_norm=cfg.clip_grad_norm,
-        checkpoint_period=cfg.checkpoint_period, seed=cfg.seed)
+        iters=cfg.iters,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_iters=cfg.warmup_iters,
+        steps=tuple(int(f * cfg.iters) for f in cfg.step_fractions),
+        clip_grad_norm=cfg.clip_grad_norm,
+        checkpoint_period=cfg.checkpoint_period,
+        seed=cfg.seed,
+    )
 
 
 def _write_data(cfg: DemoConfig, root: Path) -> dict[str, Path]:
-    shapes = ShapesConfig(image_size=cfg.image_size, max_shapes=cfg.max_shapes,
-                          min_radius=0.08 * cfg.image_size, max_radius=0.22 * cfg.image_size)
+    shapes = ShapesConfig(
+        image_size=cfg.image_size,
+        max_shapes=cfg.max_shapes,
+        min_radius=0.08 * cfg.image_size,
+        max_radius=0.22 * cfg.image_size,
+    )
     stamp = root / "generated.json"
-    wanted = {"shapes": dataclasses.asdict(shapes), "seed": cfg.seed, "train": cfg.train_images,
-              "val": cfg.val_images}
+    wanted = {
+        "shapes": dataclasses.asdict(shapes),
+        "seed": cfg.seed,
+        "train": cfg.train_images,
+        "val": cfg.val_images,
+    }
     if stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         return {"train": root / "train.json", "val": root / "val.json"}  # same seed: same files
     paths = write_dataset(root, cfg.train_images, cfg.val_images, seed=cfg.seed, cfg=shapes)
@@ -109,8 +122,9 @@ def _picture(model, dataset, cfg: DemoConfig, path: Path, device) -> None:
             image, _ = dataset[i]
             pred = {k: v.cpu() for k, v in model([image.to(device)])[0].items()}
             image, pred = _upscaled(image, pred, max(1, 256 // max(image.shape[-2:])))
-            tiles.append(draw_predictions(image, pred, dataset.class_names,
-                                          score_thresh=cfg.picture_score_thresh))
+            tiles.append(
+                draw_predictions(image, pred, dataset.class_names, score_thresh=cfg.picture_score_thresh)
+            )
     if not tiles:
         return
     cols = min(3, count)
@@ -122,8 +136,14 @@ def _picture(model, dataset, cfg: DemoConfig, path: Path, device) -> None:
     write_atomic(path, lambda f: sheet.save(f, format="PNG"))
 
 
-def run_demo(cfg: DemoConfig, out: str | Path, *, device: str | None = None, threads: int | None = None,
-             progress: bool = True) -> dict:
+def run_demo(
+    cfg: DemoConfig,
+    out: str | Path,
+    *,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Run every stage of the demo into ``out``; returns the metrics and the time of each stage."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,20 +155,34 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, device: str | None = None, thr
     start = time.perf_counter()
     paths = _write_data(cfg, out / "data")
     times["data"] = time.perf_counter() - start
-    print(f"[demo] shapes set: {cfg.train_images} train + {cfg.val_images} val images of "
-          f"{cfg.image_size} px in {out / 'data'} ({times['data']:.0f} s)", flush=True)
+    print(
+        f"[demo] shapes set: {cfg.train_images} train + {cfg.val_images} val images of "
+        f"{cfg.image_size} px in {out / 'data'} ({times['data']:.0f} s)",
+        flush=True,
+    )
 
     train_set = training_set(paths["train"], out / "data" / "train")
     val_set = CocoDataset(paths["val"], out / "data" / "val", train=False)
     config = demo_model_config(cfg, train_set.num_classes)
     model = build_for_dataset(config, train_set, seed=cfg.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"[demo] model: {config.name} from scratch (norm={config.backbone.norm}, FPN "
-          f"{config.fpn_channels} channels), {n_params / 1e6:.1f} M parameters; {cfg.iters} iterations of "
-          f"{cfg.batch_size} images on {device} ({torch.get_num_threads()} threads)", flush=True)
+    print(
+        f"[demo] model: {config.name} from scratch (norm={config.backbone.norm}, FPN "
+        f"{config.fpn_channels} channels), {n_params / 1e6:.1f} M parameters; {cfg.iters} iterations of "
+        f"{cfg.batch_size} images on {device} ({torch.get_num_threads()} threads)",
+        flush=True,
+    )
 
-    run = train_then_evaluate(model, train_set, _train_config(cfg), out / "train", val_set=val_set,
-                              eval_dir=out / "eval", device=device, progress=progress)
+    run = train_then_evaluate(
+        model,
+        train_set,
+        _train_config(cfg),
+        out / "train",
+        val_set=val_set,
+        eval_dir=out / "eval",
+        device=device,
+        progress=progress,
+    )
     times.update(run.seconds)
 
     start = time.perf_counter()
@@ -162,8 +196,10 @@ def run_demo(cfg: DemoConfig, out: str | Path, *, device: str | None = None, thr
     print()
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
     print(f"[demo] times: {stages}; total {total:.0f} s")
-    print(f"[demo] predictions: {out / 'predictions.png'}; loss curve: {out / 'train' / 'loss_curve.png'}; "
-          f"model: {out / 'train' / 'model_final.safetensors'}")
+    print(
+        f"[demo] predictions: {out / 'predictions.png'}; loss curve: {out / 'train' / 'loss_curve.png'}; "
+        f"model: {out / 'train' / 'model_final.safetensors'}"
+    )
     summary = {"metrics": run.metrics, "seconds": times, "config": dataclasses.asdict(cfg)}
     write_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary

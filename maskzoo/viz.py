@@ -17,8 +17,20 @@ from PIL import Image, ImageDraw
 __all__ = ["draw_predictions", "PALETTE"]
 
 # Distinct, saturated colours; instance i gets PALETTE[i % len].
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
+PALETTE = [
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+]
 
 
 def _to_pil(image) -> Image.Image:
@@ -33,9 +45,17 @@ def _to_pil(image) -> Image.Image:
     return Image.fromarray(array.to(torch.uint8).permute(1, 2, 0).numpy())
 
 
-def draw_predictions(image, prediction: dict, class_names: Sequence[str] | None = None, *,
-                     score_thresh: float = 0.5, mask_thresh: float = 0.5, keypoint_thresh: float = 0.0,
-                     skeleton: Sequence[tuple[int, int]] = (), mask_alpha: float = 0.45) -> Image.Image:
+def draw_predictions(
+    image,
+    prediction: dict,
+    class_names: Sequence[str] | None = None,
+    *,
+    score_thresh: float = 0.5,
+    mask_thresh: float = 0.5,
+    keypoint_thresh: float = 0.0,
+    skeleton: Sequence[tuple[int, int]] = (),
+    mask_alpha: float = 0.45,
+) -> Image.Image:
     """Return a new RGB image with the detections scoring at least ``score_thresh`` drawn over ``image``.
 
     ``class_names[label]`` names a label (index 0 is the background); missing names print the number.

@@ -100,6 +100,24 @@ def _variant(base: ModelConfig, name: str, **backbone_changes) -> ModelConfig:
     )
 
 
+@register("r50_fpn_v2")
+def r50_fpn_v2() -> ModelConfig:
+    """Improved Mask R-CNN, ResNet-50-FPN: torchvision's maskrcnn_resnet50_fpn_v2 (47.4 box / 41.8
+    mask AP): trainable batch norm in the backbone and the FPN, a two-conv RPN head, a four-conv
+    (+ batch norm) one-FC box head and a mask head with batch norm. ``fuse_for_inference`` folds
+    every batch norm into its convolution."""
+    base = r50_fpn()
+    return dataclasses.replace(
+        base,
+        name="r50_fpn_v2",
+        fpn_norm="bn",
+        backbone=dataclasses.replace(base.backbone, norm="bn", trainable_layers=3),
+        rpn=dataclasses.replace(base.rpn, head_convs=2),
+        box=dataclasses.replace(base.box, conv_channels=(256, 256, 256, 256), norm="bn", num_fc=1),
+        mask=dataclasses.replace(base.mask, norm="bn"),
+    )
+
+
 @register("r101_fpn")
 def r101_fpn() -> ModelConfig:
     return _variant(r50_fpn(), "r101_fpn", depth=101)
@@ -160,6 +178,16 @@ def keypoint_r50_fpn() -> ModelConfig:
         mask=None,
         keypoint=KeypointHeadConfig(pool_size=14, conv_channels=(512,) * 8, num_keypoints=17),
     )
+
+
+@register("keypoint_r101_fpn")
+def keypoint_r101_fpn() -> ModelConfig:
+    return _variant(keypoint_r50_fpn(), "keypoint_r101_fpn", depth=101)
+
+
+@register("keypoint_x101_32x8d_fpn")
+def keypoint_x101_32x8d_fpn() -> ModelConfig:
+    return _variant(keypoint_r50_fpn(), "keypoint_x101_32x8d_fpn", depth=101, groups=32, width_per_group=8)
 
 
 @register("keypoint_r18_fpn")

@@ -6,6 +6,9 @@ Recognised layouts (detected from the keys and shapes, strictly: anything else i
 torchvision file           what it is                                          maskzoo model
 =========================  ==================================================  =================
 maskrcnn_resnet50_fpn      ``MaskRCNN`` state_dict, ResNet-50 body             ``r50_fpn``
+maskrcnn_resnet50_fpn_v2   the improved ``MaskRCNN``: batch norm in the body,   ``r50_fpn_v2``
+                           FPN (``inner_blocks.<i>.1``) and heads, 2-conv RPN
+                           head, 4-conv 1-FC box head
 keypointrcnn_resnet50_fpn  ``KeypointRCNN`` state_dict, ResNet-50 body         ``keypoint_r50_fpn``
 resnet_fpn_backbone        ``MaskRCNN`` on ``resnet_fpn_backbone("resnet101"`` ``r101_fpn``,
                            / ``"resnext101_32x8d")``                           ``x101_32x8d_fpn``
@@ -45,6 +48,8 @@ import torch
 from torch import nn
 
 from maskzoo.checkpoint.errors import CheckpointError
+from maskzoo.checkpoint.finetune import with_num_classes
+from maskzoo.checkpoint.fit import models_fitting, structure
 from maskzoo.checkpoint.io import load_state_dict_strict, save
 from maskzoo.checkpoint.rename import RenameRule, apply_rules
 from maskzoo.checkpoint.torch_file import read_torch_file, state_dict_of
@@ -56,11 +61,13 @@ log = logging.getLogger("maskzoo.checkpoint")
 
 _BLOCKS_TO_DEPTH = {(2, 2, 2, 2): 18, (3, 4, 6, 3): (34, 50), (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
 _BN = r"(weight|bias|running_mean|running_var)"
+_BN_ALL = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 _WB = r"(weight|bias)"
 
 # (kind, depth, groups, width_per_group) -> maskzoo registry name.
 _MODEL_NAMES = {
     ("maskrcnn", 50, 1, 64): "r50_fpn",
+    ("maskrcnn_v2", 50, 1, 64): "r50_fpn_v2",
     ("maskrcnn", 101, 1, 64): "r101_fpn",
     ("maskrcnn", 101, 32, 8): "x101_32x8d_fpn",
     ("maskrcnn", 18, 1, 64): "r18_fpn",
@@ -73,7 +80,7 @@ _MODEL_NAMES = {
 class TorchvisionLayout:
     """What a torchvision file holds, as read from its keys and shapes."""
 
-    kind: str  # "maskrcnn", "keypointrcnn" or "imagenet"
+    kind: str  # "maskrcnn", "maskrcnn_v2" (batch norm in FPN and heads), "keypointrcnn" or "imagenet"
     depth: int  # ResNet depth of the body
     groups: int  # ResNeXt cardinality (1 for ResNet)
     width_per_group: int  # ResNeXt group width (64 for ResNet)
@@ -89,6 +96,8 @@ class TorchvisionLayout:
         )
         if self.kind == "imagenet":
             return f"torchvision ImageNet {arch} classifier"
+        if self.kind == "maskrcnn_v2":
+            return f"torchvision maskrcnn_{arch}_fpn_v2 detector"
         return f"torchvision {self.kind}_{arch}_fpn detector"
 
     @property
@@ -99,6 +108,7 @@ class TorchvisionLayout:
     @property
     def frozen_bn_eps(self) -> float:
         """eps torchvision uses with this file (see the module docstring)."""
+        # v2 files have trainable BatchNorm2d (eps 1e-5) throughout: the frozen eps plays no part.
         published = self.kind in ("maskrcnn", "keypointrcnn") and (self.depth, self.groups) == (50, 1)
         return 0.0 if published else 1e-5
 
@@ -183,8 +193,12 @@ def detect_layout(sd: Mapping[str, torch.Tensor], what: str = "checkpoint") -> T
         if cls is None:
             raise CheckpointError(f"{what}: no roi_heads.box_predictor.cls_score.weight")
         kps = sd.get("roi_heads.keypoint_predictor.kps_score_lowres.weight")
+        # v2: the FPN convs carry a batch norm at index 1 of their Conv2dNormActivation.
+        v2 = "backbone.fpn.inner_blocks.0.1.weight" in sd
+        if v2 and has_keypoint:
+            raise CheckpointError(f"{what}: a v2 (batch norm) keypoint detector; maskzoo has no such model")
         return TorchvisionLayout(
-            "keypointrcnn" if has_keypoint else "maskrcnn",
+            "keypointrcnn" if has_keypoint else ("maskrcnn_v2" if v2 else "maskrcnn"),
             depth,
             groups,
             wpg,
@@ -269,8 +283,69 @@ def _body_rules(src: str, dst: str, target_norm: str) -> list[RenameRule]:
     return rules
 
 
-def _detector_rules(layout: TorchvisionLayout, target_norm: str) -> list[RenameRule]:
+def _v2_rules(sd_keys) -> list[RenameRule]:
+    """The parts of maskrcnn_resnet50_fpn_v2 that differ from v1: Conv2dNormActivation blocks
+    (``<i>.0`` the bias-free conv, ``<i>.1`` its BatchNorm2d) in the FPN, box head and mask head,
+    a two-conv RPN head, and the box head's FC after its four convs (nn.Sequential index 5)."""
+    rules = []
+    for src, dst in (("inner_blocks", "lateral"), ("layer_blocks", "output")):
+        rules += [
+            RenameRule(
+                f"FPN {dst} (conv + BN)",
+                rf"backbone\.fpn\.{src}\.(\d)\.0\.weight",
+                rf"backbone.fpn.{dst}.\1.conv.weight",
+            ),
+            RenameRule(
+                f"FPN {dst} (conv + BN)",
+                rf"backbone\.fpn\.{src}\.(\d)\.1\.{_BN_ALL}",
+                rf"backbone.fpn.{dst}.\1.norm.\2",
+            ),
+        ]
+    rules += [
+        RenameRule("RPN head", rf"rpn\.head\.conv\.0\.0\.{_WB}", r"rpn.head.conv.\1"),
+        *[
+            RenameRule("RPN head", rf"rpn\.head\.conv\.{i}\.0\.{_WB}", rf"rpn.head.extra_convs.{i - 1}.\1")
+            for i in range(1, 4)
+        ],
+        RenameRule("RPN head", rf"rpn\.head\.cls_logits\.{_WB}", r"rpn.head.objectness.\1"),
+        RenameRule("RPN head", rf"rpn\.head\.bbox_pred\.{_WB}", r"rpn.head.box_deltas.\1"),
+    ]
+    # nn.Sequential(conv-norm-relu x N, Flatten, Linear, ReLU): the FC's index is N + 1.
+    num_convs = len(
+        {k.split(".")[2] for k in sd_keys if re.fullmatch(r"roi_heads\.box_head\.\d+\.0\.weight", k)}
+    )
+    rules += [
+        RenameRule(
+            "box head (conv + BN)",
+            r"roi_heads\.box_head\.(\d)\.0\.weight",
+            r"roi_heads.box_head.convs.\1.conv.weight",
+        ),
+        RenameRule(
+            "box head (conv + BN)",
+            rf"roi_heads\.box_head\.(\d)\.1\.{_BN_ALL}",
+            r"roi_heads.box_head.convs.\1.norm.\2",
+        ),
+        RenameRule(
+            "box head FC", rf"roi_heads\.box_head\.{num_convs + 1}\.{_WB}", r"roi_heads.box_head.fcs.0.\1"
+        ),
+        RenameRule(
+            "mask head (conv + BN)",
+            r"roi_heads\.mask_head\.(\d)\.0\.weight",
+            r"roi_heads.mask_head.convs.\1.conv.weight",
+        ),
+        RenameRule(
+            "mask head (conv + BN)",
+            rf"roi_heads\.mask_head\.(\d)\.1\.{_BN_ALL}",
+            r"roi_heads.mask_head.convs.\1.norm.\2",
+        ),
+    ]
+    return rules
+
+
+def _detector_rules(layout: TorchvisionLayout, target_norm: str, sd_keys=()) -> list[RenameRule]:
     rules = _body_rules("backbone\\.body\\.", "backbone.body.", target_norm)
+    if layout.kind == "maskrcnn_v2":
+        return rules + _v2_rules(sd_keys) + _box_predictor_rules() + _mask_predictor_rules()
     rules += [
         # FPN: inner_blocks = lateral 1x1, layer_blocks = output 3x3; ".0" only in the newer spelling.
         RenameRule(
@@ -284,16 +359,7 @@ def _detector_rules(layout: TorchvisionLayout, target_norm: str) -> list[RenameR
         RenameRule("RPN head", rf"rpn\.head\.bbox_pred\.{_WB}", r"rpn.head.box_deltas.\1"),
         RenameRule("box head", rf"roi_heads\.box_head\.fc6\.{_WB}", r"roi_heads.box_head.fc1.\1"),
         RenameRule("box head", rf"roi_heads\.box_head\.fc7\.{_WB}", r"roi_heads.box_head.fc2.\1"),
-        RenameRule(
-            "box predictor",
-            rf"roi_heads\.box_predictor\.cls_score\.{_WB}",
-            r"roi_heads.box_predictor.class_logits.\1",
-        ),
-        RenameRule(
-            "box predictor",
-            rf"roi_heads\.box_predictor\.bbox_pred\.{_WB}",
-            r"roi_heads.box_predictor.box_deltas.\1",
-        ),
+        *_box_predictor_rules(),
     ]
     if layout.kind == "maskrcnn":
         rules += [
@@ -309,16 +375,7 @@ def _detector_rules(layout: TorchvisionLayout, target_norm: str) -> list[RenameR
                 )
                 for i in range(8)
             ],
-            RenameRule(
-                "mask predictor",
-                rf"roi_heads\.mask_predictor\.conv5_mask\.{_WB}",
-                r"roi_heads.mask_predictor.deconv.\1",
-            ),
-            RenameRule(
-                "mask predictor",
-                rf"roi_heads\.mask_predictor\.mask_fcn_logits\.{_WB}",
-                r"roi_heads.mask_predictor.logits.\1",
-            ),
+            *_mask_predictor_rules(),
         ]
     else:
         rules += [
@@ -338,6 +395,36 @@ def _detector_rules(layout: TorchvisionLayout, target_norm: str) -> list[RenameR
             ),
         ]
     return rules
+
+
+def _box_predictor_rules() -> list[RenameRule]:
+    return [
+        RenameRule(
+            "box predictor",
+            rf"roi_heads\.box_predictor\.cls_score\.{_WB}",
+            r"roi_heads.box_predictor.class_logits.\1",
+        ),
+        RenameRule(
+            "box predictor",
+            rf"roi_heads\.box_predictor\.bbox_pred\.{_WB}",
+            r"roi_heads.box_predictor.box_deltas.\1",
+        ),
+    ]
+
+
+def _mask_predictor_rules() -> list[RenameRule]:
+    return [
+        RenameRule(
+            "mask predictor",
+            rf"roi_heads\.mask_predictor\.conv5_mask\.{_WB}",
+            r"roi_heads.mask_predictor.deconv.\1",
+        ),
+        RenameRule(
+            "mask predictor",
+            rf"roi_heads\.mask_predictor\.mask_fcn_logits\.{_WB}",
+            r"roi_heads.mask_predictor.logits.\1",
+        ),
+    ]
 
 
 def _imagenet_rules(target_norm: str) -> list[RenameRule]:
@@ -383,11 +470,18 @@ def convert_state_dict(
         )
     norm = model.config.backbone.norm
     target = model.state_dict()
+    # Batch norm counters of a trainable target are filled from the file when it has them (v2),
+    # else they start at 0.
+    skip_counters = norm == "bn" and not any(k.endswith("num_batches_tracked") for k in sd)
     renamed = apply_rules(
-        sd, _detector_rules(layout, norm), _target_shapes(model, skip_counters=norm == "bn"), what
+        sd, _detector_rules(layout, norm, list(sd)), _target_shapes(model, skip_counters=skip_counters), what
     )
     _fill_counters(renamed, target, what)
-    dropped = sum(k.endswith("num_batches_tracked") for k in sd) if norm != "bn" else 0
+    dropped = (
+        sum(k.endswith("num_batches_tracked") for k in sd if k.startswith("backbone.body."))
+        if norm != "bn"
+        else 0
+    )
     if dropped:
         log.info(
             "%s: dropped %d batch norm counters (num_batches_tracked): the target's norms are frozen",
@@ -458,20 +552,17 @@ def model_from_state_dict(
         if implied is None:
             raise CheckpointError(f"{what}: {layout.description} has no maskzoo model")
         name = implied
+    num_classes = overrides.pop("num_classes", None)
     defaults = {"num_classes": layout.num_classes, "frozen_bn_eps": layout.frozen_bn_eps}
     if layout.num_keypoints is not None:
         defaults["num_keypoints"] = layout.num_keypoints
     config = apply_overrides(config_of(name), **{**defaults, **overrides})
     b = config.backbone
-    fits = (
-        config.architecture == "fpn"
-        and (b.depth, b.groups, b.width_per_group) == (layout.depth, layout.groups, layout.width_per_group)
-        and (config.mask is not None) == (layout.kind == "maskrcnn")
-        and (config.keypoint is not None) == (layout.kind == "keypointrcnn")
-    )
-    if not fits:
+    if implied is None or structure(config) != structure(config_of(implied)):
+        fitting = [] if implied is None else models_fitting(config_of(implied))
         raise CheckpointError(
-            f"{what}: a {layout.description} (maskzoo {implied!r}) cannot fill model {name!r}"
+            f"{what}: holds a {layout.description}, which fits maskzoo model(s) "
+            f"{', '.join(repr(n) for n in fitting) or '(none)'}; it cannot fill model {name!r}"
         )
     log.info(
         "%s: %s -> maskzoo %r (num_classes=%d, frozen_bn_eps=%g%s)",
@@ -484,7 +575,7 @@ def model_from_state_dict(
     )
     model = build_model(config)
     load_state_dict_strict(model, convert_state_dict(sd, model, what), what)
-    return model
+    return model if num_classes is None else with_num_classes(model, num_classes, what)
 
 
 def convert_file(

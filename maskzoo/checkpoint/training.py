@@ -110,8 +110,9 @@ def model_spec_of(model: nn.Module) -> dict:
     return spec
 
 
-def model_from_training_state(state: Mapping[str, Any], what: str, name: str | None = None,
-                              **overrides) -> nn.Module:
+def model_from_training_state(
+    state: Mapping[str, Any], what: str, name: str | None = None, **overrides
+) -> nn.Module:
     """The model a training checkpoint's dict holds, rebuilt from its ``model_spec`` and filled.
 
     ``name``: the registry name the caller expects (None: any). ``overrides``: flat config knobs.
@@ -122,8 +123,10 @@ def model_from_training_state(state: Mapping[str, Any], what: str, name: str | N
     """
     spec = state.get("model_spec") or {}
     if "config_json" not in spec:
-        raise CheckpointError(f"{what} does not say which model it holds (no model_spec.config_json); "
-                              "was it written by maskzoo train?")
+        raise CheckpointError(
+            f"{what} does not say which model it holds (no model_spec.config_json); "
+            "was it written by maskzoo train?"
+        )
     config = config_from_json(spec["config_json"])
     if name is not None and config.name != name:
         raise CheckpointError(f"{what} holds model {config.name!r}, not {name!r}")

@@ -111,8 +111,9 @@ def _read_annotation_file(path: Path) -> dict:
             raise ValueError(f"annotation file {path} lacks a '{key}' list (is it COCO instances format?)")
     for image in data["images"]:
         if not isinstance(image, dict) or not {"id", "file_name", "width", "height"} <= image.keys():
-            raise ValueError(f"annotation file {path}: every image needs id, file_name, width, height; "
-                             f"got {image!r:.200}")
+            raise ValueError(
+                f"annotation file {path}: every image needs id, file_name, width, height; got {image!r:.200}"
+            )
     for cat in data["categories"]:
         if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
             raise ValueError(f"annotation file {path}: every category needs id and name; got {cat!r:.200}")
@@ -159,8 +160,10 @@ class CocoDataset(torch.utils.data.Dataset):
         self._label_of = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
         kp_counts = {len(c.get("keypoints", [])) for c in self.categories if c.get("keypoints")}
         if len(kp_counts) > 1:
-            raise ValueError(f"annotation file {self.annotation_file}: categories declare different "
-                             f"numbers of keypoints {sorted(kp_counts)}; one model predicts one set")
+            raise ValueError(
+                f"annotation file {self.annotation_file}: categories declare different "
+                f"numbers of keypoints {sorted(kp_counts)}; one model predicts one set"
+            )
         self.num_keypoints = kp_counts.pop() if kp_counts else 0
         self.keypoint_names = next((c["keypoints"] for c in self.categories if c.get("keypoints")), [])
         self.with_keypoints = self.num_keypoints > 0 if keypoints is None else bool(keypoints)
@@ -186,24 +189,32 @@ class CocoDataset(torch.utils.data.Dataset):
         return len(self.categories) + 1
 
     def _skip(self, ann, why: str) -> None:
-        warnings.warn(f"{self.annotation_file}: skipping annotation id {ann.get('id')!r}: {why}",
-                      UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{self.annotation_file}: skipping annotation id {ann.get('id')!r}: {why}",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _check_annotation(self, ann, images) -> dict | None:
         if not isinstance(ann, dict):
-            raise ValueError(f"annotation file {self.annotation_file}: annotations must be objects, "
-                             f"got {ann!r:.200}")
+            raise ValueError(
+                f"annotation file {self.annotation_file}: annotations must be objects, got {ann!r:.200}"
+            )
         image = images.get(ann.get("image_id"))
         if image is None:
             return self._skip(ann, f"image_id {ann.get('image_id')!r} is not among the images")
         if self.train and ann.get("iscrowd", 0):
             return None  # crowd regions are ignored in training (they only matter to evaluation)
         if ann.get("category_id") not in self._label_of:
-            return self._skip(ann, f"category_id {ann.get('category_id')!r} is not among the categories "
-                              f"{self.category_ids}")
+            return self._skip(
+                ann, f"category_id {ann.get('category_id')!r} is not among the categories {self.category_ids}"
+            )
         bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4
-                and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
+        if not (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)
+        ):
             return self._skip(ann, f"bbox must be 4 finite numbers [x, y, w, h], got {bbox!r:.100}")
         x, y, w, h = bbox
         if w <= 0 or h <= 0:
@@ -211,13 +222,13 @@ class CocoDataset(torch.utils.data.Dataset):
         width, height = image["width"], image["height"]
         x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)
         if x2 <= x1 or y2 <= y1:
-            return self._skip(ann, f"bbox {bbox} lies outside its image "
-                              f"{image['file_name']} ({width} x {height})")
+            return self._skip(
+                ann, f"bbox {bbox} lies outside its image {image['file_name']} ({width} x {height})"
+            )
         seg = ann.get("segmentation")
         if seg is None:
             return self._skip(ann, "no segmentation")
-        problem = (_rle_problem(seg, height, width) if isinstance(seg, dict)
-                   else _polygon_problem(seg))
+        problem = _rle_problem(seg, height, width) if isinstance(seg, dict) else _polygon_problem(seg)
         if problem is not None:
             return self._skip(ann, f"invalid segmentation: {problem}")
         keypoints = None
@@ -228,8 +239,13 @@ class CocoDataset(torch.utils.data.Dataset):
             if not (isinstance(kps, list) and len(kps) == 3 * self.num_keypoints):
                 return self._skip(ann, f"keypoints must be a list of {3 * self.num_keypoints} numbers")
             keypoints = kps
-        return {"id": ann.get("id"), "box": [x1, y1, x2, y2], "label": self._label_of[ann["category_id"]],
-                "segmentation": seg, "keypoints": keypoints}
+        return {
+            "id": ann.get("id"),
+            "box": [x1, y1, x2, y2],
+            "label": self._label_of[ann["category_id"]],
+            "segmentation": seg,
+            "keypoints": keypoints,
+        }
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -249,16 +265,20 @@ class CocoDataset(torch.utils.data.Dataset):
         image = load_image(path)
         height, width = image.shape[-2:]
         if (height, width) != (info["height"], info["width"]):
-            raise ValueError(f"image {path} is {width} x {height} but {self.annotation_file} says "
-                             f"{info['width']} x {info['height']}")
+            raise ValueError(
+                f"image {path} is {width} x {height} but {self.annotation_file} says "
+                f"{info['width']} x {info['height']}"
+            )
         anns = self._annotations[image_id]
         masks = np.zeros((len(anns), height, width), dtype=np.uint8)
         for i, ann in enumerate(anns):
             try:
                 masks[i] = decode_segmentation(ann["segmentation"], height, width)
             except Exception as err:  # pycocotools raises bare Exceptions on malformed RLE strings
-                raise ValueError(f"{self.annotation_file}: annotation id {ann['id']!r} has a segmentation "
-                                 f"that cannot be decoded: {err}") from err
+                raise ValueError(
+                    f"{self.annotation_file}: annotation id {ann['id']!r} has a segmentation "
+                    f"that cannot be decoded: {err}"
+                ) from err
         target = {
             "boxes": torch.tensor([a["box"] for a in anns], dtype=torch.float32).reshape(-1, 4),
             "labels": torch.tensor([a["label"] for a in anns], dtype=torch.int64),

@@ -68,9 +68,7 @@ class ShapesConfig:
                 f"max_shapes={self.max_shapes}"
             )
         if not 0 < self.min_radius <= self.max_radius:
-            raise ValueError(
-                f"need 0 < min_radius <= max_radius, got {self.min_radius}, {self.max_radius}"
-            )
+            raise ValueError(f"need 0 < min_radius <= max_radius, got {self.min_radius}, {self.max_radius}")
         if not 0.0 <= self.max_occlusion < 1.0:
             raise ValueError(f"max_occlusion must be in [0, 1), got {self.max_occlusion}")
 
@@ -244,27 +242,36 @@ def write_split(out: str | os.PathLike, split: str, count: int, seed: int, cfg: 
         file_name = f"{index:06d}.png"
         write_atomic(image_dir / file_name, _png(pixels))
         image_id = index + 1
-        images.append({"id": image_id, "file_name": file_name, "width": cfg.image_size,
-                       "height": cfg.image_size})
+        images.append(
+            {"id": image_id, "file_name": file_name, "width": cfg.image_size, "height": cfg.image_size}
+        )
         for inst in instances:
             rle = mask_utils.encode(np.asfortranarray(inst["mask"].astype(np.uint8)))
             x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
             kps = inst["keypoints"]
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": inst["category"] + 1,
-                "segmentation": {"size": [int(s) for s in rle["size"]],
-                                 "counts": rle["counts"].decode("ascii")},
-                "area": float(mask_utils.area(rle)),
-                "bbox": [x, y, w, h],
-                "iscrowd": 0,
-                "keypoints": [round(float(v), 3) for v in kps.reshape(-1)],
-                "num_keypoints": int((kps[:, 2] > 0).sum()),
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": inst["category"] + 1,
+                    "segmentation": {
+                        "size": [int(s) for s in rle["size"]],
+                        "counts": rle["counts"].decode("ascii"),
+                    },
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": [x, y, w, h],
+                    "iscrowd": 0,
+                    "keypoints": [round(float(v), 3) for v in kps.reshape(-1)],
+                    "num_keypoints": int((kps[:, 2] > 0).sum()),
+                }
+            )
     dataset = {
-        "info": {"description": f"maskzoo shapes, split {split}, seed {seed}", "generator": asdict(cfg),
-                 "seed": seed, "split": split},
+        "info": {
+            "description": f"maskzoo shapes, split {split}, seed {seed}",
+            "generator": asdict(cfg),
+            "seed": seed,
+            "split": split,
+        },
         "images": images,
         "annotations": annotations,
         "categories": _coco_categories(),
@@ -281,8 +288,9 @@ def _png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_dataset(out: str | os.PathLike, train: int, val: int, seed: int = 0,
-                  cfg: ShapesConfig | None = None) -> dict[str, Path]:
+def write_dataset(
+    out: str | os.PathLike, train: int, val: int, seed: int = 0, cfg: ShapesConfig | None = None
+) -> dict[str, Path]:
     """Write a train and a val split under ``out``: ``{split}.json`` + ``{split}/NNNNNN.png``.
 
     Returns ``{"train": path of train.json, "val": path of val.json}`` (a split with count 0 is

@@ -17,8 +17,15 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Compose", "ResizeShortestSide", "RandomHorizontalFlip", "COCO_PERSON_KEYPOINT_FLIP_PAIRS",
-           "flip_pair_permutation", "default_train_transforms", "flip_pairs_from_names"]
+__all__ = [
+    "Compose",
+    "ResizeShortestSide",
+    "RandomHorizontalFlip",
+    "COCO_PERSON_KEYPOINT_FLIP_PAIRS",
+    "flip_pair_permutation",
+    "default_train_transforms",
+    "flip_pairs_from_names",
+]
 
 # COCO person keypoints: 0 nose, then (left, right) pairs of eyes, ears, shoulders, elbows, wrists,
 # hips, knees, ankles.
@@ -75,8 +82,9 @@ class ResizeShortestSide:
         sx, sy = new_w / w, new_h / h
         target["boxes"] = target["boxes"] * torch.tensor([sx, sy, sx, sy])
         if "masks" in target and target["masks"].shape[0]:
-            target["masks"] = F.interpolate(target["masks"][None].float(), size=(new_h, new_w),
-                                            mode="nearest")[0].to(target["masks"].dtype)
+            target["masks"] = F.interpolate(
+                target["masks"][None].float(), size=(new_h, new_w), mode="nearest"
+            )[0].to(target["masks"].dtype)
         elif "masks" in target:
             target["masks"] = target["masks"].new_zeros((0, new_h, new_w))
         if "keypoints" in target:
@@ -124,8 +132,12 @@ def hflip(image, target, flip_pairs=()):
     return image, target
 
 
-def default_train_transforms(flip_pairs: Sequence[tuple[int, int]] = (), resize: bool = False,
-                             min_sizes: Sequence[int] = tuple(range(640, 801, 32)), max_size: int = 1333):
+def default_train_transforms(
+    flip_pairs: Sequence[tuple[int, int]] = (),
+    resize: bool = False,
+    min_sizes: Sequence[int] = tuple(range(640, 801, 32)),
+    max_size: int = 1333,
+):
     """The paper's training augmentation: (optional) multi-scale resize, then a horizontal flip."""
     steps = [ResizeShortestSide(min_sizes, max_size)] if resize else []
     steps.append(RandomHorizontalFlip(0.5, flip_pairs))

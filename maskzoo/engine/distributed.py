@@ -21,8 +21,19 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup", "get_rank", "get_world_size", "is_main_process",
-           "barrier", "all_reduce_mean", "gather_to_main", "IterationSampler", "shard_indices"]
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "cleanup",
+    "get_rank",
+    "get_world_size",
+    "is_main_process",
+    "barrier",
+    "all_reduce_mean",
+    "gather_to_main",
+    "IterationSampler",
+    "shard_indices",
+]
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,15 @@ import torch
 from maskzoo.engine import distributed as distributed_utils
 from maskzoo.files import write_atomic
 
-__all__ = ["STAT_NAMES", "prediction_to_coco_results", "coco_evaluate", "evaluate", "format_table",
-           "keypoint_sigmas_of", "encode_mask"]
+__all__ = [
+    "STAT_NAMES",
+    "prediction_to_coco_results",
+    "coco_evaluate",
+    "evaluate",
+    "format_table",
+    "keypoint_sigmas_of",
+    "encode_mask",
+]
 
 STAT_NAMES = {
     "bbox": ("AP", "AP50", "AP75", "APs", "APm", "APl"),
@@ -51,8 +58,9 @@ def encode_mask(mask: np.ndarray) -> dict:
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def prediction_to_coco_results(prediction: dict, image_id: int, category_ids: list[int],
-                               mask_threshold: float = 0.5) -> dict[str, list[dict]]:
+def prediction_to_coco_results(
+    prediction: dict, image_id: int, category_ids: list[int], mask_threshold: float = 0.5
+) -> dict[str, list[dict]]:
     """One image's prediction -> COCO result entries per IoU type ("bbox", "segm", "keypoints").
 
     ``category_ids[l - 1]`` is the COCO category id of contiguous label ``l``.
@@ -66,8 +74,14 @@ def prediction_to_coco_results(prediction: dict, image_id: int, category_ids: li
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     out: dict[str, list[dict]] = {"bbox": []}
     for box, score, cat in zip(xywh, scores, cats):
-        out["bbox"].append({"image_id": image_id, "category_id": cat, "bbox": [round(v, 3) for v in box],
-                            "score": round(score, 5)})
+        out["bbox"].append(
+            {
+                "image_id": image_id,
+                "category_id": cat,
+                "bbox": [round(v, 3) for v in box],
+                "score": round(score, 5),
+            }
+        )
     if "masks" in prediction:
         masks = prediction["masks"].detach().cpu()
         if masks.dim() == 4:
@@ -81,8 +95,12 @@ def prediction_to_coco_results(prediction: dict, image_id: int, category_ids: li
         kps = prediction["keypoints"].detach().float().cpu().clone()
         kps[..., 2] = 1.0  # COCO ignores predicted visibility; 1 marks the point as predicted
         out["keypoints"] = [
-            {"image_id": image_id, "category_id": cat, "score": round(s, 5),
-             "keypoints": [round(v, 2) for v in k.reshape(-1).tolist()]}
+            {
+                "image_id": image_id,
+                "category_id": cat,
+                "score": round(s, 5),
+                "keypoints": [round(v, 2) for v in k.reshape(-1).tolist()],
+            }
             for k, s, cat in zip(kps, scores, cats)
         ]
     return out
@@ -100,13 +118,23 @@ def keypoint_sigmas_of(coco_gt) -> np.ndarray | None:
     k = len(cats[0]["keypoints"])
     if k == 17:
         return None  # COCOeval's default person sigmas
-    warnings.warn(f"no keypoint_sigmas for {k} keypoints in the annotations; using 0.05 for each",
-                  UserWarning, stacklevel=2)
+    warnings.warn(
+        f"no keypoint_sigmas for {k} keypoints in the annotations; using 0.05 for each",
+        UserWarning,
+        stacklevel=2,
+    )
     return np.full(k, 0.05)
 
 
-def coco_evaluate(coco_gt, results: dict[str, list[dict]], iou_types=None, *, verbose: bool = False,
-                  kpt_sigmas=None, image_ids=None) -> dict[str, dict[str, float]]:
+def coco_evaluate(
+    coco_gt,
+    results: dict[str, list[dict]],
+    iou_types=None,
+    *,
+    verbose: bool = False,
+    kpt_sigmas=None,
+    image_ids=None,
+) -> dict[str, dict[str, float]]:
     """Run COCOeval on ``results`` (IoU type -> list of COCO result dicts) against ``coco_gt``.
 
     ``coco_gt``: a ``pycocotools.coco.COCO`` or the path of its annotation file. ``iou_types``:
@@ -144,8 +172,9 @@ def coco_evaluate(coco_gt, results: dict[str, list[dict]], iou_types=None, *, ve
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        metrics[iou_type] = {name: float(ev.stats[i])
-                             for name, i in zip(STAT_NAMES[iou_type], _STAT_INDEX[iou_type])}
+        metrics[iou_type] = {
+            name: float(ev.stats[i]) for name, i in zip(STAT_NAMES[iou_type], _STAT_INDEX[iou_type])
+        }
     return metrics
 
 
@@ -172,7 +201,7 @@ def _predict_shard(model, dataset, indices, device, batch_size, category_ids, pr
 
         bar = tqdm(total=len(indices), desc="eval", unit="img", dynamic_ncols=True)
     for start in range(0, len(indices), batch_size):
-        chunk = indices[start:start + batch_size]
+        chunk = indices[start : start + batch_size]
         items = [dataset[i] for i in chunk]
         images = [img.to(device) for img, _ in items]
         outputs = model(images)
@@ -187,8 +216,17 @@ def _predict_shard(model, dataset, indices, device, batch_size, category_ids, pr
     return results
 
 
-def evaluate(model, dataset, *, device=None, out_dir=None, batch_size: int = 1, iou_types=None,
-             progress: bool = True, verbose: bool = False) -> dict[str, dict[str, float]] | None:
+def evaluate(
+    model,
+    dataset,
+    *,
+    device=None,
+    out_dir=None,
+    batch_size: int = 1,
+    iou_types=None,
+    progress: bool = True,
+    verbose: bool = False,
+) -> dict[str, dict[str, float]] | None:
     """Predict on every image of ``dataset`` (a :class:`~maskzoo.data.coco.CocoDataset` in eval mode)
     and score the predictions with COCOeval.
 
@@ -200,8 +238,15 @@ def evaluate(model, dataset, *, device=None, out_dir=None, batch_size: int = 1, 
     was_training = model.training
     model.eval()
     indices = distributed_utils.shard_indices(len(dataset))
-    shard = _predict_shard(model, dataset, indices, device, batch_size, dataset.category_ids,
-                           progress and distributed_utils.is_main_process())
+    shard = _predict_shard(
+        model,
+        dataset,
+        indices,
+        device,
+        batch_size,
+        dataset.category_ids,
+        progress and distributed_utils.is_main_process(),
+    )
     model.train(was_training)
     gathered = distributed_utils.gather_to_main(shard)
     if gathered is None:
@@ -213,8 +258,7 @@ def evaluate(model, dataset, *, device=None, out_dir=None, batch_size: int = 1, 
     if iou_types is None:
         iou_types = ["bbox"] + [t for t in ("segm", "keypoints") if t in results]
     image_ids = [dataset.image_ids[i] for i in range(len(dataset))]
-    metrics = coco_evaluate(dataset.annotation_file, results, iou_types, verbose=verbose,
-                            image_ids=image_ids)
+    metrics = coco_evaluate(dataset.annotation_file, results, iou_types, verbose=verbose, image_ids=image_ids)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

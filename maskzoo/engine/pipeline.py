@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from maskzoo.checkpoint.errors import CheckpointError
+from maskzoo.checkpoint.fit import models_fitting, structure
 from maskzoo.checkpoint.loader import load
 from maskzoo.config import ModelConfig
 from maskzoo.data.coco import CocoDataset
@@ -24,8 +26,13 @@ from maskzoo.modeling.build import build_model
 from maskzoo.modeling.rcnn import RCNN
 from maskzoo.zoo import get_config
 
-__all__ = ["TrainEvalResult", "build_for_dataset", "config_for_dataset", "train_then_evaluate",
-           "training_set"]
+__all__ = [
+    "TrainEvalResult",
+    "build_for_dataset",
+    "config_for_dataset",
+    "train_then_evaluate",
+    "training_set",
+]
 
 
 def training_set(annotations: str | os.PathLike, images: str | os.PathLike) -> CocoDataset:
@@ -48,15 +55,29 @@ def config_for_dataset(name: str, dataset: CocoDataset, **overrides) -> ModelCon
     return config
 
 
-def build_for_dataset(config: ModelConfig, dataset: CocoDataset, *, seed: int,
-                      weights: str | os.PathLike | None = None) -> RCNN:
+def build_for_dataset(
+    config: ModelConfig, dataset: CocoDataset, *, seed: int, weights: str | os.PathLike | None = None
+) -> RCNN:
     """The model of ``config``, initialised from ``seed`` (the same weights on every process),
     filled from ``weights`` (any checkpoint :func:`maskzoo.load` reads) if given, and carrying the
-    data set's class names (saved with it)."""
+    data set's class names (saved with it).
+
+    A torchvision or Detectron2 file fine-tunes: it must fit ``config``'s architecture, its
+    conventions (input format, anchors, pooling, post-processing) come with it, and with another
+    number of classes only the class-dependent layers start from ``seed`` (a warning lists them).
+    """
     torch.manual_seed(seed)
-    model = build_model(config)
     if weights is not None:
-        model.load_state_dict(load(weights).state_dict())
+        model = load(weights, num_classes=config.num_classes)
+        if structure(model.config) != structure(config):
+            fits = ", ".join(models_fitting(model.config)) or "no registered model at these widths"
+            raise CheckpointError(
+                f"weights {os.fspath(weights)!r} hold a {model.config.name!r} model of another "
+                f"architecture than {config.name!r} (they fit: {fits})"
+            )
+        model.class_names = dataset.class_names
+        return model
+    model = build_model(config)
     model.class_names = dataset.class_names
     return model
 
@@ -70,9 +91,18 @@ class TrainEvalResult:
     seconds: dict[str, float]  # wall time of "train" and, with a held-out set, "eval"
 
 
-def train_then_evaluate(model: RCNN, train_set, cfg: TrainConfig, train_dir: str | os.PathLike, *,
-                        val_set: CocoDataset | None = None, eval_dir: str | os.PathLike | None = None,
-                        device=None, resume: bool = False, progress: bool = True) -> TrainEvalResult:
+def train_then_evaluate(
+    model: RCNN,
+    train_set,
+    cfg: TrainConfig,
+    train_dir: str | os.PathLike,
+    *,
+    val_set: CocoDataset | None = None,
+    eval_dir: str | os.PathLike | None = None,
+    device=None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainEvalResult:
     """Trains ``model`` (:func:`~maskzoo.engine.train.train`, files in ``train_dir``), then scores it
     on ``val_set`` with COCO's metrics (:func:`~maskzoo.engine.evaluate.evaluate`, files in
     ``eval_dir``, default ``train_dir/eval``). Raises as those two."""

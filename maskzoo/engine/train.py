@@ -131,8 +131,18 @@ def draw_loss_curve(records: list[dict], path: str | os.PathLike, size=(800, 480
     draw = ImageDraw.Draw(image)
     left, right, top, bottom = 60, width - 150, 20, height - 40
     keys = ["loss"] + sorted({k for r in records for k in r if k.startswith("loss_")})
-    colours = [(0, 0, 0), (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-               (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34)]
+    colours = [
+        (0, 0, 0),
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+    ]
     points = [r for r in records if math.isfinite(r.get("loss", float("nan")))]
     draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
     if len(points) >= 2:
@@ -155,7 +165,7 @@ def draw_loss_curve(records: list[dict], path: str | os.PathLike, size=(800, 480
                 continue
             smooth = []
             for i in range(len(series)):
-                chunk = series[max(0, i - window + 1):i + 1]
+                chunk = series[max(0, i - window + 1) : i + 1]
                 smooth.append((series[i][0], sum(v for _, v in chunk) / len(chunk)))
             draw.line([xy(it, v) for it, v in smooth], fill=colour, width=2 if k == "loss" else 1)
             legend_y = top + 16 * keys.index(k)
@@ -294,8 +304,10 @@ def _resume(proc: _Process, model, opt: _Optimisation) -> tuple[int, Path | None
     opt.scaler.load_state_dict(state["scaler"])
     rng = state["rng"]
     if len(rng) != proc.world:
-        raise ValueError(f"{path} was written by {len(rng)} processes; resuming it exactly "
-                         f"needs the same number, got {proc.world}")
+        raise ValueError(
+            f"{path} was written by {len(rng)} processes; resuming it exactly "
+            f"needs the same number, got {proc.world}"
+        )
     set_rng_state(rng[proc.rank])
     return int(state["iteration"]), path
 
@@ -305,20 +317,27 @@ def _parallel(proc: _Process, model, cfg: TrainConfig):
     if proc.world == 1:
         return model
     return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None,
-        find_unused_parameters=cfg.find_unused_parameters)
+        model,
+        device_ids=[proc.device.index] if proc.device.type == "cuda" else None,
+        find_unused_parameters=cfg.find_unused_parameters,
+    )
 
 
 def _loader(proc: _Process, dataset, cfg: TrainConfig, start: int):
     """Batches of iterations ``start .. cfg.iters - 1``, this process's slice of each."""
     sampler = distributed_utils.IterationSampler(
-        len(dataset), cfg.batch_size, cfg.seed, proc.rank, proc.world)
+        len(dataset), cfg.batch_size, cfg.seed, proc.rank, proc.world
+    )
     return torch.utils.data.DataLoader(
-        _SeededItems(dataset), batch_sampler=_Batches(sampler, start, cfg.iters), collate_fn=_collate,
-        num_workers=cfg.num_workers, pin_memory=proc.device.type == "cuda",
+        _SeededItems(dataset),
+        batch_sampler=_Batches(sampler, start, cfg.iters),
+        collate_fn=_collate,
+        num_workers=cfg.num_workers,
+        pin_memory=proc.device.type == "cuda",
         # Its own generator: a DataLoader otherwise draws its worker seed from the global stream,
         # which would shift the model's random draws between a fresh and a resumed run.
-        generator=torch.Generator().manual_seed(cfg.seed))
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
 
 
 class _Log:
@@ -349,10 +368,14 @@ class _Log:
         self.file.flush()
         if self.bar is not None:
             terms = {k: v for k, v in record.items() if k not in ("iteration", "loss", "lr", "time")}
-            self.bar.set_postfix_str(" ".join(
-                [f"loss={record['loss']:.3f}"]
-                + [f"{k.removeprefix('loss_')}={v:.3f}" for k, v in terms.items()]
-                + [f"lr={record['lr']:.2g}"]), refresh=False)
+            self.bar.set_postfix_str(
+                " ".join(
+                    [f"loss={record['loss']:.3f}"]
+                    + [f"{k.removeprefix('loss_')}={v:.3f}" for k, v in terms.items()]
+                    + [f"lr={record['lr']:.2g}"]
+                ),
+                refresh=False,
+            )
             self.bar.update(1)
 
     def close(self) -> None:
@@ -362,8 +385,9 @@ class _Log:
             self.file.close()
 
 
-def _step(net, opt: _Optimisation, cfg: TrainConfig, images, targets, iteration: int,
-          last_saved: Path | None) -> dict[str, float]:
+def _step(
+    net, opt: _Optimisation, cfg: TrainConfig, images, targets, iteration: int, last_saved: Path | None
+) -> dict[str, float]:
     """One optimiser step; returns the losses averaged over processes.
 
     Raises FloatingPointError before the step when the loss is not finite."""
@@ -377,7 +401,8 @@ def _step(net, opt: _Optimisation, cfg: TrainConfig, images, targets, iteration:
         raise FloatingPointError(
             f"loss is {total} at iteration {iteration + 1} ({bad}); training stopped. "
             f"Last good checkpoint: {last_saved or 'none written yet'}. Try a lower --lr, "
-            f"longer warm-up or --clip-grad.")
+            f"longer warm-up or --clip-grad."
+        )
     opt.optimizer.zero_grad(set_to_none=True)
     opt.scaler.scale(loss).backward()
     if cfg.clip_grad_norm is not None:
@@ -394,21 +419,34 @@ def _checkpoint(proc: _Process, model, opt: _Optimisation, cfg: TrainConfig, ite
     rng_all = distributed_utils.gather_to_main(rng_state())
     if rng_all is None:
         return None
-    return write_training_state(proc.out_dir, {
-        "model": model.state_dict(),
-        "optimizer": opt.optimizer.state_dict(),
-        "scheduler": opt.scheduler.state_dict(),
-        "scaler": opt.scaler.state_dict(),
-        "iteration": iteration,
-        "rng": rng_all,
-        "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
-        "model_spec": proc.model_spec,
-        "world_size": proc.world,
-    })
+    return write_training_state(
+        proc.out_dir,
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.optimizer.state_dict(),
+            "scheduler": opt.scheduler.state_dict(),
+            "scaler": opt.scaler.state_dict(),
+            "iteration": iteration,
+            "rng": rng_all,
+            "train_config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+            "model_spec": proc.model_spec,
+            "world_size": proc.world,
+        },
+    )
 
 
-def _loop(proc: _Process, net, model, loader, opt: _Optimisation, cfg: TrainConfig, start: int, log: _Log,
-          last_saved: Path | None, hooks: Sequence[TrainHook]) -> tuple[int, Path | None]:
+def _loop(
+    proc: _Process,
+    net,
+    model,
+    loader,
+    opt: _Optimisation,
+    cfg: TrainConfig,
+    start: int,
+    log: _Log,
+    last_saved: Path | None,
+    hooks: Sequence[TrainHook],
+) -> tuple[int, Path | None]:
     """Iterations ``start + 1 .. cfg.iters``; returns (the last one, the newest checkpoint)."""
     iteration = start
     tick = time.perf_counter()
@@ -431,9 +469,18 @@ def _loop(proc: _Process, net, model, loader, opt: _Optimisation, cfg: TrainConf
     return iteration, last_saved
 
 
-def train(model, dataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
-          device=None, model_spec: dict | None = None, progress: bool = True,
-          hooks: Sequence[TrainHook] = ()) -> dict:
+def train(
+    model,
+    dataset,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    device=None,
+    model_spec: dict | None = None,
+    progress: bool = True,
+    hooks: Sequence[TrainHook] = (),
+) -> dict:
     """Train ``model`` on ``dataset`` for ``cfg.iters`` iterations; returns a summary dict
     (``iteration``, ``checkpoint``, ``resumed_from``, ``final_loss``).
 
@@ -480,6 +527,9 @@ def train(model, dataset, cfg: TrainConfig, out_dir: str | os.PathLike, *, resum
     if proc.main and getattr(model, "config", None) is not None:
         save(model, proc.out_dir / "model_final.safetensors")
     distributed_utils.barrier()
-    return {"iteration": iteration, "checkpoint": str(last_saved) if last_saved else None,
-            "resumed_from": str(resumed_from) if resumed_from else None,
-            "final_loss": log.records[-1]["loss"] if log.records else None}
+    return {
+        "iteration": iteration,
+        "checkpoint": str(last_saved) if last_saved else None,
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "final_loss": log.records[-1]["loss"] if log.records else None,
+    }

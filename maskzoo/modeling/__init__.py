@@ -14,6 +14,14 @@
 
 Norm layers (FrozenBatchNorm2d) hold the buffers weight, bias, running_mean, running_var.
 
+torchvision's improved model (``r50_fpn_v2``) puts a batch norm after the FPN's and the heads'
+convolutions: those become ``ConvNorm`` modules with ``.conv`` (no bias) and ``.norm``
+(``backbone.fpn.lateral.<i>.conv.weight``, ``...lateral.<i>.norm.running_var``,
+``roi_heads.mask_head.convs.<i>.conv/norm``); its box head is ``ConvFCBoxHead``
+(``roi_heads.box_head.convs.<i>.conv/norm``, ``roi_heads.box_head.fcs.0``) and its RPN head has a
+second 3x3 conv at ``rpn.head.extra_convs.0``. The rename rules from torchvision's v2 layout and
+from Detectron2's are in ``maskzoo/checkpoint/torchvision.py`` and ``maskzoo/checkpoint/detectron2.py``.
+
 Rename table from torchvision's maskrcnn_resnet50_fpn / keypointrcnn_resnet50_fpn state_dict
 (and the resnet_fpn_backbone layouts of R101 / X101), one to one, same shapes:
 

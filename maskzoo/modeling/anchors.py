@@ -17,8 +17,19 @@ from torch import nn
 from maskzoo.modeling.precision import box_dtype
 
 
-def cell_anchors(sizes, aspect_ratios, dtype=torch.float32, device=None) -> torch.Tensor:
-    """Tensor[len(aspect_ratios) * len(sizes), 4] (x1, y1, x2, y2) around (0, 0), whole pixels."""
+def cell_anchors(
+    sizes, aspect_ratios, dtype=torch.float32, device=None, rounded: bool = True
+) -> torch.Tensor:
+    """Tensor[len(aspect_ratios) * len(sizes), 4] (x1, y1, x2, y2) around (0, 0), in whole pixels
+    (``rounded``, torchvision) or exact (Detectron2: w = sqrt(s^2 / r), h = r * w in float64, then
+    cast; the same numbers as Detectron2's Python-float computation)."""
+    if not rounded:
+        s = torch.as_tensor(sizes, dtype=torch.float64)
+        r = torch.as_tensor(aspect_ratios, dtype=torch.float64)
+        ws = torch.sqrt(s[None, :] ** 2 / r[:, None])
+        hs = r[:, None] * ws
+        ws, hs = ws.reshape(-1), hs.reshape(-1)
+        return torch.stack([-ws / 2, -hs / 2, ws / 2, hs / 2], dim=1).to(dtype=dtype, device=device)
     scales = torch.as_tensor(sizes, dtype=dtype, device=device)
     ratios = torch.as_tensor(aspect_ratios, dtype=dtype, device=device)
     h_ratios = torch.sqrt(ratios)
@@ -34,10 +45,19 @@ class AnchorGenerator(nn.Module):
     The anchors are the same for every image of a batch (they depend on the padded size only).
     """
 
-    def __init__(self, sizes: tuple[tuple[int, ...], ...], aspect_ratios: tuple[float, ...]):
+    def __init__(
+        self,
+        sizes: tuple[tuple[int, ...], ...],
+        aspect_ratios: tuple[float, ...],
+        strides: tuple[int, ...] = (),
+        rounded: bool = True,
+    ):
         super().__init__()
         self.sizes = tuple(tuple(s) for s in sizes)
         self.aspect_ratios = tuple(aspect_ratios)
+        # () = stride from the padded batch size over the map size; else one fixed stride per level.
+        self.strides = tuple(strides)
+        self.rounded = rounded
         self._cache: dict = {}
 
     def num_anchors_per_location(self) -> list[int]:
@@ -52,17 +72,22 @@ class AnchorGenerator(nn.Module):
         key = (image_h, image_w, grids, dtype, features[0].device)
         anchors = self._cache.get(key)
         if anchors is None:
+            strides = (
+                [(s, s) for s in self.strides]
+                if self.strides
+                else [(image_h // h, image_w // w) for h, w in grids]
+            )
             anchors = torch.cat(
                 [
-                    self.grid_anchors(sizes, (h, w), (image_h // h, image_w // w), dtype, features[0].device)
-                    for sizes, (h, w) in zip(self.sizes, grids)
+                    self.grid_anchors(sizes, grid, stride, dtype, features[0].device)
+                    for sizes, grid, stride in zip(self.sizes, grids, strides)
                 ]
             )
             self._cache = {key: anchors}  # keep only the latest: sizes vary from batch to batch
         return anchors
 
     def grid_anchors(self, sizes, grid, stride, dtype, device) -> torch.Tensor:
-        base = cell_anchors(sizes, self.aspect_ratios, dtype, device)
+        base = cell_anchors(sizes, self.aspect_ratios, dtype, device, rounded=self.rounded)
         shifts_x = torch.arange(grid[1], dtype=torch.int32, device=device) * stride[1]
         shifts_y = torch.arange(grid[0], dtype=torch.int32, device=device) * stride[0]
         shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")

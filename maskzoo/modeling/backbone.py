@@ -31,15 +31,21 @@ class FrozenBatchNorm2d(nn.Module):
     scale and shift (the same arithmetic as torchvision's, so converted weights give equal outputs).
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5):
+    def __init__(self, num_features: int, eps: float = 1e-5, batch_norm_op: bool = False):
         super().__init__()
         self.eps = eps
+        # Detectron2's arithmetic without gradients: F.batch_norm (same values, other rounding).
+        self.batch_norm_op = batch_norm_op
         self.register_buffer("weight", torch.ones(num_features))
         self.register_buffer("bias", torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch_norm_op and not x.requires_grad:
+            return nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
         scale = self.weight.reshape(1, -1, 1, 1) * (self.running_var.reshape(1, -1, 1, 1) + self.eps).rsqrt()
         shift = self.bias.reshape(1, -1, 1, 1) - self.running_mean.reshape(1, -1, 1, 1) * scale
         return x * scale + shift
@@ -48,10 +54,10 @@ class FrozenBatchNorm2d(nn.Module):
         return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
-def make_norm(kind: str, channels: int, frozen_bn_eps: float = 1e-5) -> nn.Module:
+def make_norm(kind: str, channels: int, frozen_bn_eps: float = 1e-5, frozen_bn_op: bool = False) -> nn.Module:
     """A normalisation layer: "frozen_bn", "bn" (BatchNorm2d) or "gn" (GroupNorm, 32 groups)."""
     if kind == "frozen_bn":
-        return FrozenBatchNorm2d(channels, eps=frozen_bn_eps)
+        return FrozenBatchNorm2d(channels, eps=frozen_bn_eps, batch_norm_op=frozen_bn_op)
     if kind == "bn":
         return nn.BatchNorm2d(channels)
     if kind == "gn":
@@ -59,10 +65,31 @@ def make_norm(kind: str, channels: int, frozen_bn_eps: float = 1e-5) -> nn.Modul
     raise ValueError(f"norm must be 'frozen_bn', 'bn' or 'gn', got {kind!r}")
 
 
-class Stem(nn.Module):
-    def __init__(self, norm: nn.Module):
+class ConvNorm(nn.Module):
+    """A bias-free convolution followed by a norm (``make_norm``): the conv + BN layers of
+    torchvision's v2 FPN and heads. forward(Tensor[N, C, H, W]) -> Tensor[N, C', H', W'], no activation.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm: str):
         super().__init__()
-        self.conv = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm = make_norm(norm, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+def head_conv(in_channels: int, out_channels: int, kernel_size: int, norm: str) -> nn.Module:
+    """A "same"-padded conv of the FPN or a head: biased ``nn.Conv2d`` for norm "none", else ConvNorm."""
+    if norm == "none":
+        return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+    return ConvNorm(in_channels, out_channels, kernel_size, norm)
+
+
+class Stem(nn.Module):
+    def __init__(self, norm: nn.Module, channels: int = 64):
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, kernel_size=7, stride=2, padding=3, bias=False)
         self.norm = norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,8 +121,19 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels, planes, stride, groups, width_per_group, norm_fn):
+    def __init__(
+        self,
+        in_channels,
+        planes,
+        stride,
+        groups,
+        width_per_group,
+        norm_fn,
+        stride_in_1x1=False,
+        out_channels=None,
+    ):
         super().__init__()
+        planes = out_channels or planes
         out_channels = planes
         self.conv1 = nn.Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
         self.norm1 = norm_fn(planes)
@@ -111,17 +149,29 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (grouped for ResNeXt, carries the stride), 1x1 expand by 4."""
+    """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand by 4. The stride sits in the 3x3 conv, or
+    in the first 1x1 with ``stride_in_1x1`` (MSRA's original ResNets)."""
 
     expansion = 4
 
-    def __init__(self, in_channels, planes, stride, groups, width_per_group, norm_fn):
+    def __init__(
+        self,
+        in_channels,
+        planes,
+        stride,
+        groups,
+        width_per_group,
+        norm_fn,
+        stride_in_1x1=False,
+        out_channels=None,
+    ):
         super().__init__()
         width = int(planes * (width_per_group / 64.0)) * groups
-        out_channels = planes * self.expansion
-        self.conv1 = nn.Conv2d(in_channels, width, 1, bias=False)
+        out_channels = out_channels or planes * self.expansion
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = nn.Conv2d(in_channels, width, 1, stride=stride_1x1, bias=False)
         self.norm1 = norm_fn(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=groups, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride_3x3, padding=1, groups=groups, bias=False)
         self.norm2 = norm_fn(width)
         self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
         self.norm3 = norm_fn(out_channels)
@@ -139,28 +189,43 @@ def block_type(depth: int):
     return Bottleneck if depth >= 50 else BasicBlock
 
 
-def make_stage(config: BackboneConfig, in_channels: int, planes: int, num_blocks: int, stride: int):
-    """One residual stage: ``num_blocks`` blocks, the first one strided. Returns (stage, out_channels)."""
+def make_stage(
+    config: BackboneConfig,
+    in_channels: int,
+    planes: int,
+    num_blocks: int,
+    stride: int,
+    out_channels: int | None = None,
+):
+    """One residual stage: ``num_blocks`` blocks, the first one strided, ``out_channels`` wide (None:
+    planes x the block expansion). Returns (stage, out_channels)."""
     block = block_type(config.depth)
 
     def norm_fn(c):
-        return make_norm(config.norm, c, config.frozen_bn_eps)
+        return make_norm(config.norm, c, config.frozen_bn_eps, config.frozen_bn_arithmetic == "batch_norm")
 
     blocks = []
     for i in range(num_blocks):
         blocks.append(
             block(
-                in_channels, planes, stride if i == 0 else 1, config.groups, config.width_per_group, norm_fn
+                in_channels,
+                planes,
+                stride if i == 0 else 1,
+                config.groups,
+                config.width_per_group,
+                norm_fn,
+                stride_in_1x1=config.stride_in_1x1,
+                out_channels=out_channels,
             )
         )
-        in_channels = planes * block.expansion
+        in_channels = out_channels or planes * block.expansion
     return nn.Sequential(*blocks), in_channels
 
 
-def stage_channels(depth: int) -> tuple[int, int, int, int]:
-    """Output channels of res2..res5."""
-    e = block_type(depth).expansion
-    return (64 * e, 128 * e, 256 * e, 512 * e)
+def stage_channels(depth: int, res2_channels: int = 0) -> tuple[int, int, int, int]:
+    """Output channels of res2..res5 (``res2_channels`` 0: 64 x the block expansion)."""
+    c = res2_channels or 64 * block_type(depth).expansion
+    return (c, 2 * c, 4 * c, 8 * c)
 
 
 class ResNet(nn.Module):
@@ -174,14 +239,19 @@ class ResNet(nn.Module):
         self.config = config
 
         def norm_fn(c):
-            return make_norm(config.norm, c, config.frozen_bn_eps)
+            return make_norm(
+                config.norm, c, config.frozen_bn_eps, config.frozen_bn_arithmetic == "batch_norm"
+            )
 
-        self.stem = Stem(norm_fn(64))
+        self.stem = Stem(norm_fn(config.stem_channels), config.stem_channels)
         blocks = _BLOCKS_PER_STAGE[config.depth]
-        in_channels = 64
+        in_channels = config.stem_channels
+        widths = stage_channels(config.depth, config.res2_channels)
         self.stage_names = []
         for i, name in enumerate(("res2", "res3", "res4", "res5")):
-            stage, in_channels = make_stage(config, in_channels, 64 * 2**i, blocks[i], 1 if i == 0 else 2)
+            stage, in_channels = make_stage(
+                config, in_channels, 64 * 2**i, blocks[i], 1 if i == 0 else 2, out_channels=widths[i]
+            )
             self.add_module(name, stage)
             self.stage_names.append(name)
             if name == last_stage:

@@ -11,7 +11,7 @@ import roiops
 from maskzoo.config import ModelConfig
 from maskzoo.modeling.anchors import AnchorGenerator
 from maskzoo.modeling.backbone import ResNet, init_backbone, make_stage, stage_channels
-from maskzoo.modeling.box_head import BoxPredictor, FPNBoxHead, Res5BoxHead
+from maskzoo.modeling.box_head import BoxPredictor, ConvFCBoxHead, FPNBoxHead, Res5BoxHead
 from maskzoo.modeling.fpn import FPN, ResNetC4, ResNetFPN
 from maskzoo.modeling.keypoint_head import KeypointHead, KeypointPredictor
 from maskzoo.modeling.mask_head import FPNMaskHead, MaskPredictor
@@ -31,6 +31,11 @@ def build_model(config: ModelConfig) -> RCNN:
     return _build_c4(config)
 
 
+def _anchors(config: ModelConfig) -> AnchorGenerator:
+    r = config.rpn
+    return AnchorGenerator(r.anchor_sizes, r.aspect_ratios, r.anchor_strides, r.round_anchors)
+
+
 def _num_masks(config: ModelConfig) -> int:
     return 1 if config.mask.class_agnostic else config.num_classes
 
@@ -38,10 +43,11 @@ def _num_masks(config: ModelConfig) -> int:
 def _build_fpn(config: ModelConfig) -> RCNN:
     c = config.fpn_channels
     backbone = ResNetFPN(
-        ResNet(config.backbone, last_stage="res5"), FPN(list(stage_channels(config.backbone.depth)), c)
+        ResNet(config.backbone, last_stage="res5"),
+        FPN(list(stage_channels(config.backbone.depth, config.backbone.res2_channels)), c, config.fpn_norm),
     )
-    anchors = AnchorGenerator(config.rpn.anchor_sizes, config.rpn.aspect_ratios)
-    rpn = RPN(config.rpn, anchors, RPNHead(c, anchors.num_anchors_per_location()[0]))
+    anchors = _anchors(config)
+    rpn = RPN(config.rpn, anchors, RPNHead(c, anchors.num_anchors_per_location()[0], config.rpn.head_convs))
     # Pooling on P2-P5 (P6 is for the RPN only), level by FPN eq. 1 with canonical 224 px at P4.
     levels = ["p2", "p3", "p4", "p5"]
 
@@ -49,14 +55,19 @@ def _build_fpn(config: ModelConfig) -> RCNN:
         return roiops.MultiScaleRoIAlign(levels, head.pool_size, head.sampling_ratio, aligned=head.aligned)
 
     box = config.box
-    box_head = FPNBoxHead(c * box.pool_size**2, box.representation_size)
+    if box.conv_channels or box.num_fc != 2:
+        box_head = ConvFCBoxHead(
+            c, box.pool_size, box.conv_channels, box.norm, box.representation_size, box.num_fc
+        )
+    else:  # the paper's "2fc" head, keys fc1 / fc2
+        box_head = FPNBoxHead(c * box.pool_size**2, box.representation_size)
     heads = dict(
         box_pooler=pooler(box),
         box_head=box_head,
         box_predictor=BoxPredictor(box_head.out_features, config.num_classes),
     )
     if config.mask is not None:
-        mask_head = FPNMaskHead(c, config.mask.conv_channels)
+        mask_head = FPNMaskHead(c, config.mask.conv_channels, config.mask.norm)
         heads.update(
             mask_pooler=pooler(config.mask),
             mask_head=mask_head,
@@ -80,10 +91,17 @@ def _build_c4(config: ModelConfig) -> RCNN:
         raise ValueError("C4 models have no keypoint branch; use an FPN model")
     body = ResNet(config.backbone, last_stage="res4")
     backbone = ResNetC4(body)
-    anchors = AnchorGenerator(config.rpn.anchor_sizes, config.rpn.aspect_ratios)
-    rpn = RPN(config.rpn, anchors, RPNHead(body.out_channels, anchors.num_anchors_per_location()[0]))
+    anchors = _anchors(config)
+    rpn = RPN(
+        config.rpn,
+        anchors,
+        RPNHead(body.out_channels, anchors.num_anchors_per_location()[0], config.rpn.head_convs),
+    )
     depth_blocks = {18: 2, 34: 3, 50: 3, 101: 3, 152: 3}[config.backbone.depth]
-    res5, res5_channels = make_stage(config.backbone, body.out_channels, 512, depth_blocks, stride=2)
+    res5_width = stage_channels(config.backbone.depth, config.backbone.res2_channels)[3]
+    res5, res5_channels = make_stage(
+        config.backbone, body.out_channels, 512, depth_blocks, stride=2, out_channels=res5_width
+    )
     init_backbone(res5)
     if config.backbone.trainable_layers == 0:
         for p in res5.parameters():

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from maskzoo.modeling.backbone import ResNet
+from maskzoo.modeling.backbone import ResNet, head_conv
 
 
 class FPN(nn.Module):
@@ -18,15 +18,17 @@ class FPN(nn.Module):
     is P5 subsampled by a stride-2 1x1 max pool (used by the RPN only, FPN paper section 4.1).
     """
 
-    def __init__(self, in_channels: list[int], out_channels: int):
+    def __init__(self, in_channels: list[int], out_channels: int, norm: str = "none"):
         super().__init__()
-        self.lateral = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
-        self.output = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
+        # norm "bn": each conv is a bias-free ConvNorm (torchvision v2), keys lateral.<i>.conv/.norm.
+        self.lateral = nn.ModuleList(head_conv(c, out_channels, 1, norm) for c in in_channels)
+        self.output = nn.ModuleList(head_conv(out_channels, out_channels, 3, norm) for _ in in_channels)
         self.out_channels = out_channels
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight, a=1)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, features: list[torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
         top = self.lateral[-1](features[-1])

@@ -24,8 +24,9 @@ FUSED_ATTRIBUTE = "maskzoo_fused"
 
 
 @torch.no_grad()
-def fold_frozen_batch_norm(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> None:
-    """Absorbs ``norm`` (applied after ``conv``) into ``conv``'s weight and bias, in place."""
+def fold_frozen_batch_norm(conv: nn.Conv2d, norm: FrozenBatchNorm2d | nn.BatchNorm2d) -> None:
+    """Absorbs ``norm`` (applied after ``conv``; a BatchNorm2d with its running statistics, as in
+    eval mode) into ``conv``'s weight and bias, in place."""
     scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
     shift = norm.bias - norm.running_mean * scale
     conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
@@ -39,21 +40,25 @@ def fuse_for_inference(
 ) -> nn.Module:
     """Prepares a maskzoo model for fast inference, in place; returns it in eval mode.
 
-    - every FrozenBatchNorm2d that directly follows a convolution in the backbone is folded into
-      it (and replaced by ``nn.Identity``);
+    - every FrozenBatchNorm2d, and every BatchNorm2d with running statistics, that directly follows
+      a convolution (backbone, and the FPN and heads of torchvision's v2 models) is folded into it
+      with its inference-mode statistics (and replaced by ``nn.Identity``);
     - with ``channels_last``, 4-D parameters are stored NHWC, the layout oneDNN's CPU convolutions
-      and cuDNN's tensor-core kernels run fastest on (outputs keep their values).
-
-    Only frozen norms are folded: trainable BatchNorm2d / GroupNorm depend on the batch in
-    training, so a model with them is left as it is (apart from the memory format).
+      and cuDNN's tensor-core kernels run fastest on (outputs keep their values);
     - with ``dtype`` (torch.bfloat16 or torch.float16), the layers run in that dtype under the
       precision policy of :func:`maskzoo.modeling.precision.apply_inference_precision` (box and
       score layers, decoding, NMS and mask thresholds stay float32).
+
+    GroupNorm depends on each input and is left as it is. A fused model is for inference only:
+    its folded BatchNorm2d layers no longer exist to train.
     """
     for module in list(model.modules()):
         for conv_name, norm_name in _PAIRS:
             conv, norm = getattr(module, conv_name, None), getattr(module, norm_name, None)
-            if isinstance(conv, nn.Conv2d) and isinstance(norm, FrozenBatchNorm2d):
+            foldable = isinstance(norm, FrozenBatchNorm2d) or (
+                isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats and norm.running_var is not None
+            )
+            if isinstance(conv, nn.Conv2d) and foldable:
                 fold_frozen_batch_norm(conv, norm)
                 setattr(module, norm_name, nn.Identity())
     if dtype is not None and dtype not in (torch.float32, torch.float64):

@@ -104,9 +104,42 @@ def heatmaps_to_keypoints(maps: torch.Tensor, rois: torch.Tensor):
     return out.permute(0, 2, 1), scores
 
 
-def keypoint_inference(keypoint_logits: torch.Tensor, boxes: list[torch.Tensor]):
-    """Per image: (keypoints Tensor[D, P, 3], keypoint scores Tensor[D, P])."""
+def heatmaps_to_keypoints_softmax_scores(maps: torch.Tensor, rois: torch.Tensor):
+    """:func:`heatmaps_to_keypoints` with Detectron2's keypoint score: (Tensor[K, P, 3] (x, y, 1),
+    scores Tensor[K, P]).
+
+    The location is the same (centre of the maximal pixel of the bicubically resized heatmap). The
+    score is a spatial softmax evaluated there: exp(resized logit - max) divided by the sum of
+    exp(logit - max) over the pooled S x S heatmap (so that objects of any size score alike).
+    """
+    num_kp = maps.shape[1]
+    widths = (rois[:, 2] - rois[:, 0]).clamp(min=1)
+    heights = (rois[:, 3] - rois[:, 1]).clamp(min=1)
+    widths_ceil, heights_ceil = widths.ceil(), heights.ceil()
+    out = torch.zeros((len(rois), num_kp, 3), dtype=torch.float32, device=maps.device)
+    scores = torch.zeros((len(rois), num_kp), dtype=torch.float32, device=maps.device)
+    arange = torch.arange(num_kp, device=maps.device)
+    for i in range(len(rois)):
+        w, h = int(widths_ceil[i].item()), int(heights_ceil[i].item())
+        roi_map = F.interpolate(maps[i][None], size=(h, w), mode="bicubic", align_corners=False)[0]
+        peak = roi_map.reshape(num_kp, -1).max(dim=1).values.reshape(num_kp, 1, 1)
+        pos = roi_map.reshape(num_kp, -1).argmax(dim=1)
+        x_int = pos % w
+        y_int = torch.div(pos - x_int, w, rounding_mode="floor")
+        at_peak = (roi_map[arange, y_int, x_int] - peak[:, 0, 0]).exp()
+        norm = (maps[i] - peak).exp().sum(dim=(1, 2))
+        out[i, :, 0] = (x_int.float() + 0.5) * (widths[i] / widths_ceil[i]) + rois[i, 0]
+        out[i, :, 1] = (y_int.float() + 0.5) * (heights[i] / heights_ceil[i]) + rois[i, 1]
+        out[i, :, 2] = 1
+        scores[i] = at_peak / norm
+    return out, scores
+
+
+def keypoint_inference(keypoint_logits: torch.Tensor, boxes: list[torch.Tensor], decode: str = "torchvision"):
+    """Per image: (keypoints Tensor[D, P, 3] (x, y, 1), keypoint scores Tensor[D, P]); ``decode``
+    "torchvision" scores by the heatmap logit, "detectron2" by the spatial softmax."""
+    decoder = heatmaps_to_keypoints if decode == "torchvision" else heatmaps_to_keypoints_softmax_scores
     results = []
     for maps, b in zip(keypoint_logits.split([len(b) for b in boxes]), boxes):
-        results.append(heatmaps_to_keypoints(maps, b))
+        results.append(decoder(maps, b))
     return results

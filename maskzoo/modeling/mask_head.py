@@ -7,23 +7,26 @@ from torch import nn
 from torch.nn import functional as F
 
 import roiops
+from maskzoo.modeling.backbone import head_conv
 
 
 class ConvReLUStack(nn.Module):
     """3x3 convolutions (padding 1) each followed by ReLU, Kaiming-initialised: Tensor[K, C, S, S] ->
     Tensor[K, conv_channels[-1], S, S]. The trunk of the FPN mask head and of the keypoint head."""
 
-    def __init__(self, in_channels: int, conv_channels: tuple[int, ...]):
+    def __init__(self, in_channels: int, conv_channels: tuple[int, ...], norm: str = "none"):
         super().__init__()
         layers = []
         for c in conv_channels:
-            layers.append(nn.Conv2d(in_channels, c, 3, padding=1))
+            layers.append(head_conv(in_channels, c, 3, norm))  # norm "bn": ConvNorm (torchvision v2)
             in_channels = c
         self.convs = nn.ModuleList(layers)
         self.out_channels = in_channels
-        for m in self.convs:
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(m.bias)
+        for m in self.convs.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:

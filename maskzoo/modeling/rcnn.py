@@ -42,7 +42,7 @@ class RCNN(nn.Module):
         detections, head_losses = self.roi_heads(features, proposals, batch.image_sizes, targets)
         if self.training:
             return {**rpn_losses, **head_losses}
-        return postprocess(detections, batch.image_sizes, original_sizes)
+        return postprocess(detections, batch.image_sizes, original_sizes, self.config)
 
 
 def check_targets(config: ModelConfig, images, targets) -> None:

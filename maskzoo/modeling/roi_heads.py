@@ -169,7 +169,9 @@ class RoIHeads(nn.Module):
             for d, m in zip(detections, masks):
                 d["masks"] = m
         if self.has_keypoint:
-            keypoints = keypoint_inference(self.keypoint_logits(features, boxes, image_sizes), boxes)
+            keypoints = keypoint_inference(
+                self.keypoint_logits(features, boxes, image_sizes), boxes, self.config.keypoint.decode
+            )
             for d, (kp, kp_scores) in zip(detections, keypoints):
                 d["keypoints"] = kp
                 d["keypoints_scores"] = kp_scores

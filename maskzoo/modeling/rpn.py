@@ -25,9 +25,13 @@ class RPNHead(nn.Module):
         -> (list of Tensor[N, A, H_l, W_l], list of Tensor[N, 4A, H_l, W_l])
     """
 
-    def __init__(self, channels: int, num_anchors: int):
+    def __init__(self, channels: int, num_anchors: int, num_convs: int = 1):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        # torchvision v2 stacks a second 3x3 conv + ReLU; the first keeps its name for old files.
+        self.extra_convs = nn.ModuleList(
+            nn.Conv2d(channels, channels, 3, padding=1) for _ in range(num_convs - 1)
+        )
         self.objectness = nn.Conv2d(channels, num_anchors, 1)
         self.box_deltas = nn.Conv2d(channels, 4 * num_anchors, 1)
         for m in self.modules():
@@ -39,6 +43,8 @@ class RPNHead(nn.Module):
         logits, deltas = [], []
         for x in features:
             x = torch.relu(self.conv(x))
+            for conv in self.extra_convs:
+                x = torch.relu(conv(x))
             logits.append(self.objectness(x))
             deltas.append(self.box_deltas(x))
         return logits, deltas
@@ -94,15 +100,59 @@ class RPN(nn.Module):
 
     def select_proposals(self, anchors, logits, deltas, image_sizes, num_per_level):
         """Proposals per image (Tensor[P_i, 4]) from logits [N, A], deltas [N, A, 4], anchors [A, 4]:
-        one native call for every level and image (roiops.rpn_proposals)."""
+        one native call for every level and image (roiops.rpn_proposals); Detectron2's rules (a
+        converted Detectron2 file) in select_proposals_by_logit."""
         cfg = self.config
         pre_nms_top_n = cfg.pre_nms_top_n_train if self.training else cfg.pre_nms_top_n_test
         post_nms_top_n = cfg.post_nms_top_n_train if self.training else cfg.post_nms_top_n_test
+        if cfg.rank_by_logit or cfg.min_box_size_strict:
+            return self.select_proposals_by_logit(
+                anchors, logits, deltas, image_sizes, num_per_level, pre_nms_top_n, post_nms_top_n
+            )
         proposals, _ = roiops.rpn_proposals(
             logits, deltas, anchors, [tuple(s) for s in image_sizes], num_per_level, pre_nms_top_n,
             post_nms_top_n, cfg.nms_thresh, cfg.min_box_size, cfg.score_thresh,
             weights=self.box_coder.weights, bbox_xform_clip=self.box_coder.bbox_xform_clip,
         )
+        return proposals
+
+    def select_proposals_by_logit(
+        self, anchors, logits, deltas, image_sizes, num_per_level, pre_nms_top_n, post_nms_top_n
+    ):
+        """Detectron2's proposal rules, as a chain of ops: NMS and the final top-k rank by the logit
+        (the float32 sigmoid of confident proposals ties, and the tie order changes the result), and
+        with ``min_box_size_strict`` a side must exceed ``min_box_size``. roiops.rpn_proposals
+        implements torchvision's rules only; otherwise the steps are the same."""
+        cfg = self.config
+        top_idx, top_level = [], []
+        offset = 0
+        for level, (lg, n) in enumerate(zip(logits.split(num_per_level, dim=1), num_per_level)):
+            idx = lg.topk(min(pre_nms_top_n, n), dim=1).indices
+            top_idx.append(idx + offset)
+            top_level.append(torch.full_like(idx, level))
+            offset += n
+        top_idx = torch.cat(top_idx, dim=1)
+        top_level = torch.cat(top_level, dim=1)
+        proposals = []
+        for i, size in enumerate(image_sizes):
+            idx = top_idx[i]
+            boxes = self.box_coder.decode_single(deltas[i, idx], anchors[idx], image_size=size)
+            scores = torch.sigmoid(logits[i, idx])
+            level = top_level[i]
+            # Detectron2 ranks by the logit: the sigmoid saturates, tying confident proposals in float32.
+            ranks = logits[i, idx] if cfg.rank_by_logit else scores
+            keep = roiops.remove_small_boxes(boxes, cfg.min_box_size)
+            boxes, scores, level, ranks = boxes[keep], scores[keep], level[keep], ranks[keep]
+            if cfg.min_box_size_strict:  # Detectron2: a side equal to min_box_size goes too
+                keep = torch.where(
+                    (boxes[:, 2] - boxes[:, 0] > cfg.min_box_size)
+                    & (boxes[:, 3] - boxes[:, 1] > cfg.min_box_size)
+                )[0]
+                boxes, scores, level, ranks = boxes[keep], scores[keep], level[keep], ranks[keep]
+            keep = torch.where(scores >= cfg.score_thresh)[0]
+            boxes, scores, level, ranks = boxes[keep], scores[keep], level[keep], ranks[keep]
+            keep = roiops.batched_nms(boxes, ranks, level, cfg.nms_thresh)[:post_nms_top_n]
+            proposals.append(boxes[keep])
         return proposals
 
 

@@ -31,8 +31,8 @@ class ImageBatch(NamedTuple):
     image_sizes: list[tuple[int, int]]
 
 
-def to_float_image(image: torch.Tensor, index: int = 0) -> torch.Tensor:
-    """A CHW float image in [0, 1]: uint8 is divided by 255; float stays as it is."""
+def to_float_image(image: torch.Tensor, index: int = 0, uint8_divisor: float = 255.0) -> torch.Tensor:
+    """A CHW float image in [0, 1]: uint8 is divided by ``uint8_divisor`` (255); float stays as it is."""
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"images[{index}] must be a torch.Tensor, got {type(image).__name__}")
     if image.dim() != 3 or image.shape[0] != 3:
@@ -40,7 +40,8 @@ def to_float_image(image: torch.Tensor, index: int = 0) -> torch.Tensor:
     if image.shape[1] == 0 or image.shape[2] == 0:
         raise ValueError(f"images[{index}] is empty: shape {list(image.shape)}")
     if image.dtype == torch.uint8:
-        return image.to(torch.float32) / 255.0
+        image = image.to(torch.float32)
+        return image if uint8_divisor == 1.0 else image / uint8_divisor
     if not image.is_floating_point():
         raise TypeError(f"images[{index}] must be float in [0, 1] or uint8, got {image.dtype}")
     return image
@@ -92,13 +93,27 @@ class Transform(nn.Module):
             raise ValueError(f"got {len(images)} images but {len(targets)} targets")
         resized, new_targets = [], []
         for i, image in enumerate(images):
-            image = self.normalize(to_float_image(image, i))
+            image = self.normalize(self.to_pixels(image, i))
             target = None if targets is None else dict(targets[i])
             image, target = self.resize(image, target)
             resized.append(image)
             new_targets.append(target)
         sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in resized]
         return ImageBatch(self.batch(resized), sizes), (None if targets is None else new_targets)
+
+    def to_pixels(self, image: torch.Tensor, index: int = 0) -> torch.Tensor:
+        """A CHW float image in the units and channel order the weights expect: RGB in [0, 1] times
+        ``pixel_scale``, channels reversed for "BGR". uint8 input with pixel_scale 255 is converted
+        exactly (no division by 255 and multiplication back)."""
+        c = self.config
+        exact_uint8 = float(c.pixel_scale) == 255.0
+        is_uint8 = isinstance(image, torch.Tensor) and image.dtype == torch.uint8
+        image = to_float_image(image, index, uint8_divisor=1.0 if exact_uint8 else 255.0)
+        if float(c.pixel_scale) != 1.0 and not (is_uint8 and exact_uint8):
+            image = image * float(c.pixel_scale)
+        if c.channel_order == "BGR":
+            image = image.flip(0)
+        return image
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         mean = torch.as_tensor(self.config.image_mean, dtype=image.dtype, device=image.device)

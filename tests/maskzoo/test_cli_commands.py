@@ -11,15 +11,34 @@ import maskzoo
 from maskzoo import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY_MODEL = ["--set", "min_size=64", "--set", "max_size=64", "--set", "rpn_pre_nms_top_n_train=100",
-              "--set", "rpn_post_nms_top_n_train=50", "--set", "rpn_pre_nms_top_n_test=50",
-              "--set", "rpn_post_nms_top_n_test=20", "--set", "box_batch_size_per_image=16",
-              "--set", "rpn_batch_size_per_image=32"]
+TINY_MODEL = [
+    "--set",
+    "min_size=64",
+    "--set",
+    "max_size=64",
+    "--set",
+    "rpn_pre_nms_top_n_train=100",
+    "--set",
+    "rpn_post_nms_top_n_train=50",
+    "--set",
+    "rpn_pre_nms_top_n_test=50",
+    "--set",
+    "rpn_post_nms_top_n_test=20",
+    "--set",
+    "box_batch_size_per_image=16",
+    "--set",
+    "rpn_batch_size_per_image=32",
+]
 
 
 def test_module_entry_point_lists_every_model():
-    out = subprocess.run([sys.executable, "-m", "maskzoo", "list", "--names-only"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "maskzoo", "list", "--names-only"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == maskzoo.list_models()
     assert "r18_fpn" in out.stdout
@@ -61,22 +80,74 @@ def test_errors_are_one_line_messages_not_tracebacks(tmp_path, capsys):
 @pytest.mark.slow
 def test_train_eval_predict_round_trip(tiny_shapes, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--model", "r18_fpn", "--data", str(tiny_shapes["root"]), "--out", str(out),
-            "--iters", "2", "--batch", "1", "--lr", "0.001", "--warmup", "1", "--checkpoint-period", "1",
-            "--workers", "0", "--device", "cpu", "--quiet", *TINY_MODEL]
+    args = [
+        "train",
+        "--model",
+        "r18_fpn",
+        "--data",
+        str(tiny_shapes["root"]),
+        "--out",
+        str(out),
+        "--iters",
+        "2",
+        "--batch",
+        "1",
+        "--lr",
+        "0.001",
+        "--warmup",
+        "1",
+        "--checkpoint-period",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--quiet",
+        *TINY_MODEL,
+    ]
     assert cli.main(args) == 0
     ckpt = out / "checkpoints" / "checkpoint_0000002.pt"
     assert ckpt.is_file() and (out / "metrics.jsonl").is_file() and (out / "loss_curve.png").is_file()
     model = maskzoo.load(ckpt)
     assert model.class_names == ["__background__", "circle", "square", "triangle"]
-    assert cli.main(["eval", "--checkpoint", str(ckpt), "--data", str(tiny_shapes["root"]), "--out",
-                     str(tmp_path / "ev"), "--device", "cpu", "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--checkpoint",
+                str(ckpt),
+                "--data",
+                str(tiny_shapes["root"]),
+                "--out",
+                str(tmp_path / "ev"),
+                "--device",
+                "cpu",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert set(metrics) >= {"bbox", "segm"}
     assert "AP50" in capsys.readouterr().out
     image = tiny_shapes["root"] / "val" / "000000.png"
-    assert cli.main(["predict", str(image), "--checkpoint", str(ckpt), "--out", str(tmp_path / "pred"),
-                     "--score-thresh", "0.0", "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            [
+                "predict",
+                str(image),
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(tmp_path / "pred"),
+                "--score-thresh",
+                "0.0",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     record = json.loads((tmp_path / "pred" / "000000.json").read_text())
     assert record["width"] == 64 and isinstance(record["detections"], list)
     for det in record["detections"]:
@@ -94,8 +165,12 @@ def test_train_eval_predict_round_trip(tiny_shapes, tmp_path, capsys):
 
 
 def test_predictions_json_holds_boxes_names_scores_and_rle():
-    pred = {"boxes": torch.tensor([[1.0, 2.0, 5.0, 6.0]]), "labels": torch.tensor([2]),
-            "scores": torch.tensor([0.75]), "masks": torch.zeros(1, 1, 8, 8)}
+    pred = {
+        "boxes": torch.tensor([[1.0, 2.0, 5.0, 6.0]]),
+        "labels": torch.tensor([2]),
+        "scores": torch.tensor([0.75]),
+        "masks": torch.zeros(1, 1, 8, 8),
+    }
     pred["masks"][0, 0, 2:6, 1:5] = 1.0
     record = cli.predictions_to_json(pred, ["bg", "a", "b"], "x.png", (8, 8))
     det = record["detections"][0]

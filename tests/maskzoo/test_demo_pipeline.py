@@ -21,8 +21,17 @@ def test_demo_model_is_r18_fpn_with_trainable_norms_and_the_demo_sizes():
 
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_writes_table_picture_and_curve(tmp_path, capsys):
-    cfg = dataclasses.replace(DemoConfig(), image_size=64, train_images=4, val_images=2, iters=2,
-                              batch_size=2, warmup_iters=1, picture_images=2, picture_score_thresh=0.0)
+    cfg = dataclasses.replace(
+        DemoConfig(),
+        image_size=64,
+        train_images=4,
+        val_images=2,
+        iters=2,
+        batch_size=2,
+        warmup_iters=1,
+        picture_images=2,
+        picture_score_thresh=0.0,
+    )
     summary = run_demo(cfg, tmp_path, progress=False)
     assert set(summary["metrics"]) == {"bbox", "segm"}
     assert "segm" in capsys.readouterr().out

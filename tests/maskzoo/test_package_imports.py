@@ -76,7 +76,8 @@ def test_models_and_the_list_command_need_none_of_the_optional_dependencies():
         "sys.exit(main(['list', '--names-only']))\n"
     )
     root = PACKAGE_DIR.parent
-    run = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True,
-                         timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "r18_fpn_demo" in run.stdout.split()

@@ -12,10 +12,15 @@ def _prediction(scores=(0.9, 0.2)):
     masks = torch.zeros(2, 1, 40, 60)
     masks[0, 0, 10:20, 10:30] = 0.9
     masks[1, 0, 25:35, 40:55] = 0.9
-    return {"boxes": torch.tensor([[10.0, 10.0, 30.0, 20.0], [40.0, 25.0, 55.0, 35.0]]),
-            "labels": torch.tensor([1, 2]), "scores": torch.tensor(scores), "masks": masks,
-            "keypoints": torch.tensor([[[12.0, 12.0, 1.0], [0.0, 0.0, 0.0]],
-                                       [[45.0, 30.0, 1.0], [50.0, 30.0, 1.0]]])}
+    return {
+        "boxes": torch.tensor([[10.0, 10.0, 30.0, 20.0], [40.0, 25.0, 55.0, 35.0]]),
+        "labels": torch.tensor([1, 2]),
+        "scores": torch.tensor(scores),
+        "masks": masks,
+        "keypoints": torch.tensor(
+            [[[12.0, 12.0, 1.0], [0.0, 0.0, 0.0]], [[45.0, 30.0, 1.0], [50.0, 30.0, 1.0]]]
+        ),
+    }
 
 
 def test_masks_boxes_drawn_only_for_detections_above_threshold():

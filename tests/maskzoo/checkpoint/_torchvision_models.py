@@ -14,9 +14,15 @@ from torch import nn
 from torchvision.models.detection._utils import overwrite_eps
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNN
-from torchvision.models.detection.mask_rcnn import MaskRCNN
+from torchvision.models.detection.mask_rcnn import MaskRCNN, maskrcnn_resnet50_fpn_v2
 from torchvision.models.resnet import resnet50
 from torchvision.ops.misc import FrozenBatchNorm2d
+
+
+def coco_v2_like(**kwargs) -> nn.Module:
+    # maskrcnn_resnet50_fpn_v2 has trainable BatchNorm2d everywhere and no eps surgery: the
+    # builder without weights is the published structure.
+    return maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91, **kwargs)
 
 
 def coco_v1_like(kind: str, **kwargs) -> nn.Module:
@@ -81,12 +87,19 @@ def randomise(model: nn.Module, calibration_image: torch.Tensor, seed: int) -> N
         bn.weight.copy_(uniform(c, 0.3, 1.2))
         bn.bias.copy_(0.2 * torch.randn(c, generator=g))
 
-    handles = [
-        m.register_forward_pre_hook(calibrate) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)
-    ]
+    norms = (FrozenBatchNorm2d, nn.BatchNorm2d)
+    handles = [m.register_forward_pre_hook(calibrate) for m in model.modules() if isinstance(m, norms)]
     was_training = model.training
     model.eval()
-    model.backbone(model.transform([calibration_image])[0].tensors)
+    if any(isinstance(m, nn.BatchNorm2d) for m in model.roi_heads.modules()):
+        # v2: the heads' batch norms too, on the RoIs they see (every detection kept, so that the
+        # mask head sees some).
+        threshold = model.roi_heads.score_thresh
+        model.roi_heads.score_thresh = 0.0
+        model([calibration_image])
+        model.roi_heads.score_thresh = threshold
+    else:
+        model.backbone(model.transform([calibration_image])[0].tensors)
     for h in handles:
         h.remove()
     model.train(was_training)
@@ -98,8 +111,9 @@ def randomise(model: nn.Module, calibration_image: torch.Tensor, seed: int) -> N
 
 
 def build_torchvision(kind: str, seed: int, **kwargs) -> nn.Module:
-    """torchvision's maskrcnn_resnet50_fpn (kind "mask") or keypointrcnn_resnet50_fpn ("keypoint")."""
+    """torchvision's maskrcnn_resnet50_fpn (kind "mask"), maskrcnn_resnet50_fpn_v2 ("mask_v2") or
+    keypointrcnn_resnet50_fpn ("keypoint")."""
     torch.manual_seed(seed)
-    model = coco_v1_like(kind, **kwargs)
+    model = coco_v2_like(**kwargs) if kind == "mask_v2" else coco_v1_like(kind, **kwargs)
     randomise(model, synthetic_image(320, 416, seed + 1), seed)
     return model.eval()

@@ -24,8 +24,15 @@ def _write(tmp_path, annotations, categories=None, images=None, image_size=(20, 
 
 
 def _ann(id, **kw):
-    ann = {"id": id, "image_id": 1, "category_id": 5, "bbox": [2, 3, 10, 5], "iscrowd": 0,
-           "segmentation": [[2, 3, 12, 3, 12, 8, 2, 8]], "area": 50}
+    ann = {
+        "id": id,
+        "image_id": 1,
+        "category_id": 5,
+        "bbox": [2, 3, 10, 5],
+        "iscrowd": 0,
+        "segmentation": [[2, 3, 12, 3, 12, 8, 2, 8]],
+        "area": 50,
+    }
     ann.update(kw)
     return ann
 

@@ -1,6 +1,6 @@
 """Evaluation with a deterministic stand-in predictor, for the sharded-evaluation test.
 
-    python standin_eval.py DATA_JSON IMAGE_DIR OUT     (also under torchrun)
+python standin_eval.py DATA_JSON IMAGE_DIR OUT     (also under torchrun)
 """
 
 import argparse
@@ -29,8 +29,14 @@ class CentrePredictor(torch.nn.Module):
             boxes = torch.cat([t["boxes"] + 2.0, torch.tensor([[5.0, 5.0, 25.0, 25.0]])]).clamp(0, w)
             masks = torch.cat([t["masks"].roll(2, dims=-1), torch.zeros(1, h, w, dtype=torch.uint8)])
             masks[-1, 5:25, 5:25] = 1
-            out.append({"boxes": boxes, "labels": torch.cat([t["labels"], torch.tensor([1])]),
-                        "scores": torch.linspace(0.9, 0.3, n + 1), "masks": masks[:, None].float()})
+            out.append(
+                {
+                    "boxes": boxes,
+                    "labels": torch.cat([t["labels"], torch.tensor([1])]),
+                    "scores": torch.linspace(0.9, 0.3, n + 1),
+                    "masks": masks[:, None].float(),
+                }
+            )
         return out
 
 

@@ -77,8 +77,15 @@ def main(argv=None):
     dataset = CocoDataset(args.data, args.images, transforms=default_train_transforms(KEYPOINT_FLIP_PAIRS))
     torch.manual_seed(0)
     model = StandInDetector(dataset.num_classes, dropout=args.dropout)
-    cfg = TrainConfig(iters=args.iters, batch_size=args.batch, lr=0.05, warmup_iters=2, steps=(4,),
-                      checkpoint_period=args.period, seed=1)
+    cfg = TrainConfig(
+        iters=args.iters,
+        batch_size=args.batch,
+        lr=0.05,
+        warmup_iters=2,
+        steps=(4,),
+        checkpoint_period=args.period,
+        seed=1,
+    )
     hooks = [] if args.kill_at is None else [_kill_after(args.kill_at)]
     train(model, dataset, cfg, args.out, resume=args.resume, device=info.device, progress=False, hooks=hooks)
     distributed.cleanup()

@@ -17,8 +17,15 @@ def _gt_predictions(dataset):
     for i in range(len(dataset)):
         _, t = dataset[i]
         n = len(t["labels"])
-        preds.append({"boxes": t["boxes"], "labels": t["labels"], "scores": torch.linspace(1.0, 0.5, n),
-                      "masks": t["masks"][:, None].float(), "keypoints": t["keypoints"]})
+        preds.append(
+            {
+                "boxes": t["boxes"],
+                "labels": t["labels"],
+                "scores": torch.linspace(1.0, 0.5, n),
+                "masks": t["masks"][:, None].float(),
+                "keypoints": t["keypoints"],
+            }
+        )
     return preds
 
 
@@ -32,7 +39,7 @@ class _Oracle(torch.nn.Module):
         self.anchor = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, images):
-        out = self.preds[self.calls:self.calls + len(images)]
+        out = self.preds[self.calls : self.calls + len(images)]
         self.calls += len(images)
         return out
 
@@ -78,10 +85,21 @@ def test_shifted_boxes_give_the_ap_pycocotools_gives(tiny_shapes, shift):
 
 def test_box_at_iou_0_6_counts_for_ap50_but_not_ap75(tmp_path):
     # One 10 x 10 ground truth; a detection shifted by 2.5 px along x has IoU 75 / 125 = 0.6.
-    gt = {"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [20, 20, 10, 10], "area": 100,
-                           "iscrowd": 0, "segmentation": [[20, 20, 30, 20, 30, 30, 20, 30]]}],
-          "categories": [{"id": 1, "name": "box"}]}
+    gt = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [20, 20, 10, 10],
+                "area": 100,
+                "iscrowd": 0,
+                "segmentation": [[20, 20, 30, 20, 30, 30, 20, 30]],
+            }
+        ],
+        "categories": [{"id": 1, "name": "box"}],
+    }
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(gt))
     det = [{"image_id": 1, "category_id": 1, "bbox": [22.5, 20, 10, 10], "score": 0.9}]
@@ -93,8 +111,9 @@ def test_box_at_iou_0_6_counts_for_ap50_but_not_ap75(tmp_path):
 
 def test_prediction_label_outside_the_categories_raises():
     with pytest.raises(ValueError, match="out of range"):
-        prediction_to_coco_results({"boxes": torch.zeros(1, 4), "labels": torch.tensor([3]),
-                                    "scores": torch.ones(1)}, 1, [1, 2])
+        prediction_to_coco_results(
+            {"boxes": torch.zeros(1, 4), "labels": torch.tensor([3]), "scores": torch.ones(1)}, 1, [1, 2]
+        )
 
 
 def test_empty_results_score_zero(tiny_shapes):

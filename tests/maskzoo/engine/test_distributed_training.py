@@ -47,13 +47,34 @@ def test_two_cpu_processes_match_one_process_with_the_same_total_batch(tiny_shap
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     data = [str(tiny_shapes["train"]), str(tiny_shapes["root"] / "train")]
     common = ["--iters", "4", "--period", "4"]
-    single = subprocess.run([sys.executable, str(SCRIPT), *data, str(tmp_path / "one"), "--batch", "2",
-                             *common], env=env, capture_output=True, text=True, timeout=120)
+    single = subprocess.run(
+        [sys.executable, str(SCRIPT), *data, str(tmp_path / "one"), "--batch", "2", *common],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-         f"--master_port={_free_port()}", str(SCRIPT), *data, str(tmp_path / "two"), "--batch", "1", *common],
-        env=env, capture_output=True, text=True, timeout=180)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--nnodes=1",
+            f"--master_port={_free_port()}",
+            str(SCRIPT),
+            *data,
+            str(tmp_path / "two"),
+            "--batch",
+            "1",
+            *common,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one = [json.loads(x) for x in (tmp_path / "one/metrics.jsonl").read_text().splitlines()]
     two = [json.loads(x) for x in (tmp_path / "two/metrics.jsonl").read_text().splitlines()]
@@ -80,10 +101,23 @@ def test_evaluation_sharded_over_two_processes_equals_one_process(tiny_shapes, t
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     script = Path(__file__).with_name("standin_eval.py")
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-         f"--master_port={_free_port()}", str(script), str(tiny_shapes["val"]),
-         str(tiny_shapes["root"] / "val"), str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=180)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--nnodes=1",
+            f"--master_port={_free_port()}",
+            str(script),
+            str(tiny_shapes["val"]),
+            str(tiny_shapes["root"] / "val"),
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads((tmp_path / "two" / "world_size.json").read_text()) == 2
     assert json.loads((tmp_path / "two" / "metrics.json").read_text()) == single

@@ -10,9 +10,17 @@ from maskzoo.data.transforms import default_train_transforms, flip_pairs_from_na
 from maskzoo.engine.evaluate import evaluate
 from maskzoo.engine.train import TrainConfig, train
 
-SMALL = dict(min_size=64, max_size=64, rpn_pre_nms_top_n_train=100, rpn_post_nms_top_n_train=50,
-             rpn_pre_nms_top_n_test=50, rpn_post_nms_top_n_test=20, box_batch_size_per_image=16,
-             rpn_batch_size_per_image=32, box_score_thresh=0.0)
+SMALL = dict(
+    min_size=64,
+    max_size=64,
+    rpn_pre_nms_top_n_train=100,
+    rpn_post_nms_top_n_train=50,
+    rpn_pre_nms_top_n_test=50,
+    rpn_post_nms_top_n_test=20,
+    box_batch_size_per_image=16,
+    rpn_batch_size_per_image=32,
+    box_score_thresh=0.0,
+)
 
 
 @pytest.mark.slow
@@ -20,8 +28,9 @@ def test_keypoint_rcnn_trains_and_evaluates_on_the_shapes_keypoints(tiny_shapes,
     ds = CocoDataset(tiny_shapes["train"], tiny_shapes["root"] / "train")
     assert flip_pairs_from_names(ds.keypoint_names) == ((0, 2),)  # left <-> right
     ds.transforms = default_train_transforms(flip_pairs_from_names(ds.keypoint_names))
-    model = maskzoo.build("keypoint_r18_fpn", num_classes=ds.num_classes, num_keypoints=ds.num_keypoints,
-                          **SMALL)
+    model = maskzoo.build(
+        "keypoint_r18_fpn", num_classes=ds.num_classes, num_keypoints=ds.num_keypoints, **SMALL
+    )
     cfg = TrainConfig(iters=2, batch_size=2, lr=0.001, warmup_iters=1, steps=(), checkpoint_period=2)
     summary = train(model, ds, cfg, tmp_path / "train", device="cpu", progress=False)
     assert math.isfinite(summary["final_loss"])

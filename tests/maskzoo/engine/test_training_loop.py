@@ -51,8 +51,15 @@ def test_training_lowers_the_loss_and_writes_log_curve_and_checkpoints(tiny_shap
     ds = CocoDataset(tiny_shapes["train"], tiny_shapes["root"] / "train")
     torch.manual_seed(0)
     model = StandInDetector(ds.num_classes)
-    cfg = TrainConfig(iters=30, batch_size=2, lr=0.05, warmup_iters=3, steps=(25,), checkpoint_period=10,
-                      clip_grad_norm=10.0)
+    cfg = TrainConfig(
+        iters=30,
+        batch_size=2,
+        lr=0.05,
+        warmup_iters=3,
+        steps=(25,),
+        checkpoint_period=10,
+        clip_grad_norm=10.0,
+    )
     summary = train(model, ds, cfg, tmp_path, device="cpu", progress=False)
     records = _metrics(tmp_path)
     assert [r["iteration"] for r in records] == list(range(1, 31))

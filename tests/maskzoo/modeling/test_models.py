@@ -315,16 +315,19 @@ def test_keypoint_model_predicts_keypoints_inside_the_image():
     assert bool((out["keypoints"][..., 2] == 1).all())
 
 
-@pytest.mark.parametrize("norm, layer", [("frozen_bn", "FrozenBatchNorm2d"), ("bn", "BatchNorm2d"),
-                                         ("gn", "GroupNorm")])
+@pytest.mark.parametrize(
+    "norm, layer", [("frozen_bn", "FrozenBatchNorm2d"), ("bn", "BatchNorm2d"), ("gn", "GroupNorm")]
+)
 def test_norm_choice_sets_every_backbone_norm_layer(norm, layer):
     model = maskzoo.build("r18_fpn", norm=norm)
     norms = {type(m).__name__ for n, m in model.backbone.body.named_modules() if "norm" in n.split(".")[-1]}
     assert norms == {layer}
 
 
-@pytest.mark.parametrize("trainable, frozen_stages", [(0, {"stem", "res2", "res3", "res4", "res5"}),
-                                                      (3, {"stem", "res2"}), (5, set())])
+@pytest.mark.parametrize(
+    "trainable, frozen_stages",
+    [(0, {"stem", "res2", "res3", "res4", "res5"}), (3, {"stem", "res2"}), (5, set())],
+)
 def test_trainable_backbone_layers_freeze_the_lowest_stages(trainable, frozen_stages):
     model = maskzoo.build("r18_fpn", trainable_backbone_layers=trainable)
     for name, p in model.backbone.body.named_parameters():
