@@ -113,6 +113,10 @@ for _name in (
     "distance_box_iou_loss",
     "complete_box_iou_loss",
     "masks_to_boxes",
+    "box_iou_rotated",
+    "nms_rotated",
+    "batched_nms_rotated",
+    "roi_align_rotated",
 ):
     _torch.fx.wrap(_name)
 del _name

@@ -62,6 +62,8 @@ def rotated_boxes_to_rois(boxes, name: str = "rois") -> torch.Tensor:
     return torch.cat(rows, dim=0)
 
 
+# An FX leaf, as roi_align: symbolic tracing records the call instead of tracing into the checks.
+@torch.fx.wrap
 def roi_align_rotated(
     input: torch.Tensor,
     rois: torch.Tensor | list[torch.Tensor],

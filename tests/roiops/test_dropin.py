@@ -108,6 +108,32 @@ def test_fx_quantisation_prepares_a_model_using_roiops():
     torch.testing.assert_close(prepared(x, boxes), model(x, boxes), atol=0, rtol=0)
 
 
+class RotatedHead(nn.Module):
+    """Rotated RoIs: RoIAlignRotated, and the rotated IoU and NMS called as ``roiops.<name>``."""
+
+    def __init__(self):
+        super().__init__()
+        self.align = roiops.RoIAlignRotated(3, 1.0, 2)
+
+    def forward(self, x, rois):
+        boxes = rois[:, 1:]
+        keep = roiops.nms_rotated(boxes, roiops.box_iou_rotated(boxes, boxes).sum(1), 0.5)
+        keep_batched = roiops.batched_nms_rotated(boxes, rois[:, 2], rois[:, 0].long(), 0.5)
+        pooled = self.align(x, rois) + roiops.roi_align_rotated(x, rois, 3, 0.5, 2)
+        return pooled.flatten(1).sum(1), keep, keep_batched
+
+
+def test_rotated_functions_are_fx_leaves():
+    model = RotatedHead()
+    x = score_maps()
+    rois = torch.tensor([[0.0, 6.0, 7.5, 8.0, 4.5, 30.0], [1.0, 9.0, 8.0, 10.0, 5.0, -60.0]])
+    traced = torch.fx.symbolic_trace(model)
+    called = {getattr(n.target, "__name__", "") for n in traced.graph.nodes if n.op == "call_function"}
+    assert {"roi_align_rotated", "box_iou_rotated", "nms_rotated", "batched_nms_rotated"} <= called
+    for ours, expected in zip(traced(x, rois), model(x, rois)):
+        torch.testing.assert_close(ours, expected, atol=0, rtol=0)
+
+
 def test_box_functions_are_fx_leaves():
     class Matcher(nn.Module):
         def forward(self, a, b):
