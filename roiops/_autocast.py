@@ -19,8 +19,14 @@ narrows), runs the op with autocast off, and returns:
 - soft_nms: the kept indices and the decayed scores cast back to the scores' dtype.
 
 A call whose inputs are all float32 (or float64) computes exactly what it computes outside autocast.
-Outside autocast nothing changes: mismatched dtypes still raise. paste_masks has no autocast kernel:
-it already accepts masks and boxes of different dtypes and reads the boxes in their own precision.
+Outside autocast the pooling ops (roi_align, roi_pool, MultiScaleRoIAlign, ps_roi_align,
+ps_roi_pool, roi_align_rotated) accept different floating dtypes too: their Python wrappers cast to
+the wider of the two and the output back to the map's dtype (``in_common_float_dtype`` in
+roiops/_validation.py), so a bfloat16 / float16 map with float32 boxes gives the same values inside
+autocast and outside. The other ops (box_iou and its family, nms, batched_nms, soft_nms, the rotated
+IoU and NMS) and the native ops called directly still raise on mismatched dtypes outside autocast.
+paste_masks has no autocast kernel: it already accepts masks and boxes of different dtypes and
+reads the boxes in their own precision.
 
 Why not ``torch.library.register_autocast``: it exists from torch 2.7 on (roiops supports 2.4),
 casts every input to one dtype (float64 stays float64, so float64 boxes with a float16 map would

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from roiops._validation import check_float, check_same, check_tensor
+from roiops._validation import check_float, check_same, check_tensor, in_common_float_dtype
 from roiops.roi_align import boxes_to_rois, pair_output_size, rois_from_boxes_unchecked
 
 __all__ = ["MultiScaleRoIAlign", "infer_scale"]
@@ -51,7 +51,9 @@ class MultiScaleRoIAlign(nn.Module):
     Call:
         x: dict name -> Tensor[N, C, H_l, W_l] (all levels: same N, C, dtype, device; contiguous
             or channels_last, as the first one).
-        boxes: list of N Tensor[L_i, 4] (x1, y1, x2, y2) in image pixels, same dtype as the maps.
+        boxes: list of N Tensor[L_i, 4] (x1, y1, x2, y2) in image pixels, any float dtype: one
+            other than the maps' is pooled in the wider of the two, output in the maps' dtype
+            (as roi_align; the level rule then runs in the wider dtype).
         image_shapes: list of N (height, width) of the images before padding; the scale of each
             level is inferred from the largest.
 
@@ -146,7 +148,7 @@ def _multi_scale_roi_align_checked(
         raise TypeError(f"boxes must be a list of Tensor[L_i, 4], one per image, got {type(boxes).__name__}")
     rois = boxes_to_rois(boxes)
     check_float("boxes", rois)
-    check_same("x", features[0], "boxes", rois, autocast=True)
+    check_same("x", features[0], "boxes", rois, mixed_float=True)
     if len(image_shapes) == 0:
         raise ValueError("image_shapes must hold the (height, width) of every image, got an empty list")
     shapes = [(int(s[0]), int(s[1])) for s in image_shapes]
@@ -167,7 +169,10 @@ def _pool_levels(
 ) -> torch.Tensor:
     largest = (max([s[0] for s in image_shapes]), max([s[1] for s in image_shapes]))
     scales = [infer_scale((f.shape[-2], f.shape[-1]), largest) for f in features]
+    map_dtype = features[0].dtype
+    first, rois = in_common_float_dtype(features[0], rois)
+    features = [f.to(first.dtype) for f in features]
     return torch.ops.roiops.multi_scale_roi_align(
         features, rois, scales, output_size[0], output_size[1], sampling_ratio, aligned,
         canonical_scale, canonical_level,
-    )
+    ).to(map_dtype)

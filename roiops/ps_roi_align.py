@@ -30,21 +30,25 @@ import torch
 from torch import nn
 from torch.jit.annotations import BroadcastingList2
 
+from roiops._validation import TypeRuntimeError, ValueRuntimeError, in_common_float_dtype
 from roiops.roi_align import check_roi_call, check_spatial_scale, pair_output_size, rois_from_boxes_unchecked
 
 __all__ = ["ps_roi_align", "PSRoIAlign"]
 
 
 def check_position_sensitive_channels(input: torch.Tensor, pooled_height: int, pooled_width: int) -> None:
-    """Raises a ValueError unless input's channel count is a multiple of output_size's PH * PW."""
+    """Raises a ValueError (also torchvision's RuntimeError) unless input's channel count is a
+    multiple of output_size's PH * PW."""
     bins = pooled_height * pooled_width
     if input.size(1) % bins != 0:
-        raise ValueError(
+        raise ValueRuntimeError(
             f"input must have a multiple of output_size height * width = {pooled_height} * {pooled_width}"
             f" = {bins} channels (one group of score maps per bin), got {input.size(1)}"
         )
 
 
+# An FX leaf, as torchvision's (see roi_align).
+@torch.fx.wrap
 def ps_roi_align(
     input: torch.Tensor,
     boxes: torch.Tensor | list[torch.Tensor],
@@ -59,7 +63,9 @@ def ps_roi_align(
         input: Tensor[N, C, H, W] with C = C_out * output_height * output_width; float32, float64,
             float16 or bfloat16 (the half types accumulate in float32); contiguous or channels_last.
         boxes: Tensor[K, 5] (batch index, x1, y1, x2, y2), or a list of N Tensor[L_i, 4]
-            (x1, y1, x2, y2) of image i; input-image pixels; same dtype and device as input.
+            (x1, y1, x2, y2) of image i; input-image pixels; input's device; any float dtype
+            (one other than input's: pooled in the wider of the two, output in input's dtype,
+            as roi_align).
         output_size: int or (height, width) of the pooled grid.
         spatial_scale: feature-map pixels per input-image pixel (e.g. 1/16), > 0.
         sampling_ratio: samples per bin side; <= 0 for adaptive (ceil(box / output_size)).
@@ -71,32 +77,34 @@ def ps_roi_align(
     Raises:
         TypeError / ValueError naming the argument: input not a 4-d float tensor, or its channel
         count not a multiple of output_height * output_width; boxes not [K, 5] or a list of
-        [L_i, 4]; dtype or device mismatch; output_size not positive; spatial_scale <= 0; a batch
-        index that is negative, fractional or >= N.
+        [L_i, 4]; boxes not float; device mismatch; output_size not positive; spatial_scale
+        <= 0; a batch index that is negative, fractional or >= N. Each is also an instance of what
+        torchvision raises there (RuntimeError, AssertionError, IndexError), as roi_align's.
 
     Under torch.autocast (CPU, CUDA) as roi_align: a float16 / bfloat16 map with float32 boxes is
     pooled in float32 and the output cast back to the map's dtype. Under torch.jit.script only the
     native op's checks run (they call the boxes ``rois``).
     """
     if torch.jit.is_scripting():
+        x, rois = in_common_float_dtype(input, rois_from_boxes_unchecked(boxes))
         return torch.ops.roiops.ps_roi_align(
-            input, rois_from_boxes_unchecked(boxes), spatial_scale, output_size[0], output_size[1],
-            sampling_ratio,
-        )
+            x, rois, spatial_scale, output_size[0], output_size[1], sampling_ratio
+        ).to(input.dtype)
     return _ps_roi_align_checked(input, boxes, output_size, spatial_scale, sampling_ratio)
 
 
 @torch.jit.unused
 def _ps_roi_align_checked(input, boxes, output_size, spatial_scale, sampling_ratio) -> torch.Tensor:
-    rois = check_roi_call(input, boxes)
+    rois = check_roi_call(input, boxes, input_not_a_tensor=TypeRuntimeError)
     pooled_height, pooled_width = pair_output_size(output_size)
     check_position_sensitive_channels(input, pooled_height, pooled_width)
     spatial_scale = check_spatial_scale(spatial_scale)
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, Integral):
-        raise TypeError(f"sampling_ratio must be an int, got {type(sampling_ratio).__name__}")
+        raise TypeRuntimeError(f"sampling_ratio must be an int, got {type(sampling_ratio).__name__}")
+    x, rois = in_common_float_dtype(input, rois)
     return torch.ops.roiops.ps_roi_align(
-        input, rois, spatial_scale, pooled_height, pooled_width, int(sampling_ratio)
-    )
+        x, rois, spatial_scale, pooled_height, pooled_width, int(sampling_ratio)
+    ).to(input.dtype)
 
 
 class PSRoIAlign(nn.Module):
@@ -106,6 +114,9 @@ class PSRoIAlign(nn.Module):
     def __init__(self, output_size, spatial_scale: float, sampling_ratio: int):
         super().__init__()
         self.output_size = pair_output_size(output_size)
+        # As given (an int or a pair), for a repr identical to torchvision's.
+        as_given = isinstance(output_size, (int, tuple, list))
+        self._output_size_arg = output_size if as_given else self.output_size
         self.spatial_scale = check_spatial_scale(spatial_scale)
         self.sampling_ratio = int(sampling_ratio)
 
@@ -115,6 +126,6 @@ class PSRoIAlign(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"output_size={self._output_size_arg}, spatial_scale={self.spatial_scale}, "
             f"sampling_ratio={self.sampling_ratio}"
         )

@@ -21,12 +21,15 @@ import torch
 from torch import nn
 from torch.jit.annotations import BroadcastingList2
 
+from roiops._validation import TypeRuntimeError, in_common_float_dtype
 from roiops.ps_roi_align import check_position_sensitive_channels
 from roiops.roi_align import check_roi_call, check_spatial_scale, pair_output_size, rois_from_boxes_unchecked
 
 __all__ = ["ps_roi_pool", "PSRoIPool"]
 
 
+# An FX leaf, as torchvision's (see roi_align).
+@torch.fx.wrap
 def ps_roi_pool(
     input: torch.Tensor,
     boxes: torch.Tensor | list[torch.Tensor],
@@ -40,7 +43,8 @@ def ps_roi_pool(
         input: Tensor[N, C, H, W] with C = C_out * output_height * output_width; float32, float64,
             float16 or bfloat16 (summed in float32); contiguous or channels_last.
         boxes: Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of N Tensor[L_i, 4], input
-            pixels, same dtype and device as input.
+            pixels, input's device, any float dtype (mixed dtypes: as roi_align, pooled in the
+            wider of the two, output in input's dtype).
         output_size: int or (height, width).
         spatial_scale: feature-map pixels per input pixel, > 0.
 
@@ -55,19 +59,21 @@ def ps_roi_pool(
     Under torch.autocast (CPU, CUDA) as roi_pool: computed in float32, output cast back.
     """
     if torch.jit.is_scripting():
+        x, rois = in_common_float_dtype(input, rois_from_boxes_unchecked(boxes))
         return torch.ops.roiops.ps_roi_pool(
-            input, rois_from_boxes_unchecked(boxes), spatial_scale, output_size[0], output_size[1]
-        )
+            x, rois, spatial_scale, output_size[0], output_size[1]
+        ).to(input.dtype)
     return _ps_roi_pool_checked(input, boxes, output_size, spatial_scale)
 
 
 @torch.jit.unused
 def _ps_roi_pool_checked(input, boxes, output_size, spatial_scale) -> torch.Tensor:
-    rois = check_roi_call(input, boxes)
+    rois = check_roi_call(input, boxes, input_not_a_tensor=TypeRuntimeError)
     pooled_height, pooled_width = pair_output_size(output_size)
     check_position_sensitive_channels(input, pooled_height, pooled_width)
     spatial_scale = check_spatial_scale(spatial_scale)
-    return torch.ops.roiops.ps_roi_pool(input, rois, spatial_scale, pooled_height, pooled_width)
+    x, rois = in_common_float_dtype(input, rois)
+    return torch.ops.roiops.ps_roi_pool(x, rois, spatial_scale, pooled_height, pooled_width).to(input.dtype)
 
 
 class PSRoIPool(nn.Module):
@@ -77,10 +83,13 @@ class PSRoIPool(nn.Module):
     def __init__(self, output_size, spatial_scale: float):
         super().__init__()
         self.output_size = pair_output_size(output_size)
+        # As given (an int or a pair), for a repr identical to torchvision's.
+        as_given = isinstance(output_size, (int, tuple, list))
+        self._output_size_arg = output_size if as_given else self.output_size
         self.spatial_scale = check_spatial_scale(spatial_scale)
 
     def forward(self, input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         return ps_roi_pool(input, boxes, [self.output_size[0], self.output_size[1]], self.spatial_scale)
 
     def extra_repr(self) -> str:
-        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
+        return f"output_size={self._output_size_arg}, spatial_scale={self.spatial_scale}"

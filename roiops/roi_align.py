@@ -32,12 +32,14 @@ from torch.jit.annotations import BroadcastingList2
 
 from roiops._validation import (
     BoxesShapeError,
+    NotATensorError,
     TypeAssertionError,
     TypeRuntimeError,
     ValueRuntimeError,
     check_float,
     check_same,
     check_tensor,
+    in_common_float_dtype,
 )
 
 __all__ = ["roi_align", "RoIAlign"]
@@ -99,13 +101,16 @@ def check_spatial_scale(spatial_scale) -> float:
     return spatial_scale
 
 
-def check_roi_call(input: torch.Tensor, boxes) -> torch.Tensor:
-    """Validates input against the boxes and returns the boxes as rois Tensor[K, 5]."""
-    check_tensor("input", input, ndim=4)
+def check_roi_call(input: torch.Tensor, boxes, *, input_not_a_tensor: type = NotATensorError) -> torch.Tensor:
+    """Validates input against the boxes and returns the boxes as rois Tensor[K, 5]; input and
+    boxes may have different floating dtypes (the caller runs ``in_common_float_dtype``). A
+    non-tensor input raises ``input_not_a_tensor`` (torchvision's ps ops fail on it with
+    RuntimeError, its roi_align with AttributeError)."""
+    check_tensor("input", input, ndim=4, type_error=input_not_a_tensor)
     check_float("input", input)
     rois = boxes_to_rois(boxes)
     check_float("boxes", rois)
-    check_same("input", input, "boxes", rois, autocast=True)
+    check_same("input", input, "boxes", rois, mixed_float=True)
     return rois
 
 
@@ -126,7 +131,8 @@ def roi_align(
         input: Tensor[N, C, H, W], float32, float64, float16 or bfloat16 (the half types
             accumulate in float32), contiguous or channels_last.
         boxes: Tensor[K, 5] (batch index, x1, y1, x2, y2), or a list of N Tensor[L_i, 4]
-            (x1, y1, x2, y2) of image i; input-image pixels; same dtype and device as input.
+            (x1, y1, x2, y2) of image i; input-image pixels; input's device; any float dtype
+            (one other than input's: see "Mixed dtypes" below).
         output_size: int or (height, width) of the pooled grid.
         spatial_scale: feature-map pixels per input-image pixel (e.g. 1/16), > 0.
         sampling_ratio: samples per bin side; <= 0 for adaptive (ceil(box / output_size)).
@@ -140,8 +146,14 @@ def roi_align(
 
     Raises:
         TypeError / ValueError naming the argument: input not a 4-d float tensor; boxes not
-        [K, 5] or a list of [L_i, 4]; dtype or device mismatch; output_size not positive;
+        [K, 5] or a list of [L_i, 4]; boxes not float; device mismatch; output_size not positive;
         spatial_scale <= 0; a batch index that is negative, fractional or >= N.
+
+    Mixed dtypes. input and boxes of different float dtypes (a bfloat16 map with float32 boxes,
+    a float32 map with float64 boxes) are pooled in the wider of the two (float32 for float16 with
+    bfloat16) and the output is cast to input's dtype, inside torch.autocast or not; the gradients
+    come back in each argument's own dtype. The boxes are never rounded to the map's precision.
+    torchvision raises RuntimeError for these calls outside autocast.
 
     Under torch.autocast (CPU, CUDA) input and boxes may differ in dtype (a float16 / bfloat16
     map with float32 boxes): both are cast up to float32 (float64 if either is), pooled, and the
@@ -152,10 +164,10 @@ def roi_align(
     Python checks; the op's messages call the boxes ``rois``).
     """
     if torch.jit.is_scripting():
+        x, rois = in_common_float_dtype(input, rois_from_boxes_unchecked(boxes))
         return torch.ops.roiops.roi_align(
-            input, rois_from_boxes_unchecked(boxes), spatial_scale, output_size[0], output_size[1],
-            sampling_ratio, aligned,
-        )
+            x, rois, spatial_scale, output_size[0], output_size[1], sampling_ratio, aligned
+        ).to(input.dtype)
     return _roi_align_checked(input, boxes, output_size, spatial_scale, sampling_ratio, aligned)
 
 
@@ -168,9 +180,10 @@ def _roi_align_checked(input, boxes, output_size, spatial_scale, sampling_ratio,
         raise TypeRuntimeError(f"sampling_ratio must be an int, got {type(sampling_ratio).__name__}")
     if not isinstance(aligned, bool):
         raise TypeRuntimeError(f"aligned must be a bool, got {type(aligned).__name__}")
+    x, rois = in_common_float_dtype(input, rois)
     return torch.ops.roiops.roi_align(
-        input, rois, spatial_scale, pooled_height, pooled_width, int(sampling_ratio), aligned
-    )
+        x, rois, spatial_scale, pooled_height, pooled_width, int(sampling_ratio), aligned
+    ).to(input.dtype)
 
 
 class RoIAlign(nn.Module):

@@ -34,7 +34,7 @@ from numbers import Integral
 import torch
 from torch import nn
 
-from roiops._validation import check_float, check_same, check_tensor
+from roiops._validation import check_float, check_same, check_tensor, in_common_float_dtype
 from roiops.roi_align import check_spatial_scale, pair_output_size
 
 __all__ = ["roi_align_rotated", "RoIAlignRotated"]
@@ -62,6 +62,8 @@ def rotated_boxes_to_rois(boxes, name: str = "rois") -> torch.Tensor:
     return torch.cat(rows, dim=0)
 
 
+# An FX leaf, as roi_align: symbolic tracing records the call instead of tracing into the checks.
+@torch.fx.wrap
 def roi_align_rotated(
     input: torch.Tensor,
     rois: torch.Tensor | list[torch.Tensor],
@@ -77,8 +79,9 @@ def roi_align_rotated(
         input: Tensor[N, C, H, W], float32, float64, float16 or bfloat16 (the half types
             accumulate in float32), contiguous or channels_last.
         rois: Tensor[K, 6] (batch index, x_ctr, y_ctr, width, height, angle in degrees), or a list
-            of N Tensor[L_i, 5] (the boxes of image i); input-image pixels; input's dtype and
-            device (under autocast, any float dtype).
+            of N Tensor[L_i, 5] (the boxes of image i); input-image pixels; input's device; any
+            float dtype (one other than input's: pooled in the wider of the two, output in
+            input's dtype, as roi_align).
         output_size: int or (height, width) of the pooled grid.
         spatial_scale: feature-map pixels per input-image pixel, > 0.
         sampling_ratio: samples per bin side; <= 0 adaptive.
@@ -91,14 +94,14 @@ def roi_align_rotated(
 
     Raises:
         TypeError / ValueError naming the argument: input not a 4-d float tensor; rois not
-        [K, 6] or a list of [L_i, 5]; dtype or device mismatch; output_size not positive;
+        [K, 6] or a list of [L_i, 5]; rois not float; device mismatch; output_size not positive;
         spatial_scale <= 0; a batch index that is negative, fractional or >= N.
     """
     check_tensor("input", input, ndim=4)
     check_float("input", input)
     rois = rotated_boxes_to_rois(rois)
     check_float("rois", rois)
-    check_same("input", input, "rois", rois, autocast=True)
+    check_same("input", input, "rois", rois, mixed_float=True)
     pooled_height, pooled_width = pair_output_size(output_size)
     spatial_scale = check_spatial_scale(spatial_scale)
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, Integral):
@@ -108,9 +111,10 @@ def roi_align_rotated(
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     if clockwise:
         rois = torch.cat([rois[:, :5], -rois[:, 5:]], dim=1)
+    x, rois = in_common_float_dtype(input, rois)
     return torch.ops.roiops.roi_align_rotated(
-        input, rois, spatial_scale, pooled_height, pooled_width, int(sampling_ratio), aligned
-    )
+        x, rois, spatial_scale, pooled_height, pooled_width, int(sampling_ratio), aligned
+    ).to(input.dtype)
 
 
 class RoIAlignRotated(nn.Module):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.jit.annotations import BroadcastingList2
 
+from roiops._validation import in_common_float_dtype
 from roiops.roi_align import check_roi_call, check_spatial_scale, pair_output_size, rois_from_boxes_unchecked
 
 __all__ = ["roi_pool", "RoIPool"]
@@ -30,7 +31,8 @@ def roi_pool(
         input: Tensor[N, C, H, W], float32, float64, float16 or bfloat16, contiguous or
             channels_last.
         boxes: Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of N Tensor[L_i, 4], input
-            pixels, same dtype and device as input.
+            pixels, input's device, any float dtype (mixed dtypes: as roi_align, pooled in the
+            wider of the two, output in input's dtype).
         output_size: int or (height, width).
         spatial_scale: feature-map pixels per input pixel, > 0.
 
@@ -45,10 +47,9 @@ def roi_pool(
     output cast back to input's dtype (torchvision registers this for CUDA only; roiops for both).
     """
     if torch.jit.is_scripting():
-        output, _argmax = torch.ops.roiops.roi_pool(
-            input, rois_from_boxes_unchecked(boxes), spatial_scale, output_size[0], output_size[1]
-        )
-        return output
+        x, rois = in_common_float_dtype(input, rois_from_boxes_unchecked(boxes))
+        output, _argmax = torch.ops.roiops.roi_pool(x, rois, spatial_scale, output_size[0], output_size[1])
+        return output.to(input.dtype)
     return _roi_pool_checked(input, boxes, output_size, spatial_scale)
 
 
@@ -57,8 +58,9 @@ def _roi_pool_checked(input, boxes, output_size, spatial_scale) -> torch.Tensor:
     rois = check_roi_call(input, boxes)
     pooled_height, pooled_width = pair_output_size(output_size)
     spatial_scale = check_spatial_scale(spatial_scale)
-    output, _argmax = torch.ops.roiops.roi_pool(input, rois, spatial_scale, pooled_height, pooled_width)
-    return output
+    x, rois = in_common_float_dtype(input, rois)
+    output, _argmax = torch.ops.roiops.roi_pool(x, rois, spatial_scale, pooled_height, pooled_width)
+    return output.to(input.dtype)
 
 
 class RoIPool(nn.Module):

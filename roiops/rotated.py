@@ -53,6 +53,8 @@ def _check_rotated_boxes(name: str, boxes) -> None:
     check_float(name, boxes)
 
 
+# The three public functions are FX leaves, as roiops.box_iou and roiops.nms.
+@torch.fx.wrap
 def box_iou_rotated(
     boxes1: torch.Tensor, boxes2: torch.Tensor, aligned: bool = False, clockwise: bool = True
 ) -> torch.Tensor:
@@ -97,6 +99,7 @@ def _check_boxes_scores(boxes, scores) -> None:
         )
 
 
+@torch.fx.wrap
 def nms_rotated(
     boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, clockwise: bool = True
 ) -> torch.Tensor:
@@ -126,6 +129,7 @@ def nms_rotated(
     return torch.ops.roiops.nms_rotated(_oriented(boxes, clockwise), scores, iou_threshold)
 
 
+@torch.fx.wrap
 def batched_nms_rotated(
     boxes: torch.Tensor,
     scores: torch.Tensor,

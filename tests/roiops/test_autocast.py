@@ -1,6 +1,7 @@
 """The ops inside torch.autocast: each runs as its float32 op on the inputs cast up (the pooling ops
 cast back to the map's dtype), agrees with torchvision.ops under the same autocast where
-torchvision registers one, and leaves float32 calls and calls outside autocast as they were.
+torchvision registers one, and leaves float32 calls as they were; outside autocast the pooling ops
+accept a half map with float32 boxes too (the same values), the other ops still raise.
 
 CPU runs bfloat16 autocast, CUDA float16 (the `device` fixture; CUDA cases are marked `cuda`)."""
 
@@ -175,14 +176,32 @@ def test_float64_boxes_keep_float64_under_autocast(device):
     assert iou.dtype == torch.float64
 
 
+def test_pooling_ops_give_the_autocast_values_outside_autocast(device):
+    x, rois = pooling_problem(device)
+    calls = {
+        "roi_align": lambda: roiops.roi_align(x, rois, 3, 0.5, 2, True),
+        "roi_pool": lambda: roiops.roi_pool(x, rois, 3, 0.5),
+        "ps_roi_align": lambda: roiops.ps_roi_align(x, rois, 1, 0.5, 2),
+        "ps_roi_pool": lambda: roiops.ps_roi_pool(x, rois, 1, 0.5),
+        "MultiScaleRoIAlign": lambda: roiops.MultiScaleRoIAlign(["0"], 3, 2)(
+            {"0": x}, [rois[rois[:, 0] == i, 1:] for i in range(2)], [(32, 40)] * 2
+        ),
+    }
+    for name, call in calls.items():
+        outside = call()
+        with amp(device):
+            inside = call()
+        assert outside.dtype == x.dtype, name
+        assert torch.equal(outside, inside), name
+
+
 @pytest.mark.filterwarnings("ignore:CUDA is not available")  # the CUDA autocast on a CPU-only machine
 def test_mismatched_dtypes_still_raise_outside_autocast(device):
+    """For the ops that are not pooling ops, and for the native pooling ops called directly."""
     x, rois = pooling_problem(device)
     boxes, scores = separated_boxes(device)
     half = x.dtype
     calls = [
-        lambda: roiops.roi_align(x, rois, 3),
-        lambda: roiops.roi_pool(x, rois, 3),
         lambda: roiops.box_iou(boxes.to(half), boxes),
         lambda: roiops.nms(boxes.to(half), scores, 0.5),
         lambda: roiops.soft_nms(boxes, scores.to(half)),
@@ -194,4 +213,4 @@ def test_mismatched_dtypes_still_raise_outside_autocast(device):
     # Autocast for another device type does not relax the check.
     other = "cuda" if device.type == "cpu" else "cpu"
     with torch.autocast(other, dtype=AMP_DTYPE[other]):
-        assert error_of(lambda: roiops.roi_align(x, rois, 3)) is not None
+        assert error_of(lambda: roiops.nms(boxes.to(half), scores, 0.5)) is not None

@@ -1,6 +1,7 @@
 """Swapping torchvision.ops for roiops in working code: FX tracing (symbolic_trace,
 create_feature_extractor, FX quantisation), TorchScript of the box functions, the exception types
-torchvision raises, empty inputs and reprs, each checked against torchvision itself."""
+torchvision raises, empty inputs and reprs, each checked against torchvision itself; and a map and
+boxes of different float dtypes, which roiops' pooling ops accept outside autocast too."""
 
 import pytest
 import torch
@@ -21,6 +22,11 @@ def rois():
     return torch.tensor([[0.0, 1.0, 1.0, 9.0, 12.0], [1.0, 0.5, 2.0, 14.0, 7.0]])
 
 
+def score_maps():
+    """Tensor[2, 8, 16, 16]: 2 output channels of position-sensitive score maps for 2x2 bins."""
+    return torch.randn(2, 8, 16, 16, generator=torch.Generator().manual_seed(1))
+
+
 class PooledHead(nn.Module):
     """A small model on roiops: a convolution, RoIAlign and RoIPool modules, the functional ops."""
 
@@ -35,6 +41,19 @@ class PooledHead(nn.Module):
         pooled = self.align(feats, boxes)
         pooled = pooled + roiops.roi_align(feats, boxes, 5, 1.0, 2, True)
         return pooled.flatten(1).sum(1) + self.pool(feats, boxes).flatten(1).sum(1)
+
+
+class PositionSensitiveHead(nn.Module):
+    """R-FCN's pooling: the modules and the functions called as ``roiops.<name>``."""
+
+    def __init__(self):
+        super().__init__()
+        self.align = roiops.PSRoIAlign(2, 1.0, 2)
+        self.pool = roiops.PSRoIPool(2, 0.5)
+
+    def forward(self, x, boxes):
+        pooled = self.align(x, boxes) + roiops.ps_roi_align(x, boxes, 2, 0.5, -1)
+        return pooled + self.pool(x, boxes) + roiops.ps_roi_pool(x, boxes, 2, 1.0)
 
 
 class PyramidHead(nn.Module):
@@ -54,14 +73,17 @@ class PyramidHead(nn.Module):
         (lambda: roiops.RoIPool(5, 0.5), lambda: (feature_map(), rois())),
         (PooledHead, lambda: (feature_map(), rois())),
         (PyramidHead, lambda: (feature_map(), [rois()[:1, 1:] * 4, rois()[1:, 1:] * 4])),
+        (lambda: roiops.PSRoIAlign(2, 1.0, 2), lambda: (score_maps(), rois())),
+        (lambda: roiops.PSRoIPool(2, 0.5), lambda: (score_maps(), rois())),
+        (PositionSensitiveHead, lambda: (score_maps(), rois())),
     ],
-    ids=["RoIAlign", "RoIPool", "model", "MultiScaleRoIAlign"],
+    ids=["RoIAlign", "RoIPool", "model", "MultiScaleRoIAlign", "PSRoIAlign", "PSRoIPool", "R-FCN model"],
 )
 def test_symbolic_trace_keeps_the_ops_as_leaves_and_computes_the_same(module, args):
     model, inputs = module(), args()
     traced = torch.fx.symbolic_trace(model)
     called = {getattr(n.target, "__name__", "") for n in traced.graph.nodes if n.op == "call_function"}
-    assert called & {"roi_align", "roi_pool", "_multi_scale_roi_align_checked"}
+    assert called & {"roi_align", "roi_pool", "_multi_scale_roi_align_checked", "ps_roi_align", "ps_roi_pool"}
     torch.testing.assert_close(traced(*inputs), model(*inputs), atol=0, rtol=0)
 
 
@@ -84,6 +106,32 @@ def test_fx_quantisation_prepares_a_model_using_roiops():
     prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), example_inputs=(x, boxes))
     # Observers only watch: the prepared model computes what the float model does.
     torch.testing.assert_close(prepared(x, boxes), model(x, boxes), atol=0, rtol=0)
+
+
+class RotatedHead(nn.Module):
+    """Rotated RoIs: RoIAlignRotated, and the rotated IoU and NMS called as ``roiops.<name>``."""
+
+    def __init__(self):
+        super().__init__()
+        self.align = roiops.RoIAlignRotated(3, 1.0, 2)
+
+    def forward(self, x, rois):
+        boxes = rois[:, 1:]
+        keep = roiops.nms_rotated(boxes, roiops.box_iou_rotated(boxes, boxes).sum(1), 0.5)
+        keep_batched = roiops.batched_nms_rotated(boxes, rois[:, 2], rois[:, 0].long(), 0.5)
+        pooled = self.align(x, rois) + roiops.roi_align_rotated(x, rois, 3, 0.5, 2)
+        return pooled.flatten(1).sum(1), keep, keep_batched
+
+
+def test_rotated_functions_are_fx_leaves():
+    model = RotatedHead()
+    x = score_maps()
+    rois = torch.tensor([[0.0, 6.0, 7.5, 8.0, 4.5, 30.0], [1.0, 9.0, 8.0, 10.0, 5.0, -60.0]])
+    traced = torch.fx.symbolic_trace(model)
+    called = {getattr(n.target, "__name__", "") for n in traced.graph.nodes if n.op == "call_function"}
+    assert {"roi_align_rotated", "box_iou_rotated", "nms_rotated", "batched_nms_rotated"} <= called
+    for ours, expected in zip(traced(x, rois), model(x, rois)):
+        torch.testing.assert_close(ours, expected, atol=0, rtol=0)
 
 
 def test_box_functions_are_fx_leaves():
@@ -153,10 +201,34 @@ def test_modules_script_and_equal_eager():
     x, boxes = feature_map(), rois()
     for module in (roiops.RoIAlign(5, 1.0, -1), roiops.RoIPool(3, 0.5)):
         torch.testing.assert_close(torch.jit.script(module)(x, boxes), module(x, boxes), atol=0, rtol=0)
+    for module in (roiops.PSRoIAlign(2, 0.5, -1), roiops.PSRoIPool((2, 2), 1.0)):
+        scripted = torch.jit.script(module)
+        torch.testing.assert_close(scripted(score_maps(), boxes), module(score_maps(), boxes), atol=0, rtol=0)
     pooler = roiops.MultiScaleRoIAlign(["a"], 4, 2)
     feats, per_image = {"a": x}, [boxes[:1, 1:], boxes[1:, 1:]]
     scripted = torch.jit.script(pooler)(feats, per_image, [(16, 16), (16, 16)])
     torch.testing.assert_close(scripted, pooler(feats, per_image, [(16, 16), (16, 16)]), atol=0, rtol=0)
+
+
+POOLING_FUNCTIONS = {
+    "roi_align": lambda f, x, b: f(x, b, [3, 2], 0.5, 2, True),
+    "roi_pool": lambda f, x, b: f(x, b, [3, 2], 0.5),
+    "ps_roi_align": lambda f, x, b: f(x, b, [2, 2], 0.5, -1),
+    "ps_roi_pool": lambda f, x, b: f(x, b, [2, 2], 1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(POOLING_FUNCTIONS))
+def test_pooling_functions_script_and_equal_eager(name):
+    eager = getattr(roiops, name)
+    scripted = torch.jit.script(eager)
+    x, boxes, call = score_maps(), rois(), POOLING_FUNCTIONS[name]
+    torch.testing.assert_close(call(scripted, x, boxes), call(eager, x, boxes), atol=0, rtol=0)
+    per_image = [boxes[:1, 1:], boxes[1:, 1:]]
+    torch.testing.assert_close(call(scripted, x, per_image), call(eager, x, per_image), atol=0, rtol=0)
+    # The mixed-dtype rule holds in the scripted functions too.
+    half = x.to(torch.bfloat16)
+    torch.testing.assert_close(call(scripted, half, boxes), call(eager, half, boxes), atol=0, rtol=0)
 
 
 def test_scripted_pairwise_measures_keep_gradients():
@@ -170,6 +242,7 @@ def test_scripted_pairwise_measures_keep_gradients():
 # ---- exception types ----------------------------------------------------------------------------
 
 F = torch.randn(2, 3, 8, 8)
+PS = torch.randn(2, 8, 8, 8)  # 2 * 2 * 2 channels: position-sensitive maps for 2x2 bins
 R = torch.tensor([[0.0, 1, 1, 5, 5]])
 B = torch.tensor([[1.0, 1, 5, 5]])
 S = torch.tensor([0.5])
@@ -186,13 +259,13 @@ ERRORS = [
     ("roi_align boxes list of [L, 5]", lambda m: m.roi_align(F, [R], 2), AssertionError, "boxes"),
     ("roi_align boxes list of 1-d", lambda m: m.roi_align(F, [torch.zeros(4)], 2), IndexError, "boxes"),
     ("roi_align boxes neither", lambda m: m.roi_align(F, R.numpy(), 2), AssertionError, "boxes"),
-    ("roi_align dtype mismatch", lambda m: m.roi_align(F, R.double(), 2), RuntimeError, "boxes"),
-    ("roi_align list dtype mismatch", lambda m: m.roi_align(F, [B.double()], 2), RuntimeError, "boxes"),
+    ("roi_align integer boxes", lambda m: m.roi_align(F, R.int(), 2), RuntimeError, "boxes"),
+    ("roi_align list of integer boxes", lambda m: m.roi_align(F, [B.long()], 2), RuntimeError, "boxes"),
     ("roi_align negative output_size", lambda m: m.roi_align(F, R, -1), RuntimeError, "output_size"),
     ("roi_align input not a tensor", lambda m: m.roi_align(F.numpy(), R, 2), AttributeError, "input"),
     ("roi_pool input 3-d", lambda m: m.roi_pool(F[0], R, 2), RuntimeError, "input"),
     ("roi_pool boxes [K, 4] tensor", lambda m: m.roi_pool(F, B, 2), AssertionError, "boxes"),
-    ("roi_pool dtype mismatch", lambda m: m.roi_pool(F, R.double(), 2), RuntimeError, "boxes"),
+    ("roi_pool integer boxes", lambda m: m.roi_pool(F, R.long(), 2), RuntimeError, "boxes"),
     ("roi_pool integer input", lambda m: m.roi_pool(F.int(), R.int(), 2), RuntimeError, "input"),
     ("nms boxes 1-d", lambda m: m.nms(torch.zeros(4), S, 0.5), RuntimeError, "boxes"),
     ("nms boxes [N, 5]", lambda m: m.nms(torch.zeros(1, 5), S, 0.5), RuntimeError, "boxes"),
@@ -245,11 +318,38 @@ ERRORS = [
      "boxes"),
     ("MultiScaleRoIAlign boxes list of [L, 5]",
      lambda m: m.MultiScaleRoIAlign(["0"], 2, 2)({"0": F}, [R, R], [(32, 32)] * 2), AssertionError, "boxes"),
-    ("MultiScaleRoIAlign dtype mismatch",
-     lambda m: m.MultiScaleRoIAlign(["0"], 2, 2)({"0": F}, [B.double()] * 2, [(32, 32)] * 2), RuntimeError,
+    ("MultiScaleRoIAlign integer boxes",
+     lambda m: m.MultiScaleRoIAlign(["0"], 2, 2)({"0": F}, [B.int()] * 2, [(32, 32)] * 2), RuntimeError,
      "boxes"),
     ("MultiScaleRoIAlign map 3-d",
      lambda m: m.MultiScaleRoIAlign(["0"], 2, 2)({"0": F[0]}, [B, B], [(32, 32)] * 2), RuntimeError, "x"),
+    ("ps_roi_align input 3-d", lambda m: m.ps_roi_align(PS[0], R, 2), RuntimeError, "input"),
+    ("ps_roi_align integer input", lambda m: m.ps_roi_align(PS.int(), R.int(), 2), RuntimeError, "input"),
+    ("ps_roi_align integer boxes", lambda m: m.ps_roi_align(PS, R.int(), 2), RuntimeError, "boxes"),
+    ("ps_roi_align boxes [K, 4] tensor", lambda m: m.ps_roi_align(PS, B, 2), AssertionError, "boxes"),
+    ("ps_roi_align boxes 1-d", lambda m: m.ps_roi_align(PS, torch.zeros(5), 2), IndexError, "boxes"),
+    ("ps_roi_align boxes list of [L, 5]", lambda m: m.ps_roi_align(PS, [R], 2), AssertionError, "boxes"),
+    ("ps_roi_align boxes list of 1-d", lambda m: m.ps_roi_align(PS, [torch.zeros(4)], 2), IndexError,
+     "boxes"),
+    ("ps_roi_align boxes neither", lambda m: m.ps_roi_align(PS, R.numpy(), 2), AssertionError, "boxes"),
+    ("ps_roi_align channels not a multiple of the bins", lambda m: m.ps_roi_align(PS, R, 3), RuntimeError,
+     "input"),
+    ("ps_roi_align negative output_size", lambda m: m.ps_roi_align(PS, R, -1), RuntimeError, "output_size"),
+    ("ps_roi_align sampling_ratio a float", lambda m: m.ps_roi_align(PS, R, 2, 1.0, 2.5), RuntimeError,
+     "sampling_ratio"),
+    ("ps_roi_align spatial_scale a string", lambda m: m.ps_roi_align(PS, R, 2, "a"), RuntimeError,
+     "spatial_scale"),
+    ("ps_roi_align input not a tensor", lambda m: m.ps_roi_align(PS.numpy(), R, 2), RuntimeError, "input"),
+    ("PSRoIAlign module input 3-d", lambda m: m.PSRoIAlign(2, 1.0, 2)(PS[0], R), RuntimeError, "input"),
+    ("ps_roi_pool input 3-d", lambda m: m.ps_roi_pool(PS[0], R, 2), RuntimeError, "input"),
+    ("ps_roi_pool integer boxes", lambda m: m.ps_roi_pool(PS, R.long(), 2), RuntimeError, "boxes"),
+    ("ps_roi_pool boxes [K, 4] tensor", lambda m: m.ps_roi_pool(PS, B, 2), AssertionError, "boxes"),
+    ("ps_roi_pool boxes neither", lambda m: m.ps_roi_pool(PS, R.numpy(), 2), AssertionError, "boxes"),
+    ("ps_roi_pool channels not a multiple of the bins", lambda m: m.ps_roi_pool(PS, R, 3), RuntimeError,
+     "input"),
+    ("ps_roi_pool negative output_size", lambda m: m.ps_roi_pool(PS, R, -1), RuntimeError, "output_size"),
+    ("ps_roi_pool input not a tensor", lambda m: m.ps_roi_pool(PS.numpy(), R, 2), RuntimeError, "input"),
+    ("PSRoIPool module input 3-d", lambda m: m.PSRoIPool(2, 1.0)(PS[0], R), RuntimeError, "input"),
 ]
 
 
@@ -281,6 +381,11 @@ def test_batched_nms_of_empty_1d_boxes_is_empty_int64_as_torchvision():
         lambda m: m.RoIAlign((7, 3), 0.25, 2, True),
         lambda m: m.RoIPool(5, 1.0),
         lambda m: m.RoIPool((2, 3), 0.5),
+        lambda m: m.PSRoIAlign(7, 0.0625, 2),
+        lambda m: m.PSRoIAlign((3, 5), 1.0, -1),
+        lambda m: m.PSRoIAlign([3, 3], 0.5, 0),
+        lambda m: m.PSRoIPool(7, 0.0625),
+        lambda m: m.PSRoIPool((2, 3), 0.5),
     ],
 )
 def test_repr_equals_torchvision(make):
@@ -290,3 +395,108 @@ def test_repr_equals_torchvision(make):
 def test_repr_shows_roiops_settings_only_when_set():
     text = repr(roiops.MultiScaleRoIAlign(["0"], 7, 2, aligned=True, canonical_level=5))
     assert "aligned=True" in text and "canonical_level=5" in text
+
+
+# ---- a map and boxes of different float dtypes ----------------------------------------------------
+#
+# torchvision raises for these calls outside autocast; roiops pools in the wider dtype and returns the
+# map's. The oracle is the call with both arguments cast up, its output cast to the map's dtype:
+# roiops' own (exactly) and torchvision's where it has the op (to the map dtype's rounding).
+
+MIXED_DTYPES = [
+    (torch.bfloat16, torch.float32),
+    (torch.float32, torch.float64),
+    (torch.float16, torch.float32),
+]
+
+
+def pyramid_call(m, x, boxes):
+    """MultiScaleRoIAlign over x and its 2x2 average (scales 1/4 and 1/8 of 64x64 images)."""
+    feats = {"p2": x, "p3": nn.functional.avg_pool2d(x, 2)}
+    return m.MultiScaleRoIAlign(["p2", "p3"], 3, 2)(feats, boxes, [(64, 64), (60, 64)])
+
+
+def rotated_rois():
+    return torch.tensor([[0.0, 6.0, 7.5, 8.0, 4.5, 30.0], [1.0, 9.0, 8.0, 10.0, 5.0, -60.0]])
+
+
+# name -> (call on a module m in (torchvision.ops, roiops), box maker, torchvision has it, box gradient)
+MIXED_OPS = {
+    "roi_align": (lambda m, x, b: m.roi_align(x, b, (3, 2), 0.5, 2, True), rois, True, True),
+    "roi_align list": (
+        lambda m, x, b: m.roi_align(x, b, 3, 1.0, -1), lambda: [rois()[:1, 1:], rois()[1:, 1:]], True, True
+    ),
+    "RoIAlign": (lambda m, x, b: m.RoIAlign(3, 0.5, -1)(x, b), rois, True, True),
+    "roi_pool": (lambda m, x, b: m.roi_pool(x, b, (3, 2), 0.5), rois, True, False),
+    "RoIPool": (lambda m, x, b: m.RoIPool(2, 1.0)(x, b), rois, True, False),
+    "MultiScaleRoIAlign": (pyramid_call, lambda: [rois()[:1, 1:] * 4, rois()[1:, 1:] * 4], True, True),
+    "ps_roi_align": (lambda m, x, b: m.ps_roi_align(x, b, 2, 0.5, 2), rois, True, False),
+    "PSRoIAlign": (lambda m, x, b: m.PSRoIAlign(2, 1.0, -1)(x, b), rois, True, False),
+    "ps_roi_pool": (lambda m, x, b: m.ps_roi_pool(x, b, 2, 1.0), rois, True, False),
+    "PSRoIPool": (lambda m, x, b: m.PSRoIPool(2, 0.5)(x, b), rois, True, False),
+    "roi_align_rotated": (lambda m, x, b: m.roi_align_rotated(x, b, 3, 0.5, 2), rotated_rois, False, False),
+    "RoIAlignRotated": (lambda m, x, b: m.RoIAlignRotated(3, 1.0, 0, aligned=False)(x, b), rotated_rois,
+                        False, False),
+}
+
+
+def cast_boxes(boxes, dtype):
+    return [b.to(dtype) for b in boxes] if isinstance(boxes, list) else boxes.to(dtype)
+
+
+def mixed_problem(name, input_dtype, boxes_dtype):
+    """(map Tensor[2, 8, 16, 16] of input_dtype, boxes of boxes_dtype, the dtype both cast up to).
+    The coordinates are shifted by 0.3 pixel, which neither float16 nor bfloat16 represents."""
+    boxes = MIXED_OPS[name][1]()
+    if isinstance(boxes, list):
+        boxes = [b.double() + 0.3 for b in boxes]
+    else:
+        boxes = torch.cat([boxes[:, :1], boxes[:, 1:] + 0.3], dim=1).double()
+    wide = torch.promote_types(input_dtype, boxes_dtype)
+    return score_maps().to(input_dtype), cast_boxes(boxes, boxes_dtype), wide
+
+
+@pytest.mark.parametrize("input_dtype, boxes_dtype", MIXED_DTYPES)
+@pytest.mark.parametrize("name", list(MIXED_OPS))
+def test_mixed_dtypes_pool_in_the_wider_dtype_and_return_the_map_dtype(name, input_dtype, boxes_dtype):
+    call, _, torchvision_has_it, _ = MIXED_OPS[name]
+    x, boxes, wide = mixed_problem(name, input_dtype, boxes_dtype)
+    ours = call(roiops, x, boxes)
+    assert ours.dtype == input_dtype
+    assert torch.equal(ours, call(roiops, x.to(wide), cast_boxes(boxes, wide)).to(input_dtype))
+    assert ours.abs().sum() > 0
+    if input_dtype in (torch.float16, torch.bfloat16) and "pool" not in name.lower():
+        # The boxes were not rounded to the map's dtype on the way (RoIPool's own rounding to
+        # whole pixels would hide it; the bilinear ops move with any coordinate).
+        rounded = call(roiops, x.to(wide), cast_boxes(cast_boxes(boxes, input_dtype), wide)).to(input_dtype)
+        assert not torch.equal(ours, rounded)
+    if torchvision_has_it:
+        theirs = call(torchvision.ops, x.to(wide), cast_boxes(boxes, wide)).to(input_dtype)
+        torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("input_dtype, boxes_dtype", MIXED_DTYPES)
+@pytest.mark.parametrize("name", list(MIXED_OPS))
+def test_mixed_dtypes_gradients_come_back_in_each_argument_dtype(name, input_dtype, boxes_dtype):
+    call, _, _, box_gradient = MIXED_OPS[name]
+    x, boxes, wide = mixed_problem(name, input_dtype, boxes_dtype)
+    box_list = boxes if isinstance(boxes, list) else [boxes]
+    x.requires_grad_()
+    for b in box_list:
+        b.requires_grad_()
+    x_wide = x.detach().to(wide).requires_grad_()
+    boxes_wide = [b.detach().to(wide).requires_grad_() for b in box_list]
+    ours = call(roiops, x, box_list if isinstance(boxes, list) else box_list[0])
+    ref = call(roiops, x_wide, boxes_wide if isinstance(boxes, list) else boxes_wide[0]).to(input_dtype)
+    upstream = torch.randn(ours.shape, generator=torch.Generator().manual_seed(5)).to(input_dtype)
+    grads = torch.autograd.grad(ours, [x, *box_list], upstream, allow_unused=True)
+    ref_grads = torch.autograd.grad(ref, [x_wide, *boxes_wide], upstream, allow_unused=True)
+    assert grads[0].dtype == input_dtype
+    assert torch.equal(grads[0], ref_grads[0].to(input_dtype))
+    assert grads[0].abs().sum() > 0
+    for g, ref_g in zip(grads[1:], ref_grads[1:]):
+        if not box_gradient:
+            assert g is None and ref_g is None
+            continue
+        assert g.dtype == boxes_dtype
+        assert torch.equal(g, ref_g.to(boxes_dtype))

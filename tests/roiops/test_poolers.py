@@ -189,8 +189,10 @@ def test_bad_input_raises_naming_the_argument():
         roiops.MultiScaleRoIAlign(NAMES, 3, 2)(x, torch.zeros(2, 5), [(64, 64)] * 2)
     with pytest.raises(ValueError, match=r"boxes\[1\] must have last dimension 4"):
         roiops.MultiScaleRoIAlign(NAMES, 3, 2)(x, [torch.zeros(1, 4), torch.zeros(1, 5)], [(64, 64)] * 2)
+    with pytest.raises(TypeError, match="boxes must be float32"):
+        roiops.MultiScaleRoIAlign(NAMES, 3, 2)(x, [b.int() for b in boxes], [(64, 64)] * 2)
     with pytest.raises(TypeError, match="same dtype"):
-        roiops.MultiScaleRoIAlign(NAMES, 3, 2)(x, [b.double() for b in boxes], [(64, 64)] * 2)
+        roiops.MultiScaleRoIAlign(NAMES, 3, 2)(x, [boxes[0], boxes[1].double()], [(64, 64)] * 2)
     with pytest.raises(ValueError, match="output_size"):
         roiops.MultiScaleRoIAlign(NAMES, 0, 2)
 

@@ -244,7 +244,7 @@ def test_autocast_casts_the_map_up_and_the_output_back():
         ({"input": torch.zeros(2, 3, 4)}, ValueError, "input"),
         ({"input": torch.zeros(1, 3, 4, 4, dtype=torch.int64)}, TypeError, "input"),
         ({"rois": torch.zeros(2, 5)}, ValueError, "rois"),
-        ({"rois": torch.zeros(2, 6, dtype=torch.float64)}, TypeError, "same dtype"),
+        ({"rois": torch.zeros(2, 6, dtype=torch.int64)}, TypeError, "rois must be float32"),
         ({"rois": [torch.zeros(2, 4)]}, ValueError, r"rois\[0\]"),
         ({"output_size": 0}, ValueError, "output_size"),
         ({"spatial_scale": -1.0}, ValueError, "spatial_scale"),
