@@ -312,10 +312,20 @@ def test_rpn_proposals_export_as_topk_and_nms_and_equal_eager(tmp_path_factory):
     # logits so low that nothing passes the score threshold.
     for a, shift in ((400, 0.0), (160, 0.0), (36, 0.0), (120, -12.0)):
         inputs = _rpn_inputs(g, a, logit_shift=shift)
+        if shift == 0.0:
+            # Confident anchors 1 px and 0.875 px wide, undeformed: min_size 1 keeps the first (>=).
+            objectness, deltas, anchors = inputs
+            objectness[:, :20] += 8.0
+            deltas[:, :20] = 0.0
+            anchors[:20, 0] = anchors[:20, 0].round()
+            anchors[:20, 2] = anchors[:20, 0] + torch.tensor([1.0, 0.875]).repeat(10)
         expected = roiops.rpn_proposals(
             *inputs, [(60, 80), (45, 90)], [a // 4 * 3, a - a // 4 * 3], 60, 50, 0.6, 1.0, 0.05
         )
         assert all(len(b) > 0 for b in expected[0]) == (shift == 0.0)
+        if shift == 0.0:
+            widths = torch.cat(expected[0])[:, 2] - torch.cat(expected[0])[:, 0]
+            assert (widths == 1.0).any() and not (widths < 1.0).any()
         # exp and sigmoid are the runtime's own: a few float32 ulps of the coordinates.
         _assert_same_lists(_run(session, *inputs), expected, atol=2e-5)
 
@@ -351,6 +361,9 @@ def test_detections_from_box_head_export_as_softmax_and_nms_and_equal_eager(tmp_
     # and flat logits (every probability 1/7, below the threshold: no detection).
     for p0, p1, scale in ((200, 90, 3.0), (9, 14, 3.0), (0, 25, 3.0), (40, 40, 0.0)):
         inputs = _box_head_inputs(g, p0, p1, logit_scale=scale)
+        if p0 >= 20:
+            # Equal scores in one class: both orders put the lower (proposal, class) position first.
+            inputs[0][10:20] = inputs[0][:10]
         expected = roiops.detections_from_box_head(*inputs, [(70, 90), (50, 60)], 0.2, 0.5, 12)
         assert (sum(len(b) for b in expected[0]) == 0) == (scale == 0.0)
         _assert_same_lists(_run(session, inputs[0], inputs[1], *inputs[2]), expected, atol=2e-5)
