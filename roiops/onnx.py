@@ -32,7 +32,7 @@ Translations (opset >= 16; the file is written at ``OPSET``):
   logits), ``Sigmoid``, the decoding above with clipping, ``NonZero`` + ``Gather`` for the size and
   score tests, ``batched_nms`` above with the level as category, then the first post_nms_top_n.
 - ``detections_from_box_head`` -> ``Softmax``, ``NonZero`` over the foreground probabilities above
-  the threshold (proposal-major, as the native op), ``GatherND`` of the pairs' codes, the
+  the threshold (proposal-major, as the native op), ``GatherElements`` of the pairs' codes, the
   decoding, the size test, ``batched_nms`` above with the class as category, the first
   detections_per_img. Both return one list per output, any number of images, and the same
   data-dependent counts (0 included) as the eager op.
@@ -500,7 +500,6 @@ def _detections_from_box_head_onnx(
 ):
     probs = op.Softmax(class_logits, axis=-1)  # [K, C]
     classes = _dim(class_logits, 1)
-    codes = op.Reshape(box_deltas, op.Concat(_i64([0]), classes, _i64([4]), axis=0))  # [K, C, 4]
     # (row, class) offsets that turn NonZero's (row, foreground column) into (row, class).
     foreground_offset = op.Constant(value=_i64_tensor([[0], [1]]))
     boxes_out, scores_out, labels_out = _ValueList(), _ValueList(), _ValueList()
@@ -516,8 +515,12 @@ def _detections_from_box_head_onnx(
         pairs = op.Transpose(pairs, perm=[1, 0])  # [M, 2]
         scores = op.GatherND(_rows(probs, start, end), pairs)
         image_size = (image_sizes[2 * i], image_sizes[2 * i + 1])
+        # The pairs' codes: columns 4 * label .. 4 * label + 3 of their rows (GatherElements, not
+        # a Reshape to [K, C, 4], which the optimiser can make fail on zero rows; see box_decode).
+        columns = op.Add(op.Mul(op.Unsqueeze(label, _i64([1])), _i64([4])), _i64([0, 1, 2, 3]))  # [M, 4]
+        codes = op.GatherElements(op.Gather(_rows(box_deltas, start, end), row, axis=0), columns, axis=1)
         boxes = _box_decode_onnx(
-            op.GatherND(_rows(codes, start, end), pairs),
+            codes,
             op.Gather(op.CastLike(rois, class_logits), row, axis=0),
             weights,
             bbox_xform_clip,

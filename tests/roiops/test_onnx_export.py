@@ -358,14 +358,14 @@ def test_detections_from_box_head_export_as_softmax_and_nms_and_equal_eager(tmp_
     )
     assert {"Softmax", "GatherND", "NonMaxSuppression"} <= ops and domains <= {""}
     # Many candidates (more survivors than detections_per_img), few, one image without proposals,
-    # and flat logits (every probability 1/7, below the threshold: no detection).
-    for p0, p1, scale in ((200, 90, 3.0), (9, 14, 3.0), (0, 25, 3.0), (40, 40, 0.0)):
+    # no proposals at all, and flat logits (every probability 1/7, below the threshold).
+    for p0, p1, scale in ((200, 90, 3.0), (9, 14, 3.0), (0, 25, 3.0), (0, 0, 3.0), (40, 40, 0.0)):
         inputs = _box_head_inputs(g, p0, p1, logit_scale=scale)
         if p0 >= 20:
             # Equal scores in one class: both orders put the lower (proposal, class) position first.
             inputs[0][10:20] = inputs[0][:10]
         expected = roiops.detections_from_box_head(*inputs, [(70, 90), (50, 60)], 0.2, 0.5, 12)
-        assert (sum(len(b) for b in expected[0]) == 0) == (scale == 0.0)
+        assert (sum(len(b) for b in expected[0]) == 0) == (scale == 0.0 or p0 + p1 == 0)
         _assert_same_lists(_run(session, inputs[0], inputs[1], *inputs[2]), expected, atol=2e-5)
 
 
