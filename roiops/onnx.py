@@ -28,6 +28,14 @@ Translations (opset >= 16; the file is written at ``OPSET``):
 - ``paste_masks`` -> separable bilinear resize written as two batched ``MatMul`` with per-box
   interpolation matrices [N, H, M + 2] and [N, M + 2, W], zero outside each box's extent: the same
   sample positions and weights as the native kernel (float rounding differs, ~1e-7).
+- ``rpn_proposals`` -> per image and level ``Slice`` + ``TopK`` (the pre_nms_top_n largest
+  logits), ``Sigmoid``, the decoding above with clipping, ``NonZero`` + ``Gather`` for the size and
+  score tests, ``batched_nms`` above with the level as category, then the first post_nms_top_n.
+- ``detections_from_box_head`` -> ``Softmax``, ``NonZero`` over the foreground probabilities above
+  the threshold (proposal-major, as the native op), ``GatherElements`` of the pairs' codes, the
+  decoding, the size test, ``batched_nms`` above with the class as category, the first
+  detections_per_img. Both return one list per output, any number of images, and the same
+  data-dependent counts (0 included) as the eager op.
 - ``soft_nms`` has no ONNX equivalent: exporting it raises.
 
 Known differences to the native ops, all at degenerate inputs: ONNX NonMaxSuppression orders
@@ -35,8 +43,22 @@ flipped boxes (x2 < x1) instead of treating them as empty, and NaN scores have n
 the FPN level's log2 is computed as log(x) / log(2) in float64 (equal to log2 rounded to float32
 except, at worst, within one float32 ulp of a level boundary).
 
+The two fused post-processing ops equal the eager op up to the runtime's rounding of exp, sigmoid
+and softmax (a few float32 ulps: boxes within 7.6e-6 px, scores 2.4e-7 measured), with the
+same boxes in the same order, except where the result hinges on exact equalities:
+a score within an ulp of the score threshold or of another score, an IoU within an ulp of the NMS
+threshold; equal RPN logits, which ``TopK`` takes and orders by lower position while the native
+op follows torch.topk (whose order of equal values is its own: it can select another of them at
+the pre_nms_top_n cut, and rank equal scores differently); equal scores among 1001 or more
+candidates, which the native op orders as torch.sort does (torchvision's rule there) and the
+translation by lower position (below 1001 both use lower position first: exact); NaN logits,
+which torch.topk ranks first and ONNX ``TopK`` leaves to the runtime (a NaN never becomes a
+proposal in either). Only the dynamo exporter translates them (``register_torchscript_symbolics``
+does not cover them).
+
 Adding an op: write ``_<op>_onnx`` with the op's schema arguments (trace-only onnxscript: Python
-control flow over the attributes is fine) and add it to ``_TRANSLATIONS``. An op without a
+control flow over the attributes is fine) and add it to ``_TRANSLATIONS``; an op returning
+several Tensor[] returns one ``_ValueList`` per list. An op without a
 standard equivalent needs a decomposition into standard ops here, or fails to export.
 """
 
@@ -49,10 +71,6 @@ import torch
 from onnxscript import opset18 as op
 
 __all__ = ["OPSET", "translation_table", "register_torchscript_symbolics", "export"]
-
-# Ops of the library without an entry here fail to export (fused post-processing ops, e.g. RPN
-# proposal selection or box-head detections, need a decomposition into the translations below:
-# decode -> threshold -> batched NMS -> top-k).
 
 # The opset the translations are written for (RoiAlign's coordinate_transformation_mode needs 16).
 OPSET = 18
@@ -258,28 +276,42 @@ def _box_encode_onnx(reference_boxes, proposals, weights):
 
 
 def _box_decode_onnx(rel_codes, boxes, weights, bbox_xform_clip, image_size=None):
+    # Every coordinate a [N, C] column group of the codes (a strided Slice, no Reshape: the
+    # exporter's optimiser writes a Reshape's batch axis as 0 (copy) with an inferred axis, which
+    # onnxruntime rejects for zero boxes).
     boxes = op.CastLike(boxes, rel_codes)
-    lo = op.Unsqueeze(op.Slice(boxes, _i64([0]), _i64([2]), _i64([1])), _i64([1]))  # [N, 1, 2]
-    size = op.Sub(op.Unsqueeze(op.Slice(boxes, _i64([2]), _i64([4]), _i64([1])), _i64([1])), lo)
-    ctr = op.Add(lo, op.Mul(_like(0.5, size), size))
-    codes = op.Reshape(rel_codes, _i64([0, -1, 2, 2]))  # [N, C, (xy | wh), 2]
-    d_xy = op.Gather(codes, op.Constant(value_int=0), axis=2)
-    d_wh = op.Gather(codes, op.Constant(value_int=1), axis=2)
-    w_xy = op.CastLike(op.Constant(value_floats=[float(w) for w in weights[:2]]), size)
-    w_wh = op.CastLike(op.Constant(value_floats=[float(w) for w in weights[2:]]), size)
-    pred_ctr = op.Add(op.Mul(op.Div(d_xy, w_xy), size), ctr)
-    log_size = op.Div(d_wh, w_wh)
-    clip = _like(bbox_xform_clip, size)
-    log_size = op.Where(op.Greater(log_size, clip), clip, log_size)  # NaN stays NaN
-    half = op.Mul(op.Mul(op.Exp(log_size), size), _like(0.5, size))
-    out = op.Concat(op.Sub(pred_ctr, half), op.Add(pred_ctr, half), axis=2)  # [N, C, 4]
+    d = [op.Slice(rel_codes, _i64([j]), _i64([2**62]), _i64([1]), _i64([4])) for j in range(4)]
+    lo = [op.Unsqueeze(_column(boxes, j), _i64([1])) for j in range(2)]  # [N, 1]
+    hi = [op.Unsqueeze(_column(boxes, j), _i64([1])) for j in range(2, 4)]
+    clip = _like(bbox_xform_clip, rel_codes)
+    low, high = [], []
+    for axis in range(2):  # x, then y
+        size = op.Sub(hi[axis], lo[axis])
+        ctr = op.Add(lo[axis], op.Mul(_like(0.5, size), size))
+        pred_ctr = op.Add(op.Mul(op.Div(d[axis], _like(weights[axis], size)), size), ctr)
+        log_size = op.Div(d[axis + 2], _like(weights[axis + 2], size))
+        log_size = op.Where(op.Greater(log_size, clip), clip, log_size)  # NaN stays NaN
+        half = op.Mul(op.Mul(op.Exp(log_size), size), _like(0.5, size))
+        low.append(op.Sub(pred_ctr, half))
+        high.append(op.Add(pred_ctr, half))
+    corners = low + high  # x1, y1, x2, y2, each [N, C]
     if image_size is not None:
-        height, width = (op.CastLike(_int_1d(v), out) for v in image_size)
-        high = op.Concat(width, height, width, height, axis=0)
-        zero = _like(0.0, out)
-        out = op.Where(op.Greater(out, high), high, out)
-        out = op.Where(op.Less(out, zero), zero, out)
-    return op.Reshape(out, op.Shape(rel_codes))
+        height, width = (op.CastLike(_int_1d(v), rel_codes) for v in image_size)
+        zero = _like(0.0, rel_codes)
+        for j, bound in enumerate((width, height, width, height)):
+            c = op.Where(op.Greater(corners[j], bound), bound, corners[j])
+            corners[j] = op.Where(op.Less(c, zero), zero, c)
+    # [N, 4 * C] coordinate-major, then the columns gathered class-major: column j of the output
+    # is corner j % 4 of class j // 4. (Not a Flatten of [N, C, 4]: the optimiser turns that into
+    # a Reshape with an inferred axis too.)
+    out = op.Concat(*corners, axis=1)
+    classes = _dim(d[0], 1)
+    column = op.Range(
+        op.Constant(value_int=0), op.Squeeze(op.Mul(classes, _i64([4])), _i64([0])), op.Constant(value_int=1)
+    )
+    four = op.Constant(value_int=4)
+    source = op.Add(op.Mul(op.Mod(column, four), op.Squeeze(classes, _i64([0]))), op.Div(column, four))
+    return op.Gather(out, source, axis=1)
 
 
 # ---- masks -------------------------------------------------------------------------------------
@@ -358,6 +390,158 @@ def _static_mask_size(masks) -> tuple[int, int]:
     return int(shape[1]), int(shape[2])
 
 
+# ---- detection post-processing -----------------------------------------------------------------
+
+
+class _ValueList(list):
+    """One Tensor[] output of an op that returns several lists (rpn_proposals: (boxes[], scores[])).
+
+    torch's dynamo exporter maps a translation's sequence output element by element: it names each
+    element and, for ``out[i][j]`` in the graph, indexes the sequence twice, naming the inner value
+    after the first index too. A plain list has no name; this one takes the names it is given and
+    has no producing node, so a list of lists passes through the exporter as nested getitems."""
+
+    name: str | None = None
+
+    def producer(self):
+        return None
+
+
+def _rows(x, start, end):
+    """Rows [start, end) of x (Tensor[1] int64 bounds), along axis 0."""
+    return op.Slice(x, start, end, _i64([0]))
+
+
+def _nonzero_1d(condition):
+    """Positions (int64 Tensor[M]) where the 1-D boolean condition holds, increasing."""
+    return op.Reshape(op.NonZero(condition), _i64([-1]))
+
+
+def _sides_at_least(boxes, min_size):
+    """Tensor[K] bool: both sides of every box at least min_size (NaN fails), each side the
+    difference rounded to the boxes' dtype and min_size rounded to it, as the native kernels."""
+    low = _like(min_size, boxes)
+    w = op.Sub(_column(boxes, 2), _column(boxes, 0))
+    h = op.Sub(_column(boxes, 3), _column(boxes, 1))
+    return op.And(op.GreaterOrEqual(w, low), op.GreaterOrEqual(h, low))
+
+
+def _select_best(boxes, scores, category, nms_thresh, limit):
+    """Positions of the candidates that survive NMS within their category, best first (decreasing
+    score, equal scores by lower position), at most ``limit`` (an int)."""
+    kept = _batched_nms_onnx(boxes, scores, category, nms_thresh)
+    return op.Slice(kept, _i64([0]), _i64([limit]), _i64([0]))
+
+
+def _rpn_proposals_onnx(
+    objectness,
+    deltas,
+    anchors,
+    num_anchors_per_level,
+    image_sizes,
+    weights,
+    bbox_xform_clip,
+    pre_nms_top_n,
+    post_nms_top_n,
+    nms_thresh,
+    min_size,
+    score_thresh,
+):
+    num_images = len(image_sizes) // 2
+    shared_anchors = anchors.shape is None or len(anchors.shape) == 2
+    # Level bounds as int64 Tensor[1] (the counts are ints, or values when the sizes are dynamic).
+    starts, ends = [], []
+    start = _i64([0])
+    for count in num_anchors_per_level:
+        starts.append(start)
+        start = op.Add(start, _int_1d(count))
+        ends.append(start)
+    boxes_out, scores_out = _ValueList(), _ValueList()
+    for i in range(num_images):
+        logits = op.Gather(objectness, op.Constant(value_int=i), axis=0)  # [A]
+        codes = op.Gather(deltas, op.Constant(value_int=i), axis=0)  # [A, 4]
+        refs = anchors if shared_anchors else op.Gather(anchors, op.Constant(value_int=i), axis=0)
+        # Per level: the pre_nms_top_n largest logits (TopK: equal logits by lower position).
+        top, level = [], []
+        for l, (count, lo, hi) in enumerate(zip(num_anchors_per_level, starts, ends)):
+            k = op.Min(_i64([pre_nms_top_n]), _int_1d(count))
+            _, idx = op.TopK(_rows(logits, lo, hi), k, axis=0, largest=1, sorted=1)
+            top.append(op.Add(idx, lo))
+            level.append(op.Expand(op.Constant(value_int=l), op.Shape(idx)))
+        top = op.Concat(*top, axis=0)  # [K], level order
+        level = op.Concat(*level, axis=0)
+        scores = op.Sigmoid(op.Gather(logits, top, axis=0))
+        image_size = (image_sizes[2 * i], image_sizes[2 * i + 1])
+        boxes = _box_decode_onnx(
+            op.Gather(codes, top, axis=0), op.Gather(refs, top, axis=0), weights, bbox_xform_clip, image_size
+        )
+        candidate = op.And(
+            _sides_at_least(boxes, min_size), op.GreaterOrEqual(scores, _like(score_thresh, scores))
+        )
+        where = _nonzero_1d(candidate)
+        boxes, scores = op.Gather(boxes, where, axis=0), op.Gather(scores, where, axis=0)
+        best = _select_best(boxes, scores, op.Gather(level, where, axis=0), nms_thresh, post_nms_top_n)
+        boxes_out.append(op.Gather(boxes, best, axis=0))
+        scores_out.append(op.Gather(scores, best, axis=0))
+    return boxes_out, scores_out
+
+
+def _detections_from_box_head_onnx(
+    class_logits,
+    box_deltas,
+    proposals,
+    image_sizes,
+    weights,
+    bbox_xform_clip,
+    score_thresh,
+    nms_thresh,
+    detections_per_img,
+    min_size,
+):
+    probs = op.Softmax(class_logits, axis=-1)  # [K, C]
+    classes = _dim(class_logits, 1)
+    # (row, class) offsets that turn NonZero's (row, foreground column) into (row, class).
+    foreground_offset = op.Constant(value=_i64_tensor([[0], [1]]))
+    boxes_out, scores_out, labels_out = _ValueList(), _ValueList(), _ValueList()
+    start = _i64([0])
+    for i, rois in enumerate(proposals):
+        end = op.Add(start, _dim(rois, 0))
+        image_probs = op.Slice(_rows(probs, start, end), _i64([1]), classes, _i64([1]))  # [P, C - 1]
+        # Candidates: (proposal, class >= 1) pairs above the threshold, proposal-major (NonZero's order).
+        above = op.Greater(image_probs, _like(score_thresh, image_probs))
+        pairs = op.Add(op.NonZero(above), foreground_offset)  # [2, M]
+        row = op.Gather(pairs, op.Constant(value_int=0), axis=0)  # [M]
+        label = op.Gather(pairs, op.Constant(value_int=1), axis=0)
+        pairs = op.Transpose(pairs, perm=[1, 0])  # [M, 2]
+        scores = op.GatherND(_rows(probs, start, end), pairs)
+        image_size = (image_sizes[2 * i], image_sizes[2 * i + 1])
+        # The pairs' codes: columns 4 * label .. 4 * label + 3 of their rows (GatherElements, not
+        # a Reshape to [K, C, 4], which the optimiser can make fail on zero rows; see box_decode).
+        columns = op.Add(op.Mul(op.Unsqueeze(label, _i64([1])), _i64([4])), _i64([0, 1, 2, 3]))  # [M, 4]
+        codes = op.GatherElements(op.Gather(_rows(box_deltas, start, end), row, axis=0), columns, axis=1)
+        boxes = _box_decode_onnx(
+            codes,
+            op.Gather(op.CastLike(rois, class_logits), row, axis=0),
+            weights,
+            bbox_xform_clip,
+            image_size,
+        )
+        where = _nonzero_1d(_sides_at_least(boxes, min_size))
+        boxes, scores, label = (op.Gather(t, where, axis=0) for t in (boxes, scores, label))
+        best = _select_best(boxes, scores, label, nms_thresh, detections_per_img)
+        boxes_out.append(op.Gather(boxes, best, axis=0))
+        scores_out.append(op.Gather(scores, best, axis=0))
+        labels_out.append(op.Gather(label, best, axis=0))
+        start = end
+    return boxes_out, scores_out, labels_out
+
+
+def _i64_tensor(values):
+    from onnxscript import ir
+
+    return ir.tensor(np.array(values, dtype=np.int64))
+
+
 _TRANSLATIONS = {
     "roi_align": _roi_align_onnx,
     "roi_pool": _roi_pool_onnx,
@@ -369,6 +553,8 @@ _TRANSLATIONS = {
     "box_encode": _box_encode_onnx,
     "box_decode": _box_decode_onnx,
     "paste_masks": _paste_masks_onnx,
+    "rpn_proposals": _rpn_proposals_onnx,
+    "detections_from_box_head": _detections_from_box_head_onnx,
 }
 
 

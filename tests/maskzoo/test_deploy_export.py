@@ -85,7 +85,8 @@ def test_exported_graph_keeps_sizes_symbolic_and_calls_roiops_ops(program):
     assert all(not isinstance(s, int) for s in image.meta["val"].shape[1:])
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert {
-        "roiops.batched_nms.default",
+        "roiops.rpn_proposals.default",
+        "roiops.detections_from_box_head.default",
         "roiops.multi_scale_roi_align.default",
         "roiops.paste_masks.default",
     } <= targets

@@ -30,9 +30,14 @@ class _Call(torch.nn.Module):
 
 
 def _export(tmp_path_factory, fn, args, dynamic, name):
-    path = tmp_path_factory.mktemp("onnx") / f"{name}.onnx"
     dynamic = {k: v for k, v in zip(("a", "b", "c"), dynamic)}
-    roiops.onnx.export(_Call(fn).eval(), tuple(args), path, dynamic_shapes=dynamic)
+    return _export_module(tmp_path_factory, _Call(fn), args, dynamic, name)
+
+
+def _export_module(tmp_path_factory, module, args, dynamic, name):
+    """(onnxruntime session, op types, domains) of module exported with dynamic shapes."""
+    path = tmp_path_factory.mktemp("onnx") / f"{name}.onnx"
+    roiops.onnx.export(module.eval(), tuple(args), path, dynamic_shapes=dynamic)
     model = onnx.load(str(path))
     return (
         ort.InferenceSession(str(path)),
@@ -257,6 +262,111 @@ def test_paste_masks_exports_with_standard_ops(tmp_path_factory, threshold):
     else:
         # A probability within rounding of the threshold may land on either side.
         assert (out != expected).mean() < 1e-4
+
+
+def _assert_same_lists(outputs, expected, atol):
+    """ONNX outputs (flat) equal the eager op's lists (flattened the same way): same counts, same
+    order, values within atol (integers exactly)."""
+    expected = [t for lists in expected for t in lists]
+    assert len(outputs) == len(expected)
+    for out, ref in zip(outputs, expected):
+        assert out.shape == tuple(ref.shape)
+        if ref.dtype == torch.int64:
+            np.testing.assert_array_equal(out, ref.numpy())
+        else:
+            np.testing.assert_allclose(out, ref.numpy(), rtol=0, atol=atol)
+
+
+class _RpnProposals(torch.nn.Module):
+    """Two images, two levels split 3:1 (symbolic counts), shared anchors."""
+
+    def forward(self, objectness, deltas, anchors):
+        a = objectness.shape[1]
+        levels = [a // 4 * 3, a - a // 4 * 3]
+        boxes, scores = roiops.rpn_proposals(
+            objectness, deltas, anchors, [(60, 80), (45, 90)], levels, 60, 50, 0.6, 1.0, 0.05
+        )
+        return (*boxes, *scores)
+
+
+def _rpn_inputs(g, a, *, logit_shift=0.0):
+    objectness = torch.randn(2, a, generator=g) * 2 + logit_shift
+    deltas = torch.randn(2, a, 4, generator=g) * 0.3
+    centres = torch.rand(6, 2, generator=g) * torch.tensor([80.0, 60.0])
+    xy = centres[torch.randint(0, 6, (a,), generator=g)] + torch.randn(a, 2, generator=g) * 5
+    anchors = torch.cat([xy, xy + 4 + torch.rand(a, 2, generator=g) * 20], dim=1)
+    return objectness, deltas, anchors
+
+
+def test_rpn_proposals_export_as_topk_and_nms_and_equal_eager(tmp_path_factory):
+    g = torch.Generator().manual_seed(8)
+    session, ops, domains = _export_module(
+        tmp_path_factory,
+        _RpnProposals(),
+        _rpn_inputs(g, 160),
+        ({1: Dim("a")}, {1: Dim("a")}, {0: Dim("a")}),
+        "rpn_proposals",
+    )
+    assert {"TopK", "Sigmoid", "NonMaxSuppression"} <= ops and domains <= {""}
+    # More and fewer anchors than pre_nms_top_n per level (the cut, and every anchor taken), and
+    # logits so low that nothing passes the score threshold.
+    for a, shift in ((400, 0.0), (160, 0.0), (36, 0.0), (120, -12.0)):
+        inputs = _rpn_inputs(g, a, logit_shift=shift)
+        if shift == 0.0:
+            # Confident anchors 1 px and 0.875 px wide, undeformed: min_size 1 keeps the first (>=).
+            objectness, deltas, anchors = inputs
+            objectness[:, :20] += 8.0
+            deltas[:, :20] = 0.0
+            anchors[:20, 0] = anchors[:20, 0].round()
+            anchors[:20, 2] = anchors[:20, 0] + torch.tensor([1.0, 0.875]).repeat(10)
+        expected = roiops.rpn_proposals(
+            *inputs, [(60, 80), (45, 90)], [a // 4 * 3, a - a // 4 * 3], 60, 50, 0.6, 1.0, 0.05
+        )
+        assert all(len(b) > 0 for b in expected[0]) == (shift == 0.0)
+        if shift == 0.0:
+            widths = torch.cat(expected[0])[:, 2] - torch.cat(expected[0])[:, 0]
+            assert (widths == 1.0).any() and not (widths < 1.0).any()
+        # exp and sigmoid are the runtime's own: a few float32 ulps of the coordinates.
+        _assert_same_lists(_run(session, *inputs), expected, atol=2e-5)
+
+
+class _BoxHeadDetections(torch.nn.Module):
+    """Two images of 7 classes (background included), dynamic proposal counts."""
+
+    def forward(self, class_logits, box_deltas, proposals):
+        boxes, scores, labels = roiops.detections_from_box_head(
+            class_logits, box_deltas, proposals, [(70, 90), (50, 60)], 0.2, 0.5, 12
+        )
+        return (*boxes, *scores, *labels)
+
+
+def _box_head_inputs(g, p0, p1, *, classes=7, logit_scale=3.0):
+    k = p0 + p1
+    class_logits = torch.randn(k, classes, generator=g) * logit_scale
+    box_deltas = torch.randn(k, 4 * classes, generator=g)
+    return class_logits, box_deltas, [_clustered_boxes(g, p0), _clustered_boxes(g, p1)]
+
+
+def test_detections_from_box_head_export_as_softmax_and_nms_and_equal_eager(tmp_path_factory):
+    g = torch.Generator().manual_seed(9)
+    session, ops, domains = _export_module(
+        tmp_path_factory,
+        _BoxHeadDetections(),
+        _box_head_inputs(g, 20, 30),
+        ({0: Dim("k")}, {0: Dim("k")}, [{0: Dim("p0")}, {0: Dim("p1")}]),
+        "detections_from_box_head",
+    )
+    assert {"Softmax", "GatherND", "NonMaxSuppression"} <= ops and domains <= {""}
+    # Many candidates (more survivors than detections_per_img), few, one image without proposals,
+    # no proposals at all, and flat logits (every probability 1/7, below the threshold).
+    for p0, p1, scale in ((200, 90, 3.0), (9, 14, 3.0), (0, 25, 3.0), (0, 0, 3.0), (40, 40, 0.0)):
+        inputs = _box_head_inputs(g, p0, p1, logit_scale=scale)
+        if p0 >= 20:
+            # Equal scores in one class: both orders put the lower (proposal, class) position first.
+            inputs[0][10:20] = inputs[0][:10]
+        expected = roiops.detections_from_box_head(*inputs, [(70, 90), (50, 60)], 0.2, 0.5, 12)
+        assert (sum(len(b) for b in expected[0]) == 0) == (scale == 0.0 or p0 + p1 == 0)
+        _assert_same_lists(_run(session, inputs[0], inputs[1], *inputs[2]), expected, atol=2e-5)
 
 
 def test_soft_nms_has_no_onnx_equivalent_and_says_so(tmp_path):
