@@ -110,22 +110,16 @@ at::Tensor ps_roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& ro
   at::Tensor grad_input =
       at::empty({batch_size, channels, height, width}, grad.options().dtype(acc_dtype).memory_format(format));
   const at::Tensor rois = rois_in.contiguous();
-  const bool in_task_zero = !channels_last && rois.size(0) > 0;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ps_roi_pool_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    if (!in_task_zero) {
-      zero_streaming(grad_input.mutable_data_ptr<acc_t>(), grad_input.numel());
-    }
     if (rois.size(0) == 0 || grad_input.numel() == 0) {
+      zero_streaming(grad_input.mutable_data_ptr<acc_t>(), grad_input.numel());
       return;
     }
     const std::vector<int64_t> batch = ps_roi_batch_indices<scalar_t>("ps_roi_pool_backward", rois, batch_size);
     const auto bins = ps_pool_bins<scalar_t>(rois, spatial_scale, pooled_height, pooled_width, height, width);
-    ps_roi_backward_driver<scalar_t, acc_t>(grad.const_data_ptr<scalar_t>(), map_strides(grad), batch, batch_size,
-                                            channels_out, pooled_height, pooled_width,
-                                            grad_input.mutable_data_ptr<acc_t>(), map_strides(grad_input),
-                                            height * width, in_task_zero,
-                                            PoolBins<acc_t>{bins, pooled_height, pooled_width});
+    ps_roi_backward_into<scalar_t, acc_t>(grad, batch, channels_out, pooled_height, pooled_width, grad_input,
+                                         PoolBins<acc_t>{bins, pooled_height, pooled_width});
   });
   return acc_dtype != dtype ? grad_input.to(dtype) : grad_input;
 }
