@@ -109,8 +109,15 @@ __attribute__((optimize("no-tree-vectorize"))) inline void sum_channels(const sc
       sum[g] += w * static_cast<acc_t>(p[g * plane_stride]);
     }
   }
-  for (int g = 0; g < G; ++g) {
-    o[g * out_stride] = static_cast<scalar_t>(sum[g] * taps.scale / taps.divisor);
+  // x / 1 is x: PSRoIAlign (divisor 1) skips G divisions, with the same results.
+  if (taps.divisor == acc_t(1)) {
+    for (int g = 0; g < G; ++g) {
+      o[g * out_stride] = static_cast<scalar_t>(sum[g] * taps.scale);
+    }
+  } else {
+    for (int g = 0; g < G; ++g) {
+      o[g * out_stride] = static_cast<scalar_t>(sum[g] * taps.scale / taps.divisor);
+    }
   }
 }
 
@@ -201,8 +208,10 @@ inline void scatter_bin(const BinTaps<acc_t>& taps, const scalar_t* g, int64_t g
   const int64_t count = static_cast<int64_t>(taps.offset.size());
   const int64_t* offset = taps.offset.data();
   const acc_t* weight = taps.weight.data();
+  const bool divide = taps.divisor != acc_t(1);  // x / 1 is x
   for (int64_t c = c_begin; c < c_end; ++c) {
-    const acc_t gc = static_cast<acc_t>(g[c * g_cstride]) * taps.scale / taps.divisor;
+    const acc_t gs = static_cast<acc_t>(g[c * g_cstride]) * taps.scale;
+    const acc_t gc = divide ? gs / taps.divisor : gs;
     if (gc == acc_t(0)) {
       continue;
     }
