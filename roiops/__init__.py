@@ -40,8 +40,10 @@ from roiops.boxes import (  # noqa: E402
     generalized_box_iou_loss,
     masks_to_boxes,
 )
+
 # ---- detection post-processing ----
 from roiops.postprocess import detections_from_box_head, rpn_proposals  # noqa: E402
+
 # ---- rotated boxes ----
 from roiops.roi_align_rotated import RoIAlignRotated, roi_align_rotated  # noqa: E402
 from roiops.rotated import batched_nms_rotated, box_iou_rotated, nms_rotated  # noqa: E402
