@@ -3,8 +3,9 @@
 //
 // The sample positions and bilinear weights of every RoI are RoIAlign's (roi_align_taps.h, with
 // aligned=True's half-pixel shift, which PSRoIAlign always applies), computed once per RoI; a bin
-// turns them into its 4 * samples weighted pixels (BinTaps) and the drivers of ps_roi_pooling.h
-// sum them for every output channel. Deterministic: the backward has one writer per element.
+// turns them into its weighted pixels (BinTaps; samples sharing a pixel read it once, AlignBins)
+// and the drivers of ps_roi_pooling.h sum them for every output channel. Deterministic: the
+// backward has one writer per element.
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -12,6 +13,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/checks.h"
@@ -32,8 +34,10 @@ std::vector<RoiTaps<acc_t>> ps_align_taps(const char* op, const at::Tensor& rois
                                           int64_t pooled_width, int64_t sampling_ratio,
                                           std::vector<int64_t>& batch) {
   const std::vector<LevelShape> shapes{{height, width, spatial_scale}};
+  // R-FCN's 300 RoIs of 7 x 7 bins take tens of microseconds on one thread: cheaper than a
+  // parallel region, whose start waits for every thread to be scheduled.
   auto taps = build_roi_taps<scalar_t, acc_t>(op, rois, nullptr, shapes, batch_size, pooled_height, pooled_width,
-                                              sampling_ratio, /*aligned=*/true);
+                                              sampling_ratio, /*aligned=*/true, /*grain_size=*/1024);
   batch.resize(taps.size());
   for (size_t k = 0; k < taps.size(); ++k) {
     batch[k] = taps[k].batch;
@@ -41,22 +45,80 @@ std::vector<RoiTaps<acc_t>> ps_align_taps(const char* op, const at::Tensor& rois
   return taps;
 }
 
-// Bin (ph, pw) of a RoI: the four corners of each of its samples, weighted, averaged.
+// The pixels one RoI reads along one axis, per bin, each once with its summed weight: bin p reads
+// pixel[begin[p] .. begin[p + 1]) with weight[...], ascending.
+template <typename acc_t>
+struct MergedAxis {
+  std::vector<int32_t> begin;
+  std::vector<int64_t> pixel;
+  std::vector<acc_t> weight;
+};
+
+// Each sample of a bin gives w_low to its low and w_high to its high pixel. Samples closer than a
+// pixel share pixels, so their weights are summed here once per RoI instead of being read as
+// separate taps for every output channel. Sample positions ascend within a bin, so a sample's
+// pixels (low, and high = low or low + 1) are either among the last two pixels kept or after them.
+template <typename acc_t>
+void merge_axis(const std::vector<Tap<acc_t>>& taps, const std::vector<int32_t>& tap_begin, int64_t pooled,
+                MergedAxis<acc_t>& m) {
+  m.begin.assign(pooled + 1, 0);
+  m.pixel.clear();
+  m.weight.clear();
+  const auto add = [&](int32_t first, int64_t pixel, acc_t w) {
+    const int32_t size = static_cast<int32_t>(m.pixel.size());
+    for (int32_t i = std::max(first, size - 2); i < size; ++i) {
+      if (m.pixel[i] == pixel) {
+        m.weight[i] += w;
+        return;
+      }
+    }
+    m.pixel.push_back(pixel);
+    m.weight.push_back(w);
+  };
+  for (int64_t p = 0; p < pooled; ++p) {
+    const int32_t first = static_cast<int32_t>(m.pixel.size());
+    m.begin[p] = first;
+    for (int32_t i = tap_begin[p]; i < tap_begin[p + 1]; ++i) {
+      add(first, taps[i].low, taps[i].w_low);
+      add(first, taps[i].high, taps[i].w_high);
+    }
+  }
+  m.begin[pooled] = static_cast<int32_t>(m.pixel.size());
+}
+
+// Bin (ph, pw) of a RoI: a sample's bilinear weight is (y weight) x (x weight), so the bin's sum over
+// its samples' corners is the sum over pixels (r, c) of Y[r] * X[c] * map[r, c], with Y and X the
+// weights merged over the bin's samples (merge_axis). A 2 x 2 grid of samples in a bin under a
+// pixel wide reads 4 pixels instead of 16 corners. Taps row-major, ascending.
 template <typename acc_t>
 struct AlignBins {
   const std::vector<RoiTaps<acc_t>>& taps;
+  std::vector<MergedAxis<acc_t>> ys, xs;
+
+  AlignBins(const std::vector<RoiTaps<acc_t>>& roi_taps, int64_t pooled_height, int64_t pooled_width)
+      : taps(roi_taps), ys(roi_taps.size()), xs(roi_taps.size()) {
+    // One thread: a few additions per sample, not worth a parallel region's synchronisation.
+    for (size_t k = 0; k < taps.size(); ++k) {
+      merge_axis(taps[k].ys, taps[k].y_begin, pooled_height, ys[k]);
+      merge_axis(taps[k].xs, taps[k].x_begin, pooled_width, xs[k]);
+    }
+  }
+
   void operator()(int64_t k, int64_t ph, int64_t pw, int64_t stride_h, int64_t stride_w, BinTaps<acc_t>& b) const {
-    const RoiTaps<acc_t>& t = taps[k];
+    const MergedAxis<acc_t>& my = ys[k];
+    const MergedAxis<acc_t>& mx = xs[k];
     b.clear();
-    b.scale = t.inv_count;
-    for (int32_t iy = t.y_begin[ph]; iy < t.y_begin[ph + 1]; ++iy) {
-      const Tap<acc_t>& ty = t.ys[iy];
-      for (int32_t ix = t.x_begin[pw]; ix < t.x_begin[pw + 1]; ++ix) {
-        const Tap<acc_t>& tx = t.xs[ix];
-        b.add(ty.low * stride_h + tx.low * stride_w, ty.w_low * tx.w_low);
-        b.add(ty.low * stride_h + tx.high * stride_w, ty.w_low * tx.w_high);
-        b.add(ty.high * stride_h + tx.low * stride_w, ty.w_high * tx.w_low);
-        b.add(ty.high * stride_h + tx.high * stride_w, ty.w_high * tx.w_high);
+    b.scale = taps[k].inv_count;
+    const int32_t y0 = my.begin[ph], y1 = my.begin[ph + 1], x0 = mx.begin[pw], x1 = mx.begin[pw + 1];
+    b.resize(static_cast<size_t>(y1 - y0) * static_cast<size_t>(x1 - x0));
+    int64_t* offset = b.offset.data();
+    acc_t* weight = b.weight.data();
+    for (int32_t i = y0; i < y1; ++i) {
+      const int64_t row = my.pixel[i] * stride_h;
+      const acc_t wy = my.weight[i];
+      for (int32_t j = x0; j < x1; ++j) {
+        *offset++ = row + mx.pixel[j] * stride_w;
+        *weight++ = wy * mx.weight[j];
       }
     }
   }
@@ -86,7 +148,7 @@ at::Tensor ps_roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& r
     ps_roi_forward_driver<scalar_t, acc_t>(input.const_data_ptr<scalar_t>(), map_strides(input), batch, input.size(0),
                                            channels_out, pooled_height, pooled_width,
                                            out.mutable_data_ptr<scalar_t>(), map_strides(out),
-                                           AlignBins<acc_t>{taps});
+                                           AlignBins<acc_t>(taps, pooled_height, pooled_width));
   });
   return out;
 }
@@ -104,23 +166,18 @@ at::Tensor ps_roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& r
   at::Tensor grad_input =
       at::empty({batch_size, channels, height, width}, grad.options().dtype(acc_dtype).memory_format(format));
   const at::Tensor rois = rois_in.contiguous();
-  const bool in_task_zero = !channels_last && rois.size(0) > 0;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ps_roi_align_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    if (!in_task_zero) {
-      zero_streaming(grad_input.mutable_data_ptr<acc_t>(), grad_input.numel());
-    }
     if (rois.size(0) == 0 || grad_input.numel() == 0) {
+      zero_streaming(grad_input.mutable_data_ptr<acc_t>(), grad_input.numel());
       return;
     }
     std::vector<int64_t> batch;
     const auto taps = ps_align_taps<scalar_t, acc_t>("ps_roi_align_backward", rois, batch_size, height, width,
                                                      spatial_scale, pooled_height, pooled_width, sampling_ratio,
                                                      batch);
-    ps_roi_backward_driver<scalar_t, acc_t>(grad.const_data_ptr<scalar_t>(), map_strides(grad), batch, batch_size,
-                                            channels_out, pooled_height, pooled_width,
-                                            grad_input.mutable_data_ptr<acc_t>(), map_strides(grad_input),
-                                            height * width, in_task_zero, AlignBins<acc_t>{taps});
+    ps_roi_backward_into<scalar_t, acc_t>(grad, batch, channels_out, pooled_height, pooled_width, grad_input,
+                                         AlignBins<acc_t>(taps, pooled_height, pooled_width));
   });
   return acc_dtype != dtype ? grad_input.to(dtype) : grad_input;
 }

@@ -2,18 +2,18 @@
 // (common/ps_roi_math.h, ps_roi_pool_bin) of that bin's own input channel, and its backward, which
 // spreads each bin's gradient evenly over the bin's pixels.
 //
-// The bins of every RoI are computed once; the drivers of ps_roi_pooling.h sum their pixels for
-// every output channel, in row-major order and divided by the area, which is torchvision's
+// Each bin is computed once per call; the drivers of ps_roi_pooling.h sum its pixels for every
+// output channel, in row-major order and divided by the area, which is torchvision's
 // arithmetic: float32 and float64 results equal torchvision's exactly. Deterministic: the backward
 // has one writer per element.
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common/checks.h"
@@ -26,46 +26,31 @@ namespace roiops {
 namespace cpu {
 namespace {
 
-// The bins of every RoI, [K * PH * PW] (rois: [K, 5] contiguous).
-template <typename scalar_t>
-std::vector<PoolBin> ps_pool_bins(const at::Tensor& rois, double spatial_scale, int64_t pooled_height,
-                                  int64_t pooled_width, int64_t height, int64_t width) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t num_rois = rois.size(0), bins = pooled_height * pooled_width;
-  const scalar_t* r = rois.const_data_ptr<scalar_t>();
-  const acc_t scale = static_cast<acc_t>(spatial_scale);
-  std::vector<PoolBin> out(num_rois * bins);
-  at::parallel_for(0, num_rois, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      const scalar_t* roi = r + 5 * k;
-      for (int64_t ph = 0; ph < pooled_height; ++ph) {
-        for (int64_t pw = 0; pw < pooled_width; ++pw) {
-          out[k * bins + ph * pooled_width + pw] = ps_roi_pool_bin(
-              static_cast<acc_t>(roi[1]), static_cast<acc_t>(roi[2]), static_cast<acc_t>(roi[3]),
-              static_cast<acc_t>(roi[4]), scale, ph, pw, pooled_height, pooled_width, height, width);
-        }
-      }
-    }
-  });
-  return out;
-}
-
 // Bin (ph, pw) of a RoI: its pixels with weight 1, divided by their count; no taps when empty.
-template <typename acc_t>
+// Computed where it is summed: each (RoI, bin) is visited once per call, inside the drivers'
+// parallel region, so a separate pass over all bins would only add a synchronisation.
+template <typename scalar_t, typename acc_t>
 struct PoolBins {
-  const std::vector<PoolBin>& bins;
-  int64_t pooled_height, pooled_width;
+  const scalar_t* rois;  // [K, 5] contiguous
+  acc_t spatial_scale;
+  int64_t pooled_height, pooled_width, height, width;
   void operator()(int64_t k, int64_t ph, int64_t pw, int64_t stride_h, int64_t stride_w, BinTaps<acc_t>& b) const {
-    const PoolBin& bin = bins[(k * pooled_height + ph) * pooled_width + pw];
+    const scalar_t* roi = rois + 5 * k;
+    const PoolBin bin = ps_roi_pool_bin(static_cast<acc_t>(roi[1]), static_cast<acc_t>(roi[2]),
+                                        static_cast<acc_t>(roi[3]), static_cast<acc_t>(roi[4]), spatial_scale, ph,
+                                        pw, pooled_height, pooled_width, height, width);
     b.clear();
     if (bin.empty()) {
       return;
     }
+    b.resize(static_cast<size_t>((bin.h_end - bin.h_start) * (bin.w_end - bin.w_start)));
+    int64_t* offset = b.offset.data();
     for (int64_t h = bin.h_start; h < bin.h_end; ++h) {
       for (int64_t w = bin.w_start; w < bin.w_end; ++w) {
-        b.add(h * stride_h + w * stride_w, acc_t(1));
+        *offset++ = h * stride_h + w * stride_w;
       }
     }
+    std::fill(b.weight.begin(), b.weight.end(), acc_t(1));
     b.divisor = static_cast<acc_t>((bin.h_end - bin.h_start) * (bin.w_end - bin.w_start));
   }
 };
@@ -88,12 +73,12 @@ at::Tensor ps_roi_pool_forward_cpu(const at::Tensor& input, const at::Tensor& ro
     if (out.numel() == 0) {
       return;
     }
-    const auto bins = ps_pool_bins<scalar_t>(rois, spatial_scale, pooled_height, pooled_width, input.size(2),
-                                             input.size(3));
     ps_roi_forward_driver<scalar_t, acc_t>(input.const_data_ptr<scalar_t>(), map_strides(input), batch, input.size(0),
                                            channels_out, pooled_height, pooled_width,
                                            out.mutable_data_ptr<scalar_t>(), map_strides(out),
-                                           PoolBins<acc_t>{bins, pooled_height, pooled_width});
+                                           PoolBins<scalar_t, acc_t>{rois.const_data_ptr<scalar_t>(), static_cast<acc_t>(spatial_scale),
+                                                                     pooled_height, pooled_width, input.size(2),
+                                                                     input.size(3)});
   });
   return out;
 }
@@ -110,22 +95,17 @@ at::Tensor ps_roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& ro
   at::Tensor grad_input =
       at::empty({batch_size, channels, height, width}, grad.options().dtype(acc_dtype).memory_format(format));
   const at::Tensor rois = rois_in.contiguous();
-  const bool in_task_zero = !channels_last && rois.size(0) > 0;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ps_roi_pool_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    if (!in_task_zero) {
-      zero_streaming(grad_input.mutable_data_ptr<acc_t>(), grad_input.numel());
-    }
     if (rois.size(0) == 0 || grad_input.numel() == 0) {
+      zero_streaming(grad_input.mutable_data_ptr<acc_t>(), grad_input.numel());
       return;
     }
     const std::vector<int64_t> batch = ps_roi_batch_indices<scalar_t>("ps_roi_pool_backward", rois, batch_size);
-    const auto bins = ps_pool_bins<scalar_t>(rois, spatial_scale, pooled_height, pooled_width, height, width);
-    ps_roi_backward_driver<scalar_t, acc_t>(grad.const_data_ptr<scalar_t>(), map_strides(grad), batch, batch_size,
-                                            channels_out, pooled_height, pooled_width,
-                                            grad_input.mutable_data_ptr<acc_t>(), map_strides(grad_input),
-                                            height * width, in_task_zero,
-                                            PoolBins<acc_t>{bins, pooled_height, pooled_width});
+    ps_roi_backward_into<scalar_t, acc_t>(grad, batch, channels_out, pooled_height, pooled_width, grad_input,
+                                         PoolBins<scalar_t, acc_t>{rois.const_data_ptr<scalar_t>(),
+                                                                   static_cast<acc_t>(spatial_scale), pooled_height,
+                                                                   pooled_width, height, width});
   });
   return acc_dtype != dtype ? grad_input.to(dtype) : grad_input;
 }

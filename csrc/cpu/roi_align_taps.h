@@ -73,17 +73,18 @@ void build_axis_taps(const RoiAxis<acc_t>& axis, acc_t spatial_scale, int64_t po
 
 // Taps of every RoI. rois: [K, 5] contiguous, levels[k] the pyramid level of RoI k (nullptr: all
 // on level 0). Raises a ValueError naming the first RoI whose batch index is not an integer in
-// [0, batch_size).
+// [0, batch_size). grain_size: RoIs per parallel chunk (a caller whose RoIs have few samples runs
+// a few hundred on one thread rather than synchronise threads for them).
 template <typename scalar_t, typename acc_t>
 std::vector<RoiTaps<acc_t>> build_roi_taps(const char* op, const at::Tensor& rois, const int64_t* levels,
                                            const std::vector<LevelShape>& shapes, int64_t batch_size,
                                            int64_t pooled_height, int64_t pooled_width,
-                                           int64_t sampling_ratio, bool aligned) {
+                                           int64_t sampling_ratio, bool aligned, int64_t grain_size = 16) {
   const int64_t num_rois = rois.size(0);
   const scalar_t* r = rois.const_data_ptr<scalar_t>();
   std::vector<RoiTaps<acc_t>> taps(num_rois);
   std::atomic<int64_t> first_bad{num_rois};
-  at::parallel_for(0, num_rois, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, num_rois, grain_size, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       const scalar_t* roi = r + 5 * k;
       const acc_t b = static_cast<acc_t>(roi[0]);

@@ -163,6 +163,38 @@ void block_to_planes(const acc_t* src, int64_t plane, int64_t p_begin, int64_t p
   }
 }
 
+// dst[p * channels + c] = src[c * plane + p] for the pixels [p_begin, p_end) of `channels` planes:
+// NCHW planes of one image to its channels_last pixels. 64 pixels at a time, so the planes are
+// read front to back and the pixels written whole; 8 x 8 register transposes where they fit.
+template <typename T>
+void planes_to_pixels(const T* src, int64_t plane, int64_t channels, int64_t p_begin, int64_t p_end, T* dst) {
+  constexpr int64_t kTile = 64;
+  for (int64_t p0 = p_begin; p0 < p_end; p0 += kTile) {
+    const int64_t p1 = std::min(p_end, p0 + kTile);
+    int64_t c = 0;
+#if defined(__AVX__)
+    if constexpr (std::is_same_v<T, float>) {
+      const int64_t p8 = p0 + (p1 - p0) / 8 * 8;
+      for (; c + 8 <= channels; c += 8) {
+        for (int64_t p = p0; p < p8; p += 8) {
+          transpose_8x8(src + c * plane + p, plane, dst + p * channels + c, channels);
+        }
+        for (int64_t p = p8; p < p1; ++p) {
+          for (int64_t i = 0; i < 8; ++i) {
+            dst[p * channels + c + i] = src[(c + i) * plane + p];
+          }
+        }
+      }
+    }
+#endif
+    for (; c < channels; ++c) {
+      for (int64_t p = p0; p < p1; ++p) {
+        dst[p * channels + c] = src[c * plane + p];
+      }
+    }
+  }
+}
+
 // Calls fn(begin, end) for every maximal run [begin, end) of set flags, in order.
 template <typename Fn>
 void for_each_run(const std::vector<char>& flags, Fn fn) {
