@@ -64,6 +64,7 @@ standard equivalent needs a decomposition into standard ops here, or fails to ex
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -567,21 +568,41 @@ def translation_table() -> dict:
 def export(model, args, path, *, dynamic_shapes=None, input_names=None, output_names=None, **kwargs):
     """``torch.onnx.export`` (dynamo) with roiops' translations at ``OPSET``: model is an nn.Module
     (traced with args) or a torch.export.ExportedProgram (args ()). Saves the file to ``path``
-    (weights inside) and returns the ONNXProgram."""
+    (weights inside) and returns the ONNXProgram. An ExportedProgram stays usable afterwards, e.g.
+    for AOTInductor (torch._inductor.aoti_compile_and_package)."""
     table = {**translation_table(), **kwargs.pop("custom_translation_table", {})}
-    program = torch.onnx.export(
-        model,
-        args,
-        dynamo=True,
-        opset_version=kwargs.pop("opset_version", OPSET),
-        dynamic_shapes=dynamic_shapes,
-        input_names=input_names,
-        output_names=output_names,
-        custom_translation_table=table,
-        **kwargs,
-    )
+    with _discarding_fresh_unbacked_sizes(model):
+        program = torch.onnx.export(
+            model,
+            args,
+            dynamo=True,
+            opset_version=kwargs.pop("opset_version", OPSET),
+            dynamic_shapes=dynamic_shapes,
+            input_names=input_names,
+            output_names=output_names,
+            custom_translation_table=table,
+            **kwargs,
+        )
     program.save(str(path), external_data=False)
     return program
+
+
+def _discarding_fresh_unbacked_sizes(model):
+    """For an ExportedProgram: a context in which new unbacked sizes of its ShapeEnv are discarded.
+
+    torch 2.14's ONNX exporter runs the program's graph on fake tensors (its type-promotion pass)
+    without binding the data-dependent sizes this allocates (NMS counts, NonZero lengths) to any
+    output. They would stay pending in the ShapeEnv the program keeps, and the next trace of the
+    same program (run_decompositions, AOTInductor) fails with PendingUnbackedSymbolNotFound.
+    """
+    if isinstance(model, torch.export.ExportedProgram):
+        for node in model.graph.nodes:
+            val = node.meta.get("val")
+            if node.op == "placeholder" and isinstance(val, torch.Tensor):
+                fake_mode = getattr(val, "fake_mode", None)
+                if fake_mode is not None and fake_mode.shape_env is not None:
+                    return fake_mode.shape_env.ignore_fresh_unbacked_symbols()
+    return contextlib.nullcontext()
 
 
 # ---- TorchScript-based exporter ------------------------------------------------------------------

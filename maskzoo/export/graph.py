@@ -5,9 +5,15 @@
 ``size_divisible``, the anchors, the RPN's top-k, the detection count (data-dependent: NMS) and
 the pasted masks' size all follow the input's height and width. It reuses the model's modules
 (backbone, RPN head, box and mask heads) and its free functions (``flatten_predictions``,
-``RPN.select_proposals``, ``box_inference``, ``mask_inference``); only the glue that the eager
-model writes with Python ints (image sizes, the anchor cache, the FPN pooler's inferred scales)
-is written here with symbolic sizes and scales fixed at construction.
+``RPN.select_proposals``, ``box_inference_op_chain``, ``mask_inference``); only the glue that the
+eager model writes with Python ints (image sizes, the anchor cache, the FPN pooler's inferred
+scales) is written here with symbolic sizes and scales fixed at construction.
+
+The proposals and detections are selected by chains of single-output ops (per-level top-k,
+decoding, the size and score tests, batched_nms), not by the fused native ops the eager model
+calls (roiops.rpn_proposals, roiops.detections_from_box_head): those return lists of tensors with
+data-dependent sizes, which torch 2.14's AOTInductor cannot compile. The chains give the fused
+ops' results bit for bit (tests/maskzoo/modeling/test_postprocess_op_chains.py).
 
 What is inside the graph: normalisation, resize, padding, backbone + FPN, RPN (head, anchors,
 decoding, top-k, NMS), RoI pooling, box head, box decoding, per-class NMS, mask head, the
@@ -23,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import roiops  # noqa: F401  (registers torch.ops.roiops, which the graph calls)
-from maskzoo.modeling.box_head import box_inference
+from maskzoo.modeling.box_head import box_inference_op_chain
 from maskzoo.modeling.mask_head import mask_inference
 from maskzoo.modeling.precision import to_box_precision
 from maskzoo.modeling.roi_heads import SingleLevelPooler
@@ -150,14 +156,14 @@ class DeployGraph(nn.Module):
         logits, deltas = flatten_predictions(logits, deltas)
         logits, deltas = to_box_precision(logits), to_box_precision(deltas)
         proposals = rpn.select_proposals(
-            self.anchors(batch, levels), logits, deltas, [(rh, rw)], num_per_level
+            self.anchors(batch, levels), logits, deltas, [(rh, rw)], num_per_level, op_chain=True
         )
 
         heads = model.roi_heads
         x = heads.box_head(self.box_pooler(features, proposals[0]))
         class_logits, box_deltas = heads.box_predictor(x)
         class_logits, box_deltas = to_box_precision(class_logits), to_box_precision(box_deltas)
-        ((boxes, scores, labels),) = box_inference(
+        ((boxes, scores, labels),) = box_inference_op_chain(
             heads.config.box, heads.box_coder, class_logits, box_deltas, proposals, [(rh, rw)]
         )
         x = self.mask_pooler(features, boxes)

@@ -117,7 +117,8 @@ def box_inference(config: BoxHeadConfig, box_coder, class_logits, box_deltas, pr
     Per image: softmax over classes; every (proposal, foreground class) pair becomes a candidate with
     its class's decoded box clipped to the image; candidates with score <= score_thresh or a side
     below min_box_size are dropped; NMS per class at nms_thresh; the detections_per_img best kept,
-    in decreasing score order. One native call for all images (roiops.detections_from_box_head).
+    in decreasing score order. One native call for all images (roiops.detections_from_box_head);
+    :func:`box_inference_op_chain` is the same as a chain of ops.
     """
     boxes, scores, labels = roiops.detections_from_box_head(
         class_logits, box_deltas, list(proposals), [tuple(s) for s in image_sizes], config.score_thresh,
@@ -125,3 +126,37 @@ def box_inference(config: BoxHeadConfig, box_coder, class_logits, box_deltas, pr
         bbox_xform_clip=box_coder.bbox_xform_clip, min_size=config.min_box_size,
     )
     return list(zip(boxes, scores, labels))
+
+
+def box_inference_op_chain(
+    config: BoxHeadConfig, box_coder, class_logits, box_deltas, proposals, image_sizes
+):
+    """:func:`box_inference` as a chain of single-output ops (softmax, decoding, the score and size
+    tests, batched_nms), with the same arguments and results: the native op's detections bit for
+    bit, in its order (tests/maskzoo/modeling/test_postprocess_op_chains.py).
+
+    The export graph (maskzoo.export.DeployGraph) uses it because torch 2.14's AOTInductor cannot
+    compile an op returning lists of tensors with data-dependent sizes, as
+    roiops.detections_from_box_head does; eager inference keeps the faster native op.
+    """
+    num_classes = class_logits.shape[-1]
+    counts = [p.shape[0] for p in proposals]
+    probs = F.softmax(class_logits, -1)
+    results = []
+    per_image = zip(box_deltas.split(counts), proposals, probs.split(counts), image_sizes)
+    for deltas, props, prob, size in per_image:
+        # Every class's box decoded and clipped in one pass; the class count is given so that an
+        # image without proposals reshapes to [0, num_classes, 4].
+        boxes = box_coder.decode_single(deltas, props, image_size=size).reshape(-1, num_classes, 4)
+        # Candidates are (proposal, foreground class) pairs, proposal-major: the native op's order,
+        # which decides between equal scores.
+        boxes = boxes[:, 1:].reshape(-1, 4)
+        scores = prob[:, 1:].reshape(-1)
+        labels = torch.arange(1, num_classes, device=boxes.device).repeat(prob.shape[0])
+        keep = torch.where(scores > config.score_thresh)[0]
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = roiops.remove_small_boxes(boxes, config.min_box_size)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        keep = roiops.batched_nms(boxes, scores, labels, config.nms_thresh)[: config.detections_per_img]
+        results.append((boxes[keep], scores[keep], labels[keep]))
+    return results

@@ -98,15 +98,20 @@ class RPN(nn.Module):
             losses = rpn_loss(self.sampler, self.box_coder, logits, deltas, anchors, labels, matched_gt)
         return proposals, losses
 
-    def select_proposals(self, anchors, logits, deltas, image_sizes, num_per_level):
-        """Proposals per image (Tensor[P_i, 4]) from logits [N, A], deltas [N, A, 4], anchors [A, 4]:
-        one native call for every level and image (roiops.rpn_proposals); Detectron2's rules (a
-        converted Detectron2 file) in select_proposals_by_logit."""
+    def select_proposals(
+        self, anchors, logits, deltas, image_sizes, num_per_level, *, op_chain: bool = False
+    ):
+        """Proposals per image (Tensor[P_i, 4]) from logits [N, A], deltas [N, A, 4], anchors [A, 4].
+
+        torchvision's rules run as one native call for every level and image (roiops.rpn_proposals);
+        Detectron2's rules (a converted Detectron2 file), or ``op_chain=True``, run the op chain of
+        :meth:`select_proposals_op_chain`, which gives the same proposals for torchvision's rules.
+        """
         cfg = self.config
         pre_nms_top_n = cfg.pre_nms_top_n_train if self.training else cfg.pre_nms_top_n_test
         post_nms_top_n = cfg.post_nms_top_n_train if self.training else cfg.post_nms_top_n_test
-        if cfg.rank_by_logit or cfg.min_box_size_strict:
-            return self.select_proposals_by_logit(
+        if op_chain or cfg.rank_by_logit or cfg.min_box_size_strict:
+            return self.select_proposals_op_chain(
                 anchors, logits, deltas, image_sizes, num_per_level, pre_nms_top_n, post_nms_top_n
             )
         proposals, _ = roiops.rpn_proposals(
@@ -116,13 +121,20 @@ class RPN(nn.Module):
         )
         return proposals
 
-    def select_proposals_by_logit(
+    def select_proposals_op_chain(
         self, anchors, logits, deltas, image_sizes, num_per_level, pre_nms_top_n, post_nms_top_n
     ):
-        """Detectron2's proposal rules, as a chain of ops: NMS and the final top-k rank by the logit
-        (the float32 sigmoid of confident proposals ties, and the tie order changes the result), and
-        with ``min_box_size_strict`` a side must exceed ``min_box_size``. roiops.rpn_proposals
-        implements torchvision's rules only; otherwise the steps are the same."""
+        """roiops.rpn_proposals' steps as a chain of single-output ops (per-level topk, decoding,
+        remove_small_boxes, the score test, batched_nms): Tensor[P_i, 4] per image.
+
+        Two users need the chain. Detectron2's rules, which the native op does not implement: NMS
+        and the final top-k rank by the logit (the float32 sigmoid of confident proposals ties, and
+        the tie order changes the result), and with ``min_box_size_strict`` a side must exceed
+        ``min_box_size``. And the export graph (maskzoo.export.DeployGraph): torch 2.14's
+        AOTInductor cannot compile an op returning lists of tensors with data-dependent sizes, as
+        rpn_proposals does. With torchvision's rules the chain returns the native op's boxes bit for
+        bit, in its order (tests/maskzoo/modeling/test_postprocess_op_chains.py).
+        """
         cfg = self.config
         top_idx, top_level = [], []
         offset = 0

@@ -85,11 +85,13 @@ def test_exported_graph_keeps_sizes_symbolic_and_calls_roiops_ops(program):
     assert all(not isinstance(s, int) for s in image.meta["val"].shape[1:])
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert {
-        "roiops.rpn_proposals.default",
-        "roiops.detections_from_box_head.default",
+        "roiops.box_decode.default",
+        "roiops.batched_nms.default",
         "roiops.multi_scale_roi_align.default",
         "roiops.paste_masks.default",
     } <= targets
+    # The op chains, not the fused ops whose list outputs AOTInductor cannot compile.
+    assert not {"roiops.rpn_proposals.default", "roiops.detections_from_box_head.default"} & targets
 
 
 @pytest.mark.slow
@@ -121,6 +123,7 @@ assert "maskzoo" not in sys.modules
 
 @pytest.mark.slow
 def test_aoti_package_runs_without_maskzoo_and_matches_eager(program, images, eager, tmp_path):
+    # In file order this compiles the program that the ONNX test has just exported.
     package = maskzoo.export.package_program(program, tmp_path / "r18.pt2")
     torch.save([image for image, _ in images], tmp_path / "images.pt")
     subprocess.run(

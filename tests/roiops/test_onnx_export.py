@@ -174,6 +174,22 @@ def test_nms_exports_as_nonmaxsuppression_and_keeps_the_same_boxes_in_order(tmp_
         np.testing.assert_array_equal(_run(session, b, s)[0], roiops.nms(b, s, 0.5).numpy())
 
 
+def test_an_exported_program_can_be_traced_again_after_its_onnx_export(tmp_path):
+    # The ONNX exporter runs the program on fake tensors; the data-dependent sizes it allocates
+    # (the NMS count here) must not stay pending in the program's ShapeEnv, or the next trace of
+    # the same program (run_decompositions, AOTInductor) fails.
+    g = torch.Generator().manual_seed(5)
+    args = (_clustered_boxes(g, 40), torch.rand(40, generator=g))
+    module = _Call(lambda b, s: roiops.nms(b, s, 0.5)[:10] * 2)
+    program = torch.export.export(module, args, dynamic_shapes=({0: Dim("n")}, {0: Dim("n")}))
+    roiops.onnx.export(program, (), tmp_path / "nms.onnx")
+    again = program.run_decompositions()
+    b, s = _clustered_boxes(g, 70), torch.rand(70, generator=g)
+    expected = roiops.nms(b, s, 0.5)[:10] * 2
+    assert torch.equal(again.module()(b, s), expected)
+    np.testing.assert_array_equal(_run(ort.InferenceSession(str(tmp_path / "nms.onnx")), b, s)[0], expected)
+
+
 def test_batched_nms_exports_exactly_per_category(tmp_path_factory):
     g = torch.Generator().manual_seed(4)
 
