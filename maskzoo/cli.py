@@ -4,7 +4,7 @@
     maskzoo shapes OUT --train 1000 --val 100 --seed 0
     maskzoo train --model r50_fpn --data DATA --out DIR [--val DATA] [--iters N --batch B --lr LR ...]
     torchrun --nproc_per_node=4 -m maskzoo train ...  the same on 4 processes (DDP)
-    maskzoo eval --checkpoint CK --data DATA [--out DIR]
+    maskzoo eval --checkpoint CK --data DATA [--out DIR] [--dtype bf16]
     maskzoo predict IMAGE... --checkpoint CK --out DIR [--dtype bf16]
     maskzoo export [--model NAME] [--checkpoint CK] --format pt2|onnx --out FILE
     maskzoo convert WEIGHTS OUT.safetensors [--model NAME]   torchvision .pth, Detectron2 .pkl/.pth
@@ -203,7 +203,7 @@ def cmd_eval(args) -> int:
         json_path, image_dir = resolve_data(args.data, "val", args.images)
         dataset = CocoDataset(json_path, image_dir, train=False)
         model = load(args.checkpoint, **_parse_overrides(args.set)).to(info.device)
-        model = fuse_for_inference(model)
+        model = fuse_for_inference(model, dtype=DTYPES[args.dtype])
         out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
         metrics = evaluate(
             model, dataset, device=info.device, out_dir=out, batch_size=args.batch, progress=not args.quiet
@@ -263,7 +263,7 @@ def cmd_predict(args) -> int:
     return 0
 
 
-# --dtype of predict: the layers' dtype (box geometry, scores and masks stay float32).
+# --dtype of predict and eval: the layers' dtype (box geometry, scores and masks stay float32).
 DTYPES = {"float32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -379,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="default: eval/ next to the checkpoint")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default=None)
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                   help="layer dtype, as predict's: the AP of a bf16 / fp16 deployment")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true")
     _add_runtime_flag(p)

@@ -77,6 +77,36 @@ def test_errors_are_one_line_messages_not_tracebacks(tmp_path, capsys):
     assert "missing.pth" in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize("dtype", ["float32", "bf16"])
+def test_eval_dtype_puts_the_layers_in_that_dtype(tiny_shapes, tmp_path, monkeypatch, dtype):
+    from maskzoo.modeling.precision import FLOAT32_LAYERS
+
+    ckpt = tmp_path / "model.safetensors"
+    maskzoo.save(maskzoo.build("r18_fpn", num_classes=4), ckpt)
+    seen = {}
+
+    def spy(model, dataset, **kwargs):  # the model eval hands to the evaluation, then the real run
+        seen["model"] = model
+        return cli_evaluate(model, dataset, **kwargs)
+
+    cli_evaluate = cli.evaluate
+    monkeypatch.setattr(cli, "evaluate", spy)
+    out = tmp_path / "ev"
+    args = ["eval", "--checkpoint", str(ckpt), "--data", str(tiny_shapes["root"]), "--out", str(out),
+            "--device", "cpu", "--quiet", "--dtype", dtype, *TINY_MODEL]
+    assert cli.main(args) == 0
+    assert set(json.loads((out / "metrics.json").read_text())) >= {"bbox", "segm"}
+    params = dict(seen["model"].named_parameters())
+    low = torch.bfloat16 if dtype == "bf16" else torch.float32
+    backbone = [p.dtype for name, p in params.items() if name.startswith("backbone.")]
+    assert backbone and set(backbone) == {low}
+    kept = [p.dtype for name, p in params.items() if name.startswith(FLOAT32_LAYERS)]
+    assert kept and set(kept) == {torch.float32}
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--checkpoint", str(ckpt), "--data", str(tiny_shapes["root"]), "--dtype", "int8"])
+
+
 @pytest.mark.slow
 def test_train_eval_predict_round_trip(tiny_shapes, tmp_path, capsys):
     out = tmp_path / "run"
