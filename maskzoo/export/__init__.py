@@ -15,8 +15,9 @@ masks Tensor[D, 1, H, W] probabilities), D data-dependent (0 included): what
     runner = torch._inductor.aoti_load_package("r50.pt2")
     boxes, labels, scores, masks = runner(image)
 
-The model is copied and its frozen batch norms folded (``fuse_for_inference``, NCHW weights)
-before export; the caller's model is not changed.
+The model is copied, its frozen batch norms folded (``fuse_for_inference``) and its weights
+stored channels_last, except the RoI heads' (NCHW), before export; the caller's model is not
+changed.
 """
 
 from __future__ import annotations
@@ -48,8 +49,15 @@ MAX_SIDE = 4096
 def _prepared(model: torch.nn.Module) -> DeployGraph:
     if model.training:
         raise ValueError("model must be in eval mode (call model.eval())")
+    model = copy.deepcopy(model)
     if not is_fused(model):
-        model = fuse_for_inference(copy.deepcopy(model), channels_last=False)
+        fuse_for_inference(model, channels_last=False)
+    # Convolutions over the image run channels_last (oneDNN's fastest CPU layout): with layout
+    # optimisation off, Inductor keeps the strides eager propagates from NHWC weights and the NHWC
+    # image the graph makes. The RoI heads stay NCHW: their batch is data-dependent, and torch 2.14's
+    # AOTInductor computes wrong channels_last convolutions over it (the mask head's masks differ).
+    model.to(memory_format=torch.channels_last)
+    model.roi_heads.to(memory_format=torch.contiguous_format)
     return DeployGraph(model).eval()
 
 
@@ -87,9 +95,10 @@ def to_pt2(model: torch.nn.Module, path: str | os.PathLike, example: torch.Tenso
 
 def package_program(program: torch.export.ExportedProgram, path: str | os.PathLike) -> str:
     """AOTInductor package ``path`` (.pt2) of an exported inference graph; returns the path."""
-    # Inductor's layout optimisation (channels_last convolutions) is off: in torch 2.14 AOTInductor
-    # computes wrong values for channels_last convolutions over a data-dependent batch (the mask
-    # head's RoIs: outputs off by up to 4.8 against eager), while torch.compile gets them right.
+    # Inductor's layout optimisation (channels_last convolutions chosen by Inductor) is off: in
+    # torch 2.14 AOTInductor computes wrong values for channels_last convolutions over a
+    # data-dependent batch (the mask head's RoIs: outputs off by up to 4.8 against eager), while
+    # torch.compile gets them right. The layouts come from the weights instead (_prepared).
     return torch._inductor.aoti_compile_and_package(
         program, package_path=os.fspath(path), inductor_configs={"layout_optimization": False}
     )

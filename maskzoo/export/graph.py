@@ -113,7 +113,7 @@ class DeployGraph(nn.Module):
 
     def preprocess(self, image: torch.Tensor):
         """Normalise, resize (shorter side min_size[-1], longer <= max_size), pad to
-        size_divisible: (Tensor[1, 3, H', W'], resized height, resized width)."""
+        size_divisible: (Tensor[1, 3, H', W'] channels_last, resized height, resized width)."""
         cfg = self.transform_config
         h, w = image.shape[-2], image.shape[-1]
         mean = torch.tensor(cfg.image_mean, dtype=image.dtype, device=image.device)
@@ -128,7 +128,10 @@ class DeployGraph(nn.Module):
         x = F.interpolate(x[None], size=(rh, rw), mode="bilinear", align_corners=False)
         d = cfg.size_divisible
         ph, pw = (rh + d - 1) // d * d, (rw + d - 1) // d * d
-        return F.pad(x, (0, pw - rw, 0, ph - rh)), rh, rw
+        x = F.pad(x, (0, pw - rw, 0, ph - rh))
+        # NHWC, the layout of the exported model's backbone weights: the compiled convolutions
+        # follow it (AOTInductor runs without its own layout optimisation, see package_program).
+        return x.contiguous(memory_format=torch.channels_last), rh, rw
 
     def anchors(self, batch: torch.Tensor, levels: list[torch.Tensor]) -> torch.Tensor:
         gen = self.model.rpn.anchor_generator

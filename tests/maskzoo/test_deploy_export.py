@@ -94,6 +94,21 @@ def test_exported_graph_keeps_sizes_symbolic_and_calls_roiops_ops(program):
     assert not {"roiops.rpn_proposals.default", "roiops.detections_from_box_head.default"} & targets
 
 
+def test_exported_graph_runs_image_convolutions_channels_last_and_roi_convolutions_nchw(program):
+    # AOTInductor runs without layout optimisation and keeps these strides: NHWC where the batch is
+    # the image (fast oneDNN path), NCHW over the RoIs (data-dependent batch, miscompiled NHWC).
+    convs = [n for n in program.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    image_convs = [n for n in convs if isinstance(n.args[0].meta["val"].shape[0], int)]
+    roi_convs = [n for n in convs if not isinstance(n.args[0].meta["val"].shape[0], int)]
+    assert len(image_convs) > 20 and len(roi_convs) >= 4
+    for node in image_convs:
+        for t in (node.args[0].meta["val"], node.meta["val"]):
+            assert t.stride()[1] == 1 and t.stride()[3] == t.shape[1], node.name
+    for node in roi_convs:  # their outputs' layout is the convolution's (the first reads NHWC RoIs)
+        t = node.meta["val"]
+        assert t.stride()[3] == 1 and t.stride()[1] == t.shape[2] * t.shape[3], node.name
+
+
 @pytest.mark.slow
 def test_onnx_file_has_only_standard_ops_and_matches_eager_in_onnxruntime_and_openvino(
     program, images, eager, tmp_path
