@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "common/box_geometry.h"
+#include "cpu/centre_grid.h"
 #include "cpu/nms_rank.h"
 
 namespace roiops {
@@ -64,99 +65,55 @@ inline double centre_reach(double t) {
   return t >= 0.5 ? 1.0 - t : (t > 0 ? (1.0 - t) / (2.0 * t) : INFINITY);
 }
 
-// Kept boxes filed by the grid cell of their centre. Every cell's slots are reserved up front
-// (as many as there are boxes centred in the cell), so filing is a store and a cell's kept boxes
-// sit contiguously. A candidate scans the cells within reach of its centre (centre_reach).
+// Kept boxes filed by centre (cpu/centre_grid.h). A candidate scans the cells within reach of its
+// centre (centre_reach), widened so that rounding can never hide a suppressor.
 template <typename acc_t>
 class KeptGrid {
  public:
-  KeptGrid(const RankedBox<acc_t>* boxes, int64_t n, double threshold) {
-    // Bounds, largest sides and typical reach over the boxes that can overlap anything.
-    double lo_x = INFINITY, lo_y = INFINITY, hi_x = -INFINITY, hi_y = -INFINITY;
-    std::vector<double> reach;
-    reach.reserve(n);
-    reach_factor_ = centre_reach(threshold);
+  KeptGrid(const RankedBox<acc_t>* boxes, int64_t n, double threshold) : reach_factor_(centre_reach(threshold)) {
+    // Only boxes that can overlap anything are ever filed. The reach of one depends on the
+    // largest sides, so those come first.
     for (int64_t i = 0; i < n; ++i) {
       const auto& b = boxes[i];
-      if (b.area > acc_t(0) && box_is_finite(b)) {
-        const double cx = centre(b.x1, b.x2), cy = centre(b.y1, b.y2);
-        lo_x = std::min(lo_x, cx);
-        lo_y = std::min(lo_y, cy);
-        hi_x = std::max(hi_x, cx);
-        hi_y = std::max(hi_y, cy);
+      if (can_overlap(b)) {
         max_w_ = std::max<double>(max_w_, b.x2 - b.x1);
         max_h_ = std::max<double>(max_h_, b.y2 - b.y1);
       }
     }
-    if (!(lo_x <= hi_x)) {
-      return;  // no box can overlap another: nothing is ever filed
-    }
+    std::vector<double> centre_x, centre_y, reach;
+    centre_x.reserve(n);
+    centre_y.reserve(n);
+    reach.reserve(n);
     for (int64_t i = 0; i < n; ++i) {
       const auto& b = boxes[i];
-      if (b.area > acc_t(0) && box_is_finite(b)) {
+      if (can_overlap(b)) {
         double rx, ry;
         reach_of(b, &rx, &ry);
+        centre_x.push_back(centre(b.x1, b.x2));
+        centre_y.push_back(centre(b.y1, b.y2));
         reach.push_back(std::max(rx, ry));
       }
     }
-    auto mid = reach.begin() + reach.size() / 2;
-    std::nth_element(reach.begin(), mid, reach.end());
-    const double extent_x = hi_x - lo_x, extent_y = hi_y - lo_y;
-    // Cells about one typical reach wide (a query then spans ~3 x 3 cells), but no more cells
-    // than ~2 per box.
-    const double max_cells = 2.0 * static_cast<double>(reach.size()) + 16.0;
-    double cell = std::max(*mid, 1e-30);
-    cell = std::max(cell, std::sqrt(extent_x * extent_y / max_cells));
-    cell = std::max(cell, std::max(extent_x, extent_y) / max_cells);
-    origin_x_ = lo_x;
-    origin_y_ = lo_y;
-    inv_cell_ = 1.0 / cell;
-    cells_x_ = std::max<int64_t>(1, static_cast<int64_t>(std::min(extent_x / cell, max_cells)) + 1);
-    cells_y_ = std::max<int64_t>(1, static_cast<int64_t>(std::min(extent_y / cell, max_cells)) + 1);
-
-    std::vector<int64_t> count(cells_x_ * cells_y_ + 1, 0);
-    for (int64_t i = 0; i < n; ++i) {
-      const auto& b = boxes[i];
-      if (b.area > acc_t(0) && box_is_finite(b)) {
-        ++count[cell_index(b) + 1];
-      }
-    }
-    std::partial_sum(count.begin(), count.end(), count.begin());
-    start_ = std::move(count);
-    fill_.assign(start_.begin(), start_.end() - 1);
-    slots_.resize(start_.back());
+    grid_ = CentreGrid<RankedBox<acc_t>>(centre_x, centre_y, std::move(reach));
   }
 
   // True when a kept box overlaps b with IoU > threshold (threshold >= 0, b finite, non-empty).
   bool suppresses(const RankedBox<acc_t>& b, acc_t threshold) const {
-    if (slots_.empty()) {
-      return false;
-    }
     double rx, ry;
     reach_of(b, &rx, &ry);
-    const double cx = centre(b.x1, b.x2), cy = centre(b.y1, b.y2);
-    const int64_t cx1 = cell_of(cx - rx, origin_x_, cells_x_), cx2 = cell_of(cx + rx, origin_x_, cells_x_);
-    const int64_t cy1 = cell_of(cy - ry, origin_y_, cells_y_), cy2 = cell_of(cy + ry, origin_y_, cells_y_);
-    for (int64_t gy = cy1; gy <= cy2; ++gy) {
-      for (int64_t gx = cx1; gx <= cx2; ++gx) {
-        const int64_t c = gy * cells_x_ + gx;
-        const RankedBox<acc_t>* kept = slots_.data() + start_[c];
-        const int64_t num = fill_[c] - start_[c];
-        for (int64_t j = 0; j < num; ++j) {
-          if (overlaps_above(kept[j], b, threshold)) {
-            return true;
-          }
-        }
-      }
-    }
-    return false;
+    return grid_.any_near(centre(b.x1, b.x2), centre(b.y1, b.y2), rx, ry,
+                          [&](const RankedBox<acc_t>& kept) { return overlaps_above(kept, b, threshold); });
   }
 
   void insert(const RankedBox<acc_t>& b) {
-    slots_[fill_[cell_index(b)]++] = b;
+    grid_.insert(b, centre(b.x1, b.x2), centre(b.y1, b.y2));
   }
 
  private:
+  static bool can_overlap(const RankedBox<acc_t>& b) {
+    return b.area > acc_t(0) && box_is_finite(b);
+  }
+
   static double centre(acc_t a, acc_t b) {
     return 0.5 * (static_cast<double>(a) + static_cast<double>(b));
   }
@@ -171,24 +128,9 @@ class KeptGrid {
     *ry = std::min(reach_factor_ * h, 0.5 * (h + max_h_)) * 1.001 + slack_y;
   }
 
-  int64_t cell_of(double v, double origin, int64_t cells) const {
-    double c = (v - origin) * inv_cell_;
-    c = c < 0.0 ? 0.0 : c;
-    const double last = static_cast<double>(cells - 1);
-    return static_cast<int64_t>(c < last ? c : last);
-  }
-
-  int64_t cell_index(const RankedBox<acc_t>& b) const {
-    return cell_of(centre(b.y1, b.y2), origin_y_, cells_y_) * cells_x_ +
-           cell_of(centre(b.x1, b.x2), origin_x_, cells_x_);
-  }
-
-  double reach_factor_ = INFINITY;
+  double reach_factor_;
   double max_w_ = 0, max_h_ = 0;
-  double origin_x_ = 0, origin_y_ = 0, inv_cell_ = 1;
-  int64_t cells_x_ = 1, cells_y_ = 1;
-  std::vector<int64_t> start_, fill_;
-  std::vector<RankedBox<acc_t>> slots_;
+  CentreGrid<RankedBox<acc_t>> grid_;
 };
 
 // Below this many boxes a flat scan of the kept boxes beats building a grid.

@@ -26,6 +26,7 @@
 
 #include "common/rotated_checks.h"
 #include "common/rotated_box_geometry.h"
+#include "cpu/centre_grid.h"
 #include "cpu/nms_rank.h"
 
 namespace roiops {
@@ -47,96 +48,39 @@ inline bool overlaps_above(const Box& kept, const Box& b, geom_t threshold) {
   return rotated_box_iou(kept, b) > threshold;
 }
 
-// Kept boxes filed by the grid cell of their centre. Slots for every box with area are reserved
-// up front (per cell, as many as are centred there), so filing is a store.
+// Kept boxes filed by centre (cpu/centre_grid.h). Bounds overlap needs |centre difference| <
+// ex_b + ex_kept <= ex_b + max_ex (and the same in y), so a candidate scans the cells within that
+// reach; the slack covers the rounding of the cell arithmetic.
 class KeptRotatedGrid {
  public:
   KeptRotatedGrid(const Box* boxes, int64_t n) {
-    double lo_x = INFINITY, lo_y = INFINITY, hi_x = -INFINITY, hi_y = -INFINITY;
-    std::vector<double> reach;
+    std::vector<double> centre_x, centre_y, reach;
     for (int64_t i = 0; i < n; ++i) {
       const Box& b = boxes[i];
       if (b.area > 0) {
-        lo_x = std::min(lo_x, b.cx);
-        hi_x = std::max(hi_x, b.cx);
-        lo_y = std::min(lo_y, b.cy);
-        hi_y = std::max(hi_y, b.cy);
         max_ex_ = std::max(max_ex_, b.ex);
         max_ey_ = std::max(max_ey_, b.ey);
+        centre_x.push_back(b.cx);
+        centre_y.push_back(b.cy);
         reach.push_back(2.0 * std::max(b.ex, b.ey));
       }
     }
-    if (reach.empty()) {
-      return;
-    }
-    auto mid = reach.begin() + reach.size() / 2;
-    std::nth_element(reach.begin(), mid, reach.end());
-    const double extent_x = hi_x - lo_x, extent_y = hi_y - lo_y;
-    const double max_cells = 2.0 * static_cast<double>(reach.size()) + 16.0;
-    double cell = std::max(*mid, 1e-300);
-    cell = std::max(cell, std::sqrt(extent_x * extent_y / max_cells));
-    cell = std::max(cell, std::max(extent_x, extent_y) / max_cells);
-    origin_x_ = lo_x;
-    origin_y_ = lo_y;
-    inv_cell_ = 1.0 / cell;
-    cells_x_ = std::max<int64_t>(1, static_cast<int64_t>(std::min(extent_x / cell, max_cells)) + 1);
-    cells_y_ = std::max<int64_t>(1, static_cast<int64_t>(std::min(extent_y / cell, max_cells)) + 1);
-    std::vector<int64_t> count(cells_x_ * cells_y_ + 1, 0);
-    for (int64_t i = 0; i < n; ++i) {
-      if (boxes[i].area > 0) {
-        ++count[cell_index(boxes[i]) + 1];
-      }
-    }
-    std::partial_sum(count.begin(), count.end(), count.begin());
-    start_ = std::move(count);
-    fill_.assign(start_.begin(), start_.end() - 1);
-    slots_.resize(start_.back());
+    grid_ = CentreGrid<Box>(centre_x, centre_y, std::move(reach));
   }
 
   // True when a kept box overlaps b (area > 0) with IoU > threshold.
   bool suppresses(const Box& b, geom_t threshold) const {
-    if (slots_.empty()) {
-      return false;
-    }
-    // Bounds overlap needs |centre difference| < ex_b + ex_kept <= ex_b + max_ex; the slack
-    // covers the rounding of the cell arithmetic.
     const double rx = (b.ex + max_ex_) * (1 + 1e-9), ry = (b.ey + max_ey_) * (1 + 1e-9);
-    const int64_t gx1 = cell_of(b.cx - rx, origin_x_, cells_x_), gx2 = cell_of(b.cx + rx, origin_x_, cells_x_);
-    const int64_t gy1 = cell_of(b.cy - ry, origin_y_, cells_y_), gy2 = cell_of(b.cy + ry, origin_y_, cells_y_);
-    for (int64_t gy = gy1; gy <= gy2; ++gy) {
-      for (int64_t gx = gx1; gx <= gx2; ++gx) {
-        const int64_t c = gy * cells_x_ + gx;
-        for (int64_t j = start_[c]; j < fill_[c]; ++j) {
-          if (overlaps_above(slots_[j], b, threshold)) {
-            return true;
-          }
-        }
-      }
-    }
-    return false;
+    return grid_.any_near(b.cx, b.cy, rx, ry, [&](const Box& kept) { return overlaps_above(kept, b, threshold); });
   }
 
   void insert(const Box& b) {
-    slots_[fill_[cell_index(b)]++] = b;
+    grid_.insert(b, b.cx, b.cy);
   }
 
  private:
-  int64_t cell_of(double v, double origin, int64_t cells) const {
-    double c = (v - origin) * inv_cell_;
-    c = c < 0.0 ? 0.0 : c;  // also catches NaN
-    const double last = static_cast<double>(cells - 1);
-    return static_cast<int64_t>(c < last ? c : last);
-  }
-
-  int64_t cell_index(const Box& b) const {
-    return cell_of(b.cy, origin_y_, cells_y_) * cells_x_ + cell_of(b.cx, origin_x_, cells_x_);
-  }
-
   double max_ex_ = 0, max_ey_ = 0;
-  double origin_x_ = 0, origin_y_ = 0, inv_cell_ = 1;
-  int64_t cells_x_ = 1, cells_y_ = 1;
-  std::vector<int64_t> start_, fill_;
-  std::vector<Box> slots_;
+  CentreGrid<Box> grid_;
 };
 
 // Below this many boxes a flat scan of the kept boxes beats building a grid.
