@@ -33,9 +33,10 @@ from numbers import Integral
 
 import torch
 from torch import nn
+from torch.jit.annotations import BroadcastingList2
 
 from roiops._validation import check_float, check_same, check_tensor, in_common_float_dtype
-from roiops.roi_align import check_spatial_scale, pair_output_size
+from roiops.roi_align import check_spatial_scale, pair_output_size, rois_from_boxes_unchecked
 
 __all__ = ["roi_align_rotated", "RoIAlignRotated"]
 
@@ -67,7 +68,7 @@ def rotated_boxes_to_rois(boxes, name: str = "rois") -> torch.Tensor:
 def roi_align_rotated(
     input: torch.Tensor,
     rois: torch.Tensor | list[torch.Tensor],
-    output_size,
+    output_size: BroadcastingList2[int],
     spatial_scale: float = 1.0,
     sampling_ratio: int = 0,
     aligned: bool = True,
@@ -96,7 +97,27 @@ def roi_align_rotated(
         TypeError / ValueError naming the argument: input not a 4-d float tensor; rois not
         [K, 6] or a list of [L_i, 5]; rois not float; device mismatch; output_size not positive;
         spatial_scale <= 0; a batch index that is negative, fractional or >= N.
+
+    Under torch.jit.script only the native op's checks run (TorchScript cannot run these Python
+    checks).
     """
+    if torch.jit.is_scripting():
+        rois = rois_from_boxes_unchecked(rois)
+        if clockwise:
+            rois = torch.cat([rois[:, :5], -rois[:, 5:]], dim=1)
+        x, rois = in_common_float_dtype(input, rois)
+        return torch.ops.roiops.roi_align_rotated(
+            x, rois, spatial_scale, output_size[0], output_size[1], sampling_ratio, aligned
+        ).to(input.dtype)
+    return _roi_align_rotated_checked(
+        input, rois, output_size, spatial_scale, sampling_ratio, aligned, clockwise
+    )
+
+
+@torch.jit.unused
+def _roi_align_rotated_checked(
+    input, rois, output_size, spatial_scale, sampling_ratio, aligned, clockwise
+) -> torch.Tensor:
     check_tensor("input", input, ndim=4)
     check_float("input", input)
     rois = rotated_boxes_to_rois(rois)
@@ -138,10 +159,11 @@ class RoIAlignRotated(nn.Module):
         self.clockwise = bool(clockwise)
 
     def forward(self, input: torch.Tensor, rois: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        output_size = [self.output_size[0], self.output_size[1]]
         return roi_align_rotated(
             input,
             rois,
-            self.output_size,
+            output_size,
             self.spatial_scale,
             self.sampling_ratio,
             self.aligned,

@@ -74,15 +74,16 @@ def box_iou_rotated(
         TypeError / ValueError naming the argument: not a tensor, not [*, 5], not floating, dtype
         or device mismatch, aligned with N != M.
     """
-    _check_rotated_boxes("boxes1", boxes1)
-    _check_rotated_boxes("boxes2", boxes2)
-    check_same("boxes1", boxes1, "boxes2", boxes2, autocast=True)
-    aligned = _check_bool("aligned", aligned)
-    clockwise = _check_bool("clockwise", clockwise)
-    if aligned and boxes1.size(0) != boxes2.size(0):
-        raise ValueError(
-            f"aligned=True needs as many boxes2 as boxes1, got {boxes1.size(0)} and {boxes2.size(0)}"
-        )
+    if not torch.jit.is_scripting():  # TorchScript runs the native op's checks only
+        _check_rotated_boxes("boxes1", boxes1)
+        _check_rotated_boxes("boxes2", boxes2)
+        check_same("boxes1", boxes1, "boxes2", boxes2, autocast=True)
+        aligned = _check_bool("aligned", aligned)
+        clockwise = _check_bool("clockwise", clockwise)
+        if aligned and boxes1.size(0) != boxes2.size(0):
+            raise ValueError(
+                f"aligned=True needs as many boxes2 as boxes1, got {boxes1.size(0)} and {boxes2.size(0)}"
+            )
     return torch.ops.roiops.box_iou_rotated(
         _oriented(boxes1, clockwise), _oriented(boxes2, clockwise), aligned
     )
@@ -123,9 +124,10 @@ def nms_rotated(
     Raises:
         TypeError / ValueError naming the argument, as roiops.nms.
     """
-    _check_boxes_scores(boxes, scores)
-    iou_threshold = _check_number("iou_threshold", iou_threshold)
-    clockwise = _check_bool("clockwise", clockwise)
+    if not torch.jit.is_scripting():  # TorchScript runs the native op's checks only
+        _check_boxes_scores(boxes, scores)
+        iou_threshold = _check_number("iou_threshold", iou_threshold)
+        clockwise = _check_bool("clockwise", clockwise)
     return torch.ops.roiops.nms_rotated(_oriented(boxes, clockwise), scores, iou_threshold)
 
 
@@ -155,18 +157,19 @@ def batched_nms_rotated(
         TypeError / ValueError naming the argument, as nms_rotated, and for idxs that is not an
         integer Tensor[N] on boxes' device.
     """
-    _check_boxes_scores(boxes, scores)
-    check_tensor("idxs", idxs, ndim=1)
-    if idxs.dtype.is_floating_point or idxs.dtype.is_complex or idxs.dtype == torch.bool:
-        raise TypeError(f"idxs must be an integer tensor, got {idxs.dtype}")
-    if idxs.size(0) != boxes.size(0):
-        raise ValueError(
-            f"idxs must have one entry per box: boxes {tuple(boxes.shape)}, idxs {tuple(idxs.shape)}"
-        )
-    if idxs.device != boxes.device:
-        raise ValueError(f"idxs must be on boxes' device {boxes.device}, got {idxs.device}")
-    iou_threshold = _check_number("iou_threshold", iou_threshold)
-    clockwise = _check_bool("clockwise", clockwise)
+    if not torch.jit.is_scripting():  # TorchScript runs the native op's checks only
+        _check_boxes_scores(boxes, scores)
+        check_tensor("idxs", idxs, ndim=1)
+        if idxs.dtype.is_floating_point or idxs.dtype.is_complex or idxs.dtype == torch.bool:
+            raise TypeError(f"idxs must be an integer tensor, got {idxs.dtype}")
+        if idxs.size(0) != boxes.size(0):
+            raise ValueError(
+                f"idxs must have one entry per box: boxes {tuple(boxes.shape)}, idxs {tuple(idxs.shape)}"
+            )
+        if idxs.device != boxes.device:
+            raise ValueError(f"idxs must be on boxes' device {boxes.device}, got {idxs.device}")
+        iou_threshold = _check_number("iou_threshold", iou_threshold)
+        clockwise = _check_bool("clockwise", clockwise)
     return torch.ops.roiops.batched_nms_rotated(
         _oriented(boxes, clockwise), scores, idxs.to(torch.int64), iou_threshold
     )

@@ -210,6 +210,38 @@ def test_modules_script_and_equal_eager():
     torch.testing.assert_close(scripted, pooler(feats, per_image, [(16, 16), (16, 16)]), atol=0, rtol=0)
 
 
+def test_rotated_ops_script_and_equal_eager():
+    """Detectron2 scripts models that call its rotated ops; roiops' script too, flags included."""
+    g = torch.Generator().manual_seed(5)
+    boxes = torch.cat([torch.rand(12, 2, generator=g) * 30, torch.rand(12, 2, generator=g) * 12 + 2,
+                       torch.rand(12, 1, generator=g) * 360 - 180], dim=1)
+    scores = torch.rand(12, generator=g)
+    idxs = torch.arange(12) % 3
+    for clockwise in (True, False):
+        calls = [
+            lambda f, cw=clockwise: f(boxes, boxes.flip(0), False, cw),
+            lambda f, cw=clockwise: f(boxes, boxes.flip(0), True, cw),
+        ]
+        for call in calls:
+            torch.testing.assert_close(call(torch.jit.script(roiops.box_iou_rotated)),
+                                       call(roiops.box_iou_rotated), atol=0, rtol=0)
+        assert torch.equal(torch.jit.script(roiops.nms_rotated)(boxes, scores, 0.2, clockwise),
+                           roiops.nms_rotated(boxes, scores, 0.2, clockwise))
+        assert torch.equal(torch.jit.script(roiops.batched_nms_rotated)(boxes, scores, idxs, 0.2, clockwise),
+                           roiops.batched_nms_rotated(boxes, scores, idxs, 0.2, clockwise))
+    x = feature_map()
+    rois6 = rotated_rois()
+    for module in (roiops.RoIAlignRotated(3, 0.5, 2), roiops.RoIAlignRotated((2, 3), 1.0, 0, False, True)):
+        scripted = torch.jit.script(module)
+        torch.testing.assert_close(scripted(x, rois6), module(x, rois6), atol=0, rtol=0)
+        per_image = [rois6[:1, 1:], rois6[1:, 1:]]
+        torch.testing.assert_close(scripted(x, per_image), module(x, rois6), atol=0, rtol=0)
+    scripted_fn = torch.jit.script(roiops.roi_align_rotated)
+    torch.testing.assert_close(scripted_fn(x.bfloat16(), rois6, [3, 2], 0.5, 2, True, True),
+                               roiops.roi_align_rotated(x.bfloat16(), rois6, (3, 2), 0.5, 2, True, True),
+                               atol=0, rtol=0)
+
+
 POOLING_FUNCTIONS = {
     "roi_align": lambda f, x, b: f(x, b, [3, 2], 0.5, 2, True),
     "roi_pool": lambda f, x, b: f(x, b, [3, 2], 0.5),
