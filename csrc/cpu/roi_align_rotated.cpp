@@ -25,7 +25,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "common/memory_format.h"
 #include "common/roi_align_rotated_math.h"
@@ -200,8 +204,28 @@ void run_tasks(int64_t tasks, int64_t work, MakeState make_state, Body body) {
 template <int64_t kWidth, typename in_t, typename acc_t>
 inline void sum_taps(const PackedTap<acc_t>* taps, int32_t s0, int32_t s1, const in_t* image, int64_t width,
                      int64_t pixel_stride, acc_t scale, acc_t* out) {
-  acc_t a[kWidth] = {};
   const int64_t row = width * pixel_stride;
+#if defined(__AVX512F__)
+  if constexpr (kWidth == 16 && std::is_same_v<in_t, float> && std::is_same_v<acc_t, float>) {
+    // One register of 16 channels, written out: left to itself GCC turned some of the four
+    // contiguous loads into gathers.
+    __m512 a = _mm512_setzero_ps();
+    for (int32_t s = s0; s < s1; ++s) {
+      const PackedTap<acc_t>& tap = taps[s];
+      const float* p0 = image + tap.index * pixel_stride;
+      const float* p2 = p0 + tap.dy * row;
+      const int64_t dx = tap.dx * pixel_stride;
+      __m512 v = _mm512_mul_ps(_mm512_set1_ps(tap.weight[0]), _mm512_loadu_ps(p0));
+      v = _mm512_fmadd_ps(_mm512_set1_ps(tap.weight[1]), _mm512_loadu_ps(p0 + dx), v);
+      v = _mm512_fmadd_ps(_mm512_set1_ps(tap.weight[2]), _mm512_loadu_ps(p2), v);
+      v = _mm512_fmadd_ps(_mm512_set1_ps(tap.weight[3]), _mm512_loadu_ps(p2 + dx), v);
+      a = _mm512_add_ps(a, v);
+    }
+    _mm512_storeu_ps(out, _mm512_mul_ps(a, _mm512_set1_ps(scale)));
+    return;
+  }
+#endif
+  acc_t a[kWidth] = {};
   for (int32_t s = s0; s < s1; ++s) {
     const PackedTap<acc_t>& tap = taps[s];
     const in_t* p0 = image + tap.index * pixel_stride;
@@ -354,7 +378,8 @@ at::Tensor roi_align_rotated_forward_cpu(const at::Tensor& input_in, const at::T
   const int64_t height = input_in.size(2), width = input_in.size(3);
   const bool channels_last = use_channels_last(input_in);
   const auto format = memory_format_for(channels_last);
-  at::Tensor out = at::empty({num_rois, channels, pooled_height, pooled_width}, input_in.options().memory_format(format));
+  at::Tensor out =
+      at::empty({num_rois, channels, pooled_height, pooled_width}, input_in.options().memory_format(format));
   if (out.numel() == 0) {
     return out;
   }
