@@ -47,8 +47,8 @@ constexpr int64_t kSerialWork = 16384;
 // One sample that lands on the map: its four bilinear pixels are index, index + dx,
 // index + dy * width and index + dy * width + dx (flat row * width + column). dx, dy are 0 where
 // the sample sits on the last column or row (both pixels of that axis are the same one, the
-// second with weight 0), else 1. 32 bytes: the NCHW forward reads every tap once per channel
-// block, so their size is memory traffic.
+// second with weight 0), else 1. 32 bytes in float32 (the four corner indices took 48): the NCHW
+// forward reads every tap once per channel block, so their size is memory traffic.
 template <typename acc_t>
 struct PackedTap {
   int64_t index;
