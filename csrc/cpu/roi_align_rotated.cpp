@@ -1,13 +1,17 @@
 // RoIAlignRotated on the CPU: forward and backward to the input map.
 //
-// Plan: the taps of every sample of every RoI (four pixel indices and bilinear weights, from
-// common/roi_align_rotated_math.h) are computed once per RoI. Both kernels then work by (image,
-// block of channels), two cache lines of channels per block (32 float32): a task copies its block
-// of the image into a pixel-major scratch ([H * W, 32], read through the input's strides, so NCHW
-// and channels_last are served alike and no transposed copy of the whole map is made), and every
-// tap of every RoI of that image is then one short vector multiply-add over the block, on data
-// that stays in cache. The backward accumulates into such a scratch and writes the block of the
-// input gradient once, in the requested memory format.
+// Plan: the taps of every sample of every RoI (the first of its four bilinear pixels, the steps to
+// the other three, and the four weights, from common/roi_align_rotated_math.h) are computed once
+// per RoI; the kernels then only multiply and add over channels, as RoIAlign's (roi_align.cpp):
+// - forward, channels_last: parallel over RoIs in spatial order; every tap reads 4 contiguous runs
+//   of C values of the input in place.
+// - forward, NCHW: parallel over (image, block of 16 float channels); a task copies the map rows
+//   its RoIs read of its channel planes into a pixel-major scratch (one cache line per pixel, by
+//   register transposes, so the planes are read once, front to back), pools every RoI of that
+//   image from it, and writes each RoI's block of the output as one contiguous run.
+// - backward: parallel over (image, block of 32 channels); a task accumulates into a pixel-major
+//   scratch (read through the gradient's strides) and writes the block of the input gradient once,
+//   in the requested memory format.
 // Every output element has one writer and a fixed summation order: results do not depend on the
 // thread count, and the backward needs no atomics.
 
@@ -21,11 +25,16 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "common/memory_format.h"
 #include "common/roi_align_rotated_math.h"
 #include "common/rotated_checks.h"
+#include "cpu/vectorized_layout.h"
 
 namespace roiops {
 namespace cpu {
@@ -35,14 +44,26 @@ namespace {
 // thread pool costs more than the work.
 constexpr int64_t kSerialWork = 16384;
 
-// The non-zero taps of one RoI: bin b's samples are taps[begin[b] .. begin[b + 1]).
+// One sample that lands on the map: its four bilinear pixels are index, index + dx,
+// index + dy * width and index + dy * width + dx (flat row * width + column). dx, dy are 0 where
+// the sample sits on the last column or row (both pixels of that axis are the same one, the
+// second with weight 0), else 1. 32 bytes in float32 (the four corner indices took 48): the NCHW
+// forward reads every tap once per channel block, so their size is memory traffic.
+template <typename acc_t>
+struct PackedTap {
+  int64_t index;
+  int32_t dx, dy;
+  acc_t weight[4];  // of index, + dx, + dy * width, + dy * width + dx
+};
+
+// The taps of one RoI: bin b's samples are taps[begin[b] .. begin[b + 1]).
 template <typename acc_t>
 struct RotatedRoiTaps {
   int64_t batch = 0;
   uint64_t key = 0;  // Z-order (Morton) code of the RoI centre in 8-pixel cells: the visiting order
   acc_t inv_count = 1;
   std::vector<int32_t> begin;
-  std::vector<RotatedTaps<acc_t>> taps;
+  std::vector<PackedTap<acc_t>> taps;
 };
 
 // Taps of every RoI (rois: [K, 6] contiguous). Raises a ValueError naming the first RoI whose
@@ -90,11 +111,21 @@ std::vector<RotatedRoiTaps<acc_t>> build_rotated_taps(const char* op, const at::
             for (int64_t ix = 0; ix < g.ax.grid; ++ix) {
               acc_t y, x;
               rotated_sample_point(g, ph, pw, iy, ix, &y, &x);
-              const RotatedTaps<acc_t> s = rotated_sample_taps(y, x, height, width);
-              if (s.weight[0] != acc_t(0) || s.weight[1] != acc_t(0) || s.weight[2] != acc_t(0) ||
-                  s.weight[3] != acc_t(0)) {
-                t.taps.push_back(s);
+              const AxisSample<acc_t> sy = bilinear_axis(y, height);
+              const AxisSample<acc_t> sx = bilinear_axis(x, width);
+              PackedTap<acc_t> s;
+              s.weight[0] = sy.w_low * sx.w_low;
+              s.weight[1] = sy.w_low * sx.w_high;
+              s.weight[2] = sy.w_high * sx.w_low;
+              s.weight[3] = sy.w_high * sx.w_high;
+              if (s.weight[0] == acc_t(0) && s.weight[1] == acc_t(0) && s.weight[2] == acc_t(0) &&
+                  s.weight[3] == acc_t(0)) {
+                continue;  // off the map
               }
+              s.index = sy.low * width + sx.low;
+              s.dx = static_cast<int32_t>(sx.high - sx.low);
+              s.dy = static_cast<int32_t>(sy.high - sy.low);
+              t.taps.push_back(s);
             }
           }
         }
@@ -144,8 +175,232 @@ void group_by_image(const std::vector<RotatedRoiTaps<acc_t>>& all, int64_t batch
   }
 }
 
-// How the kernels split the work: tasks (image, channel block), block channels of two cache lines
-// (fewer passes over the taps than one line, a scratch that still fits in the last-level cache).
+// ---- forward ---------------------------------------------------------------------------------
+
+// Runs body(task) for every task in [0, tasks) on the thread pool, each thread taking the next
+// task when it is done with its last (work < kSerialWork: on the calling thread). Handing tasks
+// out as threads free up, rather than a fixed share per thread, keeps every thread busy when one
+// is slowed (a core shared with other processes, or tasks of uneven cost). Which thread runs a
+// task never changes a result: every task writes its own outputs. make_state() builds a thread's
+// scratch once, passed to body as its second argument.
+template <typename MakeState, typename Body>
+void run_tasks(int64_t tasks, int64_t work, MakeState make_state, Body body) {
+  if (tasks <= 0) {
+    return;
+  }
+  const int64_t threads = work < kSerialWork ? 1 : std::min<int64_t>(at::get_num_threads(), tasks);
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    auto state = make_state();
+    for (int64_t task = next.fetch_add(1); task < tasks; task = next.fetch_add(1)) {
+      body(task, state);
+    }
+  });
+}
+
+// Sums the taps [s0, s1) of one bin over channels [0, kWidth) of an image laid out [H * W,
+// pixel_stride] (pixel p's channels start at image + p * pixel_stride), times scale, into out.
+// kWidth is a compile-time count, so the sums stay in registers.
+template <int64_t kWidth, typename in_t, typename acc_t>
+inline void sum_taps(const PackedTap<acc_t>* taps, int32_t s0, int32_t s1, const in_t* image, int64_t width,
+                     int64_t pixel_stride, acc_t scale, acc_t* out) {
+  const int64_t row = width * pixel_stride;
+#if defined(__AVX512F__)
+  if constexpr (kWidth == 16 && std::is_same_v<in_t, float> && std::is_same_v<acc_t, float>) {
+    // One register of 16 channels, written out: left to itself GCC turned some of the four
+    // contiguous loads into gathers.
+    __m512 a = _mm512_setzero_ps();
+    for (int32_t s = s0; s < s1; ++s) {
+      const PackedTap<acc_t>& tap = taps[s];
+      const float* p0 = image + tap.index * pixel_stride;
+      const float* p2 = p0 + tap.dy * row;
+      const int64_t dx = tap.dx * pixel_stride;
+      __m512 v = _mm512_mul_ps(_mm512_set1_ps(tap.weight[0]), _mm512_loadu_ps(p0));
+      v = _mm512_fmadd_ps(_mm512_set1_ps(tap.weight[1]), _mm512_loadu_ps(p0 + dx), v);
+      v = _mm512_fmadd_ps(_mm512_set1_ps(tap.weight[2]), _mm512_loadu_ps(p2), v);
+      v = _mm512_fmadd_ps(_mm512_set1_ps(tap.weight[3]), _mm512_loadu_ps(p2 + dx), v);
+      a = _mm512_add_ps(a, v);
+    }
+    _mm512_storeu_ps(out, _mm512_mul_ps(a, _mm512_set1_ps(scale)));
+    return;
+  }
+#endif
+  acc_t a[kWidth] = {};
+  for (int32_t s = s0; s < s1; ++s) {
+    const PackedTap<acc_t>& tap = taps[s];
+    const in_t* p0 = image + tap.index * pixel_stride;
+    const in_t* p1 = p0 + tap.dx * pixel_stride;
+    const in_t* p2 = p0 + tap.dy * row;
+    const in_t* p3 = p2 + tap.dx * pixel_stride;
+    const acc_t w0 = tap.weight[0], w1 = tap.weight[1], w2 = tap.weight[2], w3 = tap.weight[3];
+#pragma omp simd
+    for (int64_t c = 0; c < kWidth; ++c) {
+      a[c] += w0 * static_cast<acc_t>(p0[c]) + w1 * static_cast<acc_t>(p1[c]) + w2 * static_cast<acc_t>(p2[c]) +
+              w3 * static_cast<acc_t>(p3[c]);
+    }
+  }
+#pragma omp simd
+  for (int64_t c = 0; c < kWidth; ++c) {
+    out[c] = a[c] * scale;
+  }
+}
+
+// The same for a run-time channel count nc, unscaled: acc, nc values, holds the sums.
+template <typename in_t, typename acc_t>
+inline void sum_taps_n(const PackedTap<acc_t>* taps, int32_t s0, int32_t s1, const in_t* image, int64_t width,
+                       int64_t pixel_stride, int64_t nc, acc_t* acc) {
+  std::fill(acc, acc + nc, acc_t(0));
+  const int64_t row = width * pixel_stride;
+  for (int32_t s = s0; s < s1; ++s) {
+    const PackedTap<acc_t>& tap = taps[s];
+    const in_t* p0 = image + tap.index * pixel_stride;
+    const in_t* p1 = p0 + tap.dx * pixel_stride;
+    const in_t* p2 = p0 + tap.dy * row;
+    const in_t* p3 = p2 + tap.dx * pixel_stride;
+    const acc_t w0 = tap.weight[0], w1 = tap.weight[1], w2 = tap.weight[2], w3 = tap.weight[3];
+#pragma omp simd
+    for (int64_t c = 0; c < nc; ++c) {
+      acc[c] += w0 * static_cast<acc_t>(p0[c]) + w1 * static_cast<acc_t>(p1[c]) + w2 * static_cast<acc_t>(p2[c]) +
+                w3 * static_cast<acc_t>(p3[c]);
+    }
+  }
+}
+
+// input: [N, H, W, C] in memory (channels_last); out: [K, PH, PW, C] in memory. Parallel over RoIs
+// in spatial order (neighbouring RoIs share pixels, found in cache); a bin is summed 64 channels
+// at a time (four AVX-512 registers of float32), so the sums stay in registers while the bin's taps,
+// few and in L1, are read once per 64 channels.
+template <typename scalar_t, typename acc_t>
+void forward_channels_last(const std::vector<RotatedRoiTaps<acc_t>>& all, const at::Tensor& input, int64_t bins,
+                           at::Tensor& out) {
+  const int64_t batch_size = input.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
+  std::vector<int64_t> offsets, visit;
+  group_by_image(all, batch_size, offsets, visit);
+  const int64_t num_rois = static_cast<int64_t>(all.size());
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  scalar_t* o = out.mutable_data_ptr<scalar_t>();
+  run_tasks(
+      num_rois, num_rois * channels * bins, [&] { return std::vector<acc_t>(channels); },
+      [&](int64_t j, std::vector<acc_t>& acc) {
+        const int64_t k = visit[j];
+        const RotatedRoiTaps<acc_t>& t = all[k];
+        const scalar_t* image = in + t.batch * height * width * channels;
+        for (int64_t bin = 0; bin < bins; ++bin) {
+          scalar_t* dst = o + (k * bins + bin) * channels;
+          sum_taps_n(t.taps.data(), t.begin[bin], t.begin[bin + 1], image, width, channels, channels, acc.data());
+#pragma omp simd
+          for (int64_t c = 0; c < channels; ++c) {
+            dst[c] = static_cast<scalar_t>(acc[c] * t.inv_count);
+          }
+        }
+      });
+}
+
+// input: [N, C, H, W] contiguous; out: [K, C, PH, PW] contiguous. Tasks are (image, block of 16
+// float32 channels), image-major so that a thread's consecutive tasks reuse the image's taps from
+// cache. A task copies the rows its RoIs read of its channel planes into a [H * W, 16] scratch
+// (3.9 MB for a 200 x 304 map: it stays in cache while every RoI of the image reads it), pools
+// each RoI's bins from it, and writes the RoI's [16, PH * PW] block of the output, one contiguous
+// run, with streaming stores. Cheaper than transposing the whole map, and than sampling the planes
+// in place, where each tap of each channel is a scalar load.
+template <typename scalar_t, typename acc_t>
+void forward_nchw(const std::vector<RotatedRoiTaps<acc_t>>& all, const at::Tensor& input, int64_t bins,
+                  at::Tensor& out) {
+  constexpr int64_t kLine = 64 / sizeof(acc_t);
+  const int64_t batch_size = input.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
+  const int64_t plane = height * width;
+  const int64_t block = std::min(kLine, channels);
+  const int64_t blocks = (channels + block - 1) / block;
+  std::vector<int64_t> offsets, visit;
+  group_by_image(all, batch_size, offsets, visit);
+  // The map rows some RoI of the image reads: the only rows copied into the scratch.
+  std::vector<std::vector<char>> rows_read(batch_size, std::vector<char>(height, 0));
+  for (const RotatedRoiTaps<acc_t>& t : all) {
+    std::vector<char>& rows = rows_read[t.batch];
+    for (const PackedTap<acc_t>& tap : t.taps) {
+      const int64_t r = tap.index / width;
+      rows[r] = rows[r + tap.dy] = 1;
+    }
+  }
+  const scalar_t* in = input.const_data_ptr<scalar_t>();
+  scalar_t* o = out.mutable_data_ptr<scalar_t>();
+  const int64_t work = static_cast<int64_t>(all.size()) * channels * bins;
+  const int64_t tasks = batch_size * blocks;
+  struct Scratch {
+    std::vector<acc_t> map, pooled;
+    std::vector<scalar_t> roi_out;
+  };
+  run_tasks(
+      tasks, work,
+      [&] { return Scratch{std::vector<acc_t>(plane * block), std::vector<acc_t>(bins * block),
+                           std::vector<scalar_t>(bins * block)}; },
+      [&](int64_t task, Scratch& sc) {
+        const int64_t image = task / blocks;
+        const int64_t c0 = (task % blocks) * block;
+        const int64_t nc = std::min(block, channels - c0);
+        if (offsets[image] == offsets[image + 1]) {
+          return;
+        }
+        const scalar_t* planes = in + (image * channels + c0) * plane;
+        for_each_run(rows_read[image], [&](int64_t r0, int64_t r1) {
+          planes_to_block(planes, plane, r0 * width, r1 * width, nc, block, sc.map.data());
+        });
+        for (int64_t j = offsets[image]; j < offsets[image + 1]; ++j) {
+          const int64_t k = visit[j];
+          const RotatedRoiTaps<acc_t>& t = all[k];
+          for (int64_t bin = 0; bin < bins; ++bin) {
+            acc_t* p = sc.pooled.data() + bin * block;
+            if (block == kLine) {
+              sum_taps<kLine>(t.taps.data(), t.begin[bin], t.begin[bin + 1], sc.map.data(), width, kLine,
+                              t.inv_count, p);
+            } else {
+              sum_taps_n(t.taps.data(), t.begin[bin], t.begin[bin + 1], sc.map.data(), width, block, block, p);
+              for (int64_t c = 0; c < block; ++c) {
+                p[c] *= t.inv_count;
+              }
+            }
+          }
+          // [bins, block] -> the RoI's [nc, bins] block of the output, one contiguous run.
+          block_to_planes(sc.pooled.data(), bins, 0, bins, nc, block, sc.roi_out.data());
+          stream_copy(sc.roi_out.data(), nc * bins, o + (k * channels + c0) * bins);
+        }
+        streaming_stores_done();
+      });
+}
+
+at::Tensor roi_align_rotated_forward_cpu(const at::Tensor& input_in, const at::Tensor& rois_in, double spatial_scale,
+                                         int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
+                                         bool aligned) {
+  const char* op = "roi_align_rotated";
+  TORCH_CHECK_VALUE(input_in.dim() == 4, op, ": input must be [N, C, H, W], got ", input_in.sizes());
+  check_roi_align_rotated_args(op, rois_in, input_in, spatial_scale, pooled_height, pooled_width);
+  const int64_t num_rois = rois_in.size(0), channels = input_in.size(1);
+  const int64_t height = input_in.size(2), width = input_in.size(3);
+  const bool channels_last = use_channels_last(input_in);
+  const auto format = memory_format_for(channels_last);
+  at::Tensor out =
+      at::empty({num_rois, channels, pooled_height, pooled_width}, input_in.options().memory_format(format));
+  if (out.numel() == 0) {
+    return out;
+  }
+  const at::Tensor input = input_in.contiguous(format);
+  const at::Tensor rois = rois_in.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_rotated_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto all = build_rotated_taps<scalar_t, acc_t>(op, rois, input.size(0), height, width, spatial_scale,
+                                                          pooled_height, pooled_width, sampling_ratio, aligned);
+    if (channels_last) {
+      forward_channels_last<scalar_t, acc_t>(all, input, pooled_height * pooled_width, out);
+    } else {
+      forward_nchw<scalar_t, acc_t>(all, input, pooled_height * pooled_width, out);
+    }
+  });
+  return out;
+}
+
+// How the backward splits the work: tasks (image, channel block), block channels of two cache
+// lines (fewer passes over the taps than one line, a scratch that still fits in the last-level
+// cache).
 template <typename acc_t>
 struct BlockPlan {
   static constexpr int64_t kBlock = 128 / sizeof(acc_t);
@@ -157,37 +412,7 @@ struct BlockPlan {
   }
 };
 
-// scratch[p * B + c] = element (image, c0 + c, p / W, p % W) of t, for c < nc; lanes c >= nc are 0.
-template <typename scalar_t, typename acc_t, int64_t B>
-void load_block(const scalar_t* t, const Strides4& st, int64_t image, int64_t c0, int64_t nc, int64_t height,
-                int64_t width, acc_t* scratch) {
-  if (nc < B) {
-    std::fill(scratch, scratch + height * width * B, acc_t(0));
-  }
-  const scalar_t* base = t + image * st.n + c0 * st.c;
-  if (st.c == 1) {  // channels_last: a block is contiguous per pixel
-    for (int64_t h = 0; h < height; ++h) {
-      for (int64_t w = 0; w < width; ++w) {
-        const scalar_t* px = base + h * st.h + w * st.w;
-        acc_t* d = scratch + (h * width + w) * B;
-        for (int64_t c = 0; c < nc; ++c) {
-          d[c] = static_cast<acc_t>(px[c]);
-        }
-      }
-    }
-  } else {  // NCHW (or any other layout): each channel plane read in order
-    for (int64_t c = 0; c < nc; ++c) {
-      const scalar_t* plane = base + c * st.c;
-      for (int64_t h = 0; h < height; ++h) {
-        for (int64_t w = 0; w < width; ++w) {
-          scratch[(h * width + w) * B + c] = static_cast<acc_t>(plane[h * st.h + w * st.w]);
-        }
-      }
-    }
-  }
-}
-
-// The inverse of load_block: element (image, c0 + c, h, w) of t = scratch[(h * W + w) * B + c].
+// The inverse of a pixel-major load: element (image, c0 + c, h, w) of t = scratch[(h * W + w) * B + c].
 template <typename scalar_t, typename acc_t, int64_t B>
 void store_block(const acc_t* scratch, int64_t image, int64_t c0, int64_t nc, int64_t height, int64_t width,
                  scalar_t* t, const Strides4& st) {
@@ -212,81 +437,6 @@ void store_block(const acc_t* scratch, int64_t image, int64_t c0, int64_t nc, in
       }
     }
   }
-}
-
-// out: [K, C, PH, PW] with strides os.
-template <typename scalar_t, typename acc_t>
-void forward_kernel(const std::vector<RotatedRoiTaps<acc_t>>& all, const at::Tensor& input, int64_t pooled_width,
-                    at::Tensor& out) {
-  constexpr int64_t B = BlockPlan<acc_t>::kBlock;
-  const int64_t batch_size = input.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
-  const int64_t bins = out.size(2) * out.size(3);
-  std::vector<int64_t> offsets, order;
-  group_by_image(all, batch_size, offsets, order);
-  const BlockPlan<acc_t> plan(batch_size, channels, static_cast<int64_t>(all.size()) * channels * bins);
-  const scalar_t* in = input.const_data_ptr<scalar_t>();
-  const Strides4 is = strides4(input), os = strides4(out);
-  scalar_t* o = out.mutable_data_ptr<scalar_t>();
-  at::parallel_for(0, plan.tasks, plan.grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> scratch(height * width * B);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t image = task / plan.blocks;
-      const int64_t c0 = (task % plan.blocks) * B;
-      const int64_t nc = std::min(B, channels - c0);
-      if (offsets[image] == offsets[image + 1]) {
-        continue;
-      }
-      load_block<scalar_t, acc_t, B>(in, is, image, c0, nc, height, width, scratch.data());
-      const acc_t* sc = scratch.data();
-      for (int64_t j = offsets[image]; j < offsets[image + 1]; ++j) {
-        const int64_t k = order[j];
-        const RotatedRoiTaps<acc_t>& t = all[k];
-        for (int64_t bin = 0; bin < bins; ++bin) {
-          acc_t acc[B] = {};
-          for (int32_t s = t.begin[bin]; s < t.begin[bin + 1]; ++s) {
-            const RotatedTaps<acc_t>& tap = t.taps[s];
-            const acc_t* p0 = sc + tap.index[0] * B;
-            const acc_t* p1 = sc + tap.index[1] * B;
-            const acc_t* p2 = sc + tap.index[2] * B;
-            const acc_t* p3 = sc + tap.index[3] * B;
-            const acc_t w0 = tap.weight[0], w1 = tap.weight[1], w2 = tap.weight[2], w3 = tap.weight[3];
-#pragma omp simd
-            for (int64_t c = 0; c < B; ++c) {
-              acc[c] += w0 * p0[c] + w1 * p1[c] + w2 * p2[c] + w3 * p3[c];
-            }
-          }
-          scalar_t* dst = o + k * os.n + c0 * os.c + (bin / pooled_width) * os.h + (bin % pooled_width) * os.w;
-          for (int64_t c = 0; c < nc; ++c) {
-            dst[c * os.c] = static_cast<scalar_t>(acc[c] * t.inv_count);
-          }
-        }
-      }
-    }
-  });
-}
-
-at::Tensor roi_align_rotated_forward_cpu(const at::Tensor& input, const at::Tensor& rois_in, double spatial_scale,
-                                         int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
-                                         bool aligned) {
-  const char* op = "roi_align_rotated";
-  TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be [N, C, H, W], got ", input.sizes());
-  check_roi_align_rotated_args(op, rois_in, input, spatial_scale, pooled_height, pooled_width);
-  const int64_t num_rois = rois_in.size(0), channels = input.size(1);
-  const int64_t height = input.size(2), width = input.size(3);
-  const bool channels_last = use_channels_last(input);
-  at::Tensor out = at::empty({num_rois, channels, pooled_height, pooled_width},
-                             input.options().memory_format(memory_format_for(channels_last)));
-  if (out.numel() == 0) {
-    return out;
-  }
-  const at::Tensor rois = rois_in.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_rotated_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto all = build_rotated_taps<scalar_t, acc_t>(op, rois, input.size(0), height, width, spatial_scale,
-                                                          pooled_height, pooled_width, sampling_ratio, aligned);
-    forward_kernel<scalar_t, acc_t>(all, input, pooled_width, out);
-  });
-  return out;
 }
 
 // grad: [K, C, PH, PW] (any strides); grad_input: [N, C, H, W] (any strides), every element written.
@@ -324,9 +474,13 @@ void backward_kernel(const std::vector<RotatedRoiTaps<acc_t>>& all, const at::Te
             gb[c] = static_cast<acc_t>(src[c * gs.c]) * t.inv_count;
           }
           for (int32_t s = t.begin[bin]; s < t.begin[bin + 1]; ++s) {
-            const RotatedTaps<acc_t>& tap = t.taps[s];
+            const PackedTap<acc_t>& tap = t.taps[s];
+            const int64_t corner[4] = {tap.index, tap.index + tap.dx, tap.index + tap.dy * width,
+                                       tap.index + tap.dy * width + tap.dx};
+            // One corner at a time: corners coincide on the last row or column, and each pass
+            // must see the previous one's additions.
             for (int q = 0; q < 4; ++q) {
-              acc_t* d = sc + tap.index[q] * B;
+              acc_t* d = sc + corner[q] * B;
               const acc_t w = tap.weight[q];
 #pragma omp simd
               for (int64_t c = 0; c < B; ++c) {

@@ -114,9 +114,10 @@ void planes_to_block(const scalar_t* src, int64_t plane, int64_t p_begin, int64_
   constexpr int64_t kTile = 64;
   for (int64_t p0 = p_begin; p0 < p_end; p0 += kTile) {
     const int64_t p1 = std::min(p_end, p0 + kTile);
+    int64_t p_scalar = p0;  // pixels [p0, p_scalar) done by register transposes
 #if defined(__AVX__)
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      if (nc == block && block % 8 == 0 && (p1 - p0) % 8 == 0) {
+      if (nc == block && block % 8 == 0) {
         // Sixteen planes are more streams than the hardware prefetcher follows: ask for the
         // lines of the tile after next.
         if (p0 + 3 * kTile <= p_end) {
@@ -126,14 +127,16 @@ void planes_to_block(const scalar_t* src, int64_t plane, int64_t p_begin, int64_
             }
           }
         }
-        transpose_floats(src + p0, plane, dst + p0 * block, block, block, p1 - p0);  // [block][p] -> [p][block]
-        continue;
+        // The whole 8-pixel groups; a tail (a row width or bin count that is not a multiple of 8)
+        // goes element-wise below.
+        p_scalar = p0 + (p1 - p0) / 8 * 8;
+        transpose_floats(src + p0, plane, dst + p0 * block, block, block, p_scalar - p0);  // [block][p] -> [p][block]
       }
     }
 #endif
     for (int64_t i = 0; i < block; ++i) {
       const scalar_t* s = src + i * plane;
-      for (int64_t p = p0; p < p1; ++p) {
+      for (int64_t p = p_scalar; p < p1; ++p) {
         dst[p * block + i] = i < nc ? static_cast<acc_t>(s[p]) : acc_t(0);  // a short block's tail is 0
       }
     }
@@ -146,17 +149,20 @@ void block_to_planes(const acc_t* src, int64_t plane, int64_t p_begin, int64_t p
   constexpr int64_t kTile = 64;
   for (int64_t p0 = p_begin; p0 < p_end; p0 += kTile) {
     const int64_t p1 = std::min(p_end, p0 + kTile);
+    int64_t p_scalar = p0;  // pixels [p0, p_scalar) done by register transposes
 #if defined(__AVX__)
     if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-      if (nc == block && block % 8 == 0 && (p1 - p0) % 8 == 0) {
-        transpose_floats(src + p0 * block, block, dst + p0, plane, p1 - p0, block);  // [p][block] -> [block][p]
-        continue;
+      if (nc == block && block % 8 == 0) {
+        // The whole 8-pixel groups; a tail such as the 49th bin of a 7 x 7 RoI goes element-wise
+        // below (a whole run left to the compiler became a slow loop of gathers).
+        p_scalar = p0 + (p1 - p0) / 8 * 8;
+        transpose_floats(src + p0 * block, block, dst + p0, plane, p_scalar - p0, block);  // [p][block] -> [block][p]
       }
     }
 #endif
     for (int64_t i = 0; i < nc; ++i) {
       scalar_t* d = dst + i * plane;
-      for (int64_t p = p0; p < p1; ++p) {
+      for (int64_t p = p_scalar; p < p1; ++p) {
         d[p] = static_cast<scalar_t>(src[p * block + i]);
       }
     }

@@ -213,6 +213,33 @@ def test_far_outside_and_empty(device):
     assert roiops.roi_align_rotated(x, torch.zeros(0, 6, device=device), 2, 1.0, 2).shape == (0, 2, 2, 2)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_wide_channels_match_definition_at_any_thread_count(channels_last, dtype):
+    # 40 channels: two whole 16-channel blocks and a short one in the NCHW kernel; 60 RoIs x 40
+    # channels x 25 bins is enough work to run on the thread pool. RoIs reach past the map's
+    # border and beyond it, so clamped and dropped samples are in the mix.
+    x, rois = random_map_and_rois(k=60, seed=12, n=2, c=40, h=20, w=20, dtype=torch.float32)
+    x, rois = x.to(dtype), rois.to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = roi_align_rotated_reference(x, rois, (5, 5), 0.5, 2, True)
+    tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]  # bfloat16: the output's rounding
+    outs = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outs.append(roiops.roi_align_rotated(x, rois, 5, 0.5, 2, True))
+    finally:
+        torch.set_num_threads(before)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert outs[0].is_contiguous(memory_format=layout)
+    assert outs[0].dtype == dtype
+    torch.testing.assert_close(outs[0].double(), expected, atol=tol, rtol=0)
+    assert torch.equal(outs[0], outs[1])
+
+
 def test_backward_is_deterministic_across_thread_counts():
     x, rois = random_map_and_rois(k=200, seed=10, n=2, c=40, h=30, w=30, dtype=torch.float32)
     g = torch.randn(200, 40, 7, 7, generator=torch.Generator().manual_seed(11))
