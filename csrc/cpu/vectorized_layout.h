@@ -92,6 +92,78 @@ inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int6
   }
 }
 
+// transpose_8x8 for a block with fewer rows on either side: reads src rows j < kRowsIn (the others
+// count as 0) and writes dst rows i < kRowsOut. For 8-lane groups of fewer than 8 channels.
+template <int kRowsIn, int kRowsOut>
+inline void transpose_8x8_part(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m256 r[8], t[8], u[8], o[8];
+  for (int i = 0; i < 8; ++i) {
+    r[i] = i < kRowsIn ? _mm256_loadu_ps(src + i * src_stride) : _mm256_setzero_ps();
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    o[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    o[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+  for (int i = 0; i < kRowsOut; ++i) {
+    _mm256_storeu_ps(dst + i * dst_stride, o[i]);
+  }
+}
+
+// transpose_8x8_part with rows_in (rows_out) given at run time, 0 .. 8: a switch to the unrolled
+// block, the row counts being constants inside it.
+inline void transpose_8x8_rows_in(int rows_in, const float* src, int64_t src_stride, float* dst,
+                                  int64_t dst_stride) {
+  switch (rows_in) {
+#define ROIOPS_ROWS_IN(R)                                             \
+  case R:                                                             \
+    transpose_8x8_part<R, 8>(src, src_stride, dst, dst_stride);       \
+    break;
+    ROIOPS_ROWS_IN(0)
+    ROIOPS_ROWS_IN(1)
+    ROIOPS_ROWS_IN(2)
+    ROIOPS_ROWS_IN(3)
+    ROIOPS_ROWS_IN(4)
+    ROIOPS_ROWS_IN(5)
+    ROIOPS_ROWS_IN(6)
+    ROIOPS_ROWS_IN(7)
+    ROIOPS_ROWS_IN(8)
+#undef ROIOPS_ROWS_IN
+    default:
+      break;
+  }
+}
+
+inline void transpose_8x8_rows_out(int rows_out, const float* src, int64_t src_stride, float* dst,
+                                   int64_t dst_stride) {
+  switch (rows_out) {
+#define ROIOPS_ROWS_OUT(R)                                            \
+  case R:                                                             \
+    transpose_8x8_part<8, R>(src, src_stride, dst, dst_stride);       \
+    break;
+    ROIOPS_ROWS_OUT(1)
+    ROIOPS_ROWS_OUT(2)
+    ROIOPS_ROWS_OUT(3)
+    ROIOPS_ROWS_OUT(4)
+    ROIOPS_ROWS_OUT(5)
+    ROIOPS_ROWS_OUT(6)
+    ROIOPS_ROWS_OUT(7)
+    ROIOPS_ROWS_OUT(8)
+#undef ROIOPS_ROWS_OUT
+    default:
+      break;
+  }
+}
+
 // dst[c * dst_stride + r] = src[r * src_stride + c] for a rows x cols block of floats, both
 // multiples of 8, by 8 x 8 register transposes.
 inline void transpose_floats(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows,
@@ -190,6 +262,38 @@ void planes_to_pixels(const T* src, int64_t plane, int64_t channels, int64_t p_b
     for (; c < channels; ++c) {
       for (int64_t p = p0; p < p1; ++p) {
         dst[p * channels + c] = src[c * plane + p];
+      }
+    }
+  }
+}
+
+// dst[c * plane + p] = src[p * channels + c] for the pixels [p_begin, p_end): channels_last pixels
+// of one image to its NCHW planes, the inverse of planes_to_pixels. 64 pixels at a time (their
+// channels, 125 KB for 490 channels, stay in cache while every plane gets its 64 values).
+template <typename T>
+void pixels_to_planes(const T* src, int64_t plane, int64_t channels, int64_t p_begin, int64_t p_end, T* dst) {
+  constexpr int64_t kTile = 64;
+  for (int64_t p0 = p_begin; p0 < p_end; p0 += kTile) {
+    const int64_t p1 = std::min(p_end, p0 + kTile);
+    int64_t c = 0;
+#if defined(__AVX__)
+    if constexpr (std::is_same_v<T, float>) {
+      const int64_t p8 = p0 + (p1 - p0) / 8 * 8;
+      for (; c + 8 <= channels; c += 8) {
+        for (int64_t p = p0; p < p8; p += 8) {
+          transpose_8x8(src + p * channels + c, channels, dst + c * plane + p, plane);
+        }
+        for (int64_t i = 0; i < 8; ++i) {
+          for (int64_t p = p8; p < p1; ++p) {
+            dst[(c + i) * plane + p] = src[p * channels + c + i];
+          }
+        }
+      }
+    }
+#endif
+    for (; c < channels; ++c) {
+      for (int64_t p = p0; p < p1; ++p) {
+        dst[c * plane + p] = src[p * channels + c];
       }
     }
   }
