@@ -113,18 +113,73 @@ std::vector<char> ps_rows_read(const Bins& bins, const RoisByImage& by_image, in
   return rows;
 }
 
-// Calls fn(begin, end) for every maximal run [begin, end) of set flags in flags[0, size), in order.
-template <typename Fn>
-void for_each_row_run(const char* flags, int64_t size, Fn fn) {
-  for (int64_t r = 0; r < size;) {
-    if (!flags[r]) {
-      ++r;
-      continue;
+#if defined(__AVX512F__)
+// dst[i * dst_stride + j] = src[j * src_stride + i] for a 16 x 16 block of floats in registers,
+// reading src rows j < kIn (the others count as 0) and writing dst rows i < kOut: a bin's kIn <= 16
+// channel planes to 16 pixels of the scratch (kOut = 16), or back (kIn = 16, kOut channels).
+// Four shuffle stages (pairs of rows, quads, then 128-bit quarters twice).
+template <int kIn, int kOut>
+__attribute__((always_inline)) inline void transpose_16x16(const float* src, int64_t src_stride, float* dst,
+                                                           int64_t dst_stride) {
+  __m512 r[16], t[16], u[16];
+  for (int i = 0; i < 16; ++i) {
+    r[i] = i < kIn ? _mm512_loadu_ps(src + i * src_stride) : _mm512_setzero_ps();
+  }
+  for (int i = 0; i < 8; ++i) {  // t[2i], t[2i+1]: rows 2i and 2i+1 interleaved
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4i + j], 128-bit quarter q: rows 4i .. 4i + 3 of column 4q + j
+    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {  // column 4q + j: quarter q of u[j], u[4 + j], u[8 + j], u[12 + j]
+    const __m512 v1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);
+    const __m512 v2 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
+    const __m512 w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
+    const __m512 w2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
+    const __m512 o[4] = {_mm512_shuffle_f32x4(v1, w1, 0x88), _mm512_shuffle_f32x4(v1, w1, 0xDD),
+                         _mm512_shuffle_f32x4(v2, w2, 0x88), _mm512_shuffle_f32x4(v2, w2, 0xDD)};
+    for (int q = 0; q < 4; ++q) {
+      if (4 * q + j < kOut) {
+        _mm512_storeu_ps(dst + (4 * q + j) * dst_stride, o[q]);
+      }
     }
-    int64_t e = r;
-    while (e < size && flags[e]) ++e;
-    fn(r, e);
-    r = e;
+  }
+}
+#endif
+
+// Calls fn(std::integral_constant<int, G>) for the run-time group size 1 <= G <= kLanes, so that
+// code specialised for it (unrolled register transposes) runs.
+template <typename Fn>
+inline void with_group_size(int64_t group, Fn fn) {
+  static_assert(kLanes == 16, "cases 1 .. 16 below");
+  switch (group) {
+#define ROIOPS_PS_GROUP(G)                  \
+  case G:                                   \
+    fn(std::integral_constant<int, G>());   \
+    break;
+    ROIOPS_PS_GROUP(1)
+    ROIOPS_PS_GROUP(2)
+    ROIOPS_PS_GROUP(3)
+    ROIOPS_PS_GROUP(4)
+    ROIOPS_PS_GROUP(5)
+    ROIOPS_PS_GROUP(6)
+    ROIOPS_PS_GROUP(7)
+    ROIOPS_PS_GROUP(8)
+    ROIOPS_PS_GROUP(9)
+    ROIOPS_PS_GROUP(10)
+    ROIOPS_PS_GROUP(11)
+    ROIOPS_PS_GROUP(12)
+    ROIOPS_PS_GROUP(13)
+    ROIOPS_PS_GROUP(14)
+    ROIOPS_PS_GROUP(15)
+    ROIOPS_PS_GROUP(16)
+#undef ROIOPS_PS_GROUP
+    default:
+      break;
   }
 }
 
@@ -134,15 +189,18 @@ template <typename scalar_t, typename acc_t>
 void planes_to_lanes(const scalar_t* planes, int64_t plane_stride, int64_t group, int64_t p0, int64_t p1,
                      acc_t* scratch) {
   int64_t p = p0;
-#if defined(__AVX__)
+#if defined(__AVX512F__)
   if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
-    static_assert(kLanes == 16, "two 8 x 8 transposes per 8 pixels");
-    const int rows_lo = static_cast<int>(std::min<int64_t>(group, 8));
-    const int rows_hi = static_cast<int>(std::clamp<int64_t>(group - 8, 0, 8));
-    for (; p + 8 <= p1; p += 8) {
-      transpose_8x8_rows_in(rows_lo, planes + p, plane_stride, scratch + p * kLanes, kLanes);
-      transpose_8x8_rows_in(rows_hi, planes + 8 * plane_stride + p, plane_stride, scratch + p * kLanes + 8, kLanes);
-    }
+    with_group_size(group, [&](auto g) {
+      for (; p + 16 <= p1; p += 16) {
+        transpose_16x16<decltype(g)::value, 16>(planes + p, plane_stride, scratch + p * kLanes, kLanes);
+      }
+      if (p < p1 && p1 - p0 >= 16) {  // the last 16 pixels, some of them again: no scalar tail
+        p = p1 - 16;
+        transpose_16x16<decltype(g)::value, 16>(planes + p, plane_stride, scratch + p * kLanes, kLanes);
+        p = p1;
+      }
+    });
   }
 #endif
   for (; p < p1; ++p) {
@@ -157,14 +215,13 @@ template <typename acc_t>
 void lanes_to_planes(const acc_t* scratch, int64_t group, int64_t p0, int64_t p1, acc_t* planes,
                      int64_t plane_stride) {
   int64_t p = p0;
-#if defined(__AVX__)
+#if defined(__AVX512F__)
   if constexpr (std::is_same_v<acc_t, float>) {
-    for (; p + 8 <= p1; p += 8) {
-      for (int64_t g0 = 0; g0 < group; g0 += 8) {
-        const int rows_out = static_cast<int>(std::min<int64_t>(group - g0, 8));
-        transpose_8x8_rows_out(rows_out, scratch + p * kLanes + g0, kLanes, planes + g0 * plane_stride + p, plane_stride);
+    with_group_size(group, [&](auto g) {
+      for (; p + 16 <= p1; p += 16) {
+        transpose_16x16<16, decltype(g)::value>(scratch + p * kLanes, kLanes, planes + p, plane_stride);
       }
-    }
+    });
   }
 #endif
   for (; p < p1; ++p) {
@@ -205,8 +262,8 @@ inline at::Tensor ps_nchw_planes(const at::Tensor& input) {
 //   rows(k, ph, &r0, &r1): the map rows [r0, r1) that bin row ph reads;
 //   pool(k, ph, pw, scratch, width, acc): acc[l] = bin (ph, pw) pooled from lane l of the scratch;
 //   scatter(k, ph, pw, g, scratch, width): the adjoint, adding lane l of g into the scratch.
-// Tasks are (image, bin): the bin's planes (10 x 50 x 76 floats for R-FCN) are copied once into
-// the scratch, then every RoI of the image pools from it.
+// Tasks are (image, bin): the rows the image's RoIs read of the bin's planes (10 x 50 x 76 floats
+// for R-FCN) are copied once into the scratch, then every RoI of the image pools from it.
 template <typename scalar_t, typename acc_t, typename Bins>
 void ps_roi_forward_driver(const scalar_t* input, const std::vector<int64_t>& batch, int64_t batch_size,
                            int64_t channels_out, int64_t pooled_height, int64_t pooled_width, int64_t height,
@@ -228,7 +285,7 @@ void ps_roi_forward_driver(const scalar_t* input, const std::vector<int64_t>& ba
       for (int64_t c0 = 0; c0 < channels_out; c0 += kLanes) {
         const int64_t group = std::min(kLanes, channels_out - c0);
         const scalar_t* planes = input + (n * bins * channels_out + c0 * bins + bin) * plane;
-        for_each_row_run(rows, height, [&](int64_t r0, int64_t r1) {
+        for_each_run(rows, height, [&](int64_t r0, int64_t r1) {
           planes_to_lanes(planes, cstride, group, r0 * width, r1 * width, scratch);
         });
         for (int64_t j = by_image.offsets[n]; j < by_image.offsets[n + 1]; ++j) {
@@ -266,12 +323,13 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
       for (int64_t c0 = 0; c0 < channels_out; c0 += kLanes) {
         const int64_t group = std::min(kLanes, channels_out - c0);
         acc_t* planes = grad_input + (n * bins * channels_out + c0 * bins + bin) * plane;
-        for_each_row_run(rows, height, [&](int64_t r0, int64_t r1) {
+        for_each_run(rows, height, [&](int64_t r0, int64_t r1) {
           std::fill(scratch + r0 * width * kLanes, scratch + r1 * width * kLanes, acc_t(0));
         });
         for (int64_t j = by_image.offsets[n]; j < by_image.offsets[n + 1]; ++j) {
           const int64_t k = by_image.order[j];
-          const scalar_t* gk = grad + k * grad_stride[0] + c0 * grad_stride[1] + ph * grad_stride[2] + pw * grad_stride[3];
+          const scalar_t* gk =
+              grad + k * grad_stride[0] + c0 * grad_stride[1] + ph * grad_stride[2] + pw * grad_stride[3];
           bool any = false;
           for (int64_t l = 0; l < kLanes; ++l) {
             g[l] = l < group ? static_cast<acc_t>(gk[l * grad_stride[1]]) : acc_t(0);
@@ -283,7 +341,7 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
         }
         // Rows no RoI reads get 0; the others their sums, transposed back into the planes.
         int64_t done = 0;
-        for_each_row_run(rows, height, [&](int64_t r0, int64_t r1) {
+        for_each_run(rows, height, [&](int64_t r0, int64_t r1) {
           for (int64_t i = 0; i < group; ++i) {
             std::fill(planes + i * cstride + done * width, planes + i * cstride + r0 * width, acc_t(0));
           }

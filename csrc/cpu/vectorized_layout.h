@@ -92,78 +92,6 @@ inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int6
   }
 }
 
-// transpose_8x8 for a block with fewer rows on either side: reads src rows j < kRowsIn (the others
-// count as 0) and writes dst rows i < kRowsOut. For 8-lane groups of fewer than 8 channels.
-template <int kRowsIn, int kRowsOut>
-inline void transpose_8x8_part(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
-  __m256 r[8], t[8], u[8], o[8];
-  for (int i = 0; i < 8; ++i) {
-    r[i] = i < kRowsIn ? _mm256_loadu_ps(src + i * src_stride) : _mm256_setzero_ps();
-  }
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 2; ++i) {
-    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
-    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
-    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  for (int i = 0; i < 4; ++i) {
-    o[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-    o[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-  }
-  for (int i = 0; i < kRowsOut; ++i) {
-    _mm256_storeu_ps(dst + i * dst_stride, o[i]);
-  }
-}
-
-// transpose_8x8_part with rows_in (rows_out) given at run time, 0 .. 8: a switch to the unrolled
-// block, the row counts being constants inside it.
-inline void transpose_8x8_rows_in(int rows_in, const float* src, int64_t src_stride, float* dst,
-                                  int64_t dst_stride) {
-  switch (rows_in) {
-#define ROIOPS_ROWS_IN(R)                                             \
-  case R:                                                             \
-    transpose_8x8_part<R, 8>(src, src_stride, dst, dst_stride);       \
-    break;
-    ROIOPS_ROWS_IN(0)
-    ROIOPS_ROWS_IN(1)
-    ROIOPS_ROWS_IN(2)
-    ROIOPS_ROWS_IN(3)
-    ROIOPS_ROWS_IN(4)
-    ROIOPS_ROWS_IN(5)
-    ROIOPS_ROWS_IN(6)
-    ROIOPS_ROWS_IN(7)
-    ROIOPS_ROWS_IN(8)
-#undef ROIOPS_ROWS_IN
-    default:
-      break;
-  }
-}
-
-inline void transpose_8x8_rows_out(int rows_out, const float* src, int64_t src_stride, float* dst,
-                                   int64_t dst_stride) {
-  switch (rows_out) {
-#define ROIOPS_ROWS_OUT(R)                                            \
-  case R:                                                             \
-    transpose_8x8_part<8, R>(src, src_stride, dst, dst_stride);       \
-    break;
-    ROIOPS_ROWS_OUT(1)
-    ROIOPS_ROWS_OUT(2)
-    ROIOPS_ROWS_OUT(3)
-    ROIOPS_ROWS_OUT(4)
-    ROIOPS_ROWS_OUT(5)
-    ROIOPS_ROWS_OUT(6)
-    ROIOPS_ROWS_OUT(7)
-    ROIOPS_ROWS_OUT(8)
-#undef ROIOPS_ROWS_OUT
-    default:
-      break;
-  }
-}
-
 // dst[c * dst_stride + r] = src[r * src_stride + c] for a rows x cols block of floats, both
 // multiples of 8, by 8 x 8 register transposes.
 inline void transpose_floats(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows,
@@ -299,10 +227,9 @@ void pixels_to_planes(const T* src, int64_t plane, int64_t channels, int64_t p_b
   }
 }
 
-// Calls fn(begin, end) for every maximal run [begin, end) of set flags, in order.
+// Calls fn(begin, end) for every maximal run [begin, end) of set flags in flags[0, size), in order.
 template <typename Fn>
-void for_each_run(const std::vector<char>& flags, Fn fn) {
-  const int64_t size = static_cast<int64_t>(flags.size());
+void for_each_run(const char* flags, int64_t size, Fn fn) {
   for (int64_t r = 0; r < size;) {
     if (!flags[r]) {
       ++r;
@@ -313,6 +240,11 @@ void for_each_run(const std::vector<char>& flags, Fn fn) {
     fn(r, e);
     r = e;
   }
+}
+
+template <typename Fn>
+void for_each_run(const std::vector<char>& flags, Fn fn) {
+  for_each_run(flags.data(), static_cast<int64_t>(flags.size()), fn);
 }
 
 }  // namespace cpu
