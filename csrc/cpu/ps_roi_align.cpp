@@ -1,10 +1,10 @@
 // Position-sensitive RoIAlign (Dai et al., R-FCN; bilinear sampling as in He et al., Mask R-CNN) on
 // the CPU: forward and backward to the input.
 //
-// The sample positions and bilinear weights of every RoI are RoIAlign's (roi_align_taps.h, with
-// aligned=True's half-pixel shift, which PSRoIAlign always applies), computed once per RoI; a bin
-// turns them into its weighted pixels (BinTaps; samples sharing a pixel read it once, AlignBins)
-// and the drivers of ps_roi_pooling.h sum them for every output channel. Deterministic: the
+// The sample positions and bilinear weights of every RoI are RoIAlign's (common/roi_align_math.h,
+// with aligned=True's half-pixel shift, which PSRoIAlign always applies), computed once per RoI; a bin
+// turns them into its weighted pixels (samples sharing a pixel read it once, AlignBins) and the
+// drivers of ps_roi_pooling.h sum them for every output channel at once. Deterministic: the
 // backward has one writer per element.
 
 #include <ATen/Dispatch.h>
@@ -20,105 +20,149 @@
 #include "common/memory_format.h"
 #include "common/ps_roi_math.h"
 #include "cpu/ps_roi_pooling.h"
-#include "cpu/roi_align_taps.h"
 #include "cpu/vectorized_layout.h"
 
 namespace roiops {
 namespace cpu {
 namespace {
 
-// The taps of every RoI (raises for a bad batch index) with its batch index.
-template <typename scalar_t, typename acc_t>
-std::vector<RoiTaps<acc_t>> ps_align_taps(const char* op, const at::Tensor& rois, int64_t batch_size,
-                                          int64_t height, int64_t width, double spatial_scale, int64_t pooled_height,
-                                          int64_t pooled_width, int64_t sampling_ratio,
-                                          std::vector<int64_t>& batch) {
-  const std::vector<LevelShape> shapes{{height, width, spatial_scale}};
-  // R-FCN's 300 RoIs of 7 x 7 bins take tens of microseconds on one thread: cheaper than a
-  // parallel region, whose start waits for every thread to be scheduled.
-  auto taps = build_roi_taps<scalar_t, acc_t>(op, rois, nullptr, shapes, batch_size, pooled_height, pooled_width,
-                                              sampling_ratio, /*aligned=*/true, /*grain_size=*/1024);
-  batch.resize(taps.size());
-  for (size_t k = 0; k < taps.size(); ++k) {
-    batch[k] = taps[k].batch;
-  }
-  return taps;
-}
-
-// The pixels one RoI reads along one axis, per bin, each once with its summed weight: bin p reads
-// pixel[begin[p] .. begin[p + 1]) with weight[...], ascending.
+// The pixels every RoI reads along one axis, per bin, each once with its summed weight: bin p of
+// RoI k reads pixel[begin[k * (pooled + 1) + p] .. begin[k * (pooled + 1) + p + 1]) with weight[...].
+// Flat over all RoIs: R-FCN's 300 RoIs would otherwise cost thousands of small allocations per
+// call, a tenth of the forward.
 template <typename acc_t>
-struct MergedAxis {
+struct MergedAxes {
+  int64_t pooled;
   std::vector<int32_t> begin;
-  std::vector<int64_t> pixel;
+  std::vector<int32_t> pixel;
   std::vector<acc_t> weight;
-};
 
-// Each sample of a bin gives w_low to its low and w_high to its high pixel. Samples closer than a
-// pixel share pixels, so their weights are summed here once per RoI instead of being read as
-// separate taps for every output channel. Sample positions ascend within a bin, so a sample's
-// pixels (low, and high = low or low + 1) are either among the last two pixels kept or after them.
-template <typename acc_t>
-void merge_axis(const std::vector<Tap<acc_t>>& taps, const std::vector<int32_t>& tap_begin, int64_t pooled,
-                MergedAxis<acc_t>& m) {
-  m.begin.assign(pooled + 1, 0);
-  m.pixel.clear();
-  m.weight.clear();
-  const auto add = [&](int32_t first, int64_t pixel, acc_t w) {
-    const int32_t size = static_cast<int32_t>(m.pixel.size());
-    for (int32_t i = std::max(first, size - 2); i < size; ++i) {
-      if (m.pixel[i] == pixel) {
-        m.weight[i] += w;
-        return;
-      }
-    }
-    m.pixel.push_back(pixel);
-    m.weight.push_back(w);
-  };
-  for (int64_t p = 0; p < pooled; ++p) {
-    const int32_t first = static_cast<int32_t>(m.pixel.size());
-    m.begin[p] = first;
-    for (int32_t i = tap_begin[p]; i < tap_begin[p + 1]; ++i) {
-      add(first, taps[i].low, taps[i].w_low);
-      add(first, taps[i].high, taps[i].w_high);
-    }
+  explicit MergedAxes(int64_t num_rois, int64_t pooled) : pooled(pooled), begin(num_rois * (pooled + 1), 0) {
+    pixel.reserve(num_rois * pooled * 4);
+    weight.reserve(num_rois * pooled * 4);
   }
-  m.begin[pooled] = static_cast<int32_t>(m.pixel.size());
-}
+
+  // Appends bin p of RoI k (its bins in order): each sample gives w_low to its low and w_high to
+  // its high pixel. Samples closer than a pixel share pixels, so their weights are summed here once
+  // per RoI instead of being read as separate taps for every output channel. Sample positions
+  // ascend within a bin, so a sample's pixels (low, and high = low or low + 1) are either among
+  // the last two pixels kept or after them.
+  void add_bin(int64_t k, int64_t p, const RoiAxis<acc_t>& axis, int64_t size) {
+    const int32_t first = static_cast<int32_t>(pixel.size());
+    begin[k * (pooled + 1) + p] = first;
+    const auto add = [&](int64_t px, acc_t w) {
+      const int32_t n = static_cast<int32_t>(pixel.size());
+      for (int32_t i = std::max(first, n - 2); i < n; ++i) {
+        if (pixel[i] == px) {
+          weight[i] += w;
+          return;
+        }
+      }
+      pixel.push_back(static_cast<int32_t>(px));
+      weight.push_back(w);
+    };
+    int64_t i0, i1;
+    sample_index_range(axis, p, size, &i0, &i1);
+    for (int64_t i = i0; i < i1; ++i) {
+      const AxisSample<acc_t> s = bilinear_axis(sample_position(axis, p, i), size);
+      if (s.w_low == acc_t(0) && s.w_high == acc_t(0)) {
+        continue;  // outside [-1, size]
+      }
+      add(s.low, s.w_low);
+      add(s.high, s.w_high);
+    }
+    begin[k * (pooled + 1) + p + 1] = static_cast<int32_t>(pixel.size());
+  }
+
+  void empty_roi(int64_t k) {
+    std::fill(begin.begin() + k * (pooled + 1), begin.begin() + (k + 1) * (pooled + 1),
+              static_cast<int32_t>(pixel.size()));
+  }
+
+  int32_t first(int64_t k, int64_t p) const { return begin[k * (pooled + 1) + p]; }
+  int32_t last(int64_t k, int64_t p) const { return begin[k * (pooled + 1) + p + 1]; }
+};
 
 // Bin (ph, pw) of a RoI: a sample's bilinear weight is (y weight) x (x weight), so the bin's sum over
 // its samples' corners is the sum over pixels (r, c) of Y[r] * X[c] * map[r, c], with Y and X the
-// weights merged over the bin's samples (merge_axis). A 2 x 2 grid of samples in a bin under a
-// pixel wide reads 4 pixels instead of 16 corners. Taps row-major, ascending.
+// weights merged over the bin's samples (MergedAxes). A 2 x 2 grid of samples in a bin under a
+// pixel wide reads 4 pixels instead of 16 corners. Sample positions and bilinear weights are
+// RoIAlign's (common/roi_align_math.h, aligned=True). Pixels row-major, ascending; the Bins of
+// ps_roi_pooling.h's drivers.
 template <typename acc_t>
 struct AlignBins {
-  const std::vector<RoiTaps<acc_t>>& taps;
-  std::vector<MergedAxis<acc_t>> ys, xs;
+  MergedAxes<acc_t> ys, xs;
+  std::vector<acc_t> inv_count;  // [K]: 1 / samples per bin
 
-  AlignBins(const std::vector<RoiTaps<acc_t>>& roi_taps, int64_t pooled_height, int64_t pooled_width)
-      : taps(roi_taps), ys(roi_taps.size()), xs(roi_taps.size()) {
-    // One thread: a few additions per sample, not worth a parallel region's synchronisation.
-    for (size_t k = 0; k < taps.size(); ++k) {
-      merge_axis(taps[k].ys, taps[k].y_begin, pooled_height, ys[k]);
-      merge_axis(taps[k].xs, taps[k].x_begin, pooled_width, xs[k]);
+  // One thread: R-FCN's 300 RoIs of 7 x 7 bins take tens of microseconds, cheaper than a parallel
+  // region, whose start waits for every thread to be scheduled.
+  template <typename scalar_t>
+  AlignBins(const scalar_t* rois, int64_t num_rois, acc_t spatial_scale, int64_t pooled_height, int64_t pooled_width,
+            int64_t sampling_ratio, int64_t height, int64_t width)
+      : ys(num_rois, pooled_height), xs(num_rois, pooled_width), inv_count(num_rois, acc_t(1)) {
+    for (int64_t k = 0; k < num_rois; ++k) {
+      const scalar_t* roi = rois + 5 * k;
+      const acc_t x1 = static_cast<acc_t>(roi[1]), y1 = static_cast<acc_t>(roi[2]);
+      const acc_t x2 = static_cast<acc_t>(roi[3]), y2 = static_cast<acc_t>(roi[4]);
+      if (!roi_is_finite(x1, y1, x2, y2)) {
+        ys.empty_roi(k);  // no pixels: pools to 0, no gradient
+        xs.empty_roi(k);
+        continue;
+      }
+      const RoiAxis<acc_t> ay = ps_roi_align_axis(y1, y2, spatial_scale, pooled_height, sampling_ratio);
+      const RoiAxis<acc_t> ax = ps_roi_align_axis(x1, x2, spatial_scale, pooled_width, sampling_ratio);
+      inv_count[k] = roi_align_inv_count(ay, ax);
+      for (int64_t ph = 0; ph < pooled_height; ++ph) {
+        ys.add_bin(k, ph, ay, height);
+      }
+      for (int64_t pw = 0; pw < pooled_width; ++pw) {
+        xs.add_bin(k, pw, ax, width);
+      }
     }
   }
 
-  void operator()(int64_t k, int64_t ph, int64_t pw, int64_t stride_h, int64_t stride_w, BinTaps<acc_t>& b) const {
-    const MergedAxis<acc_t>& my = ys[k];
-    const MergedAxis<acc_t>& mx = xs[k];
-    b.clear();
-    b.scale = taps[k].inv_count;
-    const int32_t y0 = my.begin[ph], y1 = my.begin[ph + 1], x0 = mx.begin[pw], x1 = mx.begin[pw + 1];
-    b.resize(static_cast<size_t>(y1 - y0) * static_cast<size_t>(x1 - x0));
-    int64_t* offset = b.offset.data();
-    acc_t* weight = b.weight.data();
-    for (int32_t i = y0; i < y1; ++i) {
-      const int64_t row = my.pixel[i] * stride_h;
-      const acc_t wy = my.weight[i];
-      for (int32_t j = x0; j < x1; ++j) {
-        *offset++ = row + mx.pixel[j] * stride_w;
-        *weight++ = wy * mx.weight[j];
+  void rows(int64_t k, int64_t ph, int64_t* r0, int64_t* r1) const {
+    const int32_t i0 = ys.first(k, ph), i1 = ys.last(k, ph);
+    *r0 = *r1 = 0;
+    if (i0 == i1) {
+      return;
+    }
+    *r0 = ys.pixel[i0];
+    *r1 = ys.pixel[i1 - 1] + 1;
+  }
+
+  // acc[l] = inv_count * sum over the bin's pixels of Y[r] * X[c] * scratch lane l. Even and odd
+  // rows go to two sums, added at the end: one chain of multiply-adds would wait out each one's
+  // latency (7 pixels a bin, one vector multiply-add each).
+  void pool(int64_t k, int64_t ph, int64_t pw, const acc_t* scratch, int64_t width, acc_t* acc) const {
+    const int32_t i0 = ys.first(k, ph), i1 = ys.last(k, ph), j0 = xs.first(k, pw), j1 = xs.last(k, pw);
+    acc_t sum[2][kLanes] = {};
+    for (int32_t i = i0; i < i1; ++i) {
+      const acc_t* row = scratch + static_cast<int64_t>(ys.pixel[i]) * width * kLanes;
+      const acc_t wy = ys.weight[i];
+      acc_t* s = sum[(i - i0) & 1];
+      for (int32_t j = j0; j < j1; ++j) {
+        lanes_fma(s, wy * xs.weight[j], row + static_cast<int64_t>(xs.pixel[j]) * kLanes);
+      }
+    }
+    const acc_t scale = inv_count[k];
+    for (int64_t l = 0; l < kLanes; ++l) {
+      acc[l] = (sum[0][l] + sum[1][l]) * scale;
+    }
+  }
+
+  // The adjoint of pool: scratch lane l += inv_count * g[l] * Y[r] * X[c], pixels in pool's order.
+  void scatter(int64_t k, int64_t ph, int64_t pw, const acc_t* g, acc_t* scratch, int64_t width) const {
+    const int32_t i0 = ys.first(k, ph), i1 = ys.last(k, ph), j0 = xs.first(k, pw), j1 = xs.last(k, pw);
+    acc_t gc[kLanes];
+    for (int64_t l = 0; l < kLanes; ++l) {
+      gc[l] = g[l] * inv_count[k];
+    }
+    for (int32_t i = i0; i < i1; ++i) {
+      acc_t* row = scratch + static_cast<int64_t>(ys.pixel[i]) * width * kLanes;
+      const acc_t wy = ys.weight[i];
+      for (int32_t j = j0; j < j1; ++j) {
+        lanes_fma(row + static_cast<int64_t>(xs.pixel[j]) * kLanes, wy * xs.weight[j], gc);
       }
     }
   }
@@ -138,17 +182,19 @@ at::Tensor ps_roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& r
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "ps_roi_align_forward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    std::vector<int64_t> batch;
-    const auto taps = ps_align_taps<scalar_t, acc_t>("ps_roi_align", rois, input.size(0), input.size(2),
-                                                     input.size(3), spatial_scale, pooled_height, pooled_width,
-                                                     sampling_ratio, batch);
+    const std::vector<int64_t> batch = ps_roi_batch_indices<scalar_t>("ps_roi_align", rois, input.size(0));
     if (out.numel() == 0) {
       return;
     }
-    ps_roi_forward_driver<scalar_t, acc_t>(input.const_data_ptr<scalar_t>(), map_strides(input), batch, input.size(0),
-                                           channels_out, pooled_height, pooled_width,
-                                           out.mutable_data_ptr<scalar_t>(), map_strides(out),
-                                           AlignBins<acc_t>(taps, pooled_height, pooled_width));
+    const at::Tensor planes = ps_nchw_planes(input);
+    const int64_t out_stride[4] = {out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
+    ps_roi_forward_driver<scalar_t, acc_t>(planes.const_data_ptr<scalar_t>(), batch, input.size(0), channels_out,
+                                           pooled_height, pooled_width, input.size(2), input.size(3),
+                                           out.mutable_data_ptr<scalar_t>(), out_stride,
+                                           AlignBins<acc_t>(rois.const_data_ptr<scalar_t>(), num_rois,
+                                                            static_cast<acc_t>(spatial_scale), pooled_height,
+                                                            pooled_width, sampling_ratio, input.size(2),
+                                                            input.size(3)));
   });
   return out;
 }
@@ -172,12 +218,12 @@ at::Tensor ps_roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& r
       zero_streaming(grad_input.mutable_data_ptr<acc_t>(), grad_input.numel());
       return;
     }
-    std::vector<int64_t> batch;
-    const auto taps = ps_align_taps<scalar_t, acc_t>("ps_roi_align_backward", rois, batch_size, height, width,
-                                                     spatial_scale, pooled_height, pooled_width, sampling_ratio,
-                                                     batch);
-    ps_roi_backward_into<scalar_t, acc_t>(grad, batch, channels_out, pooled_height, pooled_width, grad_input,
-                                         AlignBins<acc_t>(taps, pooled_height, pooled_width));
+    const std::vector<int64_t> batch =
+        ps_roi_batch_indices<scalar_t>("ps_roi_align_backward", rois, batch_size);
+    ps_roi_backward_into<scalar_t, acc_t>(
+        grad, batch, channels_out, pooled_height, pooled_width, grad_input,
+        AlignBins<acc_t>(rois.const_data_ptr<scalar_t>(), rois.size(0), static_cast<acc_t>(spatial_scale),
+                         pooled_height, pooled_width, sampling_ratio, height, width));
   });
   return acc_dtype != dtype ? grad_input.to(dtype) : grad_input;
 }

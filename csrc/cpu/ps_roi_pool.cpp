@@ -3,7 +3,7 @@
 // spreads each bin's gradient evenly over the bin's pixels.
 //
 // Each bin is computed once per call; the drivers of ps_roi_pooling.h sum its pixels for every
-// output channel, in row-major order and divided by the area, which is torchvision's
+// output channel at once (one lane each), in row-major order and divided by the area, which is torchvision's
 // arithmetic: float32 and float64 results equal torchvision's exactly. Deterministic: the backward
 // has one writer per element.
 
@@ -26,32 +26,83 @@ namespace roiops {
 namespace cpu {
 namespace {
 
-// Bin (ph, pw) of a RoI: its pixels with weight 1, divided by their count; no taps when empty.
-// Computed where it is summed: each (RoI, bin) is visited once per call, inside the drivers'
-// parallel region, so a separate pass over all bins would only add a synchronisation.
-template <typename scalar_t, typename acc_t>
+// The bins of every RoI, separable: bin (ph, pw) is rows [h0, h1) of bin row ph times columns
+// [w0, w1) of bin column pw (ps_roi_pool_bin's rows depend on ph alone, its columns on pw alone),
+// so 7 + 7 ranges per RoI, computed once per call, give its 49 bins. The Bins of ps_roi_pooling.h's
+// drivers.
+template <typename acc_t>
 struct PoolBins {
-  const scalar_t* rois;  // [K, 5] contiguous
-  acc_t spatial_scale;
-  int64_t pooled_height, pooled_width, height, width;
-  void operator()(int64_t k, int64_t ph, int64_t pw, int64_t stride_h, int64_t stride_w, BinTaps<acc_t>& b) const {
-    const scalar_t* roi = rois + 5 * k;
-    const PoolBin bin = ps_roi_pool_bin(static_cast<acc_t>(roi[1]), static_cast<acc_t>(roi[2]),
-                                        static_cast<acc_t>(roi[3]), static_cast<acc_t>(roi[4]), spatial_scale, ph,
-                                        pw, pooled_height, pooled_width, height, width);
-    b.clear();
-    if (bin.empty()) {
-      return;
-    }
-    b.resize(static_cast<size_t>((bin.h_end - bin.h_start) * (bin.w_end - bin.w_start)));
-    int64_t* offset = b.offset.data();
-    for (int64_t h = bin.h_start; h < bin.h_end; ++h) {
-      for (int64_t w = bin.w_start; w < bin.w_end; ++w) {
-        *offset++ = h * stride_h + w * stride_w;
+  int64_t pooled_height, pooled_width;
+  std::vector<int32_t> h0, h1, w0, w1;  // [K, PH] and [K, PW]
+
+  template <typename scalar_t>
+  PoolBins(const scalar_t* rois, int64_t num_rois, acc_t spatial_scale, int64_t pooled_height, int64_t pooled_width,
+           int64_t height, int64_t width)
+      : pooled_height(pooled_height), pooled_width(pooled_width), h0(num_rois * pooled_height),
+        h1(num_rois * pooled_height), w0(num_rois * pooled_width), w1(num_rois * pooled_width) {
+    for (int64_t k = 0; k < num_rois; ++k) {
+      const scalar_t* roi = rois + 5 * k;
+      const auto bin = [&](int64_t ph, int64_t pw) {
+        return ps_roi_pool_bin(static_cast<acc_t>(roi[1]), static_cast<acc_t>(roi[2]), static_cast<acc_t>(roi[3]),
+                               static_cast<acc_t>(roi[4]), spatial_scale, ph, pw, pooled_height, pooled_width, height,
+                               width);
+      };
+      for (int64_t ph = 0; ph < pooled_height; ++ph) {
+        const PoolBin b = bin(ph, 0);
+        h0[k * pooled_height + ph] = static_cast<int32_t>(b.h_start);
+        h1[k * pooled_height + ph] = static_cast<int32_t>(std::max(b.h_start, b.h_end));
+      }
+      for (int64_t pw = 0; pw < pooled_width; ++pw) {
+        const PoolBin b = bin(0, pw);
+        w0[k * pooled_width + pw] = static_cast<int32_t>(b.w_start);
+        w1[k * pooled_width + pw] = static_cast<int32_t>(std::max(b.w_start, b.w_end));
       }
     }
-    std::fill(b.weight.begin(), b.weight.end(), acc_t(1));
-    b.divisor = static_cast<acc_t>((bin.h_end - bin.h_start) * (bin.w_end - bin.w_start));
+  }
+
+  void rows(int64_t k, int64_t ph, int64_t* r0, int64_t* r1) const {
+    *r0 = h0[k * pooled_height + ph];
+    *r1 = h1[k * pooled_height + ph];
+  }
+
+  // acc[l] = the sum of scratch lane l over the bin, row-major, divided by its area: torchvision's
+  // additions and division, lane by lane. An empty bin gives 0.
+  void pool(int64_t k, int64_t ph, int64_t pw, const acc_t* scratch, int64_t width, acc_t* acc) const {
+    const int64_t r0 = h0[k * pooled_height + ph], r1 = h1[k * pooled_height + ph];
+    const int64_t c0 = w0[k * pooled_width + pw], c1 = w1[k * pooled_width + pw];
+    acc_t sum[kLanes] = {};
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t c = c0; c < c1; ++c) {
+        lanes_add(sum, scratch + (r * width + c) * kLanes);
+      }
+    }
+    if (r1 == r0 || c1 == c0) {
+      std::fill(acc, acc + kLanes, acc_t(0));
+      return;
+    }
+    const acc_t area = static_cast<acc_t>((r1 - r0) * (c1 - c0));
+    for (int64_t l = 0; l < kLanes; ++l) {
+      acc[l] = sum[l] / area;
+    }
+  }
+
+  // The adjoint: g[l] / area added to lane l of every pixel of the bin.
+  void scatter(int64_t k, int64_t ph, int64_t pw, const acc_t* g, acc_t* scratch, int64_t width) const {
+    const int64_t r0 = h0[k * pooled_height + ph], r1 = h1[k * pooled_height + ph];
+    const int64_t c0 = w0[k * pooled_width + pw], c1 = w1[k * pooled_width + pw];
+    if (r1 == r0 || c1 == c0) {
+      return;
+    }
+    const acc_t area = static_cast<acc_t>((r1 - r0) * (c1 - c0));
+    acc_t gc[kLanes];
+    for (int64_t l = 0; l < kLanes; ++l) {
+      gc[l] = g[l] / area;
+    }
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t c = c0; c < c1; ++c) {
+        lanes_add(scratch + (r * width + c) * kLanes, gc);
+      }
+    }
   }
 };
 
@@ -73,12 +124,13 @@ at::Tensor ps_roi_pool_forward_cpu(const at::Tensor& input, const at::Tensor& ro
     if (out.numel() == 0) {
       return;
     }
-    ps_roi_forward_driver<scalar_t, acc_t>(input.const_data_ptr<scalar_t>(), map_strides(input), batch, input.size(0),
-                                           channels_out, pooled_height, pooled_width,
-                                           out.mutable_data_ptr<scalar_t>(), map_strides(out),
-                                           PoolBins<scalar_t, acc_t>{rois.const_data_ptr<scalar_t>(), static_cast<acc_t>(spatial_scale),
-                                                                     pooled_height, pooled_width, input.size(2),
-                                                                     input.size(3)});
+    const at::Tensor planes = ps_nchw_planes(input);
+    const int64_t out_stride[4] = {out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
+    ps_roi_forward_driver<scalar_t, acc_t>(
+        planes.const_data_ptr<scalar_t>(), batch, input.size(0), channels_out, pooled_height, pooled_width,
+        input.size(2), input.size(3), out.mutable_data_ptr<scalar_t>(), out_stride,
+        PoolBins<acc_t>(rois.const_data_ptr<scalar_t>(), num_rois, static_cast<acc_t>(spatial_scale), pooled_height,
+                        pooled_width, input.size(2), input.size(3)));
   });
   return out;
 }
@@ -102,10 +154,10 @@ at::Tensor ps_roi_pool_backward_cpu(const at::Tensor& grad, const at::Tensor& ro
       return;
     }
     const std::vector<int64_t> batch = ps_roi_batch_indices<scalar_t>("ps_roi_pool_backward", rois, batch_size);
-    ps_roi_backward_into<scalar_t, acc_t>(grad, batch, channels_out, pooled_height, pooled_width, grad_input,
-                                         PoolBins<scalar_t, acc_t>{rois.const_data_ptr<scalar_t>(),
-                                                                   static_cast<acc_t>(spatial_scale), pooled_height,
-                                                                   pooled_width, height, width});
+    ps_roi_backward_into<scalar_t, acc_t>(
+        grad, batch, channels_out, pooled_height, pooled_width, grad_input,
+        PoolBins<acc_t>(rois.const_data_ptr<scalar_t>(), rois.size(0), static_cast<acc_t>(spatial_scale),
+                        pooled_height, pooled_width, height, width));
   });
   return acc_dtype != dtype ? grad_input.to(dtype) : grad_input;
 }
