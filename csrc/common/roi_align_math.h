@@ -39,18 +39,14 @@ struct RoiAxis {
   T size_slope;
 };
 
-// RoIAlign geometry along one axis from the box coordinates lo (x1 or y1) and hi (x2 or y2).
-// The RoI size is (hi - lo) * spatial_scale; aligned=False raises it to at least 1 map pixel (the
-// original definition), aligned=True keeps it as is, so a box with hi < lo has no adaptive samples
-// and pools to 0. Callers handle non-finite coordinates before calling (see roi_is_finite).
+// RoIAlign geometry along one axis from the RoI's first edge and size on the map (map pixels).
+// aligned=False raises the size to at least 1 map pixel (the original definition), aligned=True
+// keeps it as is, so a negative size has no adaptive samples and pools to 0.
 template <typename T>
-C10_HOST_DEVICE inline RoiAxis<T> roi_align_axis(T lo, T hi, T spatial_scale, int64_t pooled,
-                                                 int64_t sampling_ratio, bool aligned) {
-  const T offset = aligned ? T(0.5) : T(0);
+C10_HOST_DEVICE inline RoiAxis<T> roi_align_axis_from_size(T start, T size, T spatial_scale, int64_t pooled,
+                                                           int64_t sampling_ratio, bool aligned) {
   RoiAxis<T> axis;
-  axis.start = lo * spatial_scale - offset;
-  const T end = hi * spatial_scale - offset;
-  T size = end - axis.start;
+  axis.start = start;
   axis.size_slope = spatial_scale / static_cast<T>(pooled);
   if (!aligned && !(size >= T(1))) {
     size = T(1);
@@ -67,6 +63,18 @@ C10_HOST_DEVICE inline RoiAxis<T> roi_align_axis(T lo, T hi, T spatial_scale, in
                                                                   : static_cast<int64_t>(adaptive);
   }
   return axis;
+}
+
+// RoIAlign geometry along one axis from the box coordinates lo (x1 or y1) and hi (x2 or y2). The
+// size is the difference of the shifted edges, (hi * s - offset) - (lo * s - offset), rounded as
+// torchvision rounds it. Callers handle non-finite coordinates before calling (see roi_is_finite).
+template <typename T>
+C10_HOST_DEVICE inline RoiAxis<T> roi_align_axis(T lo, T hi, T spatial_scale, int64_t pooled,
+                                                 int64_t sampling_ratio, bool aligned) {
+  const T offset = aligned ? T(0.5) : T(0);
+  const T start = lo * spatial_scale - offset;
+  const T end = hi * spatial_scale - offset;
+  return roi_align_axis_from_size(start, end - start, spatial_scale, pooled, sampling_ratio, aligned);
 }
 
 // 1 / (number of samples in a bin), the averaging factor. A grid with no samples gives 1 (its sum

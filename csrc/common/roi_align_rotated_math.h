@@ -1,8 +1,8 @@
 // Where RoIAlignRotated samples, shared by the CPU and CUDA kernels. The per-axis bin geometry
-// (size, bin size, samples per bin, aligned's half-pixel shift and 1-pixel minimum) is RoIAlign's
-// roi_align_axis, applied to the box's own width and height; the bilinear weights of a sample are
-// RoIAlign's bilinear_axis (common/roi_align_math.h). Only the placement differs: samples are laid
-// out on the box's rotated grid around its centre.
+// (bin size, samples per bin, aligned=False's 1-pixel minimum) is RoIAlign's
+// roi_align_axis_from_size, applied to the box's own width and height on the map; the bilinear
+// weights of a sample are RoIAlign's bilinear_axis (common/roi_align_math.h). Only the placement
+// differs: samples are laid out on the box's rotated grid around its centre.
 //
 // A RoI is (x_ctr, y_ctr, width, height, angle) in input-image pixels, angle in degrees,
 // counter-clockwise on screen (common/rotated_box_geometry.h). On the map the centre is
@@ -43,8 +43,10 @@ C10_HOST_DEVICE inline RotatedRoi<T> make_rotated_roi(T cx, T cy, T w, T h, T an
   r.cx = cx * spatial_scale - offset;
   r.cy = cy * spatial_scale - offset;
   sincos_degrees(angle, &r.s, &r.c);
-  r.ay = roi_align_axis(T(0), h, spatial_scale, pooled_height, sampling_ratio, aligned);
-  r.ax = roi_align_axis(T(0), w, spatial_scale, pooled_width, sampling_ratio, aligned);
+  // The size straight from the box (start unused): a box a tiny fraction of a pixel high keeps
+  // its adaptive sample, where (h * s - 0.5) - (-0.5) would round it to nothing.
+  r.ay = roi_align_axis_from_size(T(0), h * spatial_scale, spatial_scale, pooled_height, sampling_ratio, aligned);
+  r.ax = roi_align_axis_from_size(T(0), w * spatial_scale, spatial_scale, pooled_width, sampling_ratio, aligned);
   r.start_y = -T(0.5) * r.ay.bin_size * static_cast<T>(pooled_height);
   r.start_x = -T(0.5) * r.ax.bin_size * static_cast<T>(pooled_width);
   if (!r.valid) {

@@ -113,6 +113,12 @@ std::vector<char> ps_rows_read(const Bins& bins, const RoisByImage& by_image, in
   return rows;
 }
 
+// GCC 12 reports the _mm512_undefined_ps() pass-through operand inside its own shuffle intrinsics
+// as "may be used uninitialized" wherever they are inlined (a false positive, GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #if defined(__AVX512F__)
 // dst[i * dst_stride + j] = src[j * src_stride + i] for a 16 x 16 block of floats in registers,
 // reading src rows j < kIn (the others count as 0) and writing dst rows i < kOut: a bin's kIn <= 16
@@ -230,6 +236,9 @@ void lanes_to_planes(const acc_t* scratch, int64_t group, int64_t p0, int64_t p1
     }
   }
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 // input as NCHW planes: itself when it is contiguous, else a copy. A channels_last float map is
 // transposed here in 8 x 8 register blocks (Tensor::contiguous takes 2.3 ms on R-FCN's map, this

@@ -66,6 +66,21 @@ def test_matches_definition_in_float64(case):
     torch.testing.assert_close(call(case, x, rois), expected, atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize("aligned", [True, False])
+@pytest.mark.parametrize("tiny", [1.43e-28, 1e-12, 3e-8])
+def test_tiny_side_keeps_its_adaptive_sample(tiny, aligned):
+    """A side a tiny fraction of a pixel long still has ceil(size / bins) = 1 sample per bin, as
+    the definition says; computed as (size - 0.5) + 0.5 it would round to 0 and pool nothing."""
+    x = torch.randn(1, 2, 6, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    rois = torch.tensor([[0, 3.2, 2.6, 2.0, tiny, 0.0], [0, 2.5, 3.5, tiny, 3.0, 30.0]], dtype=torch.float64)
+    expected = roi_align_rotated_reference(x, rois, (2, 2), 1.0, 0, aligned)
+    assert expected.abs().amin() > 0
+    pooled = roiops.roi_align_rotated(x, rois, 2, 1.0, 0, aligned)
+    torch.testing.assert_close(pooled, expected, atol=1e-10, rtol=0)
+    pooled32 = roiops.roi_align_rotated(x.float(), rois.float(), 2, 1.0, 0, aligned)
+    torch.testing.assert_close(pooled32, expected.float(), atol=1e-5, rtol=0)
+
+
 def random_map_and_rois(k=12, seed=0, n=2, c=5, h=15, w=17, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c, h, w, generator=g, dtype=dtype)
