@@ -61,12 +61,13 @@ def pool_in_box_precision(pooler, features: dict[str, torch.Tensor], boxes, imag
 # first FC layer (the largest matrix product of the box branch), run in the low dtype
 # (LOW_PRECISION_HEAD_LAYERS); the backbone, FPN, RPN and the rest of the box branch stay float32.
 # Measured on r50_fpn with random weights, realistic frozen batch norms and peaked class scores
-# (800 x 1216): the float32 top 100 ranks near-tied candidates whose order, NMS winners and labels
-# any bfloat16 rounding before the box predictor can swap. Rounding one stage alone (res2, res3,
-# res4, res5, FPN, the RPN's 3x3 convolution, the box head's second FC layer) costs 2-11 of the 100
-# matches; rounding only the weights of the backbone costs 6, only its inputs 7; keeping the
-# residual additions in float32 recovers 2 of 14. Only the mask head and fc1 together stay at 96-99
-# of 100 (the "network" policy: 82-87), at a fraction of the speed-up: see the README's Deploy.
+# (800 x 1216, benchmarks/bench_bf16_stages.py): the float32 top 100 ranks near-tied candidates
+# whose order, NMS winners and labels any bfloat16 rounding before the box predictor can swap.
+# Rounding one stage alone (res2, res3, res4, res5, FPN, the RPN's 3x3 convolution, the box head's
+# second FC layer) costs 2-11 of the 100 matches on average; rounding only the backbone's weights
+# costs 6, only its inputs 7; keeping its residual additions in float32 recovers 2 of 14. The mask
+# head (no box depends on it) with fc1 keeps 96-99 of 100 over five images ("network": 83-88), at
+# a fraction of the speed-up (README, Deploy); with res2 instead of fc1, 95-98.
 FLOAT32_LAYERS = (
     "rpn.head.objectness",
     "rpn.head.box_deltas",
