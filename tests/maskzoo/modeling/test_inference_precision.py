@@ -100,6 +100,7 @@ def test_bf16_heads_policy_r50_fpn_finds_95_of_the_float32_top_100():
         reference = fuse_for_inference(copy.deepcopy(model))([image])[0]
         bf16 = fuse_for_inference(model, dtype=torch.bfloat16, policy="heads")([image])[0]
     assert len(reference["boxes"]) == len(bf16["boxes"]) == 100
+    # Measured 98 (99 for the image of seed 1); the "network" policy 87-89, above.
     assert _matched(reference, bf16) >= 95
 
 
