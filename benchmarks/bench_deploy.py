@@ -4,7 +4,8 @@ One 800 x 1216 image, 100 detections, the same weights everywhere (torchvision's
 maskrcnn_resnet50_fpn built as for its COCO_V1 weights with random, realistic frozen batch norms
 and peaked class scores, as bench_models.py), loaded into maskzoo. Variants:
 
-    torchvision eager fp32 | maskzoo fused fp32 | maskzoo fused bf16 (precision policy) |
+    torchvision eager fp32 | maskzoo fused fp32 | maskzoo fused bf16 (precision policy "network",
+    the default, and "heads") |
     AOTInductor package (--pt2) | maskzoo's ONNX file in onnxruntime | the same file in OpenVINO
     (fp32, and its bf16 inference-precision hint)
 
@@ -63,11 +64,13 @@ def build_variants(args, cache: str):
     plain = maskzoo.build("r50_fpn", checkpoint=path, box_score_thresh=0.0, box_detections_per_img=100).eval()
     fused = fuse_for_inference(copy.deepcopy(plain))
     bf16 = fuse_for_inference(copy.deepcopy(plain), dtype=torch.bfloat16)
+    bf16_heads = fuse_for_inference(copy.deepcopy(plain), dtype=torch.bfloat16, policy="heads")
 
     variants = {
         "torchvision eager fp32": lambda image: tv([image])[0],
         "maskzoo fused fp32": lambda image: fused([image])[0],
         "maskzoo fused bf16": lambda image: bf16([image])[0],
+        "maskzoo fused bf16 heads": lambda image: bf16_heads([image])[0],
     }
     if args.pt2:
         package = os.path.join(cache, "r50_fpn.pt2")

@@ -4,8 +4,8 @@
     maskzoo shapes OUT --train 1000 --val 100 --seed 0
     maskzoo train --model r50_fpn --data DATA --out DIR [--val DATA] [--iters N --batch B --lr LR ...]
     torchrun --nproc_per_node=4 -m maskzoo train ...  the same on 4 processes (DDP)
-    maskzoo eval --checkpoint CK --data DATA [--out DIR] [--dtype bf16]
-    maskzoo predict IMAGE... --checkpoint CK --out DIR [--dtype bf16]
+    maskzoo eval --checkpoint CK --data DATA [--out DIR] [--dtype bf16 [--precision-policy heads]]
+    maskzoo predict IMAGE... --checkpoint CK --out DIR [--dtype bf16 [--precision-policy heads]]
     maskzoo export [--model NAME] [--checkpoint CK] --format pt2|onnx --out FILE
     maskzoo convert WEIGHTS OUT.safetensors [--model NAME]   torchvision .pth, Detectron2 .pkl/.pth
     maskzoo demo --out out/demo                       shapes set -> train r18_fpn_demo on the CPU -> COCO AP
@@ -40,6 +40,7 @@ from maskzoo.engine.evaluate import encode_mask, evaluate, format_table
 from maskzoo.engine.train import TrainConfig
 from maskzoo.files import write_atomic
 from maskzoo.modeling.fuse import fuse_for_inference
+from maskzoo.modeling.precision import POLICIES
 from maskzoo.runtime import keep_freed_memory
 from maskzoo.zoo import describe, list_models
 
@@ -203,7 +204,7 @@ def cmd_eval(args) -> int:
         json_path, image_dir = resolve_data(args.data, "val", args.images)
         dataset = CocoDataset(json_path, image_dir, train=False)
         model = load(args.checkpoint, **_parse_overrides(args.set)).to(info.device)
-        model = fuse_for_inference(model, dtype=DTYPES[args.dtype])
+        model = fuse_for_inference(model, dtype=DTYPES[args.dtype], policy=args.precision_policy)
         out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
         metrics = evaluate(
             model, dataset, device=info.device, out_dir=out, batch_size=args.batch, progress=not args.quiet
@@ -245,7 +246,7 @@ def cmd_predict(args) -> int:
     overrides = _parse_overrides(args.set)
     model = load(args.checkpoint, **overrides).to(device)
     names = getattr(model, "class_names", None)
-    model = fuse_for_inference(model, dtype=DTYPES[args.dtype])
+    model = fuse_for_inference(model, dtype=DTYPES[args.dtype], policy=args.precision_policy)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for path in args.images:
@@ -265,6 +266,14 @@ def cmd_predict(args) -> int:
 
 # --dtype of predict and eval: the layers' dtype (box geometry, scores and masks stay float32).
 DTYPES = {"float32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _add_dtype_flags(p, help: str) -> None:
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help=help)
+    p.add_argument("--precision-policy", choices=POLICIES, default="network",
+                   help="with --dtype bf16 / fp16: which layers take that dtype (network: all but the "
+                        "box and score layers; heads: the mask head and box fc1 only, detections "
+                        "closer to float32's; maskzoo.modeling.precision)")
 
 
 def cmd_export(args) -> int:
@@ -379,8 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="default: eval/ next to the checkpoint")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default=None)
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
-                   help="layer dtype, as predict's: the AP of a bf16 / fp16 deployment")
+    _add_dtype_flags(p, "layer dtype, as predict's: the AP of a bf16 / fp16 deployment")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--quiet", action="store_true")
     _add_runtime_flag(p)
@@ -392,8 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--score-thresh", type=float, default=0.5)
     p.add_argument("--device", default=None)
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
-                   help="layer dtype: bf16 (CPU with AVX512-BF16 / AMX, or CUDA), fp16 (CUDA); "
+    _add_dtype_flags(p, "layer dtype: bf16 (CPU with AVX512-BF16 / AMX, or CUDA), fp16 (CUDA); "
                         "boxes, scores and masks stay float32")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     _add_runtime_flag(p)

@@ -78,8 +78,8 @@ def test_errors_are_one_line_messages_not_tracebacks(tmp_path, capsys):
 
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bf16"])
-def test_eval_dtype_puts_the_layers_in_that_dtype(tiny_shapes, tmp_path, monkeypatch, dtype):
+@pytest.mark.parametrize("dtype, policy", [("float32", "network"), ("bf16", "network"), ("bf16", "heads")])
+def test_eval_dtype_puts_the_layers_in_that_dtype(tiny_shapes, tmp_path, monkeypatch, dtype, policy):
     from maskzoo.modeling.precision import FLOAT32_LAYERS
 
     ckpt = tmp_path / "model.safetensors"
@@ -94,13 +94,15 @@ def test_eval_dtype_puts_the_layers_in_that_dtype(tiny_shapes, tmp_path, monkeyp
     monkeypatch.setattr(cli, "evaluate", spy)
     out = tmp_path / "ev"
     args = ["eval", "--checkpoint", str(ckpt), "--data", str(tiny_shapes["root"]), "--out", str(out),
-            "--device", "cpu", "--quiet", "--dtype", dtype, *TINY_MODEL]
+            "--device", "cpu", "--quiet", "--dtype", dtype, "--precision-policy", policy, *TINY_MODEL]
     assert cli.main(args) == 0
     assert set(json.loads((out / "metrics.json").read_text())) >= {"bbox", "segm"}
     params = dict(seen["model"].named_parameters())
     low = torch.bfloat16 if dtype == "bf16" else torch.float32
     backbone = [p.dtype for name, p in params.items() if name.startswith("backbone.")]
-    assert backbone and set(backbone) == {low}
+    assert backbone and set(backbone) == {low if policy == "network" else torch.float32}
+    mask_head = [p.dtype for name, p in params.items() if name.startswith("roi_heads.mask_head.")]
+    assert mask_head and set(mask_head) == {low}
     kept = [p.dtype for name, p in params.items() if name.startswith(FLOAT32_LAYERS)]
     assert kept and set(kept) == {torch.float32}
     with pytest.raises(SystemExit):
