@@ -25,6 +25,13 @@ C10_HOST_DEVICE inline int64_t ps_input_channel(int64_t c_out, int64_t ph, int64
   return (c_out * pooled_height + ph) * pooled_width + pw;
 }
 
+// How many input channels apart two consecutive output channels of one bin read: the CPU kernels
+// pool a group of output channels of a bin together, at this stride from ps_input_channel(c0, ...).
+C10_HOST_DEVICE inline int64_t ps_channel_stride(int64_t pooled_height, int64_t pooled_width) {
+  return ps_input_channel(1, 0, 0, pooled_height, pooled_width) -
+         ps_input_channel(0, 0, 0, pooled_height, pooled_width);
+}
+
 // PSRoIAlign geometry along one axis: RoIAlign's with the half-pixel shift (aligned=True: the box
 // keeps its size however small, and a box with hi <= lo has no adaptive samples).
 template <typename T>

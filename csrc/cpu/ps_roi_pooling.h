@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/box_geometry.h"
+#include "common/ps_roi_math.h"
 #include "cpu/vectorized_layout.h"
 
 namespace roiops {
@@ -278,7 +279,7 @@ void ps_roi_forward_driver(const scalar_t* input, const std::vector<int64_t>& ba
                            int64_t channels_out, int64_t pooled_height, int64_t pooled_width, int64_t height,
                            int64_t width, scalar_t* out, const int64_t* out_stride, const Bins& bins_of) {
   const int64_t bins = pooled_height * pooled_width, plane = height * width;
-  const int64_t cstride = bins * plane;  // from c_out to c_out + 1 at a fixed bin
+  const int64_t cstride = ps_channel_stride(pooled_height, pooled_width) * plane;
   const RoisByImage by_image(batch, batch_size);
   const std::vector<char> rows_read = ps_rows_read(bins_of, by_image, batch_size, pooled_height, height);
   at::parallel_for(0, batch_size * bins, 1, [&](int64_t begin, int64_t end) {
@@ -293,7 +294,8 @@ void ps_roi_forward_driver(const scalar_t* input, const std::vector<int64_t>& ba
       const char* rows = rows_read.data() + (n * pooled_height + ph) * height;
       for (int64_t c0 = 0; c0 < channels_out; c0 += kLanes) {
         const int64_t group = std::min(kLanes, channels_out - c0);
-        const scalar_t* planes = input + (n * bins * channels_out + c0 * bins + bin) * plane;
+        const scalar_t* planes =
+            input + (n * bins * channels_out + ps_input_channel(c0, ph, pw, pooled_height, pooled_width)) * plane;
         for_each_run(rows, height, [&](int64_t r0, int64_t r1) {
           planes_to_lanes(planes, cstride, group, r0 * width, r1 * width, scratch);
         });
@@ -319,7 +321,7 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
                             int64_t batch_size, int64_t channels_out, int64_t pooled_height, int64_t pooled_width,
                             int64_t height, int64_t width, acc_t* grad_input, const Bins& bins_of) {
   const int64_t bins = pooled_height * pooled_width, plane = height * width;
-  const int64_t cstride = bins * plane;
+  const int64_t cstride = ps_channel_stride(pooled_height, pooled_width) * plane;
   const RoisByImage by_image(batch, batch_size);
   const std::vector<char> rows_read = ps_rows_read(bins_of, by_image, batch_size, pooled_height, height);
   at::parallel_for(0, batch_size * bins, 1, [&](int64_t begin, int64_t end) {
@@ -331,7 +333,8 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
       const char* rows = rows_read.data() + (n * pooled_height + ph) * height;
       for (int64_t c0 = 0; c0 < channels_out; c0 += kLanes) {
         const int64_t group = std::min(kLanes, channels_out - c0);
-        acc_t* planes = grad_input + (n * bins * channels_out + c0 * bins + bin) * plane;
+        acc_t* planes =
+            grad_input + (n * bins * channels_out + ps_input_channel(c0, ph, pw, pooled_height, pooled_width)) * plane;
         for_each_run(rows, height, [&](int64_t r0, int64_t r1) {
           std::fill(scratch + r0 * width * kLanes, scratch + r1 * width * kLanes, acc_t(0));
         });
