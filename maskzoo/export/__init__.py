@@ -54,8 +54,10 @@ def _prepared(model: torch.nn.Module) -> DeployGraph:
         fuse_for_inference(model, channels_last=False)
     # Convolutions over the image run channels_last (oneDNN's fastest CPU layout): with layout
     # optimisation off, Inductor keeps the strides eager propagates from NHWC weights and the NHWC
-    # image the graph makes. The RoI heads stay NCHW: their batch is data-dependent, and torch 2.14's
-    # AOTInductor computes wrong channels_last convolutions over it (the mask head's masks differ).
+    # image the graph makes. The RoI heads' weights stay NCHW: their batch is data-dependent, and
+    # torch 2.14's AOTInductor computes wrong channels_last convolutions over it on its unpacked
+    # convolution path (the mask head's masks differ). The frozen package (package_program) runs them
+    # as prepacked oneDNN convolutions instead, which follow their input's layout: NHWC, the pooler's.
     model.to(memory_format=torch.channels_last)
     model.roi_heads.to(memory_format=torch.contiguous_format)
     return DeployGraph(model).eval()
@@ -99,9 +101,16 @@ def package_program(program: torch.export.ExportedProgram, path: str | os.PathLi
     # torch 2.14 AOTInductor computes wrong values for channels_last convolutions over a
     # data-dependent batch (the mask head's RoIs: outputs off by up to 4.8 against eager), while
     # torch.compile gets them right. The layouts come from the weights instead (_prepared).
-    return torch._inductor.aoti_compile_and_package(
-        program, package_path=os.fspath(path), inductor_configs={"layout_optimization": False}
-    )
+    # Freezing folds the weights into the graph as constants, which lets Inductor prepack them for
+    # oneDNN once (at compile time, not per call) and fuse each convolution with the ReLU / residual
+    # add after it, and run the box head's linear layers as prepacked oneDNN matmuls. Inductor
+    # freezes only a graph compiled without autograd, hence no_grad.
+    with torch.no_grad():
+        return torch._inductor.aoti_compile_and_package(
+            program,
+            package_path=os.fspath(path),
+            inductor_configs={"layout_optimization": False, "freezing": True},
+        )
 
 
 def to_onnx(model: torch.nn.Module, path: str | os.PathLike, example: torch.Tensor | None = None) -> str:

@@ -7,7 +7,9 @@ the pasted masks' size all follow the input's height and width. It reuses the mo
 (backbone, RPN head, box and mask heads) and its free functions (``flatten_predictions``,
 ``RPN.select_proposals``, ``box_inference_op_chain``, ``mask_inference``); only the glue that the
 eager model writes with Python ints (image sizes, the anchor cache, the FPN pooler's inferred
-scales) is written here with symbolic sizes and scales fixed at construction.
+scales) is written here with symbolic sizes and scales fixed at construction. One layer runs in
+another form with the same sums: the mask predictor's 2x2 stride-2 deconvolution, as a 1x1
+convolution and a depth-to-space (:meth:`DeployGraph.mask_logits`), which AOTInductor prepacks.
 
 The proposals and detections are selected by chains of single-output ops (per-level top-k,
 decoding, the size and score tests, batched_nms), not by the fused native ops the eager model
@@ -77,6 +79,41 @@ class _StaticPooler:
         return out.to(dtype)
 
 
+def _deconv_as_conv(predictor: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(weight Tensor[k * k * C', C, 1, 1], bias Tensor[k * k * C']) of the 1x1 convolution that,
+    followed by :func:`_depth_to_space`, computes the predictor's ``deconv``: a transposed
+    convolution whose k x k kernel equals its stride writes each output pixel from exactly one
+    input pixel, out[c', k*i + a, k*j + b] = sum_c x[c, i, j] * W[c, c', a, b] + bias[c'], which is
+    output channel (a * k + b) * C' + c' of the 1x1 convolution at (i, j). Sub-pixel-major channels
+    make each output pixel's C' channels one contiguous run of the channels_last convolution output,
+    so the depth-to-space copies whole runs. (None, None) for a predictor without such a
+    deconvolution (it then runs as it is)."""
+    deconv = getattr(predictor, "deconv", None)
+    if not isinstance(deconv, nn.ConvTranspose2d):
+        return None, None
+    k = deconv.kernel_size[0]
+    plain = (
+        deconv.kernel_size == (k, k) == deconv.stride
+        and deconv.padding == (0, 0)
+        and deconv.output_padding == (0, 0)
+        and deconv.dilation == (1, 1)
+        and deconv.groups == 1
+    )
+    if not plain:
+        return None, None
+    w = deconv.weight.detach()  # [C, C', k, k]
+    weight = w.permute(2, 3, 1, 0).reshape(k * k * w.shape[1], w.shape[0], 1, 1).contiguous()
+    bias = None if deconv.bias is None else deconv.bias.detach().repeat(k * k)
+    return weight, bias
+
+
+def _depth_to_space(y: torch.Tensor, k: int) -> torch.Tensor:
+    """Tensor[K, k * k * C', H, W] with sub-pixel-major channels (a, b, c') -> Tensor[K, C', k*H, k*W]."""
+    n, c, h, w = y.shape
+    c //= k * k
+    return y.view(n, k, k, c, h, w).permute(0, 3, 4, 1, 5, 2).reshape(n, c, h * k, w * k)
+
+
 class DeployGraph(nn.Module):
     """forward(image Tensor[3, H, W] float in [0, 1]) -> (boxes Tensor[D, 4] float32 (x1, y1, x2, y2)
     in input pixels, labels Tensor[D] int64, scores Tensor[D] float32 decreasing, masks
@@ -99,6 +136,9 @@ class DeployGraph(nn.Module):
         scales = self._map_scales()
         self.box_pooler = _StaticPooler(heads.box_pooler, scales)
         self.mask_pooler = _StaticPooler(heads.mask_pooler, scales)
+        weight, bias = _deconv_as_conv(heads.mask_predictor)
+        self.register_buffer("mask_upsample_weight", weight, persistent=False)
+        self.register_buffer("mask_upsample_bias", bias, persistent=False)
 
     @torch.no_grad()
     def _map_scales(self) -> dict[str, float]:
@@ -146,6 +186,18 @@ class DeployGraph(nn.Module):
             ]
         )
 
+    def mask_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The mask predictor on the mask head's output Tensor[K, C, S, S]: its k x k stride-k
+        deconvolution as a 1x1 convolution to k * k * C' channels and a depth-to-space (the same
+        sums), then ReLU and its logits layer. AOTInductor prepacks and fuses convolutions over the
+        data-dependent K, but not transposed ones, which it runs through the unpacked NCHW path."""
+        predictor = self.model.roi_heads.mask_predictor
+        if self.mask_upsample_weight is None:
+            return predictor(x)
+        k = predictor.deconv.stride[0]
+        y = _depth_to_space(F.conv2d(x, self.mask_upsample_weight, self.mask_upsample_bias), k)
+        return predictor.logits(torch.relu(y))
+
     def forward(self, image: torch.Tensor):
         model = self.model
         h, w = image.shape[-2], image.shape[-1]
@@ -171,7 +223,7 @@ class DeployGraph(nn.Module):
         )
         x = self.mask_pooler(features, boxes)
         x = heads.box_head.features(x) if heads.mask_head is None else heads.mask_head(x)
-        probs = mask_inference(to_box_precision(heads.mask_predictor(x)), [labels])[0]
+        probs = mask_inference(to_box_precision(self.mask_logits(x)), [labels])[0]
 
         # Back to input pixels: float32 ratios, as the eager postprocess computes them.
         one = torch.ones((), dtype=torch.float32, device=boxes.device)

@@ -95,8 +95,9 @@ def test_exported_graph_keeps_sizes_symbolic_and_calls_roiops_ops(program):
 
 
 def test_exported_graph_runs_image_convolutions_channels_last_and_roi_convolutions_nchw(program):
-    # AOTInductor runs without layout optimisation and keeps these strides: NHWC where the batch is
-    # the image (fast oneDNN path), NCHW over the RoIs (data-dependent batch, miscompiled NHWC).
+    # The program's strides, which AOTInductor (no layout optimisation) starts from: NHWC where the
+    # batch is the image (fast oneDNN path), NCHW weights over the RoIs (data-dependent batch: NHWC
+    # miscompiles on AOTInductor's unpacked path; the frozen package's packed ones follow the input).
     convs = [n for n in program.graph.nodes if n.target == torch.ops.aten.conv2d.default]
     image_convs = [n for n in convs if isinstance(n.args[0].meta["val"].shape[0], int)]
     roi_convs = [n for n in convs if not isinstance(n.args[0].meta["val"].shape[0], int)]
@@ -107,6 +108,18 @@ def test_exported_graph_runs_image_convolutions_channels_last_and_roi_convolutio
     for node in roi_convs:  # their outputs' layout is the convolution's (the first reads NHWC RoIs)
         t = node.meta["val"]
         assert t.stride()[3] == 1 and t.stride()[1] == t.shape[2] * t.shape[3], node.name
+
+
+def test_mask_deconvolution_runs_as_1x1_convolution_and_depth_to_space_with_the_same_logits(model, program):
+    graph = maskzoo.export.DeployGraph(model)
+    predictor = model.roi_heads.mask_predictor
+    g = torch.Generator().manual_seed(2)
+    for rois in (5, 0):
+        x = torch.randn(rois, predictor.deconv.in_channels, 14, 14, generator=g)
+        with torch.no_grad():
+            torch.testing.assert_close(graph.mask_logits(x), predictor(x), rtol=1e-5, atol=1e-5)
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert not any("conv_transpose" in t for t in targets)
 
 
 @pytest.mark.slow
