@@ -254,16 +254,7 @@ inline at::Tensor ps_nchw_planes(const at::Tensor& input) {
     return input.contiguous();
   }
   at::Tensor out = at::empty(input.sizes(), input.options());
-  constexpr int64_t kPixels = 256;  // pixels per task
-  const int64_t tiles = (plane + kPixels - 1) / kPixels;
-  const float* src = input.const_data_ptr<float>();
-  float* dst = out.mutable_data_ptr<float>();
-  at::parallel_for(0, n * tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t i = task / tiles, p0 = (task % tiles) * kPixels;
-      pixels_to_planes(src + i * c * plane, plane, c, p0, std::min(plane, p0 + kPixels), dst + i * c * plane);
-    }
-  });
+  transpose_map_layout(input.const_data_ptr<float>(), out.mutable_data_ptr<float>(), n, c, plane, /*to_pixels=*/false);
   return out;
 }
 
@@ -386,17 +377,8 @@ void ps_roi_backward_into(const at::Tensor& grad, const std::vector<int64_t>& ba
   if (!transpose) {
     return;
   }
-  constexpr int64_t kPixels = 256;  // pixels per transposing task
-  const int64_t tiles = (plane + kPixels - 1) / kPixels;
-  const acc_t* src = planes.const_data_ptr<acc_t>();
-  acc_t* dst = grad_input.mutable_data_ptr<acc_t>();
-  at::parallel_for(0, batch_size * tiles, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / tiles, p0 = (task % tiles) * kPixels;
-      planes_to_pixels(src + n * channels * plane, plane, channels, p0, std::min(plane, p0 + kPixels),
-                       dst + n * channels * plane);
-    }
-  });
+  transpose_map_layout(planes.const_data_ptr<acc_t>(), grad_input.mutable_data_ptr<acc_t>(), batch_size, channels,
+                       plane, /*to_pixels=*/true);
 }
 
 }  // namespace cpu
