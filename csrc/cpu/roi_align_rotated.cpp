@@ -198,15 +198,36 @@ void run_tasks(int64_t tasks, int64_t work, MakeState make_state, Body body) {
   });
 }
 
-// Sums the taps [s0, s1) of one bin over channels [0, kWidth) of an image laid out [H * W,
-// pixel_stride] (pixel p's channels start at image + p * pixel_stride), times scale, into out.
-// kWidth is a compile-time count, so the sums stay in registers.
+// Sums the taps [s0, s1) of one bin over channels [0, nc) of an image laid out [H * W,
+// pixel_stride] (pixel p's channels start at image + p * pixel_stride) into acc (nc values).
+template <typename in_t, typename acc_t>
+inline void sum_taps_n(const PackedTap<acc_t>* taps, int32_t s0, int32_t s1, const in_t* image, int64_t width,
+                       int64_t pixel_stride, int64_t nc, acc_t* acc) {
+  std::fill(acc, acc + nc, acc_t(0));
+  const int64_t row = width * pixel_stride;
+  for (int32_t s = s0; s < s1; ++s) {
+    const PackedTap<acc_t>& tap = taps[s];
+    const in_t* p0 = image + tap.index * pixel_stride;
+    const in_t* p1 = p0 + tap.dx * pixel_stride;
+    const in_t* p2 = p0 + tap.dy * row;
+    const in_t* p3 = p2 + tap.dx * pixel_stride;
+    const acc_t w0 = tap.weight[0], w1 = tap.weight[1], w2 = tap.weight[2], w3 = tap.weight[3];
+#pragma omp simd
+    for (int64_t c = 0; c < nc; ++c) {
+      acc[c] += w0 * static_cast<acc_t>(p0[c]) + w1 * static_cast<acc_t>(p1[c]) + w2 * static_cast<acc_t>(p2[c]) +
+                w3 * static_cast<acc_t>(p3[c]);
+    }
+  }
+}
+
+// sum_taps_n for a compile-time channel count kWidth, times scale, into out: the sums stay in
+// registers.
 template <int64_t kWidth, typename in_t, typename acc_t>
 inline void sum_taps(const PackedTap<acc_t>* taps, int32_t s0, int32_t s1, const in_t* image, int64_t width,
                      int64_t pixel_stride, acc_t scale, acc_t* out) {
-  const int64_t row = width * pixel_stride;
 #if defined(__AVX512F__)
   if constexpr (kWidth == 16 && std::is_same_v<in_t, float> && std::is_same_v<acc_t, float>) {
+    const int64_t row = width * pixel_stride;
     // One register of 16 channels, written out: left to itself GCC turned some of the four
     // contiguous loads into gathers.
     __m512 a = _mm512_setzero_ps();
@@ -225,44 +246,11 @@ inline void sum_taps(const PackedTap<acc_t>* taps, int32_t s0, int32_t s1, const
     return;
   }
 #endif
-  acc_t a[kWidth] = {};
-  for (int32_t s = s0; s < s1; ++s) {
-    const PackedTap<acc_t>& tap = taps[s];
-    const in_t* p0 = image + tap.index * pixel_stride;
-    const in_t* p1 = p0 + tap.dx * pixel_stride;
-    const in_t* p2 = p0 + tap.dy * row;
-    const in_t* p3 = p2 + tap.dx * pixel_stride;
-    const acc_t w0 = tap.weight[0], w1 = tap.weight[1], w2 = tap.weight[2], w3 = tap.weight[3];
-#pragma omp simd
-    for (int64_t c = 0; c < kWidth; ++c) {
-      a[c] += w0 * static_cast<acc_t>(p0[c]) + w1 * static_cast<acc_t>(p1[c]) + w2 * static_cast<acc_t>(p2[c]) +
-              w3 * static_cast<acc_t>(p3[c]);
-    }
-  }
+  acc_t a[kWidth];
+  sum_taps_n(taps, s0, s1, image, width, pixel_stride, kWidth, a);
 #pragma omp simd
   for (int64_t c = 0; c < kWidth; ++c) {
     out[c] = a[c] * scale;
-  }
-}
-
-// The same for a run-time channel count nc, unscaled: acc, nc values, holds the sums.
-template <typename in_t, typename acc_t>
-inline void sum_taps_n(const PackedTap<acc_t>* taps, int32_t s0, int32_t s1, const in_t* image, int64_t width,
-                       int64_t pixel_stride, int64_t nc, acc_t* acc) {
-  std::fill(acc, acc + nc, acc_t(0));
-  const int64_t row = width * pixel_stride;
-  for (int32_t s = s0; s < s1; ++s) {
-    const PackedTap<acc_t>& tap = taps[s];
-    const in_t* p0 = image + tap.index * pixel_stride;
-    const in_t* p1 = p0 + tap.dx * pixel_stride;
-    const in_t* p2 = p0 + tap.dy * row;
-    const in_t* p3 = p2 + tap.dx * pixel_stride;
-    const acc_t w0 = tap.weight[0], w1 = tap.weight[1], w2 = tap.weight[2], w3 = tap.weight[3];
-#pragma omp simd
-    for (int64_t c = 0; c < nc; ++c) {
-      acc[c] += w0 * static_cast<acc_t>(p0[c]) + w1 * static_cast<acc_t>(p1[c]) + w2 * static_cast<acc_t>(p2[c]) +
-                w3 * static_cast<acc_t>(p3[c]);
-    }
   }
 }
 
