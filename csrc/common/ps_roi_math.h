@@ -40,11 +40,39 @@ C10_HOST_DEVICE inline RoiAxis<T> ps_roi_align_axis(T lo, T hi, T spatial_scale,
   return roi_align_axis(lo, hi, spatial_scale, pooled, sampling_ratio, /*aligned=*/true);
 }
 
-// PSRoIPool's bin (ph, pw): the box corners rounded to map pixels (roi_pool_round), the RoI at
-// least 1x1 (end - start, unlike RoIPool's end - start + 1), the bin floor(p * bin) .. ceil((p + 1)
-// * bin) of it, clipped to [0, height - 1] x [0, width - 1]. That upper clip is torchvision's
-// forward definition: the last row and column of the map are never pooled, and a bin lying wholly
-// in them is empty. An empty bin (also: a box with a NaN or infinite coordinate) averages to 0.
+// PSRoIPool along one axis of a RoI: the box's ends rounded to map pixels (roi_pool_round), the RoI
+// at least 1 pixel long (end - start, unlike RoIPool's end - start + 1), cut into `pooled` bins.
+template <typename T>
+struct PsPoolAxis {
+  int64_t start;
+  T bin;
+};
+
+template <typename T>
+C10_HOST_DEVICE inline PsPoolAxis<T> ps_roi_pool_axis(T lo, T hi, T spatial_scale, int64_t pooled) {
+  PsPoolAxis<T> axis;
+  axis.start = roi_pool_round(lo * spatial_scale, 0);
+  const int64_t end = roi_pool_round(hi * spatial_scale, 0);
+  const int64_t length = end - axis.start > 1 ? end - axis.start : 1;
+  axis.bin = static_cast<T>(length) / static_cast<T>(pooled);
+  return axis;
+}
+
+// Bin p of the axis: the pixels [*begin, *end) from floor(p * bin) to ceil((p + 1) * bin) past the
+// start, both clipped to [0, size - 1]. That upper clip is torchvision's forward definition: the
+// last pixel of the axis is never pooled, and a bin lying wholly on it is empty.
+template <typename T>
+C10_HOST_DEVICE inline void ps_roi_pool_range(const PsPoolAxis<T>& axis, int64_t p, int64_t size, int64_t* begin,
+                                              int64_t* end) {
+  const int64_t b = static_cast<int64_t>(::floor(static_cast<T>(p) * axis.bin)) + axis.start;
+  const int64_t e = static_cast<int64_t>(::ceil(static_cast<T>(p + 1) * axis.bin)) + axis.start;
+  const int64_t last = size - 1;
+  *begin = b < 0 ? 0 : b > last ? last : b;
+  *end = e < 0 ? 0 : e > last ? last : e;
+}
+
+// PSRoIPool's bin (ph, pw): ps_roi_pool_range of both axes. An empty bin (also: a box with a NaN or
+// infinite coordinate) averages to 0.
 template <typename T>
 C10_HOST_DEVICE inline PoolBin ps_roi_pool_bin(T x1, T y1, T x2, T y2, T spatial_scale, int64_t ph, int64_t pw,
                                                int64_t pooled_height, int64_t pooled_width, int64_t height,
@@ -54,23 +82,8 @@ C10_HOST_DEVICE inline PoolBin ps_roi_pool_bin(T x1, T y1, T x2, T y2, T spatial
   if (!roi_is_finite(x1 * spatial_scale, y1 * spatial_scale, x2 * spatial_scale, y2 * spatial_scale)) {
     return bin;
   }
-  const int64_t start_w = roi_pool_round(x1 * spatial_scale, 0);
-  const int64_t start_h = roi_pool_round(y1 * spatial_scale, 0);
-  const int64_t end_w = roi_pool_round(x2 * spatial_scale, 0);
-  const int64_t end_h = roi_pool_round(y2 * spatial_scale, 0);
-  const int64_t roi_w = end_w - start_w > 1 ? end_w - start_w : 1;
-  const int64_t roi_h = end_h - start_h > 1 ? end_h - start_h : 1;
-  const T bin_h = static_cast<T>(roi_h) / static_cast<T>(pooled_height);
-  const T bin_w = static_cast<T>(roi_w) / static_cast<T>(pooled_width);
-  const int64_t hs = static_cast<int64_t>(::floor(static_cast<T>(ph) * bin_h)) + start_h;
-  const int64_t he = static_cast<int64_t>(::ceil(static_cast<T>(ph + 1) * bin_h)) + start_h;
-  const int64_t ws = static_cast<int64_t>(::floor(static_cast<T>(pw) * bin_w)) + start_w;
-  const int64_t we = static_cast<int64_t>(::ceil(static_cast<T>(pw + 1) * bin_w)) + start_w;
-  const int64_t hmax = height - 1, wmax = width - 1;
-  bin.h_start = hs < 0 ? 0 : hs > hmax ? hmax : hs;
-  bin.h_end = he < 0 ? 0 : he > hmax ? hmax : he;
-  bin.w_start = ws < 0 ? 0 : ws > wmax ? wmax : ws;
-  bin.w_end = we < 0 ? 0 : we > wmax ? wmax : we;
+  ps_roi_pool_range(ps_roi_pool_axis(y1, y2, spatial_scale, pooled_height), ph, height, &bin.h_start, &bin.h_end);
+  ps_roi_pool_range(ps_roi_pool_axis(x1, x2, spatial_scale, pooled_width), pw, width, &bin.w_start, &bin.w_end);
   return bin;
 }
 

@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "common/checks.h"
@@ -27,60 +28,80 @@ namespace cpu {
 namespace {
 
 // The pixels every RoI reads along one axis, per bin, each once with its summed weight: bin p of
-// RoI k reads pixel[begin[k * (pooled + 1) + p] .. begin[k * (pooled + 1) + p + 1]) with weight[...].
-// Flat over all RoIs: R-FCN's 300 RoIs would otherwise cost thousands of small allocations per
-// call, a tenth of the forward.
+// RoI k reads pixel[begin[k * pooled + p] .. end[k * pooled + p]) with weight[...]. Flat over all
+// RoIs: R-FCN's 300 RoIs would otherwise cost thousands of small allocations per call, a tenth of
+// the forward. Each RoI owns a slot of capacity() entries from reserve(), so RoIs fill their bins
+// independently, on all threads.
 template <typename acc_t>
 struct MergedAxes {
   int64_t pooled;
-  std::vector<int32_t> begin;
+  std::vector<int32_t> begin, end;
+  std::vector<int64_t> slot;  // [K + 1]: RoI k's entries start at slot[k]
   std::vector<int32_t> pixel;
   std::vector<acc_t> weight;
 
-  explicit MergedAxes(int64_t num_rois, int64_t pooled) : pooled(pooled), begin(num_rois * (pooled + 1), 0) {
-    pixel.reserve(num_rois * pooled * 4);
-    weight.reserve(num_rois * pooled * 4);
-  }
+  MergedAxes(int64_t num_rois, int64_t pooled)
+      : pooled(pooled), begin(num_rois * pooled, 0), end(num_rois * pooled, 0), slot(num_rois + 1, 0) {}
 
-  // Appends bin p of RoI k (its bins in order): each sample gives w_low to its low and w_high to
-  // its high pixel. Samples closer than a pixel share pixels, so their weights are summed here once
-  // per RoI instead of being read as separate taps for every output channel. Sample positions
-  // ascend within a bin, so a sample's pixels (low, and high = low or low + 1) are either among
-  // the last two pixels kept or after them.
-  void add_bin(int64_t k, int64_t p, const RoiAxis<acc_t>& axis, int64_t size) {
-    const int32_t first = static_cast<int32_t>(pixel.size());
-    begin[k * (pooled + 1) + p] = first;
-    const auto add = [&](int64_t px, acc_t w) {
-      const int32_t n = static_cast<int32_t>(pixel.size());
-      for (int32_t i = std::max(first, n - 2); i < n; ++i) {
-        if (pixel[i] == px) {
-          weight[i] += w;
-          return;
-        }
-      }
-      pixel.push_back(static_cast<int32_t>(px));
-      weight.push_back(w);
-    };
-    int64_t i0, i1;
-    sample_index_range(axis, p, size, &i0, &i1);
-    for (int64_t i = i0; i < i1; ++i) {
-      const AxisSample<acc_t> s = bilinear_axis(sample_position(axis, p, i), size);
-      if (s.w_low == acc_t(0) && s.w_high == acc_t(0)) {
-        continue;  // outside [-1, size]
-      }
-      add(s.low, s.w_low);
-      add(s.high, s.w_high);
+  // Entries RoI k may need: two pixels per sample of each bin (samples outside the map need none).
+  int64_t capacity(const RoiAxis<acc_t>& axis, int64_t size) const {
+    int64_t n = 0;
+    for (int64_t p = 0; p < pooled; ++p) {
+      int64_t i0, i1;
+      sample_index_range(axis, p, size, &i0, &i1);
+      n += 2 * (i1 - i0);
     }
-    begin[k * (pooled + 1) + p + 1] = static_cast<int32_t>(pixel.size());
+    return n;
   }
 
-  void empty_roi(int64_t k) {
-    std::fill(begin.begin() + k * (pooled + 1), begin.begin() + (k + 1) * (pooled + 1),
-              static_cast<int32_t>(pixel.size()));
+  // slot from the capacity of every RoI (in slot[k + 1]), once, on one thread.
+  void reserve() {
+    for (size_t k = 1; k < slot.size(); ++k) {
+      slot[k] += slot[k - 1];
+    }
+    TORCH_CHECK_VALUE(slot.back() <= std::numeric_limits<int32_t>::max(),
+                      "ps_roi_align: the boxes sample more than 2^31 map pixels in one call (", slot.back(),
+                      "); pass fewer boxes per call or a positive sampling_ratio");
+    pixel.resize(slot.back());
+    weight.resize(slot.back());
   }
 
-  int32_t first(int64_t k, int64_t p) const { return begin[k * (pooled + 1) + p]; }
-  int32_t last(int64_t k, int64_t p) const { return begin[k * (pooled + 1) + p + 1]; }
+  // Fills the bins of RoI k in its slot: each sample gives w_low to its low and w_high to its high
+  // pixel. Samples closer than a pixel share pixels, so their weights are summed here once per RoI
+  // instead of being read as separate taps for every output channel. Sample positions ascend within
+  // a bin, so a sample's pixels (low, and high = low or low + 1) are either among the last two
+  // pixels kept or after them.
+  void fill(int64_t k, const RoiAxis<acc_t>& axis, int64_t size) {
+    int32_t n = static_cast<int32_t>(slot[k]);
+    for (int64_t p = 0; p < pooled; ++p) {
+      const int32_t first = n;
+      const auto add = [&](int64_t px, acc_t w) {
+        for (int32_t i = std::max(first, n - 2); i < n; ++i) {
+          if (pixel[i] == px) {
+            weight[i] += w;
+            return;
+          }
+        }
+        pixel[n] = static_cast<int32_t>(px);
+        weight[n++] = w;
+      };
+      int64_t i0, i1;
+      sample_index_range(axis, p, size, &i0, &i1);
+      for (int64_t i = i0; i < i1; ++i) {
+        const AxisSample<acc_t> s = bilinear_axis(sample_position(axis, p, i), size);
+        if (s.w_low == acc_t(0) && s.w_high == acc_t(0)) {
+          continue;  // outside [-1, size]
+        }
+        add(s.low, s.w_low);
+        add(s.high, s.w_high);
+      }
+      begin[k * pooled + p] = first;
+      end[k * pooled + p] = n;
+    }
+  }
+
+  int32_t first(int64_t k, int64_t p) const { return begin[k * pooled + p]; }
+  int32_t last(int64_t k, int64_t p) const { return end[k * pooled + p]; }
 };
 
 // Bin (ph, pw) of a RoI: a sample's bilinear weight is (y weight) x (x weight), so the bin's sum over
@@ -94,31 +115,42 @@ struct AlignBins {
   MergedAxes<acc_t> ys, xs;
   std::vector<acc_t> inv_count;  // [K]: 1 / samples per bin
 
-  // One thread: R-FCN's 300 RoIs of 7 x 7 bins take tens of microseconds, cheaper than a parallel
-  // region, whose start waits for every thread to be scheduled.
+  // On all threads, in two passes: each RoI's geometry and the room its pixels need, then (after the
+  // slots are laid out) its pixels. One thread would spend a third of R-FCN's forward at 2 threads
+  // here while the other waits.
   template <typename scalar_t>
   AlignBins(const scalar_t* rois, int64_t num_rois, acc_t spatial_scale, int64_t pooled_height, int64_t pooled_width,
             int64_t sampling_ratio, int64_t height, int64_t width)
       : ys(num_rois, pooled_height), xs(num_rois, pooled_width), inv_count(num_rois, acc_t(1)) {
-    for (int64_t k = 0; k < num_rois; ++k) {
-      const scalar_t* roi = rois + 5 * k;
-      const acc_t x1 = static_cast<acc_t>(roi[1]), y1 = static_cast<acc_t>(roi[2]);
-      const acc_t x2 = static_cast<acc_t>(roi[3]), y2 = static_cast<acc_t>(roi[4]);
-      if (!roi_is_finite(x1, y1, x2, y2)) {
-        ys.empty_roi(k);  // no pixels: pools to 0, no gradient
-        xs.empty_roi(k);
-        continue;
+    std::vector<RoiAxis<acc_t>> ay(num_rois), ax(num_rois);
+    std::vector<char> finite(num_rois);
+    constexpr int64_t kRoisPerTask = 32;
+    at::parallel_for(0, num_rois, kRoisPerTask, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        const scalar_t* roi = rois + 5 * k;
+        const acc_t x1 = static_cast<acc_t>(roi[1]), y1 = static_cast<acc_t>(roi[2]);
+        const acc_t x2 = static_cast<acc_t>(roi[3]), y2 = static_cast<acc_t>(roi[4]);
+        finite[k] = roi_is_finite(x1, y1, x2, y2);
+        if (!finite[k]) {
+          continue;  // no pixels: pools to 0, no gradient
+        }
+        ay[k] = ps_roi_align_axis(y1, y2, spatial_scale, pooled_height, sampling_ratio);
+        ax[k] = ps_roi_align_axis(x1, x2, spatial_scale, pooled_width, sampling_ratio);
+        inv_count[k] = roi_align_inv_count(ay[k], ax[k]);
+        ys.slot[k + 1] = ys.capacity(ay[k], height);
+        xs.slot[k + 1] = xs.capacity(ax[k], width);
       }
-      const RoiAxis<acc_t> ay = ps_roi_align_axis(y1, y2, spatial_scale, pooled_height, sampling_ratio);
-      const RoiAxis<acc_t> ax = ps_roi_align_axis(x1, x2, spatial_scale, pooled_width, sampling_ratio);
-      inv_count[k] = roi_align_inv_count(ay, ax);
-      for (int64_t ph = 0; ph < pooled_height; ++ph) {
-        ys.add_bin(k, ph, ay, height);
+    });
+    ys.reserve();
+    xs.reserve();
+    at::parallel_for(0, num_rois, kRoisPerTask, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        if (finite[k]) {
+          ys.fill(k, ay[k], height);
+          xs.fill(k, ax[k], width);
+        }
       }
-      for (int64_t pw = 0; pw < pooled_width; ++pw) {
-        xs.add_bin(k, pw, ax, width);
-      }
-    }
+    });
   }
 
   void rows(int64_t k, int64_t ph, int64_t* r0, int64_t* r1) const {

@@ -27,8 +27,8 @@ namespace cpu {
 namespace {
 
 // The bins of every RoI, separable: bin (ph, pw) is rows [h0, h1) of bin row ph times columns
-// [w0, w1) of bin column pw (ps_roi_pool_bin's rows depend on ph alone, its columns on pw alone),
-// so 7 + 7 ranges per RoI, computed once per call, give its 49 bins. The Bins of ps_roi_pooling.h's
+// [w0, w1) of bin column pw (ps_roi_pool_bin's ranges per axis, ps_roi_pool_range), so 7 + 7
+// ranges per RoI, computed once per call, give its 49 bins. The Bins of ps_roi_pooling.h's
 // drivers.
 template <typename acc_t>
 struct PoolBins {
@@ -41,21 +41,24 @@ struct PoolBins {
       : pooled_height(pooled_height), pooled_width(pooled_width), h0(num_rois * pooled_height),
         h1(num_rois * pooled_height), w0(num_rois * pooled_width), w1(num_rois * pooled_width) {
     for (int64_t k = 0; k < num_rois; ++k) {
-      const scalar_t* roi = rois + 5 * k;
-      const auto bin = [&](int64_t ph, int64_t pw) {
-        return ps_roi_pool_bin(static_cast<acc_t>(roi[1]), static_cast<acc_t>(roi[2]), static_cast<acc_t>(roi[3]),
-                               static_cast<acc_t>(roi[4]), spatial_scale, ph, pw, pooled_height, pooled_width, height,
-                               width);
-      };
+      const acc_t x1 = static_cast<acc_t>(rois[5 * k + 1]), y1 = static_cast<acc_t>(rois[5 * k + 2]);
+      const acc_t x2 = static_cast<acc_t>(rois[5 * k + 3]), y2 = static_cast<acc_t>(rois[5 * k + 4]);
+      if (!roi_is_finite(x1 * spatial_scale, y1 * spatial_scale, x2 * spatial_scale, y2 * spatial_scale)) {
+        continue;  // empty bins (the ranges stay [0, 0))
+      }
+      const PsPoolAxis<acc_t> ay = ps_roi_pool_axis(y1, y2, spatial_scale, pooled_height);
+      const PsPoolAxis<acc_t> ax = ps_roi_pool_axis(x1, x2, spatial_scale, pooled_width);
       for (int64_t ph = 0; ph < pooled_height; ++ph) {
-        const PoolBin b = bin(ph, 0);
-        h0[k * pooled_height + ph] = static_cast<int32_t>(b.h_start);
-        h1[k * pooled_height + ph] = static_cast<int32_t>(std::max(b.h_start, b.h_end));
+        int64_t r0, r1;
+        ps_roi_pool_range(ay, ph, height, &r0, &r1);
+        h0[k * pooled_height + ph] = static_cast<int32_t>(r0);
+        h1[k * pooled_height + ph] = static_cast<int32_t>(std::max(r0, r1));
       }
       for (int64_t pw = 0; pw < pooled_width; ++pw) {
-        const PoolBin b = bin(0, pw);
-        w0[k * pooled_width + pw] = static_cast<int32_t>(b.w_start);
-        w1[k * pooled_width + pw] = static_cast<int32_t>(std::max(b.w_start, b.w_end));
+        int64_t c0, c1;
+        ps_roi_pool_range(ax, pw, width, &c0, &c1);
+        w0[k * pooled_width + pw] = static_cast<int32_t>(c0);
+        w1[k * pooled_width + pw] = static_cast<int32_t>(std::max(c0, c1));
       }
     }
   }

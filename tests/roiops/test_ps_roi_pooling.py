@@ -71,10 +71,12 @@ def call_torchvision(op, x, rois, case):
     return torchvision.ops.ps_roi_pool(x, rois, case["output_size"], case["spatial_scale"])
 
 
-def forward_backward(fn, x, grad_out_seed=1):
+def forward_backward(fn, x, grad_out_seed=1, grad_out=None):
     x = x.detach().requires_grad_(True)
     out = fn(x)
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_out_seed), dtype=out.dtype)
+    g = grad_out
+    if g is None:
+        g = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_out_seed), dtype=out.dtype)
     out.backward(g)
     return out, x.grad, g
 
@@ -141,6 +143,32 @@ def test_ps_roi_pool_equals_torchvision_values_exactly_and_its_gradients_off_the
         torch.testing.assert_close(
             ours_x.grad, theirs_x.grad, atol=1e-6 if dtype == torch.float32 else 0, rtol=0
         )
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_r_fcn_sized_problems_match_torchvision(op, dtype, channels_last):
+    # The shapes the hypothesis cases stay below: 7 x 7 bins (the output is laid out 16 bins at a
+    # time), 21 output channels (two groups of 16 lanes), two images, RoIs of 1 to 30 pixels.
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 21 * 49, 19, 33, generator=g, dtype=torch.float64).to(dtype)
+    size = torch.exp(torch.empty(60, 2, dtype=torch.float64).uniform_(0, 3.4, generator=g))
+    corner = torch.rand(60, 2, generator=g, dtype=torch.float64) * torch.tensor([33.0, 19.0]) - 2
+    index = torch.randint(0, 2, (60, 1), generator=g).double()
+    rois = torch.cat([index, corner, corner + size], 1).to(dtype)
+    case = {"output_size": (7, 7), "spatial_scale": 1.0, "sampling_ratio": 2}
+    grad = torch.randn(60, 21, 7, 7, generator=g, dtype=torch.float64).to(dtype)
+    if op == "ps_roi_pool":  # only there is torchvision's backward its forward's (see below)
+        clear = pool_rois_clear_of_last_row_and_column({"shape": x.shape, **case}, rois)
+        grad = grad * clear.to(dtype)[:, None, None, None]
+    theirs, theirs_grad, _ = forward_backward(lambda t: call_torchvision(op, t, rois, case), x, grad_out=grad)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ours, ours_grad, _ = forward_backward(lambda t: call(op, t, rois, case), x, grad_out=grad)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(ours, theirs, atol=0 if op == "ps_roi_pool" else tol, rtol=0)
+    torch.testing.assert_close(ours_grad, theirs_grad, atol=tol, rtol=0)
 
 
 def test_ps_roi_pool_backward_is_the_adjoint_of_its_forward_where_torchvision_differs():
