@@ -14,6 +14,15 @@ IoU > 0.9 and the same label. Times are medians of interleaved runs in one proce
 compiling happen first, untimed). The machine is shared and noisy: read the ratios.
 
     python benchmarks/bench_deploy.py --repeats 3 [--pt2] [--threads 2] [--cache DIR]
+                                      [--warmup N] [--only VARIANT ...]
+
+Every variant allocates an image-sized float mask per detection (100 x 800 x 1216: 389 MB) on each
+call, among buffers of other sizes and other allocators (onnxruntime's, OpenVINO's), and which call
+finds that much free heap and which faults in fresh pages changes from call to call: the mask
+pasting of maskzoo eager and of the AOTInductor package alike took 8 ms in one round and 67 ms in
+the next (torchvision in the loop, 2026-12-01). Medians over several repeats absorb it; --warmup
+adds untimed rounds, --only times a subset (plus the two references, torchvision eager fp32 and
+maskzoo fused fp32).
 """
 
 from __future__ import annotations
@@ -108,9 +117,17 @@ def build_variants(args, cache: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds over all variants first (>= 1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pt2", action="store_true", help="also compile and time the AOTInductor package")
     parser.add_argument("--cache", default=None, help="folder for the exported files (reused when present)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="VARIANT",
+        help="time only these variants and the references (torchvision eager fp32, maskzoo fused fp32)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_freed_memory()
@@ -118,6 +135,12 @@ def main() -> None:
         cache = args.cache or tmp
         os.makedirs(cache, exist_ok=True)
         variants = build_variants(args, cache)
+        if args.only is not None:
+            unknown = sorted(set(args.only) - set(variants))
+            if unknown:
+                raise SystemExit(f"--only: no variant {unknown}; there are {sorted(variants)}")
+            keep = {"torchvision eager fp32", "maskzoo fused fp32", *args.only}
+            variants = {name: fn for name, fn in variants.items() if name in keep}
         image = torch.rand(3, 800, 1216, generator=torch.Generator().manual_seed(0))
         outputs, times = {}, {name: [] for name in variants}
         with torch.inference_mode():
@@ -127,6 +150,9 @@ def main() -> None:
                 except Exception as err:  # noqa: BLE001
                     print(f"{name}: {type(err).__name__}: {str(err)[:300]}", flush=True)
                     del variants[name], times[name]
+            for _ in range(args.warmup - 1):
+                for fn in variants.values():
+                    fn(image)
             for _ in range(args.repeats):
                 for name, fn in variants.items():
                     start = time.perf_counter()
