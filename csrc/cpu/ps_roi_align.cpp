@@ -218,15 +218,10 @@ at::Tensor ps_roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& r
     if (out.numel() == 0) {
       return;
     }
-    const at::Tensor planes = ps_nchw_planes(input);
-    const int64_t out_stride[4] = {out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
-    ps_roi_forward_driver<scalar_t, acc_t>(planes.const_data_ptr<scalar_t>(), batch, input.size(0), channels_out,
-                                           pooled_height, pooled_width, input.size(2), input.size(3),
-                                           out.mutable_data_ptr<scalar_t>(), out_stride,
-                                           AlignBins<acc_t>(rois.const_data_ptr<scalar_t>(), num_rois,
-                                                            static_cast<acc_t>(spatial_scale), pooled_height,
-                                                            pooled_width, sampling_ratio, input.size(2),
-                                                            input.size(3)));
+    ps_roi_forward<scalar_t, acc_t>(input, batch, channels_out, pooled_height, pooled_width, out,
+                                    AlignBins<acc_t>(rois.const_data_ptr<scalar_t>(), num_rois,
+                                                     static_cast<acc_t>(spatial_scale), pooled_height, pooled_width,
+                                                     sampling_ratio, input.size(2), input.size(3)));
   });
   return out;
 }

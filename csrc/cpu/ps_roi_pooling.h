@@ -126,12 +126,13 @@ std::vector<char> ps_rows_read(const Bins& bins, const RoisByImage& by_image, in
 // reading src rows j < kIn (the others count as 0) and writing dst rows i < kOut: a bin's kIn <= 16
 // channel planes to 16 pixels of the scratch (kOut = 16), or back (kIn = 16, kOut channels).
 // Four shuffle stages (pairs of rows, quads, then 128-bit quarters twice).
+// load_mask: the columns read (the others count as 0 and are not touched in memory).
 template <int kIn, int kOut>
 __attribute__((always_inline)) inline void transpose_16x16(const float* src, int64_t src_stride, float* dst,
-                                                           int64_t dst_stride) {
+                                                           int64_t dst_stride, __mmask16 load_mask = 0xFFFF) {
   __m512 r[16], t[16], u[16];
   for (int i = 0; i < 16; ++i) {
-    r[i] = i < kIn ? _mm512_loadu_ps(src + i * src_stride) : _mm512_setzero_ps();
+    r[i] = i < kIn ? _mm512_maskz_loadu_ps(load_mask, src + i * src_stride) : _mm512_setzero_ps();
   }
   for (int i = 0; i < 8; ++i) {  // t[2i], t[2i+1]: rows 2i and 2i+1 interleaved
     t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
@@ -289,7 +290,8 @@ void ps_unstage(const acc_t* staged, int64_t lanes, int64_t k0, int64_t k1, int6
 // input as NCHW planes: itself when it is contiguous, else a copy. A channels_last float map is
 // transposed here in 8 x 8 register blocks (Tensor::contiguous takes 2.3 ms on R-FCN's map, this
 // 0.17 ms from cache, 0.65 ms from memory); reading the channels_last map per bin instead would
-// read every cache line of the map once per bin that shares it (16 bins).
+// read every cache line of the map once per bin that shares it (16 bins), hence the channels_last
+// driver's tasks of 16 bins.
 inline at::Tensor ps_nchw_planes(const at::Tensor& input) {
   if (input.is_contiguous()) {
     return input;
@@ -315,16 +317,11 @@ inline at::Tensor ps_nchw_planes(const at::Tensor& input) {
 template <typename scalar_t, typename acc_t, typename Bins>
 void ps_roi_forward_driver(const scalar_t* input, const std::vector<int64_t>& batch, int64_t batch_size,
                            int64_t channels_out, int64_t pooled_height, int64_t pooled_width, int64_t height,
-                           int64_t width, scalar_t* out, const int64_t* out_stride, const Bins& bins_of) {
+                           int64_t width, acc_t* staged, int64_t lanes, const Bins& bins_of) {
   const int64_t bins = pooled_height * pooled_width, plane = height * width;
   const int64_t cstride = ps_channel_stride(pooled_height, pooled_width) * plane;
   const RoisByImage by_image(batch, batch_size);
   const std::vector<char> rows_read = ps_rows_read(bins_of, by_image, batch_size, pooled_height, height);
-  const int64_t num_rois = static_cast<int64_t>(batch.size());
-  const int64_t lanes = (channels_out + kLanes - 1) / kLanes * kLanes;
-  const at::Tensor staged_tensor =
-      at::empty({num_rois * bins * lanes}, at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
-  acc_t* staged = staged_tensor.mutable_data_ptr<acc_t>();  // [K, bins, lanes]
   at::parallel_for(0, batch_size * bins, 1, [&](int64_t begin, int64_t end) {
     acc_t* scratch = ps_scratch<acc_t>(plane * kLanes);
     for (int64_t task = begin; task < end; ++task) {
@@ -348,8 +345,106 @@ void ps_roi_forward_driver(const scalar_t* input, const std::vector<int64_t>& ba
       }
     }
   });
+}
+
+#if defined(__AVX512F__)
+// ps_roi_forward_driver for a channels_last float map, read in place: a pixel holds, for output
+// channel c, the bins [b0, b0 + 16) side by side (channels c * bins + b), so one register
+// transpose of G such runs (G output channels) gives the pixel's scratch vector of 16 bins at once.
+// Tasks are (image, 16 bins, 16 channels), each with a scratch [16 bins, H, W, kLanes]. Against
+// transposing the whole map to NCHW planes first (which reads and writes it once more): R-FCN's
+// forward at 2 threads 1.4x (ps_roi_pool) and 1.5x (ps_roi_align) faster, at 1 thread the same.
+template <typename Bins>
+void ps_roi_forward_driver_channels_last(const float* input, const std::vector<int64_t>& batch, int64_t batch_size,
+                                         int64_t channels_out, int64_t pooled_height, int64_t pooled_width,
+                                         int64_t height, int64_t width, float* staged, int64_t lanes,
+                                         const Bins& bins_of) {
+  const int64_t bins = pooled_height * pooled_width, plane = height * width, channels = channels_out * bins;
+  const int64_t bin_groups = (bins + kLanes - 1) / kLanes, channel_groups = lanes / kLanes;
+  const RoisByImage by_image(batch, batch_size);
+  const std::vector<char> rows_read = ps_rows_read(bins_of, by_image, batch_size, pooled_height, height);
+  at::parallel_for(0, batch_size * bin_groups * channel_groups, 1, [&](int64_t begin, int64_t end) {
+    float* scratch = ps_scratch<float>(kLanes * plane * kLanes);  // [16 bins, plane, kLanes]
+    std::vector<char> rows(height);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / (bin_groups * channel_groups);
+      const int64_t b0 = (task / channel_groups) % bin_groups * kLanes, c0 = task % channel_groups * kLanes;
+      const int64_t nb = std::min(kLanes, bins - b0), group = std::min(kLanes, channels_out - c0);
+      if (by_image.offsets[n] == by_image.offsets[n + 1]) {
+        continue;
+      }
+      std::fill(rows.begin(), rows.end(), char(0));
+      for (int64_t ph = b0 / pooled_width; ph <= (b0 + nb - 1) / pooled_width; ++ph) {
+        const char* read = rows_read.data() + (n * pooled_height + ph) * height;
+        for (int64_t r = 0; r < height; ++r) {
+          rows[r] |= read[r];
+        }
+      }
+      const float* pixels = input + n * plane * channels + c0 * bins + b0;
+      const __mmask16 bins_mask = static_cast<__mmask16>((1u << nb) - 1);
+      with_group_size(group, [&](auto g) {
+        for_each_run(rows.data(), height, [&](int64_t r0, int64_t r1) {
+          for (int64_t p = r0 * width; p < r1 * width; ++p) {
+            transpose_16x16<decltype(g)::value, 16>(pixels + p * channels, bins, scratch + p * kLanes,
+                                                    plane * kLanes, bins_mask);
+          }
+        });
+      });
+      for (int64_t j = 0; j < nb; ++j) {
+        const int64_t bin = b0 + j, ph = bin / pooled_width, pw = bin % pooled_width;
+        for (int64_t i = by_image.offsets[n]; i < by_image.offsets[n + 1]; ++i) {
+          const int64_t k = by_image.order[i];
+          bins_of.pool(k, ph, pw, scratch + j * plane * kLanes, width, staged + (k * bins + bin) * lanes + c0);
+        }
+      }
+    }
+  });
+}
+
+// Whether ps_roi_forward_driver_channels_last suits a map: channels_last, and enough tasks for the
+// threads (R-FCN's one image has 4; the NCHW driver has one per bin), with a scratch of at most
+// 64 MB per thread (a 256 x 256 map).
+inline bool ps_forward_reads_channels_last(const at::Tensor& input, int64_t channels_out, int64_t bins) {
+  if (input.is_contiguous() || !input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    return false;
+  }
+  const int64_t tasks = input.size(0) * ((bins + kLanes - 1) / kLanes) * ((channels_out + kLanes - 1) / kLanes);
+  return tasks >= at::get_num_threads() && input.size(2) * input.size(3) <= 65536;
+}
+#endif
+
+// out ([K, C_out, PH, PW], any strides) for every RoI from input ([batch_size, C_out * PH * PW,
+// height, width], NCHW or channels_last): one of the drivers above into a staging buffer, then
+// ps_unstage. Bins: as ps_roi_forward_driver. A channels_last map that the channels_last driver
+// does not take is transposed to NCHW planes first (ps_nchw_planes).
+template <typename scalar_t, typename acc_t, typename Bins>
+void ps_roi_forward(const at::Tensor& input, const std::vector<int64_t>& batch, int64_t channels_out,
+                    int64_t pooled_height, int64_t pooled_width, at::Tensor& out, const Bins& bins_of) {
+  const int64_t batch_size = input.size(0), height = input.size(2), width = input.size(3);
+  const int64_t bins = pooled_height * pooled_width, num_rois = static_cast<int64_t>(batch.size());
+  const int64_t lanes = (channels_out + kLanes - 1) / kLanes * kLanes;
+  const at::Tensor staged_tensor =
+      at::empty({num_rois * bins * lanes}, at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  acc_t* staged = staged_tensor.mutable_data_ptr<acc_t>();  // [K, bins, lanes]
+  bool done = false;
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    if (ps_forward_reads_channels_last(input, channels_out, bins)) {
+      ps_roi_forward_driver_channels_last(input.const_data_ptr<float>(), batch, batch_size, channels_out,
+                                          pooled_height, pooled_width, height, width, staged, lanes, bins_of);
+      done = true;
+    }
+  }
+#endif
+  if (!done) {
+    const at::Tensor planes = ps_nchw_planes(input);
+    ps_roi_forward_driver<scalar_t, acc_t>(planes.const_data_ptr<scalar_t>(), batch, batch_size, channels_out,
+                                           pooled_height, pooled_width, height, width, staged, lanes, bins_of);
+  }
+  const int64_t out_stride[4] = {out.stride(0), out.stride(1), out.stride(2), out.stride(3)};
+  scalar_t* out_data = out.mutable_data_ptr<scalar_t>();
   at::parallel_for(0, num_rois, 16, [&](int64_t begin, int64_t end) {
-    ps_unstage(staged, lanes, begin, end, channels_out, pooled_width, bins, out, out_stride);
+    ps_unstage(staged, lanes, begin, end, channels_out, pooled_width, bins, out_data, out_stride);
   });
 }
 
