@@ -126,10 +126,12 @@ std::vector<char> ps_rows_read(const Bins& bins, const RoisByImage& by_image, in
 // reading src rows j < kIn (the others count as 0) and writing dst rows i < kOut: a bin's kIn <= 16
 // channel planes to 16 pixels of the scratch (kOut = 16), or back (kIn = 16, kOut channels).
 // Four shuffle stages (pairs of rows, quads, then 128-bit quarters twice).
-// load_mask: the columns read (the others count as 0 and are not touched in memory).
+// load_mask: the columns read (the others count as 0 and are not touched in memory); store_mask:
+// the columns written.
 template <int kIn, int kOut>
 __attribute__((always_inline)) inline void transpose_16x16(const float* src, int64_t src_stride, float* dst,
-                                                           int64_t dst_stride, __mmask16 load_mask = 0xFFFF) {
+                                                           int64_t dst_stride, __mmask16 load_mask = 0xFFFF,
+                                                           __mmask16 store_mask = 0xFFFF) {
   __m512 r[16], t[16], u[16];
   for (int i = 0; i < 16; ++i) {
     r[i] = i < kIn ? _mm512_maskz_loadu_ps(load_mask, src + i * src_stride) : _mm512_setzero_ps();
@@ -153,7 +155,7 @@ __attribute__((always_inline)) inline void transpose_16x16(const float* src, int
                          _mm512_shuffle_f32x4(v2, w2, 0x88), _mm512_shuffle_f32x4(v2, w2, 0xDD)};
     for (int q = 0; q < 4; ++q) {
       if (4 * q + j < kOut) {
-        _mm512_storeu_ps(dst + (4 * q + j) * dst_stride, o[q]);
+        _mm512_mask_storeu_ps(dst + (4 * q + j) * dst_stride, store_mask, o[q]);
       }
     }
   }
@@ -401,10 +403,10 @@ void ps_roi_forward_driver_channels_last(const float* input, const std::vector<i
   });
 }
 
-// Whether ps_roi_forward_driver_channels_last suits a map: channels_last, and enough tasks for the
-// threads (R-FCN's one image has 4; the NCHW driver has one per bin), with a scratch of at most
-// 64 MB per thread (a 256 x 256 map).
-inline bool ps_forward_reads_channels_last(const at::Tensor& input, int64_t channels_out, int64_t bins) {
+// Whether the channels_last drivers suit a map (the input, or the input's gradient): channels_last,
+// and enough tasks for the threads (R-FCN's one image has 4; the NCHW drivers have one per bin),
+// with a scratch of at most 64 MB per thread (a 256 x 256 map).
+inline bool ps_channels_last_in_place(const at::Tensor& input, int64_t channels_out, int64_t bins) {
   if (input.is_contiguous() || !input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
     return false;
   }
@@ -429,7 +431,7 @@ void ps_roi_forward(const at::Tensor& input, const std::vector<int64_t>& batch, 
   bool done = false;
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (ps_forward_reads_channels_last(input, channels_out, bins)) {
+    if (ps_channels_last_in_place(input, channels_out, bins)) {
       ps_roi_forward_driver_channels_last(input.const_data_ptr<float>(), batch, batch_size, channels_out,
                                           pooled_height, pooled_width, height, width, staged, lanes, bins_of);
       done = true;
@@ -504,18 +506,100 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
   });
 }
 
+#if defined(__AVX512F__)
+// ps_roi_backward_driver into a channels_last float gradient (grad_input: [N, H, W, C]), the adjoint
+// of ps_roi_forward_driver_channels_last: a task (image, 16 bins, 16 channels) sums its bins in a
+// scratch [16 bins, H, W, kLanes] and transposes each pixel's 16 bins back into their place in the
+// pixel (masked: the tasks write disjoint elements of shared cache lines). Same additions in the
+// same order as the NCHW driver.
+template <typename scalar_t, typename Bins>
+void ps_roi_backward_driver_channels_last(const scalar_t* grad, const int64_t* grad_stride,
+                                          const std::vector<int64_t>& batch, int64_t batch_size, int64_t channels_out,
+                                          int64_t pooled_height, int64_t pooled_width, int64_t height, int64_t width,
+                                          float* grad_input, const Bins& bins_of) {
+  const int64_t bins = pooled_height * pooled_width, plane = height * width, channels = channels_out * bins;
+  const int64_t bin_groups = (bins + kLanes - 1) / kLanes, channel_groups = (channels_out + kLanes - 1) / kLanes;
+  const RoisByImage by_image(batch, batch_size);
+  const std::vector<char> rows_read = ps_rows_read(bins_of, by_image, batch_size, pooled_height, height);
+  at::parallel_for(0, batch_size * bin_groups * channel_groups, 1, [&](int64_t begin, int64_t end) {
+    float* scratch = ps_scratch<float>(kLanes * plane * kLanes);  // [16 bins, plane, kLanes]
+    std::vector<char> rows(height);
+    alignas(64) float g[kLanes];
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / (bin_groups * channel_groups);
+      const int64_t b0 = (task / channel_groups) % bin_groups * kLanes, c0 = task % channel_groups * kLanes;
+      const int64_t nb = std::min(kLanes, bins - b0), group = std::min(kLanes, channels_out - c0);
+      std::fill(rows.begin(), rows.end(), char(0));
+      for (int64_t ph = b0 / pooled_width; ph <= (b0 + nb - 1) / pooled_width; ++ph) {
+        const char* read = rows_read.data() + (n * pooled_height + ph) * height;
+        for (int64_t r = 0; r < height; ++r) {
+          rows[r] |= read[r];
+        }
+      }
+      for (int64_t j = 0; j < nb; ++j) {
+        float* bin_scratch = scratch + j * plane * kLanes;
+        for_each_run(rows.data(), height, [&](int64_t r0, int64_t r1) {
+          std::fill(bin_scratch + r0 * width * kLanes, bin_scratch + r1 * width * kLanes, 0.f);
+        });
+        const int64_t bin = b0 + j, ph = bin / pooled_width, pw = bin % pooled_width;
+        for (int64_t i = by_image.offsets[n]; i < by_image.offsets[n + 1]; ++i) {
+          const int64_t k = by_image.order[i];
+          const scalar_t* gk =
+              grad + k * grad_stride[0] + c0 * grad_stride[1] + ph * grad_stride[2] + pw * grad_stride[3];
+          bool any = false;
+          for (int64_t l = 0; l < kLanes; ++l) {
+            g[l] = l < group ? static_cast<float>(gk[l * grad_stride[1]]) : 0.f;
+            any = any || g[l] != 0.f;
+          }
+          if (any) {
+            bins_of.scatter(k, ph, pw, g, bin_scratch, width);
+          }
+        }
+      }
+      // Every pixel gets its elements: the sums where some RoI reads its row, else 0.
+      float* pixels = grad_input + n * plane * channels + c0 * bins + b0;
+      const __mmask16 bins_mask = static_cast<__mmask16>((1u << nb) - 1);
+      with_group_size(group, [&](auto gs) {
+        for (int64_t r = 0; r < height; ++r) {
+          for (int64_t p = r * width; p < (r + 1) * width; ++p) {
+            if (rows[r]) {
+              transpose_16x16<16, decltype(gs)::value>(scratch + p * kLanes, plane * kLanes, pixels + p * channels,
+                                                       bins, 0xFFFF, bins_mask);
+            } else {
+              for (int64_t c = 0; c < group; ++c) {
+                _mm512_mask_storeu_ps(pixels + p * channels + c * bins, bins_mask, _mm512_setzero_ps());
+              }
+            }
+          }
+        }
+      });
+    }
+  });
+}
+#endif
+
 // grad_input ([batch_size, C, height, width], acc_t, NCHW or channels_last, uninitialised) = the
-// backward driver's result. A channels_last gradient is summed in NCHW planes and then transposed:
-// the bins' channels are 49 apart in a channels_last pixel, so every cache line of it would be
-// written by 16 bin tasks. Both layouts get the same sums, bit for bit.
+// backward driver's result. A channels_last gradient that the channels_last driver does not take
+// (ps_channels_last_in_place's conditions) is summed in NCHW planes and then transposed. Both
+// layouts get the same sums, bit for bit.
 template <typename scalar_t, typename acc_t, typename Bins>
 void ps_roi_backward_into(const at::Tensor& grad, const std::vector<int64_t>& batch, int64_t channels_out,
                           int64_t pooled_height, int64_t pooled_width, at::Tensor& grad_input, const Bins& bins_of) {
   const int64_t batch_size = grad_input.size(0), channels = grad_input.size(1);
   const int64_t height = grad_input.size(2), width = grad_input.size(3), plane = height * width;
+  const int64_t grad_stride[4] = {grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3)};
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (ps_channels_last_in_place(grad_input, channels_out, pooled_height * pooled_width)) {
+      ps_roi_backward_driver_channels_last<scalar_t>(grad.const_data_ptr<scalar_t>(), grad_stride, batch, batch_size,
+                                                     channels_out, pooled_height, pooled_width, height, width,
+                                                     grad_input.mutable_data_ptr<float>(), bins_of);
+      return;
+    }
+  }
+#endif
   const bool transpose = !grad_input.is_contiguous();
   at::Tensor planes = transpose ? at::empty(grad_input.sizes(), grad_input.options()) : grad_input;
-  const int64_t grad_stride[4] = {grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3)};
   ps_roi_backward_driver<scalar_t, acc_t>(grad.const_data_ptr<scalar_t>(), grad_stride, batch, batch_size,
                                           channels_out, pooled_height, pooled_width, height, width,
                                           planes.mutable_data_ptr<acc_t>(), bins_of);
