@@ -11,7 +11,10 @@
 // in place instead costs C_out scalar loads per pixel, from C_out cache lines that the 300 RoIs of
 // R-FCN visit in no order the prefetcher can follow: three quarters of the old kernel's time.
 // In the backward a task owns its channels, so each gradient element has one writer and a fixed
-// order of additions (RoIs in increasing index), whatever the thread count.
+// order of additions (RoIs in increasing index), whatever the thread count. A channels_last map
+// (and gradient) has drivers of its own that fill (and empty) the scratch of 16 bins per pixel
+// transpose, with the same sums; the results go through a staging buffer into the output
+// (ps_roi_forward).
 #pragma once
 
 #include <ATen/Parallel.h>
