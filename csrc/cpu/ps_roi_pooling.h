@@ -117,6 +117,28 @@ std::vector<char> ps_rows_read(const Bins& bins, const RoisByImage& by_image, in
   return rows;
 }
 
+// Adds bin (ph, pw) of output channels [c0, c0 + group) of every RoI of image n (grad: element
+// strides grad_stride) into the scratch, RoIs in increasing index; a RoI whose bin has a zero
+// gradient in every channel adds nothing and is skipped.
+template <typename scalar_t, typename acc_t, typename Bins>
+void ps_scatter_bin(const scalar_t* grad, const int64_t* grad_stride, const RoisByImage& by_image, int64_t n,
+                    int64_t c0, int64_t group, int64_t ph, int64_t pw, acc_t* scratch, int64_t width,
+                    const Bins& bins_of) {
+  alignas(64) acc_t g[kLanes];
+  for (int64_t j = by_image.offsets[n]; j < by_image.offsets[n + 1]; ++j) {
+    const int64_t k = by_image.order[j];
+    const scalar_t* gk = grad + k * grad_stride[0] + c0 * grad_stride[1] + ph * grad_stride[2] + pw * grad_stride[3];
+    bool any = false;
+    for (int64_t l = 0; l < kLanes; ++l) {
+      g[l] = l < group ? static_cast<acc_t>(gk[l * grad_stride[1]]) : acc_t(0);
+      any = any || g[l] != acc_t(0);
+    }
+    if (any) {
+      bins_of.scatter(k, ph, pw, g, scratch, width);
+    }
+  }
+}
+
 // GCC 12 reports the _mm512_undefined_ps() pass-through operand inside its own shuffle intrinsics
 // as "(may be) used uninitialized" wherever they are inlined (a false positive, GCC bug 105593).
 #if defined(__GNUC__) && !defined(__clang__)
@@ -353,6 +375,38 @@ void ps_roi_forward_driver(const scalar_t* input, const std::vector<int64_t>& ba
 }
 
 #if defined(__AVX512F__)
+// A task of the channels_last drivers: image n, the bins [b0, b0 + nb) and the output channels
+// [c0, c0 + group), numbered channel group fastest, then bin group, then image.
+struct PsBinGroupTask {
+  int64_t n, b0, nb, c0, group;
+
+  static int64_t count(int64_t batch_size, int64_t bins, int64_t channels_out) {
+    return batch_size * ((bins + kLanes - 1) / kLanes) * ((channels_out + kLanes - 1) / kLanes);
+  }
+
+  PsBinGroupTask(int64_t task, int64_t bins, int64_t channels_out) {
+    const int64_t bin_groups = (bins + kLanes - 1) / kLanes, channel_groups = (channels_out + kLanes - 1) / kLanes;
+    n = task / (bin_groups * channel_groups);
+    b0 = (task / channel_groups) % bin_groups * kLanes;
+    c0 = task % channel_groups * kLanes;
+    nb = std::min(kLanes, bins - b0);
+    group = std::min(kLanes, channels_out - c0);
+  }
+
+  // rows[r] = 1 where some RoI of the image reads map row r in one of the task's bins (rows_read:
+  // ps_rows_read's, per bin row).
+  void rows(const std::vector<char>& rows_read, int64_t pooled_height, int64_t pooled_width, int64_t height,
+            std::vector<char>& out) const {
+    std::fill(out.begin(), out.end(), char(0));
+    for (int64_t ph = b0 / pooled_width; ph <= (b0 + nb - 1) / pooled_width; ++ph) {
+      const char* read = rows_read.data() + (n * pooled_height + ph) * height;
+      for (int64_t r = 0; r < height; ++r) {
+        out[r] |= read[r];
+      }
+    }
+  }
+};
+
 // ps_roi_forward_driver for a channels_last float map, read in place: a pixel holds, for output
 // channel c, the bins [b0, b0 + 16) side by side (channels c * bins + b), so one register
 // transpose of G such runs (G output channels) gives the pixel's scratch vector of 16 bins at once.
@@ -365,29 +419,20 @@ void ps_roi_forward_driver_channels_last(const float* input, const std::vector<i
                                          int64_t height, int64_t width, float* staged, int64_t lanes,
                                          const Bins& bins_of) {
   const int64_t bins = pooled_height * pooled_width, plane = height * width, channels = channels_out * bins;
-  const int64_t bin_groups = (bins + kLanes - 1) / kLanes, channel_groups = lanes / kLanes;
   const RoisByImage by_image(batch, batch_size);
   const std::vector<char> rows_read = ps_rows_read(bins_of, by_image, batch_size, pooled_height, height);
-  at::parallel_for(0, batch_size * bin_groups * channel_groups, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, PsBinGroupTask::count(batch_size, bins, channels_out), 1, [&](int64_t begin, int64_t end) {
     float* scratch = ps_scratch<float>(kLanes * plane * kLanes);  // [16 bins, plane, kLanes]
     std::vector<char> rows(height);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / (bin_groups * channel_groups);
-      const int64_t b0 = (task / channel_groups) % bin_groups * kLanes, c0 = task % channel_groups * kLanes;
-      const int64_t nb = std::min(kLanes, bins - b0), group = std::min(kLanes, channels_out - c0);
-      if (by_image.offsets[n] == by_image.offsets[n + 1]) {
+      const PsBinGroupTask t(task, bins, channels_out);
+      if (by_image.offsets[t.n] == by_image.offsets[t.n + 1]) {
         continue;
       }
-      std::fill(rows.begin(), rows.end(), char(0));
-      for (int64_t ph = b0 / pooled_width; ph <= (b0 + nb - 1) / pooled_width; ++ph) {
-        const char* read = rows_read.data() + (n * pooled_height + ph) * height;
-        for (int64_t r = 0; r < height; ++r) {
-          rows[r] |= read[r];
-        }
-      }
-      const float* pixels = input + n * plane * channels + c0 * bins + b0;
-      const __mmask16 bins_mask = static_cast<__mmask16>((1u << nb) - 1);
-      with_group_size(group, [&](auto g) {
+      t.rows(rows_read, pooled_height, pooled_width, height, rows);
+      const float* pixels = input + t.n * plane * channels + t.c0 * bins + t.b0;
+      const __mmask16 bins_mask = static_cast<__mmask16>((1u << t.nb) - 1);
+      with_group_size(t.group, [&](auto g) {
         for_each_run(rows.data(), height, [&](int64_t r0, int64_t r1) {
           for (int64_t p = r0 * width; p < r1 * width; ++p) {
             transpose_16x16<decltype(g)::value, 16>(pixels + p * channels, bins, scratch + p * kLanes,
@@ -395,11 +440,11 @@ void ps_roi_forward_driver_channels_last(const float* input, const std::vector<i
           }
         });
       });
-      for (int64_t j = 0; j < nb; ++j) {
-        const int64_t bin = b0 + j, ph = bin / pooled_width, pw = bin % pooled_width;
-        for (int64_t i = by_image.offsets[n]; i < by_image.offsets[n + 1]; ++i) {
+      for (int64_t j = 0; j < t.nb; ++j) {
+        const int64_t bin = t.b0 + j, ph = bin / pooled_width, pw = bin % pooled_width;
+        for (int64_t i = by_image.offsets[t.n]; i < by_image.offsets[t.n + 1]; ++i) {
           const int64_t k = by_image.order[i];
-          bins_of.pool(k, ph, pw, scratch + j * plane * kLanes, width, staged + (k * bins + bin) * lanes + c0);
+          bins_of.pool(k, ph, pw, scratch + j * plane * kLanes, width, staged + (k * bins + bin) * lanes + t.c0);
         }
       }
     }
@@ -413,8 +458,8 @@ inline bool ps_channels_last_in_place(const at::Tensor& input, int64_t channels_
   if (input.is_contiguous() || !input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
     return false;
   }
-  const int64_t tasks = input.size(0) * ((bins + kLanes - 1) / kLanes) * ((channels_out + kLanes - 1) / kLanes);
-  return tasks >= at::get_num_threads() && input.size(2) * input.size(3) <= 65536;
+  return PsBinGroupTask::count(input.size(0), bins, channels_out) >= at::get_num_threads() &&
+         input.size(2) * input.size(3) <= 65536;
 }
 #endif
 
@@ -467,7 +512,6 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
   const std::vector<char> rows_read = ps_rows_read(bins_of, by_image, batch_size, pooled_height, height);
   at::parallel_for(0, batch_size * bins, 1, [&](int64_t begin, int64_t end) {
     acc_t* scratch = ps_scratch<acc_t>(plane * kLanes);
-    alignas(64) acc_t g[kLanes];
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / bins, bin = task % bins;
       const int64_t ph = bin / pooled_width, pw = bin % pooled_width;
@@ -479,19 +523,7 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
         for_each_run(rows, height, [&](int64_t r0, int64_t r1) {
           std::fill(scratch + r0 * width * kLanes, scratch + r1 * width * kLanes, acc_t(0));
         });
-        for (int64_t j = by_image.offsets[n]; j < by_image.offsets[n + 1]; ++j) {
-          const int64_t k = by_image.order[j];
-          const scalar_t* gk =
-              grad + k * grad_stride[0] + c0 * grad_stride[1] + ph * grad_stride[2] + pw * grad_stride[3];
-          bool any = false;
-          for (int64_t l = 0; l < kLanes; ++l) {
-            g[l] = l < group ? static_cast<acc_t>(gk[l * grad_stride[1]]) : acc_t(0);
-            any = any || g[l] != acc_t(0);
-          }
-          if (any) {
-            bins_of.scatter(k, ph, pw, g, scratch, width);
-          }
-        }
+        ps_scatter_bin(grad, grad_stride, by_image, n, c0, group, ph, pw, scratch, width, bins_of);
         // Rows no RoI reads get 0; the others their sums, transposed back into the planes.
         int64_t done = 0;
         for_each_run(rows, height, [&](int64_t r0, int64_t r1) {
@@ -521,55 +553,34 @@ void ps_roi_backward_driver_channels_last(const scalar_t* grad, const int64_t* g
                                           int64_t pooled_height, int64_t pooled_width, int64_t height, int64_t width,
                                           float* grad_input, const Bins& bins_of) {
   const int64_t bins = pooled_height * pooled_width, plane = height * width, channels = channels_out * bins;
-  const int64_t bin_groups = (bins + kLanes - 1) / kLanes, channel_groups = (channels_out + kLanes - 1) / kLanes;
   const RoisByImage by_image(batch, batch_size);
   const std::vector<char> rows_read = ps_rows_read(bins_of, by_image, batch_size, pooled_height, height);
-  at::parallel_for(0, batch_size * bin_groups * channel_groups, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, PsBinGroupTask::count(batch_size, bins, channels_out), 1, [&](int64_t begin, int64_t end) {
     float* scratch = ps_scratch<float>(kLanes * plane * kLanes);  // [16 bins, plane, kLanes]
     std::vector<char> rows(height);
-    alignas(64) float g[kLanes];
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / (bin_groups * channel_groups);
-      const int64_t b0 = (task / channel_groups) % bin_groups * kLanes, c0 = task % channel_groups * kLanes;
-      const int64_t nb = std::min(kLanes, bins - b0), group = std::min(kLanes, channels_out - c0);
-      std::fill(rows.begin(), rows.end(), char(0));
-      for (int64_t ph = b0 / pooled_width; ph <= (b0 + nb - 1) / pooled_width; ++ph) {
-        const char* read = rows_read.data() + (n * pooled_height + ph) * height;
-        for (int64_t r = 0; r < height; ++r) {
-          rows[r] |= read[r];
-        }
-      }
-      for (int64_t j = 0; j < nb; ++j) {
+      const PsBinGroupTask t(task, bins, channels_out);
+      t.rows(rows_read, pooled_height, pooled_width, height, rows);
+      for (int64_t j = 0; j < t.nb; ++j) {
         float* bin_scratch = scratch + j * plane * kLanes;
         for_each_run(rows.data(), height, [&](int64_t r0, int64_t r1) {
           std::fill(bin_scratch + r0 * width * kLanes, bin_scratch + r1 * width * kLanes, 0.f);
         });
-        const int64_t bin = b0 + j, ph = bin / pooled_width, pw = bin % pooled_width;
-        for (int64_t i = by_image.offsets[n]; i < by_image.offsets[n + 1]; ++i) {
-          const int64_t k = by_image.order[i];
-          const scalar_t* gk =
-              grad + k * grad_stride[0] + c0 * grad_stride[1] + ph * grad_stride[2] + pw * grad_stride[3];
-          bool any = false;
-          for (int64_t l = 0; l < kLanes; ++l) {
-            g[l] = l < group ? static_cast<float>(gk[l * grad_stride[1]]) : 0.f;
-            any = any || g[l] != 0.f;
-          }
-          if (any) {
-            bins_of.scatter(k, ph, pw, g, bin_scratch, width);
-          }
-        }
+        const int64_t bin = t.b0 + j;
+        ps_scatter_bin(grad, grad_stride, by_image, t.n, t.c0, t.group, bin / pooled_width, bin % pooled_width,
+                       bin_scratch, width, bins_of);
       }
       // Every pixel gets its elements: the sums where some RoI reads its row, else 0.
-      float* pixels = grad_input + n * plane * channels + c0 * bins + b0;
-      const __mmask16 bins_mask = static_cast<__mmask16>((1u << nb) - 1);
-      with_group_size(group, [&](auto gs) {
+      float* pixels = grad_input + t.n * plane * channels + t.c0 * bins + t.b0;
+      const __mmask16 bins_mask = static_cast<__mmask16>((1u << t.nb) - 1);
+      with_group_size(t.group, [&](auto gs) {
         for (int64_t r = 0; r < height; ++r) {
           for (int64_t p = r * width; p < (r + 1) * width; ++p) {
             if (rows[r]) {
               transpose_16x16<16, decltype(gs)::value>(scratch + p * kLanes, plane * kLanes, pixels + p * channels,
                                                        bins, 0xFFFF, bins_mask);
             } else {
-              for (int64_t c = 0; c < group; ++c) {
+              for (int64_t c = 0; c < t.group; ++c) {
                 _mm512_mask_storeu_ps(pixels + p * channels + c * bins, bins_mask, _mm512_setzero_ps());
               }
             }
