@@ -139,54 +139,6 @@ void ps_scatter_bin(const scalar_t* grad, const int64_t* grad_stride, const Rois
   }
 }
 
-// GCC 12 reports the _mm512_undefined_ps() pass-through operand inside its own shuffle intrinsics
-// as "(may be) used uninitialized" wherever they are inlined (a false positive, GCC bug 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-#if defined(__AVX512F__)
-// dst[i * dst_stride + j] = src[j * src_stride + i] for a 16 x 16 block of floats in registers,
-// reading src rows j < kIn (the others count as 0) and writing dst rows i < kOut: a bin's kIn <= 16
-// channel planes to 16 pixels of the scratch (kOut = 16), or back (kIn = 16, kOut channels).
-// Four shuffle stages (pairs of rows, quads, then 128-bit quarters twice).
-// load_mask: the columns read (the others count as 0 and are not touched in memory); store_mask:
-// the columns written.
-template <int kIn, int kOut>
-__attribute__((always_inline)) inline void transpose_16x16(const float* src, int64_t src_stride, float* dst,
-                                                           int64_t dst_stride, __mmask16 load_mask = 0xFFFF,
-                                                           __mmask16 store_mask = 0xFFFF) {
-  __m512 r[16], t[16], u[16];
-  for (int i = 0; i < 16; ++i) {
-    r[i] = i < kIn ? _mm512_maskz_loadu_ps(load_mask, src + i * src_stride) : _mm512_setzero_ps();
-  }
-  for (int i = 0; i < 8; ++i) {  // t[2i], t[2i+1]: rows 2i and 2i+1 interleaved
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {  // u[4i + j], 128-bit quarter q: rows 4i .. 4i + 3 of column 4q + j
-    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
-    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
-    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  for (int j = 0; j < 4; ++j) {  // column 4q + j: quarter q of u[j], u[4 + j], u[8 + j], u[12 + j]
-    const __m512 v1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);
-    const __m512 v2 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
-    const __m512 w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
-    const __m512 w2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
-    const __m512 o[4] = {_mm512_shuffle_f32x4(v1, w1, 0x88), _mm512_shuffle_f32x4(v1, w1, 0xDD),
-                         _mm512_shuffle_f32x4(v2, w2, 0x88), _mm512_shuffle_f32x4(v2, w2, 0xDD)};
-    for (int q = 0; q < 4; ++q) {
-      if (4 * q + j < kOut) {
-        _mm512_mask_storeu_ps(dst + (4 * q + j) * dst_stride, store_mask, o[q]);
-      }
-    }
-  }
-}
-#endif
-
 // Calls fn(std::integral_constant<int, G>) for the run-time group size 1 <= G <= kLanes, so that
 // code specialised for it (unrolled register transposes) runs.
 template <typename Fn>
@@ -225,7 +177,7 @@ template <typename scalar_t, typename acc_t>
 void planes_to_lanes(const scalar_t* planes, int64_t plane_stride, int64_t group, int64_t p0, int64_t p1,
                      acc_t* scratch) {
   int64_t p = p0;
-#if defined(__AVX512F__)
+#if defined(ROIOPS_TRANSPOSE_16X16)
   if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
     with_group_size(group, [&](auto g) {
       for (; p + 16 <= p1; p += 16) {
@@ -251,7 +203,7 @@ template <typename acc_t>
 void lanes_to_planes(const acc_t* scratch, int64_t group, int64_t p0, int64_t p1, acc_t* planes,
                      int64_t plane_stride) {
   int64_t p = p0;
-#if defined(__AVX512F__)
+#if defined(ROIOPS_TRANSPOSE_16X16)
   if constexpr (std::is_same_v<acc_t, float>) {
     with_group_size(group, [&](auto g) {
       for (; p + 16 <= p1; p += 16) {
@@ -275,7 +227,7 @@ void lanes_to_planes(const acc_t* scratch, int64_t group, int64_t p0, int64_t p1
 template <typename scalar_t, typename acc_t>
 void ps_unstage(const acc_t* staged, int64_t lanes, int64_t k0, int64_t k1, int64_t channels_out,
                 int64_t pooled_width, int64_t bins, scalar_t* out, const int64_t* out_stride) {
-#if defined(__AVX512F__)
+#if defined(ROIOPS_TRANSPOSE_16X16)
   if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
     if (bins >= 16 && out_stride[1] == bins && out_stride[2] == pooled_width && out_stride[3] == 1) {
       for (int64_t k = k0; k < k1; ++k) {
@@ -310,10 +262,6 @@ void ps_unstage(const acc_t* staged, int64_t lanes, int64_t k0, int64_t k1, int6
     }
   }
 }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-
 // input as NCHW planes: itself when it is contiguous, else a copy. A channels_last float map is
 // transposed here in 8 x 8 register blocks (Tensor::contiguous takes 2.3 ms on R-FCN's map, this
 // 0.17 ms from cache, 0.65 ms from memory); reading the channels_last map per bin instead would
@@ -431,12 +379,11 @@ void ps_roi_forward_driver_channels_last(const float* input, const std::vector<i
       }
       t.rows(rows_read, pooled_height, pooled_width, height, rows);
       const float* pixels = input + t.n * plane * channels + t.c0 * bins + t.b0;
-      const __mmask16 bins_mask = static_cast<__mmask16>((1u << t.nb) - 1);
       with_group_size(t.group, [&](auto g) {
         for_each_run(rows.data(), height, [&](int64_t r0, int64_t r1) {
           for (int64_t p = r0 * width; p < r1 * width; ++p) {
             transpose_16x16<decltype(g)::value, 16>(pixels + p * channels, bins, scratch + p * kLanes,
-                                                    plane * kLanes, bins_mask);
+                                                    plane * kLanes, t.nb);
           }
         });
       });
@@ -453,7 +400,9 @@ void ps_roi_forward_driver_channels_last(const float* input, const std::vector<i
 
 // Whether the channels_last drivers suit a map (the input, or the input's gradient): channels_last,
 // and enough tasks for the threads (R-FCN's one image has 4; the NCHW drivers have one per bin),
-// with a scratch of at most 64 MB per thread (a 256 x 256 map).
+// with a scratch of at most 64 MB per thread (a 256 x 256 map). AVX-512 only: built from AVX's
+// 8 x 8 transposes, whose partial rows need masked loads and stores (slow on AMD's Zen 2), they ran
+// R-FCN's forward at 2 threads 1.9x slower than transposing the map to NCHW planes first.
 inline bool ps_channels_last_in_place(const at::Tensor& input, int64_t channels_out, int64_t bins) {
   if (input.is_contiguous() || !input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
     return false;
@@ -578,7 +527,7 @@ void ps_roi_backward_driver_channels_last(const scalar_t* grad, const int64_t* g
           for (int64_t p = r * width; p < (r + 1) * width; ++p) {
             if (rows[r]) {
               transpose_16x16<16, decltype(gs)::value>(scratch + p * kLanes, plane * kLanes, pixels + p * channels,
-                                                       bins, 0xFFFF, bins_mask);
+                                                       bins, 16, t.nb);
             } else {
               for (int64_t c = 0; c < t.group; ++c) {
                 _mm512_mask_storeu_ps(pixels + p * channels + c * bins, bins_mask, _mm512_setzero_ps());

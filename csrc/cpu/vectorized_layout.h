@@ -70,12 +70,9 @@ void zero_streaming(T* data, int64_t n) {
 }
 
 #if defined(__AVX__)
-// dst[i * dst_stride + j] = src[j * src_stride + i] for an 8 x 8 block of floats, in registers.
-inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
-  __m256 r[8], t[8], u[8];
-  for (int i = 0; i < 8; ++i) {
-    r[i] = _mm256_loadu_ps(src + i * src_stride);
-  }
+// r[i][j] = r[j][i] for 8 rows of 8 floats in registers: pairs of rows, then quads, then halves.
+__attribute__((always_inline)) inline void transpose_8x8_registers(__m256 r[8]) {
+  __m256 t[8], u[8];
   for (int i = 0; i < 4; ++i) {
     t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
@@ -87,8 +84,20 @@ inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int6
     u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
   }
   for (int i = 0; i < 4; ++i) {
-    _mm256_storeu_ps(dst + i * dst_stride, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
-    _mm256_storeu_ps(dst + (i + 4) * dst_stride, _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+// dst[i * dst_stride + j] = src[j * src_stride + i] for an 8 x 8 block of floats, in registers.
+inline void transpose_8x8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm256_loadu_ps(src + i * src_stride);
+  }
+  transpose_8x8_registers(r);
+  for (int i = 0; i < 8; ++i) {
+    _mm256_storeu_ps(dst + i * dst_stride, r[i]);
   }
 }
 
@@ -99,6 +108,107 @@ inline void transpose_floats(const float* src, int64_t src_stride, float* dst, i
   for (int64_t r = 0; r < rows; r += 8) {
     for (int64_t c = 0; c < cols; c += 8) {
       transpose_8x8(src + r * src_stride + c, src_stride, dst + c * dst_stride + r, dst_stride);
+    }
+  }
+}
+#endif
+
+// dst[i * dst_stride + j] = src[j * src_stride + i] for a 16 x 16 block of floats in registers,
+// reading src rows j < kIn (the others count as 0) and writing dst rows i < kOut: kIn <= 16 channel
+// planes to 16 pixels of a pixel-major scratch (kOut = 16), or back (kIn = 16, kOut channels).
+// Only the first load_cols columns of each src row are read (the others count as 0) and the first
+// store_cols of each dst row written, so a block can end inside a row that other threads write.
+// AVX-512: 16-wide rows, four shuffle stages; AVX: four 8 x 8 blocks (ROIOPS_TRANSPOSE_16X16 says
+// that one of the two is compiled).
+#if defined(__AVX512F__)
+#define ROIOPS_TRANSPOSE_16X16 1
+// GCC 12 reports the _mm512_undefined_ps() pass-through operand inside its own shuffle intrinsics
+// as "(may be) used uninitialized" wherever they are inlined (a false positive, GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+template <int kIn, int kOut>
+__attribute__((always_inline)) inline void transpose_16x16(const float* src, int64_t src_stride, float* dst,
+                                                           int64_t dst_stride, int load_cols = 16,
+                                                           int store_cols = 16) {
+  const __mmask16 load_mask = load_cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << load_cols) - 1);
+  const __mmask16 store_mask = store_cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << store_cols) - 1);
+  __m512 r[16], t[16], u[16];
+  for (int i = 0; i < 16; ++i) {
+    r[i] = i < kIn ? _mm512_maskz_loadu_ps(load_mask, src + i * src_stride) : _mm512_setzero_ps();
+  }
+  for (int i = 0; i < 8; ++i) {  // t[2i], t[2i+1]: rows 2i and 2i+1 interleaved
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4i + j], 128-bit quarter q: rows 4i .. 4i + 3 of column 4q + j
+    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i + 0], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int j = 0; j < 4; ++j) {  // column 4q + j: quarter q of u[j], u[4 + j], u[8 + j], u[12 + j]
+    const __m512 v1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x44);
+    const __m512 v2 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xEE);
+    const __m512 w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x44);
+    const __m512 w2 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xEE);
+    const __m512 o[4] = {_mm512_shuffle_f32x4(v1, w1, 0x88), _mm512_shuffle_f32x4(v1, w1, 0xDD),
+                         _mm512_shuffle_f32x4(v2, w2, 0x88), _mm512_shuffle_f32x4(v2, w2, 0xDD)};
+    for (int q = 0; q < 4; ++q) {
+      if (4 * q + j < kOut) {
+        _mm512_mask_storeu_ps(dst + (4 * q + j) * dst_stride, store_mask, o[q]);
+      }
+    }
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#elif defined(__AVX__)
+#define ROIOPS_TRANSPOSE_16X16 1
+// The lanes [0, n) of an AVX mask (n in 0 .. 8): all ones, the others 0.
+inline __m256i first_lanes(int n) {
+  alignas(32) static const int32_t kOnesThenZeros[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kOnesThenZeros + 8 - n));
+}
+
+template <int kIn, int kOut>
+__attribute__((always_inline)) inline void transpose_16x16(const float* src, int64_t src_stride, float* dst,
+                                                           int64_t dst_stride, int load_cols = 16,
+                                                           int store_cols = 16) {
+  for (int a = 0; a < 2 && 8 * a < kIn; ++a) {  // src rows 8a .. 8a + 7 = dst columns
+    const int store_n = std::clamp(store_cols - 8 * a, 0, 8);
+    for (int b = 0; b < 2 && 8 * b < kOut; ++b) {  // src columns 8b .. 8b + 7 = dst rows
+      const int load_n = std::clamp(load_cols - 8 * b, 0, 8);
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) {
+        const float* row = src + (8 * a + i) * src_stride + 8 * b;
+        r[i] = 8 * a + i >= kIn || load_n == 0 ? _mm256_setzero_ps()
+               : load_n == 8               ? _mm256_loadu_ps(row)
+                                           : _mm256_maskload_ps(row, first_lanes(load_n));
+      }
+      transpose_8x8_registers(r);
+      for (int i = 0; i < 8 && 8 * b + i < kOut; ++i) {
+        float* row = dst + (8 * b + i) * dst_stride + 8 * a;
+        if (store_n == 8) {
+          _mm256_storeu_ps(row, r[i]);
+        } else if (store_n > 0) {
+          _mm256_maskstore_ps(row, first_lanes(store_n), r[i]);
+        }
+      }
+    }
+  }
+  if (kIn <= 8) {  // src rows 8 .. 15 are 0: dst columns 8 .. 15 too
+    const int store_n = std::clamp(store_cols - 8, 0, 8);
+    for (int i = 0; i < 16 && i < kOut; ++i) {
+      float* row = dst + i * dst_stride + 8;
+      if (store_n == 8) {
+        _mm256_storeu_ps(row, _mm256_setzero_ps());
+      } else if (store_n > 0) {
+        _mm256_maskstore_ps(row, first_lanes(store_n), _mm256_setzero_ps());
+      }
     }
   }
 }
