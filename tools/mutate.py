@@ -45,10 +45,28 @@ class Mutant:
     replace: str
     tests: tuple[str, ...]
     why: str
+    cpu: tuple[str, ...] = ()  # CPU flags without which the mutated code is compiled out
+
+    def missing_cpu_flags(self) -> list[str]:
+        """The flags of `cpu` this machine lacks (by /proc/cpuinfo; none where it cannot tell)."""
+        flags = cpu_flags()
+        return [] if flags is None else [f for f in self.cpu if f not in flags]
 
     @property
     def native(self) -> bool:
         return self.file.endswith(NATIVE_SUFFIXES)
+
+
+def cpu_flags() -> set[str] | None:
+    """This machine's CPU flags (the kernel's names: avx2, avx512f, ...), None off Linux."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
 
 
 def load_mutants(tree: Path) -> list[Mutant]:
@@ -57,7 +75,8 @@ def load_mutants(tree: Path) -> list[Mutant]:
         rows = tomllib.load(f).get("mutant", [])
     mutants, problems = [], []
     for row in rows:
-        m = Mutant(row["id"], row["file"], row["find"], row["replace"], tuple(row["tests"]), row["why"])
+        m = Mutant(row["id"], row["file"], row["find"], row["replace"], tuple(row["tests"]), row["why"],
+                   tuple(row.get("cpu", ())))
         path = tree / m.file
         if any(m.id == other.id for other in mutants):
             problems.append(f"{m.id}: duplicate id")
@@ -147,6 +166,10 @@ def main() -> int:
         results = []
         stale_build = False  # the extension still holds the previous (native) mutant
         for m in mutants:
+            if missing := m.missing_cpu_flags():
+                results.append((m, f"not run (no {', '.join(missing)})"))
+                print(f"{results[-1][1]:17s} {m.id}", flush=True)
+                continue
             path = tree / m.file
             original = path.read_text()
             start = time.monotonic()
@@ -167,13 +190,16 @@ def main() -> int:
             shutil.rmtree(scratch, ignore_errors=True)
 
     killed = sum(v.startswith("killed") for _, v in results)
-    print(f"\nmutation score: {killed} of {len(results)} killed")
+    ran = [(m, v) for m, v in results if not v.startswith("not run")]
+    not_run = len(results) - len(ran)
+    note = f" ({not_run} not run: this CPU compiles their code out)" if not_run else ""
+    print(f"\nmutation score: {killed} of {len(ran)} killed{note}")
     for m, verdict in results:
         if not verdict.startswith("killed"):
             print(f"  {verdict}: {m.id} ({m.file}): {m.why}")
     if any(v == "does not compile" for _, v in results):
         return 2
-    return 0 if killed == len(results) else 1
+    return 0 if killed == len(ran) else 1
 
 
 if __name__ == "__main__":
