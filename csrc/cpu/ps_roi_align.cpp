@@ -163,38 +163,35 @@ struct AlignBins {
     *r1 = ys.pixel[i1 - 1] + 1;
   }
 
-  // acc[l] = inv_count * sum over the bin's pixels of Y[r] * X[c] * scratch lane l. Even and odd
-  // rows go to two sums, added at the end: one chain of multiply-adds would wait out each one's
-  // latency (7 pixels a bin, one vector multiply-add each).
-  void pool(int64_t k, int64_t ph, int64_t pw, const acc_t* scratch, int64_t width, acc_t* acc) const {
+  // acc[l] = inv_count * sum over the bin's pixels of Y[r] * X[c] * lane l (Pixels: ps_roi_pooling.h's
+  // sources). Even and odd rows go to two sums, added at the end: one chain of multiply-adds would
+  // wait out each one's latency (7 pixels a bin, one vector multiply-add each).
+  template <typename Pixels>
+  void pool(int64_t k, int64_t ph, int64_t pw, const Pixels& pixels, acc_t* acc) const {
     const int32_t i0 = ys.first(k, ph), i1 = ys.last(k, ph), j0 = xs.first(k, pw), j1 = xs.last(k, pw);
-    acc_t sum[2][kLanes] = {};
+    typename Pixels::Vec sum[2] = {Pixels::zero(), Pixels::zero()};
     for (int32_t i = i0; i < i1; ++i) {
-      const acc_t* row = scratch + static_cast<int64_t>(ys.pixel[i]) * width * kLanes;
+      const int64_t r = ys.pixel[i];
       const acc_t wy = ys.weight[i];
-      acc_t* s = sum[(i - i0) & 1];
+      typename Pixels::Vec& s = sum[(i - i0) & 1];
       for (int32_t j = j0; j < j1; ++j) {
-        lanes_fma(s, wy * xs.weight[j], row + static_cast<int64_t>(xs.pixel[j]) * kLanes);
+        pixels.fma(s, wy * xs.weight[j], r, xs.pixel[j]);
       }
     }
-    const acc_t scale = inv_count[k];
-    for (int64_t l = 0; l < kLanes; ++l) {
-      acc[l] = (sum[0][l] + sum[1][l]) * scale;
-    }
+    Pixels::store(Pixels::times(Pixels::sum(sum[0], sum[1]), inv_count[k]), acc);
   }
 
-  // The adjoint of pool: scratch lane l += inv_count * g[l] * Y[r] * X[c], pixels in pool's order.
-  void scatter(int64_t k, int64_t ph, int64_t pw, const acc_t* g, acc_t* scratch, int64_t width) const {
+  // The adjoint of pool: lane l of each pixel += Y[r] * X[c] * (inv_count * g[l]), pixels in pool's
+  // order.
+  template <typename Pixels>
+  void scatter(int64_t k, int64_t ph, int64_t pw, const acc_t* g, const Pixels& pixels) const {
     const int32_t i0 = ys.first(k, ph), i1 = ys.last(k, ph), j0 = xs.first(k, pw), j1 = xs.last(k, pw);
-    acc_t gc[kLanes];
-    for (int64_t l = 0; l < kLanes; ++l) {
-      gc[l] = g[l] * inv_count[k];
-    }
+    const typename Pixels::Vec gc = Pixels::times(Pixels::load(g), inv_count[k]);
     for (int32_t i = i0; i < i1; ++i) {
-      acc_t* row = scratch + static_cast<int64_t>(ys.pixel[i]) * width * kLanes;
+      const int64_t r = ys.pixel[i];
       const acc_t wy = ys.weight[i];
       for (int32_t j = j0; j < j1; ++j) {
-        lanes_fma(row + static_cast<int64_t>(xs.pixel[j]) * kLanes, wy * xs.weight[j], gc);
+        pixels.fma_to(r, xs.pixel[j], wy * xs.weight[j], gc);
       }
     }
   }

@@ -68,42 +68,37 @@ struct PoolBins {
     *r1 = h1[k * pooled_height + ph];
   }
 
-  // acc[l] = the sum of scratch lane l over the bin, row-major, divided by its area: torchvision's
-  // additions and division, lane by lane. An empty bin gives 0.
-  void pool(int64_t k, int64_t ph, int64_t pw, const acc_t* scratch, int64_t width, acc_t* acc) const {
+  // acc[l] = the sum of lane l over the bin's pixels, row-major, divided by its area: torchvision's
+  // additions and division, lane by lane. An empty bin gives 0. Pixels: ps_roi_pooling.h's sources.
+  template <typename Pixels>
+  void pool(int64_t k, int64_t ph, int64_t pw, const Pixels& pixels, acc_t* acc) const {
     const int64_t r0 = h0[k * pooled_height + ph], r1 = h1[k * pooled_height + ph];
     const int64_t c0 = w0[k * pooled_width + pw], c1 = w1[k * pooled_width + pw];
-    acc_t sum[kLanes] = {};
+    typename Pixels::Vec sum = Pixels::zero();
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t c = c0; c < c1; ++c) {
-        lanes_add(sum, scratch + (r * width + c) * kLanes);
+        pixels.add(sum, r, c);
       }
     }
     if (r1 == r0 || c1 == c0) {
-      std::fill(acc, acc + kLanes, acc_t(0));
+      Pixels::store(Pixels::zero(), acc);
       return;
     }
-    const acc_t area = static_cast<acc_t>((r1 - r0) * (c1 - c0));
-    for (int64_t l = 0; l < kLanes; ++l) {
-      acc[l] = sum[l] / area;
-    }
+    Pixels::store(Pixels::over(sum, static_cast<acc_t>((r1 - r0) * (c1 - c0))), acc);
   }
 
   // The adjoint: g[l] / area added to lane l of every pixel of the bin.
-  void scatter(int64_t k, int64_t ph, int64_t pw, const acc_t* g, acc_t* scratch, int64_t width) const {
+  template <typename Pixels>
+  void scatter(int64_t k, int64_t ph, int64_t pw, const acc_t* g, const Pixels& pixels) const {
     const int64_t r0 = h0[k * pooled_height + ph], r1 = h1[k * pooled_height + ph];
     const int64_t c0 = w0[k * pooled_width + pw], c1 = w1[k * pooled_width + pw];
     if (r1 == r0 || c1 == c0) {
       return;
     }
-    const acc_t area = static_cast<acc_t>((r1 - r0) * (c1 - c0));
-    acc_t gc[kLanes];
-    for (int64_t l = 0; l < kLanes; ++l) {
-      gc[l] = g[l] / area;
-    }
+    const typename Pixels::Vec share = Pixels::over(Pixels::load(g), static_cast<acc_t>((r1 - r0) * (c1 - c0)));
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t c = c0; c < c1; ++c) {
-        lanes_add(scratch + (r * width + c) * kLanes, gc);
+        pixels.add_to(r, c, share);
       }
     }
   }

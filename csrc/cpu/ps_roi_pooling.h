@@ -11,10 +11,10 @@
 // in place instead costs C_out scalar loads per pixel, from C_out cache lines that the 300 RoIs of
 // R-FCN visit in no order the prefetcher can follow: three quarters of the old kernel's time.
 // In the backward a task owns its channels, so each gradient element has one writer and a fixed
-// order of additions (RoIs in increasing index), whatever the thread count. A channels_last map
-// (and gradient) has drivers of its own that fill (and empty) the scratch of 16 bins per pixel
-// transpose, with the same sums; the results go through a staging buffer into the output
-// (ps_roi_forward).
+// order of additions (RoIs in increasing index), whatever the thread count. With AVX-512, float
+// maps and gradients of either layout skip the scratch: a pixel's C_out values are one gather
+// (GatheredPixels), with the same sums. The forward's results go through a staging buffer into the
+// output (ps_roi_forward).
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -54,6 +54,49 @@ inline void lanes_fma(acc_t* acc, acc_t w, const acc_t* x) {
     acc[l] += w * x[l];
   }
 }
+
+// Where the Bins' pool and scatter find the kLanes values of a map pixel (one per output channel of
+// the group) and how they add them, so that one definition of a bin serves both pixel sources:
+// ScratchPixels (the drivers' pixel-major scratch) and, for float maps on AVX-512, GatheredPixels
+// (the map itself, one gather per pixel). Vec holds kLanes sums; every operation is lane by lane,
+// a multiply-add is a multiply and then an add, so both sources give the same bits.
+template <typename acc_t>
+struct ScratchPixels {
+  struct Vec {
+    acc_t v[kLanes];
+  };
+  acc_t* scratch;  // [H, W, kLanes]
+  int64_t width;
+
+  static Vec zero() { return Vec{}; }
+  static Vec load(const acc_t* x) {
+    Vec a;
+    std::copy(x, x + kLanes, a.v);
+    return a;
+  }
+  static void store(const Vec& a, acc_t* out) { std::copy(a.v, a.v + kLanes, out); }
+  static Vec sum(Vec a, const Vec& b) {
+    lanes_add(a.v, b.v);
+    return a;
+  }
+  static Vec times(Vec a, acc_t s) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      a.v[l] *= s;
+    }
+    return a;
+  }
+  static Vec over(Vec a, acc_t s) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      a.v[l] /= s;
+    }
+    return a;
+  }
+  acc_t* at(int64_t r, int64_t c) const { return scratch + (r * width + c) * kLanes; }
+  void add(Vec& s, int64_t r, int64_t c) const { lanes_add(s.v, at(r, c)); }                  // s += pixel
+  void fma(Vec& s, acc_t w, int64_t r, int64_t c) const { lanes_fma(s.v, w, at(r, c)); }      // s += w pixel
+  void add_to(int64_t r, int64_t c, const Vec& g) const { lanes_add(at(r, c), g.v); }          // pixel += g
+  void fma_to(int64_t r, int64_t c, acc_t w, const Vec& g) const { lanes_fma(at(r, c), w, g.v); }  // pixel += w g
+};
 
 // The batch index of every RoI (rois: [K, 5] contiguous). Raises a ValueError naming the first RoI
 // whose rois[k, 0] is not an integer in [0, batch_size), so no kernel reads outside the input.
@@ -118,12 +161,11 @@ std::vector<char> ps_rows_read(const Bins& bins, const RoisByImage& by_image, in
 }
 
 // Adds bin (ph, pw) of output channels [c0, c0 + group) of every RoI of image n (grad: element
-// strides grad_stride) into the scratch, RoIs in increasing index; a RoI whose bin has a zero
+// strides grad_stride) into the pixels, RoIs in increasing index; a RoI whose bin has a zero
 // gradient in every channel adds nothing and is skipped.
-template <typename scalar_t, typename acc_t, typename Bins>
+template <typename scalar_t, typename acc_t, typename Pixels, typename Bins>
 void ps_scatter_bin(const scalar_t* grad, const int64_t* grad_stride, const RoisByImage& by_image, int64_t n,
-                    int64_t c0, int64_t group, int64_t ph, int64_t pw, acc_t* scratch, int64_t width,
-                    const Bins& bins_of) {
+                    int64_t c0, int64_t group, int64_t ph, int64_t pw, const Pixels& pixels, const Bins& bins_of) {
   alignas(64) acc_t g[kLanes];
   for (int64_t j = by_image.offsets[n]; j < by_image.offsets[n + 1]; ++j) {
     const int64_t k = by_image.order[j];
@@ -134,7 +176,7 @@ void ps_scatter_bin(const scalar_t* grad, const int64_t* grad_stride, const Rois
       any = any || g[l] != acc_t(0);
     }
     if (any) {
-      bins_of.scatter(k, ph, pw, g, scratch, width);
+      bins_of.scatter(k, ph, pw, g, pixels);
     }
   }
 }
@@ -262,11 +304,9 @@ void ps_unstage(const acc_t* staged, int64_t lanes, int64_t k0, int64_t k1, int6
     }
   }
 }
-// input as NCHW planes: itself when it is contiguous, else a copy. A channels_last float map is
-// transposed here in 8 x 8 register blocks (Tensor::contiguous takes 2.3 ms on R-FCN's map, this
-// 0.17 ms from cache, 0.65 ms from memory); reading the channels_last map per bin instead would
-// read every cache line of the map once per bin that shares it (16 bins), hence the channels_last
-// driver's tasks of 16 bins.
+// input as NCHW planes for the scratch drivers: itself when it is contiguous, else a copy. A
+// channels_last float map is transposed here in 8 x 8 register blocks (Tensor::contiguous takes
+// 2.3 ms on R-FCN's map, this 0.17 ms from cache, 0.65 ms from memory).
 inline at::Tensor ps_nchw_planes(const at::Tensor& input) {
   if (input.is_contiguous()) {
     return input;
@@ -283,9 +323,9 @@ inline at::Tensor ps_nchw_planes(const at::Tensor& input) {
 // out[k, c_out, ph, pw] (element strides out_stride: n, c, h, w) for every RoI k, from input
 // ([batch_size, C_out * PH * PW, height, width], NCHW-contiguous). Bins supplies, for RoI k:
 //   rows(k, ph, &r0, &r1): the map rows [r0, r1) that bin row ph reads;
-//   pool(k, ph, pw, scratch, width, acc): acc[l] = bin (ph, pw) pooled from lane l of the scratch
-//     (acc: kLanes values, 64-byte aligned for float);
-//   scatter(k, ph, pw, g, scratch, width): the adjoint, adding lane l of g into the scratch.
+//   pool(k, ph, pw, pixels, acc): acc[l] = bin (ph, pw) pooled from lane l of the pixels (a source
+//     above: ScratchPixels or GatheredPixels; acc: kLanes values, 64-byte aligned for float);
+//   scatter(k, ph, pw, g, pixels): the adjoint, adding lane l of g into the pixels.
 // Tasks are (image, bin): the rows the image's RoIs read of the bin's planes (10 x 50 x 76 floats
 // for R-FCN) are copied once into the scratch, then every RoI of the image pools from it into a
 // staging buffer, which ps_unstage lays out as the output.
@@ -315,7 +355,7 @@ void ps_roi_forward_driver(const scalar_t* input, const std::vector<int64_t>& ba
         });
         for (int64_t j = by_image.offsets[n]; j < by_image.offsets[n + 1]; ++j) {
           const int64_t k = by_image.order[j];
-          bins_of.pool(k, ph, pw, scratch, width, staged + (k * bins + bin) * lanes + c0);
+          bins_of.pool(k, ph, pw, ScratchPixels<acc_t>{scratch, width}, staged + (k * bins + bin) * lanes + c0);
         }
       }
     }
@@ -323,99 +363,121 @@ void ps_roi_forward_driver(const scalar_t* input, const std::vector<int64_t>& ba
 }
 
 #if defined(__AVX512F__)
-// A task of the channels_last drivers: image n, the bins [b0, b0 + nb) and the output channels
-// [c0, c0 + group), numbered channel group fastest, then bin group, then image.
-struct PsBinGroupTask {
-  int64_t n, b0, nb, c0, group;
+// The pixels of a float map read in place, on AVX-512: lane l of pixel (r, c) is the element at
+// base + r * row_stride + c * col_stride + index[l], index[l] = l * channel_stride for the group's
+// lanes (the output channels' input channels of one bin), one masked gather per pixel; scatter
+// writes back with one masked scatter. The lanes are distinct elements, so a scatter never
+// collides with itself.
+struct GatheredPixels {
+  using Vec = __m512;
+  float* base;
+  int64_t row_stride, col_stride;
+  __m512i index;
+  __mmask16 mask;
 
-  static int64_t count(int64_t batch_size, int64_t bins, int64_t channels_out) {
-    return batch_size * ((bins + kLanes - 1) / kLanes) * ((channels_out + kLanes - 1) / kLanes);
+  GatheredPixels(const float* base, int64_t row_stride, int64_t col_stride, int64_t channel_stride, int64_t group)
+      : base(const_cast<float*>(base)), row_stride(row_stride), col_stride(col_stride),
+        index(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                 _mm512_set1_epi32(static_cast<int32_t>(channel_stride)))),
+        mask(static_cast<__mmask16>((1u << group) - 1)) {}
+
+  static Vec zero() { return _mm512_setzero_ps(); }
+  static Vec load(const float* x) { return _mm512_loadu_ps(x); }
+  static void store(Vec a, float* out) { _mm512_storeu_ps(out, a); }
+  static Vec sum(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+  static Vec times(Vec a, float s) { return _mm512_mul_ps(a, _mm512_set1_ps(s)); }
+  static Vec over(Vec a, float s) { return _mm512_div_ps(a, _mm512_set1_ps(s)); }
+  float* at(int64_t r, int64_t c) const { return base + r * row_stride + c * col_stride; }
+  Vec get(int64_t r, int64_t c) const { return _mm512_mask_i32gather_ps(zero(), mask, index, at(r, c), 4); }
+  void add(Vec& s, int64_t r, int64_t c) const { s = _mm512_add_ps(s, get(r, c)); }
+  void fma(Vec& s, float w, int64_t r, int64_t c) const {
+    s = _mm512_add_ps(s, _mm512_mul_ps(_mm512_set1_ps(w), get(r, c)));
   }
-
-  PsBinGroupTask(int64_t task, int64_t bins, int64_t channels_out) {
-    const int64_t bin_groups = (bins + kLanes - 1) / kLanes, channel_groups = (channels_out + kLanes - 1) / kLanes;
-    n = task / (bin_groups * channel_groups);
-    b0 = (task / channel_groups) % bin_groups * kLanes;
-    c0 = task % channel_groups * kLanes;
-    nb = std::min(kLanes, bins - b0);
-    group = std::min(kLanes, channels_out - c0);
+  void add_to(int64_t r, int64_t c, Vec g) const {
+    _mm512_mask_i32scatter_ps(at(r, c), mask, index, _mm512_add_ps(get(r, c), g), 4);
   }
-
-  // rows[r] = 1 where some RoI of the image reads map row r in one of the task's bins (rows_read:
-  // ps_rows_read's, per bin row).
-  void rows(const std::vector<char>& rows_read, int64_t pooled_height, int64_t pooled_width, int64_t height,
-            std::vector<char>& out) const {
-    std::fill(out.begin(), out.end(), char(0));
-    for (int64_t ph = b0 / pooled_width; ph <= (b0 + nb - 1) / pooled_width; ++ph) {
-      const char* read = rows_read.data() + (n * pooled_height + ph) * height;
-      for (int64_t r = 0; r < height; ++r) {
-        out[r] |= read[r];
-      }
-    }
+  void fma_to(int64_t r, int64_t c, float w, Vec g) const {
+    _mm512_mask_i32scatter_ps(at(r, c), mask, index, _mm512_add_ps(get(r, c), _mm512_mul_ps(_mm512_set1_ps(w), g)),
+                              4);
   }
 };
 
-// ps_roi_forward_driver for a channels_last float map, read in place: a pixel holds, for output
-// channel c, the bins [b0, b0 + 16) side by side (channels c * bins + b), so one register
-// transpose of G such runs (G output channels) gives the pixel's scratch vector of 16 bins at once.
-// Tasks are (image, 16 bins, 16 channels), each with a scratch [16 bins, H, W, kLanes]. Against
-// transposing the whole map to NCHW planes first (which reads and writes it once more): R-FCN's
-// forward at 2 threads 1.4x (ps_roi_pool) and 1.5x (ps_roi_align) faster, at 1 thread the same.
-template <typename Bins>
-void ps_roi_forward_driver_channels_last(const float* input, const std::vector<int64_t>& batch, int64_t batch_size,
-                                         int64_t channels_out, int64_t pooled_height, int64_t pooled_width,
-                                         int64_t height, int64_t width, float* staged, int64_t lanes,
-                                         const Bins& bins_of) {
-  const int64_t bins = pooled_height * pooled_width, plane = height * width, channels = channels_out * bins;
-  const RoisByImage by_image(batch, batch_size);
-  const std::vector<char> rows_read = ps_rows_read(bins_of, by_image, batch_size, pooled_height, height);
-  at::parallel_for(0, PsBinGroupTask::count(batch_size, bins, channels_out), 1, [&](int64_t begin, int64_t end) {
-    float* scratch = ps_scratch<float>(kLanes * plane * kLanes);  // [16 bins, plane, kLanes]
-    std::vector<char> rows(height);
-    for (int64_t task = begin; task < end; ++task) {
-      const PsBinGroupTask t(task, bins, channels_out);
-      if (by_image.offsets[t.n] == by_image.offsets[t.n + 1]) {
-        continue;
-      }
-      t.rows(rows_read, pooled_height, pooled_width, height, rows);
-      const float* pixels = input + t.n * plane * channels + t.c0 * bins + t.b0;
-      with_group_size(t.group, [&](auto g) {
-        for_each_run(rows.data(), height, [&](int64_t r0, int64_t r1) {
-          for (int64_t p = r0 * width; p < r1 * width; ++p) {
-            transpose_16x16<decltype(g)::value, 16>(pixels + p * channels, bins, scratch + p * kLanes,
-                                                    plane * kLanes, t.nb);
-          }
-        });
-      });
-      for (int64_t j = 0; j < t.nb; ++j) {
-        const int64_t bin = t.b0 + j, ph = bin / pooled_width, pw = bin % pooled_width;
-        for (int64_t i = by_image.offsets[t.n]; i < by_image.offsets[t.n + 1]; ++i) {
-          const int64_t k = by_image.order[i];
-          bins_of.pool(k, ph, pw, scratch + j * plane * kLanes, width, staged + (k * bins + bin) * lanes + t.c0);
-        }
-      }
-    }
-  });
+// Whether a float map (the input, or the input's gradient, any strides) can be read in place by
+// GatheredPixels: the lanes' offsets fit the gather's 32-bit indices.
+inline bool ps_gathers_suit(const at::Tensor& map, int64_t channels_out, int64_t bins) {
+  const int64_t group = std::min(kLanes, channels_out);
+  return map.scalar_type() == at::kFloat && map.numel() > 0 && (group - 1) * bins * map.stride(1) <= INT32_MAX;
 }
 
-// Whether the channels_last drivers suit a map (the input, or the input's gradient): channels_last,
-// and enough tasks for the threads (R-FCN's one image has 4; the NCHW drivers have one per bin),
-// with a scratch of at most 64 MB per thread (a 256 x 256 map). AVX-512 only: built from AVX's
-// 8 x 8 transposes, whose partial rows need masked loads and stores (slow on AMD's Zen 2), they ran
-// R-FCN's forward at 2 threads 1.9x slower than transposing the map to NCHW planes first.
-inline bool ps_channels_last_in_place(const at::Tensor& input, int64_t channels_out, int64_t bins) {
-  if (input.is_contiguous() || !input.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    return false;
+// The pixels of output channels [c0, c0 + group) at bin (ph, pw) of image n of a map ([N, C_out *
+// PH * PW, H, W], element strides stride).
+inline GatheredPixels ps_gathered_pixels(const float* map, const int64_t* stride, int64_t n, int64_t c0, int64_t group,
+                                         int64_t ph, int64_t pw, int64_t pooled_height, int64_t pooled_width) {
+  return GatheredPixels(map + n * stride[0] + ps_input_channel(c0, ph, pw, pooled_height, pooled_width) * stride[1],
+                        stride[2], stride[3], ps_channel_stride(pooled_height, pooled_width) * stride[1], group);
+}
+
+// One bin of one RoI, out of line: inlined into the driver's loops, GCC kept the bin's column
+// counter on the stack, a store and a load around every gather.
+template <typename Bins>
+__attribute__((noinline)) void ps_pool_gathered(const Bins& bins_of, int64_t k, int64_t ph, int64_t pw,
+                                                const GatheredPixels& pixels, float* acc) {
+  bins_of.pool(k, ph, pw, pixels, acc);
+}
+
+// ps_roi_forward_driver for a float map read in place (ps_gathers_suit), with no scratch: each
+// pixel of a bin is one gather of its output channels' values. Against the scratch's transposes of
+// every row read, R-FCN's ps_roi_pool forward at 2 threads (the op alone, Intel Xeon with
+// AVX-512): 0.43 -> 0.33 ms over NCHW planes, 0.87 -> 0.50-0.67 ms channels_last; ps_roi_align
+// 0.62 -> 0.50 ms over NCHW planes. Tasks follow the layout: over
+// NCHW planes, (image, bin) as ps_roi_forward_driver, so that a task's 10 planes stay in the L2
+// cache while its RoIs read them; over a channels_last map, where a pixel's channels for all bins
+// share cache lines, RoIs, each pooling all its bins from the lines its pixels hold.
+template <typename Bins>
+void ps_roi_forward_gathered(const at::Tensor& input, const std::vector<int64_t>& batch, int64_t channels_out,
+                             int64_t pooled_height, int64_t pooled_width, float* staged, int64_t lanes,
+                             const Bins& bins_of) {
+  const int64_t batch_size = input.size(0), bins = pooled_height * pooled_width;
+  const int64_t num_rois = static_cast<int64_t>(batch.size());
+  const int64_t stride[4] = {input.stride(0), input.stride(1), input.stride(2), input.stride(3)};
+  const float* map = input.const_data_ptr<float>();
+  const auto pool_rois = [&](int64_t n, int64_t bin, const int64_t* rois, int64_t count) {
+    const int64_t ph = bin / pooled_width, pw = bin % pooled_width;
+    for (int64_t c0 = 0; c0 < channels_out; c0 += kLanes) {
+      const GatheredPixels pixels = ps_gathered_pixels(map, stride, n, c0, std::min(kLanes, channels_out - c0), ph,
+                                                       pw, pooled_height, pooled_width);
+      for (int64_t j = 0; j < count; ++j) {
+        ps_pool_gathered(bins_of, rois[j], ph, pw, pixels, staged + (rois[j] * bins + bin) * lanes + c0);
+      }
+    }
+  };
+  if (stride[1] == 1) {
+    constexpr int64_t kRoisPerTask = 4;
+    at::parallel_for(0, num_rois, kRoisPerTask, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        for (int64_t bin = 0; bin < bins; ++bin) {
+          pool_rois(batch[k], bin, &k, 1);
+        }
+      }
+    });
+    return;
   }
-  return PsBinGroupTask::count(input.size(0), bins, channels_out) >= at::get_num_threads() &&
-         input.size(2) * input.size(3) <= 65536;
+  const RoisByImage by_image(batch, batch_size);
+  at::parallel_for(0, batch_size * bins, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / bins;
+      const int64_t* rois = by_image.order.data() + by_image.offsets[n];
+      pool_rois(n, task % bins, rois, by_image.offsets[n + 1] - by_image.offsets[n]);
+    }
+  });
 }
 #endif
 
 // out ([K, C_out, PH, PW], any strides) for every RoI from input ([batch_size, C_out * PH * PW,
 // height, width], NCHW or channels_last): one of the drivers above into a staging buffer, then
-// ps_unstage. Bins: as ps_roi_forward_driver. A channels_last map that the channels_last driver
-// does not take is transposed to NCHW planes first (ps_nchw_planes).
+// ps_unstage. Bins: as ps_roi_forward_driver. A float map on AVX-512 is read in place
+// (ps_roi_forward_gathered); any other map is pooled from the scratch, a channels_last one after
+// its transpose to NCHW planes (ps_nchw_planes).
 template <typename scalar_t, typename acc_t, typename Bins>
 void ps_roi_forward(const at::Tensor& input, const std::vector<int64_t>& batch, int64_t channels_out,
                     int64_t pooled_height, int64_t pooled_width, at::Tensor& out, const Bins& bins_of) {
@@ -428,9 +490,8 @@ void ps_roi_forward(const at::Tensor& input, const std::vector<int64_t>& batch, 
   bool done = false;
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (ps_channels_last_in_place(input, channels_out, bins)) {
-      ps_roi_forward_driver_channels_last(input.const_data_ptr<float>(), batch, batch_size, channels_out,
-                                          pooled_height, pooled_width, height, width, staged, lanes, bins_of);
+    if (ps_gathers_suit(input, channels_out, bins)) {
+      ps_roi_forward_gathered(input, batch, channels_out, pooled_height, pooled_width, staged, lanes, bins_of);
       done = true;
     }
   }
@@ -472,7 +533,8 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
         for_each_run(rows, height, [&](int64_t r0, int64_t r1) {
           std::fill(scratch + r0 * width * kLanes, scratch + r1 * width * kLanes, acc_t(0));
         });
-        ps_scatter_bin(grad, grad_stride, by_image, n, c0, group, ph, pw, scratch, width, bins_of);
+        ps_scatter_bin<scalar_t, acc_t>(grad, grad_stride, by_image, n, c0, group, ph, pw,
+                                        ScratchPixels<acc_t>{scratch, width}, bins_of);
         // Rows no RoI reads get 0; the others their sums, transposed back into the planes.
         int64_t done = 0;
         for_each_run(rows, height, [&](int64_t r0, int64_t r1) {
@@ -491,86 +553,70 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
 }
 
 #if defined(__AVX512F__)
-// ps_roi_backward_driver into a channels_last float gradient (grad_input: [N, H, W, C]), the adjoint
-// of ps_roi_forward_driver_channels_last: a task (image, 16 bins, 16 channels) sums its bins in a
-// scratch [16 bins, H, W, kLanes] and transposes each pixel's 16 bins back into their place in the
-// pixel (masked: the tasks write disjoint elements of shared cache lines). Same additions in the
-// same order as the NCHW driver.
+// ps_roi_backward_driver with no scratch, for float planes on AVX-512 (ps_gathers_suit): each pixel
+// of a bin takes a RoI's share by one gather, add and scatter. Same tasks, same additions in the
+// same order, from zero: each task zeroes its planes just before it adds into them, while they
+// are in its cache.
 template <typename scalar_t, typename Bins>
-void ps_roi_backward_driver_channels_last(const scalar_t* grad, const int64_t* grad_stride,
-                                          const std::vector<int64_t>& batch, int64_t batch_size, int64_t channels_out,
-                                          int64_t pooled_height, int64_t pooled_width, int64_t height, int64_t width,
-                                          float* grad_input, const Bins& bins_of) {
-  const int64_t bins = pooled_height * pooled_width, plane = height * width, channels = channels_out * bins;
+void ps_roi_backward_gathered(const scalar_t* grad, const int64_t* grad_stride, const std::vector<int64_t>& batch,
+                              int64_t channels_out, int64_t pooled_height, int64_t pooled_width,
+                              at::Tensor& planes, const Bins& bins_of) {
+  const int64_t batch_size = planes.size(0), bins = pooled_height * pooled_width;
+  const int64_t plane = planes.size(2) * planes.size(3);
+  const int64_t stride[4] = {planes.stride(0), planes.stride(1), planes.stride(2), planes.stride(3)};
+  float* map = planes.mutable_data_ptr<float>();
   const RoisByImage by_image(batch, batch_size);
-  const std::vector<char> rows_read = ps_rows_read(bins_of, by_image, batch_size, pooled_height, height);
-  at::parallel_for(0, PsBinGroupTask::count(batch_size, bins, channels_out), 1, [&](int64_t begin, int64_t end) {
-    float* scratch = ps_scratch<float>(kLanes * plane * kLanes);  // [16 bins, plane, kLanes]
-    std::vector<char> rows(height);
+  at::parallel_for(0, batch_size * bins, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const PsBinGroupTask t(task, bins, channels_out);
-      t.rows(rows_read, pooled_height, pooled_width, height, rows);
-      for (int64_t j = 0; j < t.nb; ++j) {
-        float* bin_scratch = scratch + j * plane * kLanes;
-        for_each_run(rows.data(), height, [&](int64_t r0, int64_t r1) {
-          std::fill(bin_scratch + r0 * width * kLanes, bin_scratch + r1 * width * kLanes, 0.f);
-        });
-        const int64_t bin = t.b0 + j;
-        ps_scatter_bin(grad, grad_stride, by_image, t.n, t.c0, t.group, bin / pooled_width, bin % pooled_width,
-                       bin_scratch, width, bins_of);
-      }
-      // Every pixel gets its elements: the sums where some RoI reads its row, else 0.
-      float* pixels = grad_input + t.n * plane * channels + t.c0 * bins + t.b0;
-      const __mmask16 bins_mask = static_cast<__mmask16>((1u << t.nb) - 1);
-      with_group_size(t.group, [&](auto gs) {
-        for (int64_t r = 0; r < height; ++r) {
-          for (int64_t p = r * width; p < (r + 1) * width; ++p) {
-            if (rows[r]) {
-              transpose_16x16<16, decltype(gs)::value>(scratch + p * kLanes, plane * kLanes, pixels + p * channels,
-                                                       bins, 16, t.nb);
-            } else {
-              for (int64_t c = 0; c < t.group; ++c) {
-                _mm512_mask_storeu_ps(pixels + p * channels + c * bins, bins_mask, _mm512_setzero_ps());
-              }
-            }
-          }
+      const int64_t n = task / bins, bin = task % bins;
+      const int64_t ph = bin / pooled_width, pw = bin % pooled_width;
+      for (int64_t c0 = 0; c0 < channels_out; c0 += kLanes) {
+        const int64_t group = std::min(kLanes, channels_out - c0);
+        const GatheredPixels pixels =
+            ps_gathered_pixels(map, stride, n, c0, group, ph, pw, pooled_height, pooled_width);
+        for (int64_t i = 0; i < group; ++i) {
+          std::fill(pixels.base + i * bins * plane, pixels.base + i * bins * plane + plane, 0.f);
         }
-      });
+        ps_scatter_bin<scalar_t, float>(grad, grad_stride, by_image, n, c0, group, ph, pw, pixels, bins_of);
+      }
     }
   });
 }
 #endif
 
 // grad_input ([batch_size, C, height, width], acc_t, NCHW or channels_last, uninitialised) = the
-// backward driver's result. A channels_last gradient that the channels_last driver does not take
-// (ps_channels_last_in_place's conditions) is summed in NCHW planes and then transposed. Both
-// layouts get the same sums, bit for bit.
+// backward driver's result, summed in NCHW planes (with no scratch for float on AVX-512:
+// ps_roi_backward_gathered), a channels_last gradient transposed after. Both layouts get the same
+// sums, bit for bit. Adding into the channels_last gradient in place instead spreads a bin's C_out
+// elements over as many cache lines per pixel, and a task's lines over the whole map: 2-3x slower
+// on R-FCN's map than summing in planes and transposing.
 template <typename scalar_t, typename acc_t, typename Bins>
 void ps_roi_backward_into(const at::Tensor& grad, const std::vector<int64_t>& batch, int64_t channels_out,
                           int64_t pooled_height, int64_t pooled_width, at::Tensor& grad_input, const Bins& bins_of) {
   const int64_t batch_size = grad_input.size(0), channels = grad_input.size(1);
   const int64_t height = grad_input.size(2), width = grad_input.size(3), plane = height * width;
   const int64_t grad_stride[4] = {grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3)};
+  const bool transpose = !grad_input.is_contiguous();
+  at::Tensor planes = transpose ? at::empty(grad_input.sizes(), grad_input.options()) : grad_input;
+  bool done = false;
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<acc_t, float>) {
-    if (ps_channels_last_in_place(grad_input, channels_out, pooled_height * pooled_width)) {
-      ps_roi_backward_driver_channels_last<scalar_t>(grad.const_data_ptr<scalar_t>(), grad_stride, batch, batch_size,
-                                                     channels_out, pooled_height, pooled_width, height, width,
-                                                     grad_input.mutable_data_ptr<float>(), bins_of);
-      return;
+    if (ps_gathers_suit(planes, channels_out, pooled_height * pooled_width)) {
+      ps_roi_backward_gathered<scalar_t>(grad.const_data_ptr<scalar_t>(), grad_stride, batch, channels_out,
+                                         pooled_height, pooled_width, planes, bins_of);
+      done = true;
     }
   }
 #endif
-  const bool transpose = !grad_input.is_contiguous();
-  at::Tensor planes = transpose ? at::empty(grad_input.sizes(), grad_input.options()) : grad_input;
-  ps_roi_backward_driver<scalar_t, acc_t>(grad.const_data_ptr<scalar_t>(), grad_stride, batch, batch_size,
-                                          channels_out, pooled_height, pooled_width, height, width,
-                                          planes.mutable_data_ptr<acc_t>(), bins_of);
-  if (!transpose) {
-    return;
+  if (!done) {
+    ps_roi_backward_driver<scalar_t, acc_t>(grad.const_data_ptr<scalar_t>(), grad_stride, batch, batch_size,
+                                            channels_out, pooled_height, pooled_width, height, width,
+                                            planes.mutable_data_ptr<acc_t>(), bins_of);
   }
-  transpose_map_layout(planes.const_data_ptr<acc_t>(), grad_input.mutable_data_ptr<acc_t>(), batch_size, channels,
-                       plane, /*to_pixels=*/true);
+  if (transpose) {
+    transpose_map_layout(planes.const_data_ptr<acc_t>(), grad_input.mutable_data_ptr<acc_t>(), batch_size,
+                         channels, plane, /*to_pixels=*/true);
+  }
 }
 
 }  // namespace cpu
