@@ -340,6 +340,29 @@ def test_half_types_accumulate_in_float32(op, dtype):
 
 
 @pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_one_pixel_map_gets_a_gradient_in_every_channel(op, channels_last):
+    # [N, C, 1, 1] is contiguous in both memory formats; every element of its gradient must be
+    # written, the ones no bin reads with 0 (a kernel treating it as [N, H, W, C] rows once left
+    # all but the first channel uninitialised). Repeated: uninitialised memory is often zero.
+    x = torch.randn(2, 12, 1, 1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    rois = torch.tensor([[0, 0.0, 0.0, 1.0, 1.0], [1, 0.2, 0.1, 0.9, 0.8]])
+    case = {"output_size": (2, 2), "spatial_scale": 1.0, "sampling_ratio": 2}
+    ref, ref_grad, g = forward_backward(lambda t: call_torchvision(op, t, rois, case), x.contiguous())
+    for _ in range(20):
+        out, grad, _ = forward_backward(lambda t: call(op, t, rois, case), x, grad_out=g)
+        if op == "ps_roi_align":
+            torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+            torch.testing.assert_close(grad, ref_grad, atol=1e-6, rtol=0)
+        else:  # torchvision's backward clips to the last row and column (see the pool tests above)
+            assert torch.equal(out, ref)
+        zero_out, zero_grad, _ = forward_backward(lambda t: call(op, t, rois, case), x, grad_out=torch.zeros_like(out))
+        assert torch.equal(zero_grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("op", OPS)
 def test_empty_rois_give_an_empty_output_and_a_zero_gradient(op, device):
     x = torch.randn(2, 8, 5, 6, device=device)
     case = {"output_size": (2, 2), "spatial_scale": 1.0, "sampling_ratio": 2}
