@@ -150,7 +150,8 @@ def test_ps_roi_pool_equals_torchvision_values_exactly_and_its_gradients_off_the
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_r_fcn_sized_problems_match_torchvision(op, dtype, channels_last):
     # The shapes the hypothesis cases stay below: 7 x 7 bins (the output is laid out 16 bins at a
-    # time), 21 output channels (two groups of 16 lanes), two images, RoIs of 1 to 30 pixels.
+    # time), 21 output channels (two groups of 16 lanes), two images, RoIs of 1 to 30 pixels, and
+    # map rows of 133 KB (the channels_last backward's bands of 1 MB: three of them, RoIs across).
     g = torch.Generator().manual_seed(11)
     x = torch.randn(2, 21 * 49, 19, 33, generator=g, dtype=torch.float64).to(dtype)
     size = torch.exp(torch.empty(60, 2, dtype=torch.float64).uniform_(0, 3.4, generator=g))
