@@ -359,7 +359,8 @@ def test_a_one_pixel_map_gets_a_gradient_in_every_channel(op, channels_last):
             torch.testing.assert_close(grad, ref_grad, atol=1e-6, rtol=0)
         else:  # torchvision's backward clips to the last row and column (see the pool tests above)
             assert torch.equal(out, ref)
-        zero_out, zero_grad, _ = forward_backward(lambda t: call(op, t, rois, case), x, grad_out=torch.zeros_like(out))
+        zeros = torch.zeros_like(out)
+        _, zero_grad, _ = forward_backward(lambda t: call(op, t, rois, case), x, grad_out=zeros)
         assert torch.equal(zero_grad, torch.zeros_like(x))
 
 
