@@ -13,8 +13,8 @@
 // In the backward a task owns its channels, so each gradient element has one writer and a fixed
 // order of additions (RoIs in increasing index), whatever the thread count. With AVX-512, float
 // maps of either layout, and channels_last float gradients, skip the scratch: a pixel's C_out
-// values are one gather (GatheredPixels), with the same sums. The forward's results go through a staging buffer into the
-// output (ps_roi_forward).
+// values are one gather (GatheredPixels), with the same sums. The forward's results go through a
+// staging buffer into the output (ps_roi_forward).
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "common/box_geometry.h"
+#include "common/memory_format.h"
 #include "common/ps_roi_math.h"
 #include "cpu/vectorized_layout.h"
 
@@ -443,7 +444,8 @@ inline GatheredPixels ps_gathered_pixels(const float* map, const int64_t* stride
 struct BandPixels : GatheredPixels {
   int64_t row0, row1;
 
-  BandPixels(const GatheredPixels& pixels, int64_t row0, int64_t row1) : GatheredPixels(pixels), row0(row0), row1(row1) {}
+  BandPixels(const GatheredPixels& pixels, int64_t row0, int64_t row1)
+      : GatheredPixels(pixels), row0(row0), row1(row1) {}
 
   void add_to(int64_t r, int64_t c, Vec g) const {
     if (r >= row0 && r < row1) {
@@ -492,7 +494,7 @@ void ps_roi_forward_gathered(const at::Tensor& input, const std::vector<int64_t>
       }
     }
   };
-  if (stride[1] == 1) {
+  if (use_channels_last(input)) {
     // RoIs by image and top row, so that a thread's consecutive RoIs overlap and find their pixels'
     // lines in its cache.
     std::vector<int64_t> order(num_rois), top(num_rois);
@@ -674,10 +676,9 @@ void ps_roi_backward_into(const at::Tensor& grad, const std::vector<int64_t>& ba
   const int64_t grad_stride[4] = {grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3)};
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<acc_t, float>) {
-    // A map with one pixel (or one channel) is both NCHW- and channels_last-contiguous; the planes
-    // take it, as the band driver's row blocks are rows of [H, W, C] pixels.
-    if (!grad_input.is_contiguous() && grad_input.is_contiguous(at::MemoryFormat::ChannelsLast) &&
-        ps_gathers_suit(grad_input, channels_out, pooled_height * pooled_width)) {
+    // use_channels_last: a map with one pixel (or one channel) is contiguous in both formats and
+    // goes to the planes; the band driver's row blocks are rows of [H, W, C] pixels.
+    if (use_channels_last(grad_input) && ps_gathers_suit(grad_input, channels_out, pooled_height * pooled_width)) {
       ps_roi_backward_gathered_channels_last<scalar_t>(grad.const_data_ptr<scalar_t>(), grad_stride, batch,
                                                        channels_out, pooled_height, pooled_width, grad_input, bins_of);
       return;

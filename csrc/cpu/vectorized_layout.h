@@ -116,8 +116,6 @@ inline void transpose_floats(const float* src, int64_t src_stride, float* dst, i
 // dst[i * dst_stride + j] = src[j * src_stride + i] for a 16 x 16 block of floats in registers,
 // reading src rows j < kIn (the others count as 0) and writing dst rows i < kOut: kIn <= 16 channel
 // planes to 16 pixels of a pixel-major scratch (kOut = 16), or back (kIn = 16, kOut channels).
-// Only the first load_cols columns of each src row are read (the others count as 0) and the first
-// store_cols of each dst row written, so a block can end inside a row that other threads write.
 // AVX-512: 16-wide rows, four shuffle stages; AVX: four 8 x 8 blocks (ROIOPS_TRANSPOSE_16X16 says
 // that one of the two is compiled).
 #if defined(__AVX512F__)
@@ -131,13 +129,10 @@ inline void transpose_floats(const float* src, int64_t src_stride, float* dst, i
 #endif
 template <int kIn, int kOut>
 __attribute__((always_inline)) inline void transpose_16x16(const float* src, int64_t src_stride, float* dst,
-                                                           int64_t dst_stride, int load_cols = 16,
-                                                           int store_cols = 16) {
-  const __mmask16 load_mask = load_cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << load_cols) - 1);
-  const __mmask16 store_mask = store_cols >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << store_cols) - 1);
+                                                           int64_t dst_stride) {
   __m512 r[16], t[16], u[16];
   for (int i = 0; i < 16; ++i) {
-    r[i] = i < kIn ? _mm512_maskz_loadu_ps(load_mask, src + i * src_stride) : _mm512_setzero_ps();
+    r[i] = i < kIn ? _mm512_loadu_ps(src + i * src_stride) : _mm512_setzero_ps();
   }
   for (int i = 0; i < 8; ++i) {  // t[2i], t[2i+1]: rows 2i and 2i+1 interleaved
     t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
@@ -158,7 +153,7 @@ __attribute__((always_inline)) inline void transpose_16x16(const float* src, int
                          _mm512_shuffle_f32x4(v2, w2, 0x88), _mm512_shuffle_f32x4(v2, w2, 0xDD)};
     for (int q = 0; q < 4; ++q) {
       if (4 * q + j < kOut) {
-        _mm512_mask_storeu_ps(dst + (4 * q + j) * dst_stride, store_mask, o[q]);
+        _mm512_storeu_ps(dst + (4 * q + j) * dst_stride, o[q]);
       }
     }
   }
@@ -168,47 +163,24 @@ __attribute__((always_inline)) inline void transpose_16x16(const float* src, int
 #endif
 #elif defined(__AVX__)
 #define ROIOPS_TRANSPOSE_16X16 1
-// The lanes [0, n) of an AVX mask (n in 0 .. 8): all ones, the others 0.
-inline __m256i first_lanes(int n) {
-  alignas(32) static const int32_t kOnesThenZeros[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kOnesThenZeros + 8 - n));
-}
-
 template <int kIn, int kOut>
 __attribute__((always_inline)) inline void transpose_16x16(const float* src, int64_t src_stride, float* dst,
-                                                           int64_t dst_stride, int load_cols = 16,
-                                                           int store_cols = 16) {
+                                                           int64_t dst_stride) {
   for (int a = 0; a < 2 && 8 * a < kIn; ++a) {  // src rows 8a .. 8a + 7 = dst columns
-    const int store_n = std::clamp(store_cols - 8 * a, 0, 8);
     for (int b = 0; b < 2 && 8 * b < kOut; ++b) {  // src columns 8b .. 8b + 7 = dst rows
-      const int load_n = std::clamp(load_cols - 8 * b, 0, 8);
       __m256 r[8];
       for (int i = 0; i < 8; ++i) {
-        const float* row = src + (8 * a + i) * src_stride + 8 * b;
-        r[i] = 8 * a + i >= kIn || load_n == 0 ? _mm256_setzero_ps()
-               : load_n == 8               ? _mm256_loadu_ps(row)
-                                           : _mm256_maskload_ps(row, first_lanes(load_n));
+        r[i] = 8 * a + i < kIn ? _mm256_loadu_ps(src + (8 * a + i) * src_stride + 8 * b) : _mm256_setzero_ps();
       }
       transpose_8x8_registers(r);
       for (int i = 0; i < 8 && 8 * b + i < kOut; ++i) {
-        float* row = dst + (8 * b + i) * dst_stride + 8 * a;
-        if (store_n == 8) {
-          _mm256_storeu_ps(row, r[i]);
-        } else if (store_n > 0) {
-          _mm256_maskstore_ps(row, first_lanes(store_n), r[i]);
-        }
+        _mm256_storeu_ps(dst + (8 * b + i) * dst_stride + 8 * a, r[i]);
       }
     }
   }
   if (kIn <= 8) {  // src rows 8 .. 15 are 0: dst columns 8 .. 15 too
-    const int store_n = std::clamp(store_cols - 8, 0, 8);
     for (int i = 0; i < 16 && i < kOut; ++i) {
-      float* row = dst + i * dst_stride + 8;
-      if (store_n == 8) {
-        _mm256_storeu_ps(row, _mm256_setzero_ps());
-      } else if (store_n > 0) {
-        _mm256_maskstore_ps(row, first_lanes(store_n), _mm256_setzero_ps());
-      }
+      _mm256_storeu_ps(dst + i * dst_stride + 8, _mm256_setzero_ps());
     }
   }
 }
