@@ -11,9 +11,10 @@
 // in place instead costs C_out scalar loads per pixel, from C_out cache lines that the 300 RoIs of
 // R-FCN visit in no order the prefetcher can follow: three quarters of the old kernel's time.
 // In the backward a task owns its channels, so each gradient element has one writer and a fixed
-// order of additions (RoIs in increasing index), whatever the thread count. With AVX-512, float
-// maps of either layout, and channels_last float gradients, skip the scratch: a pixel's C_out
-// values are one gather (GatheredPixels), with the same sums. The forward's results go through a
+// order of additions (RoIs in increasing index), whatever the thread count. With AVX-512,
+// channels_last float maps and gradients skip the scratch, and so do NCHW float maps on cores
+// with fast gathers (ps_nchw_gathers): a pixel's C_out values are one gather (GatheredPixels),
+// with the same sums. The forward's results go through a
 // staging buffer into the output (ps_roi_forward).
 #pragma once
 
@@ -444,6 +445,21 @@ inline bool ps_gathers_suit(const at::Tensor& map, int64_t channels_out, int64_t
   return map.scalar_type() == at::kFloat && map.numel() > 0 && (group - 1) * bins * map.stride(1) <= INT32_MAX;
 }
 
+// Whether a NCHW float map is read in place by gathers (ps_roi_forward_gathered) rather than
+// through the scratch (ps_roi_forward_driver): AVX-512 gathers are fast on Intel's cores and slow
+// on AMD's. R-FCN's forward at 2 threads, the op alone, gathers -> scratch: Intel Xeon (AVX-512
+// and AMX) ps_roi_pool 0.41-0.43 -> 0.49-0.52 ms, ps_roi_align 0.58 -> 0.66-0.71 ms; AMD Zen 5
+// ps_roi_pool 0.28-0.33 -> 0.21-0.26 ms, ps_roi_align 0.39-0.51 -> 0.26-0.37 ms (both drivers
+// give the same bits). ROIOPS_PS_GATHERS=1 or 0 overrides the choice, so that the tests run both
+// drivers on any machine.
+inline bool ps_nchw_gathers() {
+  if (const char* forced = std::getenv("ROIOPS_PS_GATHERS")) {
+    return forced[0] == '1';
+  }
+  static const bool intel = __builtin_cpu_is("intel");
+  return intel;
+}
+
 // The pixels of output channels [c0, c0 + group) at bin (ph, pw) of image n of a map ([N, C_out *
 // PH * PW, H, W], element strides stride).
 inline GatheredPixels ps_gathered_pixels(const float* map, const int64_t* stride, int64_t n, int64_t c0, int64_t group,
@@ -542,9 +558,10 @@ void ps_roi_forward_gathered(const at::Tensor& input, const std::vector<int64_t>
 
 // out ([K, C_out, PH, PW], any strides) for every RoI from input ([batch_size, C_out * PH * PW,
 // height, width], NCHW or channels_last): one of the drivers above into a staging buffer, then
-// ps_unstage. Bins: as ps_roi_forward_driver. A float map on AVX-512 is read in place
-// (ps_roi_forward_gathered); any other map is pooled from the scratch, a channels_last one after
-// its transpose to NCHW planes (ps_nchw_planes).
+// ps_unstage. Bins: as ps_roi_forward_driver. On AVX-512 a channels_last float map is read in
+// place (ps_roi_forward_gathered), and so is a NCHW one where gathers are fast (ps_nchw_gathers);
+// any other map is pooled from the scratch, a channels_last one after its transpose to NCHW planes
+// (ps_nchw_planes).
 template <typename scalar_t, typename acc_t, typename Bins>
 void ps_roi_forward(const at::Tensor& input, const std::vector<int64_t>& batch, int64_t channels_out,
                     int64_t pooled_height, int64_t pooled_width, at::Tensor& out, const Bins& bins_of) {
@@ -557,7 +574,7 @@ void ps_roi_forward(const at::Tensor& input, const std::vector<int64_t>& batch, 
   bool done = false;
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (ps_gathers_suit(input, channels_out, bins)) {
+    if (ps_gathers_suit(input, channels_out, bins) && (use_channels_last(input) || ps_nchw_gathers())) {
       ps_roi_forward_gathered(input, batch, channels_out, pooled_height, pooled_width, staged, lanes, bins_of);
       done = true;
     }
