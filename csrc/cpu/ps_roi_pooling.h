@@ -13,9 +13,9 @@
 // In the backward a task owns its channels, so each gradient element has one writer and a fixed
 // order of additions (RoIs in increasing index), whatever the thread count. With AVX-512,
 // channels_last float maps and gradients skip the scratch, and so do NCHW float maps on cores
-// with fast gathers (ps_nchw_gathers): a pixel's C_out values are one gather (GatheredPixels),
-// with the same sums. The forward's results go through a
-// staging buffer into the output (ps_roi_forward).
+// with fast gathers (ps_fast_gathers): a pixel's C_out values are one gather (GatheredPixels) or
+// C_out scalar loads and stores (StridedPixels), with the same sums. The forward's results go
+// through a staging buffer into the output (ps_roi_forward).
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -59,19 +59,18 @@ inline void lanes_fma(acc_t* acc, acc_t w, const acc_t* x) {
 }
 
 // Where the Bins' pool and scatter find the kLanes values of a map pixel (one per output channel of
-// the group) and how they add them, so that one definition of a bin serves both pixel sources:
-// ScratchPixels (the drivers' pixel-major scratch) and, for float maps on AVX-512, GatheredPixels
-// (the map itself, one gather per pixel). Vec holds kLanes sums; every operation is lane by lane,
-// and both sources fuse their multiply-adds (one rounding, std::fma or the intrinsic), so they give
-// the same bits: left to GCC, a * b + c is contracted as it sees fit, differently in different
-// callers, and the two layouts, which may take different sources, must agree bit for bit.
+// the group) and how they add them, so that one definition of a bin serves every pixel source:
+// ScratchPixels (the drivers' pixel-major scratch), StridedPixels (the map itself, a scalar load
+// or store per lane) and, for float maps on AVX-512, GatheredPixels (the map itself, one gather
+// per pixel). Vec holds kLanes sums; every operation is lane by lane, and every source fuses its
+// multiply-adds (one rounding, std::fma or the intrinsic), so they give the same bits: left to
+// GCC, a * b + c is contracted as it sees fit, differently in different callers, and the two
+// layouts, which may take different sources, must agree bit for bit.
 template <typename acc_t>
-struct ScratchPixels {
+struct LaneSums {
   struct Vec {
     acc_t v[kLanes];
   };
-  acc_t* scratch;  // [H, W, kLanes]
-  int64_t width;
 
   static Vec zero() { return Vec{}; }
   static Vec load(const acc_t* x) {
@@ -96,11 +95,70 @@ struct ScratchPixels {
     }
     return a;
   }
+};
+
+template <typename acc_t>
+struct ScratchPixels : LaneSums<acc_t> {
+  using Vec = typename LaneSums<acc_t>::Vec;
+  acc_t* scratch;  // [H, W, kLanes]
+  int64_t width;
+
+  ScratchPixels(acc_t* scratch, int64_t width) : scratch(scratch), width(width) {}
+
   acc_t* at(int64_t r, int64_t c) const { return scratch + (r * width + c) * kLanes; }
   void add(Vec& s, int64_t r, int64_t c) const { lanes_add(s.v, at(r, c)); }                  // s += pixel
   void fma(Vec& s, acc_t w, int64_t r, int64_t c) const { lanes_fma(s.v, w, at(r, c)); }      // s += w pixel
   void add_to(int64_t r, int64_t c, const Vec& g) const { lanes_add(at(r, c), g.v); }          // pixel += g
   void fma_to(int64_t r, int64_t c, acc_t w, const Vec& g) const { lanes_fma(at(r, c), w, g.v); }  // pixel += w g
+};
+
+// The pixels of a float map read and written in place, a scalar load or read-modify-write per
+// lane: lane l < G of pixel (r, c) is the element at base + r * row_stride + c * col_stride + l *
+// channel_stride (the output channels' input channels of one bin); lanes G .. kLanes - 1 stay 0.
+// G is a compile-time constant (with_group_size), so that the lanes' loops unroll into registers.
+// Where gathers are slow (AMD), cheaper than GatheredPixels' gather per pixel, and AVX-512's
+// scatter costs more than the scalar additions always: R-FCN at 2 threads, the op alone, AMD Zen 5,
+// channels_last forward (gathers -> this) ps_roi_pool 0.35-0.47 -> 0.29-0.40 ms, ps_roi_align
+// 0.50-0.68 -> 0.45-0.48 ms; channels_last backward (scatters -> this) ps_roi_pool 0.68-0.75 ->
+// 0.42 ms, ps_roi_align 0.90-0.93 -> 0.59-0.60 ms.
+template <int G>
+struct StridedPixels : LaneSums<float> {
+  float* base;
+  int64_t row_stride, col_stride, channel_stride;
+
+  StridedPixels(const float* base, int64_t row_stride, int64_t col_stride, int64_t channel_stride)
+      : base(const_cast<float*>(base)), row_stride(row_stride), col_stride(col_stride),
+        channel_stride(channel_stride) {}
+
+  float* at(int64_t r, int64_t c) const { return base + r * row_stride + c * col_stride; }
+  void add(Vec& s, int64_t r, int64_t c) const {
+    const float* pixel = at(r, c);
+#pragma GCC unroll 16
+    for (int l = 0; l < G; ++l) {
+      s.v[l] += pixel[l * channel_stride];
+    }
+  }
+  void fma(Vec& s, float w, int64_t r, int64_t c) const {
+    const float* pixel = at(r, c);
+#pragma GCC unroll 16
+    for (int l = 0; l < G; ++l) {
+      s.v[l] = std::fma(w, pixel[l * channel_stride], s.v[l]);
+    }
+  }
+  void add_to(int64_t r, int64_t c, const Vec& g) const {
+    float* pixel = at(r, c);
+#pragma GCC unroll 16
+    for (int l = 0; l < G; ++l) {
+      pixel[l * channel_stride] += g.v[l];
+    }
+  }
+  void fma_to(int64_t r, int64_t c, float w, const Vec& g) const {
+    float* pixel = at(r, c);
+#pragma GCC unroll 16
+    for (int l = 0; l < G; ++l) {
+      pixel[l * channel_stride] = std::fma(w, g.v[l], pixel[l * channel_stride]);
+    }
+  }
 };
 
 // The batch index of every RoI (rois: [K, 5] contiguous). Raises a ValueError naming the first RoI
@@ -386,27 +444,40 @@ void ps_roi_forward_driver(const scalar_t* input, const std::vector<int64_t>& ba
   });
 }
 
+// Where lane 0 of pixel (0, 0) of output channels c0 .. at bin (ph, pw) of image n of a float map
+// ([N, C_out * PH * PW, H, W], element strides stride) lies; the lanes are
+// ps_channel_stride(PH, PW) * stride[1] elements apart.
+inline const float* ps_bin_base(const float* map, const int64_t* stride, int64_t n, int64_t c0, int64_t ph,
+                                int64_t pw, int64_t pooled_height, int64_t pooled_width) {
+  return map + n * stride[0] + ps_input_channel(c0, ph, pw, pooled_height, pooled_width) * stride[1];
+}
+
+// StridedPixels of output channels [c0, c0 + G) at bin (ph, pw) of image n of such a map.
+template <int G>
+StridedPixels<G> ps_strided_pixels(const float* map, const int64_t* stride, int64_t n, int64_t c0, int64_t ph,
+                                   int64_t pw, int64_t pooled_height, int64_t pooled_width) {
+  return StridedPixels<G>(ps_bin_base(map, stride, n, c0, ph, pw, pooled_height, pooled_width), stride[2], stride[3],
+                          ps_channel_stride(pooled_height, pooled_width) * stride[1]);
+}
+
 #if defined(__AVX512F__)
-// The pixels of a float map read in place, on AVX-512: lane l of pixel (r, c) is the element at
-// base + r * row_stride + c * col_stride + index[l], index[l] = l * channel_stride for the group's
-// lanes (the output channels' input channels of one bin), read with one masked gather per pixel.
-// Writes back (add_to, fma_to) are the group's scalar read-modify-writes, not a scatter: AVX-512's
-// scatter costs more than the ten scalar ones it replaces (R-FCN's channels_last backward at 2
-// threads, AMD Zen 5, the op alone: ps_roi_pool 0.68-0.75 -> 0.42 ms, ps_roi_align 0.90-0.93 ->
-// 0.59-0.60 ms), with the same additions, so the same sums.
+// The pixels of a float map read in place with one masked AVX-512 gather per pixel: lane l of
+// pixel (r, c) is the element at base + r * row_stride + c * col_stride + index[l], index[l] = l *
+// channel_stride for the group's lanes (the output channels' input channels of one bin). Read
+// only: the backward adds with StridedPixels, since AVX-512's scatter costs more than the scalar
+// additions it would replace.
 struct GatheredPixels {
   using Vec = __m512;
-  float* base;
+  const float* base;
   int64_t row_stride, col_stride;
   __m512i index;
   __mmask16 mask;
-  int64_t channel_stride, group;
 
   GatheredPixels(const float* base, int64_t row_stride, int64_t col_stride, int64_t channel_stride, int64_t group)
-      : base(const_cast<float*>(base)), row_stride(row_stride), col_stride(col_stride),
+      : base(base), row_stride(row_stride), col_stride(col_stride),
         index(_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                  _mm512_set1_epi32(static_cast<int32_t>(channel_stride)))),
-        mask(static_cast<__mmask16>((1u << group) - 1)), channel_stride(channel_stride), group(group) {}
+        mask(static_cast<__mmask16>((1u << group) - 1)) {}
 
   static Vec zero() { return _mm512_setzero_ps(); }
   static Vec load(const float* x) { return _mm512_loadu_ps(x); }
@@ -414,29 +485,30 @@ struct GatheredPixels {
   static Vec sum(Vec a, Vec b) { return _mm512_add_ps(a, b); }
   static Vec times(Vec a, float s) { return _mm512_mul_ps(a, _mm512_set1_ps(s)); }
   static Vec over(Vec a, float s) { return _mm512_div_ps(a, _mm512_set1_ps(s)); }
-  float* at(int64_t r, int64_t c) const { return base + r * row_stride + c * col_stride; }
-  Vec get(int64_t r, int64_t c) const { return _mm512_mask_i32gather_ps(zero(), mask, index, at(r, c), 4); }
+  Vec get(int64_t r, int64_t c) const {
+    return _mm512_mask_i32gather_ps(zero(), mask, index, base + r * row_stride + c * col_stride, 4);
+  }
   void add(Vec& s, int64_t r, int64_t c) const { s = _mm512_add_ps(s, get(r, c)); }
   void fma(Vec& s, float w, int64_t r, int64_t c) const {
     s = _mm512_fmadd_ps(_mm512_set1_ps(w), get(r, c), s);
   }
-  void add_to(int64_t r, int64_t c, Vec g) const {
-    alignas(64) float lanes[kLanes];
-    _mm512_store_ps(lanes, g);
-    float* pixel = at(r, c);
-    for (int64_t l = 0; l < group; ++l) {
-      pixel[l * channel_stride] += lanes[l];
-    }
-  }
-  void fma_to(int64_t r, int64_t c, float w, Vec g) const {
-    alignas(64) float lanes[kLanes];
-    _mm512_store_ps(lanes, g);
-    float* pixel = at(r, c);
-    for (int64_t l = 0; l < group; ++l) {
-      pixel[l * channel_stride] = std::fma(w, lanes[l], pixel[l * channel_stride]);
-    }
-  }
 };
+
+// Whether float maps are read in place with AVX-512 gathers (GatheredPixels) rather than without
+// them: AVX-512 gathers are fast on Intel's cores and slow on AMD's. Without them, a NCHW map is
+// pooled through the scratch (ps_roi_forward_driver) and a channels_last one read with scalar loads
+// (StridedPixels). R-FCN's forward at 2 threads, the op alone, gathers -> without: Intel Xeon
+// (AVX-512 and AMX) NCHW ps_roi_pool 0.41-0.43 -> 0.49-0.52 ms, ps_roi_align 0.58 -> 0.66-0.71 ms;
+// AMD Zen 5 NCHW ps_roi_pool 0.28-0.33 -> 0.21-0.26 ms, ps_roi_align 0.39-0.51 -> 0.26-0.37 ms, and
+// channels_last as StridedPixels says. Every way gives the same bits. ROIOPS_PS_GATHERS=1 or 0
+// overrides the choice, so that the tests run both on any machine.
+inline bool ps_fast_gathers() {
+  if (const char* forced = std::getenv("ROIOPS_PS_GATHERS")) {
+    return forced[0] == '1';
+  }
+  static const bool intel = __builtin_cpu_is("intel");
+  return intel;
+}
 
 // Whether a float map (the input, or the input's gradient, any strides) can be read in place by
 // GatheredPixels: the lanes' offsets fit the gather's 32-bit indices.
@@ -445,45 +517,24 @@ inline bool ps_gathers_suit(const at::Tensor& map, int64_t channels_out, int64_t
   return map.scalar_type() == at::kFloat && map.numel() > 0 && (group - 1) * bins * map.stride(1) <= INT32_MAX;
 }
 
-// Whether a NCHW float map is read in place by gathers (ps_roi_forward_gathered) rather than
-// through the scratch (ps_roi_forward_driver): AVX-512 gathers are fast on Intel's cores and slow
-// on AMD's. R-FCN's forward at 2 threads, the op alone, gathers -> scratch: Intel Xeon (AVX-512
-// and AMX) ps_roi_pool 0.41-0.43 -> 0.49-0.52 ms, ps_roi_align 0.58 -> 0.66-0.71 ms; AMD Zen 5
-// ps_roi_pool 0.28-0.33 -> 0.21-0.26 ms, ps_roi_align 0.39-0.51 -> 0.26-0.37 ms (both drivers
-// give the same bits). ROIOPS_PS_GATHERS=1 or 0 overrides the choice, so that the tests run both
-// drivers on any machine.
-inline bool ps_nchw_gathers() {
-  if (const char* forced = std::getenv("ROIOPS_PS_GATHERS")) {
-    return forced[0] == '1';
-  }
-  static const bool intel = __builtin_cpu_is("intel");
-  return intel;
-}
-
-// The pixels of output channels [c0, c0 + group) at bin (ph, pw) of image n of a map ([N, C_out *
-// PH * PW, H, W], element strides stride).
-inline GatheredPixels ps_gathered_pixels(const float* map, const int64_t* stride, int64_t n, int64_t c0, int64_t group,
-                                         int64_t ph, int64_t pw, int64_t pooled_height, int64_t pooled_width) {
-  return GatheredPixels(map + n * stride[0] + ps_input_channel(c0, ph, pw, pooled_height, pooled_width) * stride[1],
-                        stride[2], stride[3], ps_channel_stride(pooled_height, pooled_width) * stride[1], group);
-}
-
-// GatheredPixels that add only into the rows [row0, row1): the channels_last backward's tasks own
+// StridedPixels that add only into the rows [row0, row1): the channels_last backward's tasks own
 // bands of rows, and a bin across a band's edge adds into each band's rows from that band's task.
-struct BandPixels : GatheredPixels {
+template <int G>
+struct BandPixels : StridedPixels<G> {
+  using Vec = typename StridedPixels<G>::Vec;
   int64_t row0, row1;
 
-  BandPixels(const GatheredPixels& pixels, int64_t row0, int64_t row1)
-      : GatheredPixels(pixels), row0(row0), row1(row1) {}
+  BandPixels(const StridedPixels<G>& pixels, int64_t row0, int64_t row1)
+      : StridedPixels<G>(pixels), row0(row0), row1(row1) {}
 
-  void add_to(int64_t r, int64_t c, Vec g) const {
+  void add_to(int64_t r, int64_t c, const Vec& g) const {
     if (r >= row0 && r < row1) {
-      GatheredPixels::add_to(r, c, g);
+      StridedPixels<G>::add_to(r, c, g);
     }
   }
-  void fma_to(int64_t r, int64_t c, float w, Vec g) const {
+  void fma_to(int64_t r, int64_t c, float w, const Vec& g) const {
     if (r >= row0 && r < row1) {
-      GatheredPixels::fma_to(r, c, w, g);
+      StridedPixels<G>::fma_to(r, c, w, g);
     }
   }
 };
@@ -497,18 +548,19 @@ __attribute__((noinline)) void ps_pool_gathered(const Bins& bins_of, int64_t k, 
 }
 
 // ps_roi_forward_driver for a float map read in place (ps_gathers_suit), with no scratch: each
-// pixel of a bin is one gather of its output channels' values. Tasks follow the layout: over NCHW
-// planes, (image, bin) as ps_roi_forward_driver, so that a task's 10 planes stay in the L2 cache
-// while its RoIs read them; over a channels_last map, where a pixel's channels for all bins share
-// cache lines, RoIs, each pooling all its bins from the lines its pixels hold, in order of their
-// top rows, so that a thread's consecutive RoIs overlap. Against the scratch's transposes of every
-// row read, R-FCN's forward at 2 threads (Intel Xeon with AVX-512, median of 150 calls, the same
-// process as torchvision): ps_roi_pool 0.49-0.52 -> 0.41-0.43 ms over NCHW planes, 0.95 -> 0.57 ms
-// channels_last; ps_roi_align 0.66-0.71 -> 0.58 ms and 1.32 -> 0.75 ms.
+// pixel of a bin is one gather of its output channels' values (gathers) or their scalar loads
+// (StridedPixels; the caller takes them for channels_last maps only). Tasks follow the layout:
+// over NCHW planes, (image, bin) as ps_roi_forward_driver, so that a task's 10 planes stay in the
+// L2 cache while its RoIs read them; over a channels_last map, where a pixel's channels for all
+// bins share cache lines, RoIs, each pooling all its bins from the lines its pixels hold, in order
+// of their top rows, so that a thread's consecutive RoIs overlap. Against the scratch's transposes
+// of every row read, R-FCN's forward at 2 threads with gathers (Intel Xeon with AVX-512, median of
+// 150 calls, the same process as torchvision): ps_roi_pool 0.49-0.52 -> 0.41-0.43 ms over NCHW
+// planes, 0.95 -> 0.57 ms channels_last; ps_roi_align 0.66-0.71 -> 0.58 ms and 1.32 -> 0.75 ms.
 template <typename Bins>
-void ps_roi_forward_gathered(const at::Tensor& input, const std::vector<int64_t>& batch, int64_t channels_out,
-                             int64_t pooled_height, int64_t pooled_width, float* staged, int64_t lanes,
-                             const Bins& bins_of) {
+void ps_roi_forward_in_place(const at::Tensor& input, const std::vector<int64_t>& batch, int64_t channels_out,
+                             int64_t pooled_height, int64_t pooled_width, bool gathers, float* staged,
+                             int64_t lanes, const Bins& bins_of) {
   const int64_t batch_size = input.size(0), bins = pooled_height * pooled_width;
   const int64_t num_rois = static_cast<int64_t>(batch.size());
   const int64_t stride[4] = {input.stride(0), input.stride(1), input.stride(2), input.stride(3)};
@@ -516,11 +568,22 @@ void ps_roi_forward_gathered(const at::Tensor& input, const std::vector<int64_t>
   const auto pool_rois = [&](int64_t n, int64_t bin, const int64_t* rois, int64_t count) {
     const int64_t ph = bin / pooled_width, pw = bin % pooled_width;
     for (int64_t c0 = 0; c0 < channels_out; c0 += kLanes) {
-      const GatheredPixels pixels = ps_gathered_pixels(map, stride, n, c0, std::min(kLanes, channels_out - c0), ph,
-                                                       pw, pooled_height, pooled_width);
-      for (int64_t j = 0; j < count; ++j) {
-        ps_pool_gathered(bins_of, rois[j], ph, pw, pixels, staged + (rois[j] * bins + bin) * lanes + c0);
+      const int64_t group = std::min(kLanes, channels_out - c0);
+      if (gathers) {
+        const GatheredPixels pixels(ps_bin_base(map, stride, n, c0, ph, pw, pooled_height, pooled_width), stride[2],
+                                    stride[3], ps_channel_stride(pooled_height, pooled_width) * stride[1], group);
+        for (int64_t j = 0; j < count; ++j) {
+          ps_pool_gathered(bins_of, rois[j], ph, pw, pixels, staged + (rois[j] * bins + bin) * lanes + c0);
+        }
+        continue;
       }
+      with_group_size(group, [&](auto g) {
+        const auto pixels =
+            ps_strided_pixels<decltype(g)::value>(map, stride, n, c0, ph, pw, pooled_height, pooled_width);
+        for (int64_t j = 0; j < count; ++j) {
+          bins_of.pool(rois[j], ph, pw, pixels, staged + (rois[j] * bins + bin) * lanes + c0);
+        }
+      });
     }
   };
   if (use_channels_last(input)) {
@@ -559,9 +622,9 @@ void ps_roi_forward_gathered(const at::Tensor& input, const std::vector<int64_t>
 // out ([K, C_out, PH, PW], any strides) for every RoI from input ([batch_size, C_out * PH * PW,
 // height, width], NCHW or channels_last): one of the drivers above into a staging buffer, then
 // ps_unstage. Bins: as ps_roi_forward_driver. On AVX-512 a channels_last float map is read in
-// place (ps_roi_forward_gathered), and so is a NCHW one where gathers are fast (ps_nchw_gathers);
-// any other map is pooled from the scratch, a channels_last one after its transpose to NCHW planes
-// (ps_nchw_planes).
+// place (ps_roi_forward_in_place, with gathers where they are fast, ps_fast_gathers), and so is a
+// NCHW one where gathers are fast; any other map is pooled from the scratch, a channels_last one
+// after its transpose to NCHW planes (ps_nchw_planes).
 template <typename scalar_t, typename acc_t, typename Bins>
 void ps_roi_forward(const at::Tensor& input, const std::vector<int64_t>& batch, int64_t channels_out,
                     int64_t pooled_height, int64_t pooled_width, at::Tensor& out, const Bins& bins_of) {
@@ -574,8 +637,10 @@ void ps_roi_forward(const at::Tensor& input, const std::vector<int64_t>& batch, 
   bool done = false;
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<scalar_t, float>) {
-    if (ps_gathers_suit(input, channels_out, bins) && (use_channels_last(input) || ps_nchw_gathers())) {
-      ps_roi_forward_gathered(input, batch, channels_out, pooled_height, pooled_width, staged, lanes, bins_of);
+    const bool gathers = ps_fast_gathers();
+    if (ps_gathers_suit(input, channels_out, bins) && (use_channels_last(input) || gathers)) {
+      ps_roi_forward_in_place(input, batch, channels_out, pooled_height, pooled_width, gathers, staged, lanes,
+                              bins_of);
       done = true;
     }
   }
@@ -638,7 +703,7 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
 
 #if defined(__AVX512F__)
 // ps_roi_backward_driver into a channels_last float gradient ([N, H, W, C]), in place, with no
-// scratch (GatheredPixels: the group's scalar additions per pixel of a bin). Tasks are
+// scratch (StridedPixels: the group's scalar additions per pixel of a bin). Tasks are
 // bands of rows of one image, of at most 1 MB (the band stays in the L2 cache while the RoIs add
 // into it): a task zeroes its band, then adds every RoI's shares that fall in it, RoIs in
 // increasing index. An element belongs to one band and receives its additions from one bin of
@@ -647,7 +712,7 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
 // R-FCN's backward at 2 threads (the op alone) 1.06 -> 0.59-0.69 ms (ps_roi_pool), 1.15 -> 0.78-0.89
 // ms (ps_roi_align).
 template <typename scalar_t, typename Bins>
-void ps_roi_backward_gathered_channels_last(const scalar_t* grad, const int64_t* grad_stride,
+void ps_roi_backward_channels_last_in_place(const scalar_t* grad, const int64_t* grad_stride,
                                             const std::vector<int64_t>& batch, int64_t channels_out,
                                             int64_t pooled_height, int64_t pooled_width, at::Tensor& grad_input,
                                             const Bins& bins_of) {
@@ -680,9 +745,12 @@ void ps_roi_backward_gathered_channels_last(const scalar_t* grad, const int64_t*
           for (int64_t pw = 0; pw < pooled_width; ++pw) {
             for (int64_t c0 = 0; c0 < channels_out; c0 += kLanes) {
               const int64_t group = std::min(kLanes, channels_out - c0);
-              const BandPixels pixels(
-                  ps_gathered_pixels(map, stride, n, c0, group, ph, pw, pooled_height, pooled_width), row0, row1);
-              ps_scatter_roi_bin<scalar_t, float>(grad, grad_stride, k, c0, group, ph, pw, pixels, bins_of);
+              with_group_size(group, [&](auto g) {
+                const BandPixels<decltype(g)::value> pixels(
+                    ps_strided_pixels<decltype(g)::value>(map, stride, n, c0, ph, pw, pooled_height, pooled_width),
+                    row0, row1);
+                ps_scatter_roi_bin<scalar_t, float>(grad, grad_stride, k, c0, group, ph, pw, pixels, bins_of);
+              });
             }
           }
         }
@@ -694,10 +762,12 @@ void ps_roi_backward_gathered_channels_last(const scalar_t* grad, const int64_t*
 
 // grad_input ([batch_size, C, height, width], acc_t, NCHW or channels_last, uninitialised) = the
 // backward driver's result: in place by bands of rows for a channels_last float gradient on
-// AVX-512 (ps_roi_backward_gathered_channels_last), else summed through the scratch in NCHW planes,
+// AVX-512 (ps_roi_backward_channels_last_in_place), else summed through the scratch in NCHW planes,
 // a channels_last gradient transposed after. Both layouts get the same sums, bit for bit. Over
-// NCHW planes the scratch driver stays: with gathers instead, R-FCN's ps_roi_pool backward took
-// 0.53-0.60 ms against 0.48-0.50 ms (2 threads, Intel Xeon with AVX-512).
+// NCHW planes the scratch driver stays: with the planes read and written in place instead, R-FCN's
+// backward at 2 threads took, with gathers and scatters on an Intel Xeon with AVX-512, 0.53-0.60
+// ms against 0.48-0.50 ms (ps_roi_pool); with StridedPixels on AMD Zen 5, as long for ps_roi_pool
+// and 0.43-0.45 ms against 0.31-0.35 ms for ps_roi_align.
 template <typename scalar_t, typename acc_t, typename Bins>
 void ps_roi_backward_into(const at::Tensor& grad, const std::vector<int64_t>& batch, int64_t channels_out,
                           int64_t pooled_height, int64_t pooled_width, at::Tensor& grad_input, const Bins& bins_of) {
@@ -708,8 +778,8 @@ void ps_roi_backward_into(const at::Tensor& grad, const std::vector<int64_t>& ba
   if constexpr (std::is_same_v<acc_t, float>) {
     // use_channels_last: a map with one pixel (or one channel) is contiguous in both formats and
     // goes to the planes; the band driver's row blocks are rows of [H, W, C] pixels.
-    if (use_channels_last(grad_input) && ps_gathers_suit(grad_input, channels_out, pooled_height * pooled_width)) {
-      ps_roi_backward_gathered_channels_last<scalar_t>(grad.const_data_ptr<scalar_t>(), grad_stride, batch,
+    if (use_channels_last(grad_input) && grad_input.numel() > 0) {
+      ps_roi_backward_channels_last_in_place<scalar_t>(grad.const_data_ptr<scalar_t>(), grad_stride, batch,
                                                        channels_out, pooled_height, pooled_width, grad_input, bins_of);
       return;
     }

@@ -92,11 +92,12 @@ def align_bins_not_comparable(case, rois, dtype):
     return mask
 
 
-@pytest.fixture(params=["gathers", "scratch"])
-def nchw_forward_driver(request, monkeypatch):
-    """Each CPU driver of the forward over a NCHW float map: read in place by AVX-512 gathers, or
-    through the pixel-major scratch (csrc/cpu/ps_roi_pooling.h; ps_nchw_gathers picks one by CPU,
-    ROIOPS_PS_GATHERS overrides it). Without AVX-512 both are the scratch."""
+@pytest.fixture(params=["gathers", "no gathers"])
+def map_reads(request, monkeypatch):
+    """Each way the CPU forward reads a float map: with AVX-512 gathers, or without them (a NCHW map
+    through the pixel-major scratch, a channels_last one with scalar loads in place); see
+    csrc/cpu/ps_roi_pooling.h: ps_fast_gathers picks one by CPU, ROIOPS_PS_GATHERS overrides it.
+    Without AVX-512 both are the scratch."""
     monkeypatch.setenv("ROIOPS_PS_GATHERS", "1" if request.param == "gathers" else "0")
     return request.param
 
@@ -157,7 +158,7 @@ def test_ps_roi_pool_equals_torchvision_values_exactly_and_its_gradients_off_the
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_r_fcn_sized_problems_match_torchvision(op, dtype, channels_last, nchw_forward_driver):
+def test_r_fcn_sized_problems_match_torchvision(op, dtype, channels_last, map_reads):
     # The shapes the hypothesis cases stay below: 7 x 7 bins (the output is laid out 16 bins at a
     # time), 21 output channels (two groups of 16 lanes), two images, RoIs of 1 to 30 pixels, and
     # map rows of 133 KB (the channels_last backward's bands of 1 MB: three of them, RoIs across).
@@ -281,9 +282,7 @@ def test_gradcheck_and_gradgradcheck_in_float64(op, channels_last, device):
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_channels_last_input_gives_channels_last_output_and_gradient_with_the_same_values(
-    op, nchw_forward_driver
-):
+def test_channels_last_input_gives_channels_last_output_and_gradient_with_the_same_values(op, map_reads):
     g = torch.Generator().manual_seed(6)
     x = torch.randn(2, 18, 11, 13, generator=g)
     rois = torch.cat(
@@ -306,7 +305,7 @@ def test_channels_last_input_gives_channels_last_output_and_gradient_with_the_sa
 
 
 @pytest.mark.parametrize("op", OPS)
-def test_result_does_not_depend_on_thread_count(op, nchw_forward_driver):
+def test_result_does_not_depend_on_thread_count(op, map_reads):
     g = torch.Generator().manual_seed(4)
     x = torch.randn(2, 98, 30, 30, generator=g)
     rois = torch.cat(
