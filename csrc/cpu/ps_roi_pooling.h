@@ -11,11 +11,11 @@
 // in place instead costs C_out scalar loads per pixel, from C_out cache lines that the 300 RoIs of
 // R-FCN visit in no order the prefetcher can follow: three quarters of the old kernel's time.
 // In the backward a task owns its channels, so each gradient element has one writer and a fixed
-// order of additions (RoIs in increasing index), whatever the thread count. With AVX-512,
-// channels_last float maps and gradients skip the scratch, and so do NCHW float maps on cores
-// with fast gathers (ps_fast_gathers): a pixel's C_out values are one gather (GatheredPixels) or
-// C_out scalar loads and stores (StridedPixels), with the same sums. The forward's results go
-// through a staging buffer into the output (ps_roi_forward).
+// order of additions (RoIs in increasing index), whatever the thread count. Channels_last float
+// maps and gradients skip the scratch, and so do NCHW float maps on cores with fast AVX-512
+// gathers (ps_fast_gathers): a pixel's C_out values are one gather (GatheredPixels) or C_out
+// scalar loads and stores (StridedPixels), with the same sums. The forward's results go through a
+// staging buffer into the output (ps_roi_forward).
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -460,6 +460,28 @@ StridedPixels<G> ps_strided_pixels(const float* map, const int64_t* stride, int6
                           ps_channel_stride(pooled_height, pooled_width) * stride[1]);
 }
 
+// StridedPixels that add only into the rows [row0, row1): the channels_last backward's tasks own
+// bands of rows, and a bin across a band's edge adds into each band's rows from that band's task.
+template <int G>
+struct BandPixels : StridedPixels<G> {
+  using Vec = typename StridedPixels<G>::Vec;
+  int64_t row0, row1;
+
+  BandPixels(const StridedPixels<G>& pixels, int64_t row0, int64_t row1)
+      : StridedPixels<G>(pixels), row0(row0), row1(row1) {}
+
+  void add_to(int64_t r, int64_t c, const Vec& g) const {
+    if (r >= row0 && r < row1) {
+      StridedPixels<G>::add_to(r, c, g);
+    }
+  }
+  void fma_to(int64_t r, int64_t c, float w, const Vec& g) const {
+    if (r >= row0 && r < row1) {
+      StridedPixels<G>::fma_to(r, c, w, g);
+    }
+  }
+};
+
 #if defined(__AVX512F__)
 // The pixels of a float map read in place with one masked AVX-512 gather per pixel: lane l of
 // pixel (r, c) is the element at base + r * row_stride + c * col_stride + index[l], index[l] = l *
@@ -517,28 +539,6 @@ inline bool ps_gathers_suit(const at::Tensor& map, int64_t channels_out, int64_t
   return map.scalar_type() == at::kFloat && map.numel() > 0 && (group - 1) * bins * map.stride(1) <= INT32_MAX;
 }
 
-// StridedPixels that add only into the rows [row0, row1): the channels_last backward's tasks own
-// bands of rows, and a bin across a band's edge adds into each band's rows from that band's task.
-template <int G>
-struct BandPixels : StridedPixels<G> {
-  using Vec = typename StridedPixels<G>::Vec;
-  int64_t row0, row1;
-
-  BandPixels(const StridedPixels<G>& pixels, int64_t row0, int64_t row1)
-      : StridedPixels<G>(pixels), row0(row0), row1(row1) {}
-
-  void add_to(int64_t r, int64_t c, const Vec& g) const {
-    if (r >= row0 && r < row1) {
-      StridedPixels<G>::add_to(r, c, g);
-    }
-  }
-  void fma_to(int64_t r, int64_t c, float w, const Vec& g) const {
-    if (r >= row0 && r < row1) {
-      StridedPixels<G>::fma_to(r, c, w, g);
-    }
-  }
-};
-
 // One bin of one RoI, out of line: inlined into the driver's loops, GCC kept the bin's column
 // counter on the stack, a store and a load around every gather.
 template <typename Bins>
@@ -547,9 +547,11 @@ __attribute__((noinline)) void ps_pool_gathered(const Bins& bins_of, int64_t k, 
   bins_of.pool(k, ph, pw, pixels, acc);
 }
 
-// ps_roi_forward_driver for a float map read in place (ps_gathers_suit), with no scratch: each
-// pixel of a bin is one gather of its output channels' values (gathers) or their scalar loads
-// (StridedPixels; the caller takes them for channels_last maps only). Tasks follow the layout:
+#endif
+
+// ps_roi_forward_driver for a float map read in place, with no scratch: each pixel of a bin is one
+// gather of its output channels' values (gathers: AVX-512 only, ps_gathers_suit) or their scalar
+// loads (StridedPixels; the caller takes them for channels_last maps only). Tasks follow the layout:
 // over NCHW planes, (image, bin) as ps_roi_forward_driver, so that a task's 10 planes stay in the
 // L2 cache while its RoIs read them; over a channels_last map, where a pixel's channels for all
 // bins share cache lines, RoIs, each pooling all its bins from the lines its pixels hold, in order
@@ -569,6 +571,7 @@ void ps_roi_forward_in_place(const at::Tensor& input, const std::vector<int64_t>
     const int64_t ph = bin / pooled_width, pw = bin % pooled_width;
     for (int64_t c0 = 0; c0 < channels_out; c0 += kLanes) {
       const int64_t group = std::min(kLanes, channels_out - c0);
+#if defined(__AVX512F__)
       if (gathers) {
         const GatheredPixels pixels(ps_bin_base(map, stride, n, c0, ph, pw, pooled_height, pooled_width), stride[2],
                                     stride[3], ps_channel_stride(pooled_height, pooled_width) * stride[1], group);
@@ -577,6 +580,7 @@ void ps_roi_forward_in_place(const at::Tensor& input, const std::vector<int64_t>
         }
         continue;
       }
+#endif
       with_group_size(group, [&](auto g) {
         const auto pixels =
             ps_strided_pixels<decltype(g)::value>(map, stride, n, c0, ph, pw, pooled_height, pooled_width);
@@ -617,14 +621,15 @@ void ps_roi_forward_in_place(const at::Tensor& input, const std::vector<int64_t>
     }
   });
 }
-#endif
 
 // out ([K, C_out, PH, PW], any strides) for every RoI from input ([batch_size, C_out * PH * PW,
 // height, width], NCHW or channels_last): one of the drivers above into a staging buffer, then
-// ps_unstage. Bins: as ps_roi_forward_driver. On AVX-512 a channels_last float map is read in
-// place (ps_roi_forward_in_place, with gathers where they are fast, ps_fast_gathers), and so is a
-// NCHW one where gathers are fast; any other map is pooled from the scratch, a channels_last one
-// after its transpose to NCHW planes (ps_nchw_planes).
+// ps_unstage. Bins: as ps_roi_forward_driver. A channels_last float map is read in place
+// (ps_roi_forward_in_place, with AVX-512 gathers where they are fast, ps_fast_gathers, else scalar
+// loads), and so is a NCHW one where gathers are fast; any other map is pooled from the scratch, a
+// channels_last one after its transpose to NCHW planes (ps_nchw_planes). Scalar loads against that
+// transpose, in an AVX2 build (-march=haswell) run on AMD Zen 5, R-FCN at 2 threads, the op alone:
+// ps_roi_pool 0.64-1.08 -> 0.50-0.99 ms, ps_roi_align 0.60-1.32 -> 0.49-1.14 ms.
 template <typename scalar_t, typename acc_t, typename Bins>
 void ps_roi_forward(const at::Tensor& input, const std::vector<int64_t>& batch, int64_t channels_out,
                     int64_t pooled_height, int64_t pooled_width, at::Tensor& out, const Bins& bins_of) {
@@ -635,16 +640,17 @@ void ps_roi_forward(const at::Tensor& input, const std::vector<int64_t>& batch, 
       at::empty({num_rois * bins * lanes}, at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
   acc_t* staged = staged_tensor.mutable_data_ptr<acc_t>();  // [K, bins, lanes]
   bool done = false;
-#if defined(__AVX512F__)
   if constexpr (std::is_same_v<scalar_t, float>) {
-    const bool gathers = ps_fast_gathers();
-    if (ps_gathers_suit(input, channels_out, bins) && (use_channels_last(input) || gathers)) {
+    bool gathers = false;
+#if defined(__AVX512F__)
+    gathers = ps_fast_gathers() && ps_gathers_suit(input, channels_out, bins);
+#endif
+    if (input.numel() > 0 && (use_channels_last(input) || gathers)) {
       ps_roi_forward_in_place(input, batch, channels_out, pooled_height, pooled_width, gathers, staged, lanes,
                               bins_of);
       done = true;
     }
   }
-#endif
   if (!done) {
     const at::Tensor planes = ps_nchw_planes(input);
     ps_roi_forward_driver<scalar_t, acc_t>(planes.const_data_ptr<scalar_t>(), batch, batch_size, channels_out,
@@ -701,7 +707,6 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
   });
 }
 
-#if defined(__AVX512F__)
 // ps_roi_backward_driver into a channels_last float gradient ([N, H, W, C]), in place, with no
 // scratch (StridedPixels: the group's scalar additions per pixel of a bin). Tasks are
 // bands of rows of one image, of at most 1 MB (the band stays in the L2 cache while the RoIs add
@@ -710,7 +715,8 @@ void ps_roi_backward_driver(const scalar_t* grad, const int64_t* grad_stride, co
 // each RoI, so it gets the planes' sums in the planes' order, whatever the thread count. Against
 // summing in planes and transposing them after (which reads and writes the gradient once more):
 // R-FCN's backward at 2 threads (the op alone) 1.06 -> 0.59-0.69 ms (ps_roi_pool), 1.15 -> 0.78-0.89
-// ms (ps_roi_align).
+// ms (ps_roi_align) on an Intel Xeon with AVX-512; in an AVX2 build (-march=haswell) run on AMD
+// Zen 5, 0.60-1.11 -> 0.39-0.59 ms and 1.16-1.51 -> 0.68-1.05 ms.
 template <typename scalar_t, typename Bins>
 void ps_roi_backward_channels_last_in_place(const scalar_t* grad, const int64_t* grad_stride,
                                             const std::vector<int64_t>& batch, int64_t channels_out,
@@ -758,11 +764,10 @@ void ps_roi_backward_channels_last_in_place(const scalar_t* grad, const int64_t*
     }
   });
 }
-#endif
 
 // grad_input ([batch_size, C, height, width], acc_t, NCHW or channels_last, uninitialised) = the
-// backward driver's result: in place by bands of rows for a channels_last float gradient on
-// AVX-512 (ps_roi_backward_channels_last_in_place), else summed through the scratch in NCHW planes,
+// backward driver's result: in place by bands of rows for a channels_last float gradient
+// (ps_roi_backward_channels_last_in_place), else summed through the scratch in NCHW planes,
 // a channels_last gradient transposed after. Both layouts get the same sums, bit for bit. Over
 // NCHW planes the scratch driver stays: with the planes read and written in place instead, R-FCN's
 // backward at 2 threads took, with gathers and scatters on an Intel Xeon with AVX-512, 0.53-0.60
@@ -774,7 +779,6 @@ void ps_roi_backward_into(const at::Tensor& grad, const std::vector<int64_t>& ba
   const int64_t batch_size = grad_input.size(0), channels = grad_input.size(1);
   const int64_t height = grad_input.size(2), width = grad_input.size(3), plane = height * width;
   const int64_t grad_stride[4] = {grad.stride(0), grad.stride(1), grad.stride(2), grad.stride(3)};
-#if defined(__AVX512F__)
   if constexpr (std::is_same_v<acc_t, float>) {
     // use_channels_last: a map with one pixel (or one channel) is contiguous in both formats and
     // goes to the planes; the band driver's row blocks are rows of [H, W, C] pixels.
@@ -784,7 +788,6 @@ void ps_roi_backward_into(const at::Tensor& grad, const std::vector<int64_t>& ba
       return;
     }
   }
-#endif
   const bool transpose = !grad_input.is_contiguous();
   at::Tensor planes = transpose ? at::empty(grad_input.sizes(), grad_input.options()) : grad_input;
   ps_roi_backward_driver<scalar_t, acc_t>(grad.const_data_ptr<scalar_t>(), grad_stride, batch, batch_size,

@@ -97,7 +97,7 @@ def map_reads(request, monkeypatch):
     """Each way the CPU forward reads a float map: with AVX-512 gathers, or without them (a NCHW map
     through the pixel-major scratch, a channels_last one with scalar loads in place); see
     csrc/cpu/ps_roi_pooling.h: ps_fast_gathers picks one by CPU, ROIOPS_PS_GATHERS overrides it.
-    Without AVX-512 both are the scratch."""
+    Without AVX-512 there are no gathers and both run the same code."""
     monkeypatch.setenv("ROIOPS_PS_GATHERS", "1" if request.param == "gathers" else "0")
     return request.param
 
