@@ -147,6 +147,13 @@ TORCH_LIBRARY(roiops, m) {
       "SymInt[] image_sizes, float[] weights, float bbox_xform_clip, float score_thresh, float nms_thresh, "
       "int detections_per_img, float min_size) -> (Tensor[], Tensor[], Tensor[])");
 
+  // ---- convolution (roiops/winograd.py) ---------------------------------------------------------
+  // A 3x3 convolution, stride 1, padding 1: input [N, C, H, W], weight [K, C, 3, 3],
+  // weight_winograd [36, C, K] (weight's F(4x4, 3x3) transform, roiops.winograd_weight), bias [K]
+  // -> [N, K, H, W] channels_last, ReLU applied when relu. The CPU kernel computes it by Winograd's
+  // algorithm from weight_winograd; CUDA calls cuDNN's convolution with weight. Inference only.
+  m.def("winograd_conv3x3(Tensor input, Tensor weight, Tensor weight_winograd, Tensor? bias, bool relu) -> Tensor");
+
   // ---- rotated boxes (roiops/rotated.py, roiops/roi_align_rotated.py) ---------------------------
   // A rotated box is (x_ctr, y_ctr, width, height, angle), angle in degrees, counter-clockwise on
   // screen (Detectron2's convention; common/rotated_box_geometry.h).

@@ -49,6 +49,9 @@ from roiops.roi_align_rotated import RoIAlignRotated, roi_align_rotated  # noqa:
 from roiops.rotated import batched_nms_rotated, box_iou_rotated, nms_rotated  # noqa: E402
 from roiops.rotated_box_coder import RotatedBoxCoder  # noqa: E402
 
+# ---- inference convolution ----
+from roiops.winograd import WinogradConv3x3, winograd_conv3x3, winograd_weight  # noqa: E402
+
 __all__ = [
     "box_area",
     "box_iou",
@@ -89,6 +92,10 @@ __all__ = [
     "roi_align_rotated",
     "RoIAlignRotated",
     "RotatedBoxCoder",
+    # inference convolution
+    "winograd_conv3x3",
+    "winograd_weight",
+    "WinogradConv3x3",
 ]
 
 # The functions are FX leaves (torch.fx.wrap) in their own modules; torch.fx patches a wrapped name in

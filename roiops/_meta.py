@@ -240,6 +240,23 @@ def _paste_masks_fake(masks, boxes, image_height, image_width, threshold):
     return masks.new_empty((masks.size(0), image_height, image_width), dtype=dtype)
 
 
+# ---- convolution (winograd_conv3x3) ------------------------------------------------------------
+
+
+@torch.library.register_fake("roiops::winograd_conv3x3")
+def _winograd_conv3x3_fake(input, weight, weight_winograd, bias, relu):
+    torch._check(input.dim() == 4, lambda: "winograd_conv3x3: input must be [N, C, H, W]")
+    torch._check(weight.dim() == 4 and weight.size(1) == input.size(1) and weight.shape[2:] == (3, 3),
+                 lambda: "winograd_conv3x3: weight must be [K, C, 3, 3]")
+    torch._check(weight_winograd.dim() == 3 and weight_winograd.size(0) == 36
+                 and weight_winograd.size(1) == input.size(1) and weight_winograd.size(2) == weight.size(0),
+                 lambda: "winograd_conv3x3: weight_winograd must be [36, C, K]")
+    torch._check(weight.dtype == input.dtype and weight_winograd.dtype == input.dtype,
+                 lambda: "winograd_conv3x3: weight dtypes differ from the input's")
+    n, _, h, w = input.shape
+    return input.new_empty((n, weight.size(0), h, w)).contiguous(memory_format=torch.channels_last)
+
+
 # ---- detection post-processing (rpn_proposals, detections_from_box_head) ----------------------
 
 

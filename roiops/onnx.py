@@ -36,6 +36,8 @@ Translations (opset >= 16; the file is written at ``OPSET``):
   decoding, the size test, ``batched_nms`` above with the class as category, the first
   detections_per_img. Both return one list per output, any number of images, and the same
   data-dependent counts (0 included) as the eager op.
+- ``winograd_conv3x3`` -> ``Conv`` (3x3, padding 1) with the untransformed weight, then ``Relu``
+  when asked: the runtime picks its own convolution algorithm.
 - ``soft_nms`` has no ONNX equivalent: exporting it raises.
 
 Known differences to the native ops, all at degenerate inputs: ONNX NonMaxSuppression orders
@@ -537,6 +539,15 @@ def _detections_from_box_head_onnx(
     return boxes_out, scores_out, labels_out
 
 
+# ---- convolution ---------------------------------------------------------------------------------
+
+
+def _winograd_conv3x3_onnx(input, weight, weight_winograd, bias=None, relu=False):
+    inputs = (input, weight) if bias is None else (input, weight, bias)
+    out = op.Conv(*inputs, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1], dilations=[1, 1], group=1)
+    return op.Relu(out) if relu else out
+
+
 def _i64_tensor(values):
     from onnxscript import ir
 
@@ -556,6 +567,7 @@ _TRANSLATIONS = {
     "paste_masks": _paste_masks_onnx,
     "rpn_proposals": _rpn_proposals_onnx,
     "detections_from_box_head": _detections_from_box_head_onnx,
+    "winograd_conv3x3": _winograd_conv3x3_onnx,
 }
 
 

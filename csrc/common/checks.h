@@ -8,6 +8,8 @@
 #include <c10/util/Exception.h>
 
 #include <array>
+#include <optional>
+#include <utility>
 #include <vector>
 
 namespace roiops {
@@ -282,6 +284,35 @@ inline int64_t check_ps_roi_backward_args(const char* op, const at::Tensor& grad
                     ") must be a multiple of pooled_height * pooled_width (", bins, ")");
   check_pooled_grad(op, grad, rois, rois.size(0), channels / bins, pooled_height, pooled_width);
   return channels / bins;
+}
+
+// winograd_conv3x3: input [N, C, H, W], weight [K, C, 3, 3], weight_winograd [36, C, K] (its
+// F(4x4, 3x3) transform), bias [K] or none, all of the input's dtype and device.
+inline void check_winograd_conv3x3_args(const at::Tensor& input, const at::Tensor& weight,
+                                        const at::Tensor& weight_winograd, const std::optional<at::Tensor>& bias) {
+  constexpr const char* op = "winograd_conv3x3";
+  TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be [N, C, H, W], got ", input.sizes());
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == input.size(1) && weight.size(2) == 3 &&
+                        weight.size(3) == 3,
+                    op, ": weight must be [K, ", input.size(1), ", 3, 3] for input ", input.sizes(), ", got ",
+                    weight.sizes());
+  TORCH_CHECK_VALUE(weight_winograd.dim() == 3 && weight_winograd.size(0) == 36 &&
+                        weight_winograd.size(1) == input.size(1) && weight_winograd.size(2) == weight.size(0),
+                    op, ": weight_winograd must be [36, ", input.size(1), ", ", weight.size(0), "], got ",
+                    weight_winograd.sizes());
+  std::vector<std::pair<const char*, const at::Tensor*>> others = {{"weight", &weight},
+                                                                   {"weight_winograd", &weight_winograd}};
+  if (bias.has_value()) {
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == weight.size(0), op, ": bias must be [",
+                      weight.size(0), "], got ", bias->sizes());
+    others.emplace_back("bias", &*bias);
+  }
+  for (const auto& [name, t] : others) {
+    TORCH_CHECK_TYPE(t->scalar_type() == input.scalar_type(), op, ": ", name, " dtype ", t->scalar_type(),
+                     " differs from the input's ", input.scalar_type());
+    TORCH_CHECK_VALUE(t->device() == input.device(), op, ": ", name, " is on ", t->device(), ", the input on ",
+                      input.device());
+  }
 }
 
 }  // namespace roiops

@@ -13,7 +13,7 @@ from ratios import format_table
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 KERNEL_MODULES = {"bench_roi_align.py", "bench_nms.py", "bench_boxes.py", "bench_masks.py",
-                  "bench_postprocess.py", "bench_rotated.py", "bench_ps_roi.py"}
+                  "bench_postprocess.py", "bench_rotated.py", "bench_ps_roi.py", "bench_winograd.py"}
 
 
 def pytest_in_root(*args: str) -> subprocess.CompletedProcess:

@@ -119,6 +119,22 @@ def test_roi_pool_exports_as_maxroipool_and_equals_eager(tmp_path_factory):
         )
 
 
+def test_winograd_conv3x3_exports_as_conv_and_relu(tmp_path_factory):
+    conv = torch.nn.Conv2d(6, 5, 3, padding=1)
+    module = roiops.WinogradConv3x3.from_conv(conv, relu=True).eval()
+    with torch.no_grad():
+        dynamic = {"x": {2: Dim("h"), 3: Dim("w")}}
+        example = (torch.randn(1, 6, 12, 10),)
+        session, ops, _ = _export_module(tmp_path_factory, module, example, dynamic, "winograd")
+    assert {"Conv", "Relu"} <= ops
+    g = torch.Generator().manual_seed(3)
+    for h, w in ((12, 10), (5, 17)):
+        x = torch.randn(1, 6, h, w, generator=g)
+        with torch.no_grad():
+            expected = torch.relu(conv(x))
+        np.testing.assert_allclose(_run(session, x)[0], expected.numpy(), atol=1e-5, rtol=0)
+
+
 def test_fpn_pooler_exports_as_level_assignment_and_per_level_roialign(tmp_path_factory):
     pooler = roiops.MultiScaleRoIAlign(["p2", "p3", "p4", "p5"], 7, 2, aligned=False)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from roiops_cases import random_feature, random_image_boxes, random_rois, three_rois
 
-import roiops  # noqa: F401  (loads the native library, which registers the ops)
+import roiops  # (loads the native library, which registers the ops)
 
 FORMATS = {"nchw": False, "channels_last": True}
 F64 = torch.float64
@@ -203,10 +203,23 @@ SAMPLES = [
     # detection post-processing (data-dependent output sizes, like the suppression ops)
     Sample("rpn_proposals", "two_images_two_levels", lambda d: (
         *rpn_outputs(d), [200, 210, 150, 180], [1.0] * 4, 4.0, 10, 15, 0.7, 1e-3, 0.0), SCHEMA_AND_FAKE),
+    # inference convolution (no autograd)
+    *(Sample("winograd_conv3x3", f"{fmt}_bias{bias}_relu{relu}", lambda d, cl=cl, bias=bias, relu=relu: (
+        *winograd_inputs(d, cl, bias), relu))
+      for fmt, cl in FORMATS.items() for bias, relu in ((True, True), (False, False))),
     Sample("detections_from_box_head", "two_images", lambda d: (
         *box_head_outputs(d), [200, 210, 150, 180], [10.0, 10.0, 5.0, 5.0], 4.0, 0.05, 0.5, 10, 1e-2),
         SCHEMA_AND_FAKE),
 ]
+
+
+def winograd_inputs(device, channels_last, bias=True):
+    g = torch.Generator().manual_seed(44)
+    x = random_feature((2, 3, 7, 9), 45, F64, channels_last)
+    weight = torch.randn(5, 3, 3, 3, generator=g, dtype=F64)
+    b = torch.randn(5, generator=g, dtype=F64) if bias else None
+    args = (x, weight, roiops.winograd_weight(weight), b)
+    return tuple(None if t is None else leaf(t, device) for t in args)
 
 
 def rotated_boxes(n, seed, device, requires_grad=False):
