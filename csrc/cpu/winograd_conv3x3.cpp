@@ -26,6 +26,7 @@
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -99,10 +100,10 @@ void transform_tile(const scalar_t* const* pixel, int64_t channels, scalar_t* v,
   }
 }
 
-// out[i][j][k] = (A^T m_k A)[i][j] + bias[k], then ReLU when asked, for the output channels [0, K)
-// of one tile; m: the tile's kPoints products (K contiguous values each, point_stride apart).
-template <typename scalar_t>
-void untransform_tile(const scalar_t* m, int64_t point_stride, int64_t channels_out, const scalar_t* bias, bool relu,
+// out[i][j][k] = (A^T m_k A)[i][j] + bias[k], then ReLU when relu, for the output channels [0, K)
+// of one tile (bias: K values, zeros for a convolution without one); m: the tile's kPoints products (K contiguous values each, point_stride apart).
+template <bool relu, typename scalar_t>
+void untransform_tile(const scalar_t* m, int64_t point_stride, int64_t channels_out, const scalar_t* bias,
                       scalar_t* const* out) {
 #pragma omp simd
   for (int64_t k = 0; k < channels_out; ++k) {
@@ -125,7 +126,6 @@ void untransform_tile(const scalar_t* m, int64_t point_stride, int64_t channels_
         t[i][j] = s;
       }
     }
-    const scalar_t b = bias != nullptr ? bias[k] : scalar_t(0);
 #pragma GCC unroll 4
     for (int i = 0; i < kTile; ++i) {
 #pragma GCC unroll 4
@@ -137,8 +137,11 @@ void untransform_tile(const scalar_t* m, int64_t point_stride, int64_t channels_
             s += static_cast<scalar_t>(kAt[j][l]) * t[i][l];
           }
         }
-        s += b;
-        out[i * kTile + j][k] = relu && s < 0 ? scalar_t(0) : s;  // NaN stays NaN, as in torch.relu
+        s += bias[k];
+        if constexpr (relu) {
+          s = std::max(s, scalar_t(0));  // (s < 0 ? 0 : s): NaN stays NaN, as in torch.relu
+        }
+        out[i * kTile + j][k] = s;
       }
     }
   }
@@ -195,7 +198,11 @@ void winograd_conv3x3_kernel(const at::Tensor& x, const at::Tensor& weight_winog
           pixel[p] = r < height && c < width ? result + ((n * height + r) * width + c) * channels_out
                                              : spill + p * channels_out;
         }
-        untransform_tile(m + i * channels_out, chunk * channels_out, channels_out, bias, relu, pixel);
+        if (relu) {
+          untransform_tile<true>(m + i * channels_out, chunk * channels_out, channels_out, bias, pixel);
+        } else {
+          untransform_tile<false>(m + i * channels_out, chunk * channels_out, channels_out, bias, pixel);
+        }
       }
     }
   });
@@ -214,9 +221,9 @@ at::Tensor winograd_conv3x3_cpu(const at::Tensor& input, const at::Tensor& weigh
   }
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
   const at::Tensor u = weight_winograd.contiguous();
-  const std::optional<at::Tensor> b = bias.has_value() ? std::optional<at::Tensor>(bias->contiguous()) : std::nullopt;
+  const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({channels_out}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "winograd_conv3x3_cpu", [&] {
-    winograd_conv3x3_kernel<scalar_t>(x, u, b.has_value() ? b->const_data_ptr<scalar_t>() : nullptr, relu, out);
+    winograd_conv3x3_kernel<scalar_t>(x, u, b.const_data_ptr<scalar_t>(), relu, out);
   });
   return out;
 }
