@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import roiops
 from maskzoo.modeling.backbone import ResNet, head_conv
 
 
@@ -66,3 +67,14 @@ class ResNetC4(nn.Module):
 
     def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return OrderedDict(c4=self.body(images)["res4"])
+
+
+def use_winograd_convolutions(fpn: FPN) -> None:
+    """Replaces the FPN's 3x3 output convolutions by :class:`roiops.WinogradConv3x3`, in place, for
+    inference (with a norm, the convolution inside ConvNorm; fuse_for_inference folds a frozen or
+    batch norm into it first)."""
+    for i, output in enumerate(fpn.output):
+        if roiops.winograd.is_winograd_conv3x3(output):
+            fpn.output[i] = roiops.WinogradConv3x3.from_conv(output)
+        elif roiops.winograd.is_winograd_conv3x3(getattr(output, "conv", None)):
+            output.conv = roiops.WinogradConv3x3.from_conv(output.conv)

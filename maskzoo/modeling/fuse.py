@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from maskzoo.modeling import fpn, rpn
 from maskzoo.modeling.backbone import FrozenBatchNorm2d
 from maskzoo.modeling.precision import apply_inference_precision
-from maskzoo.modeling.rpn import RPNHead, use_winograd_convolutions
 
 # (convolution, norm) attribute pairs of maskzoo's backbone modules (Stem, Shortcut, blocks).
 _PAIRS = (("conv", "norm"), ("conv1", "norm1"), ("conv2", "norm2"), ("conv3", "norm3"))
@@ -55,10 +55,11 @@ def fuse_for_inference(
       "network" (the default: all but the box and score layers in ``dtype``) or "heads" (only
       the mask head and the box head's first FC layer in ``dtype``: detections closer to
       float32's, a smaller speed-up); decoding, NMS and mask thresholds stay float32;
-    - with ``winograd``, the RPN head's 3x3 convolutions and their ReLUs (most of the RPN's time)
-      become :class:`roiops.WinogradConv3x3`: on the CPU in float32, Winograd's F(4x4, 3x3) with
-      4x fewer multiply-adds, at a float32 error of ~3e-5 relative to the outputs where the direct
-      convolution's is ~1e-5 (roiops/winograd.py); elsewhere the same convolution as before.
+    - with ``winograd``, the 3x3 convolutions of the FPN's outputs and of the RPN head (with its
+      ReLUs), 256 -> 256 channels over every level, become :class:`roiops.WinogradConv3x3`: on
+      the CPU in float32, Winograd's F(4x4, 3x3) with 4x fewer multiply-adds, at a float32 error
+      of ~3e-5 relative to the outputs where the direct convolution's is ~1e-5
+      (roiops/winograd.py); elsewhere the same convolution as before.
 
     GroupNorm depends on each input and is left as it is. A fused model is for inference only:
     its folded BatchNorm2d layers no longer exist to train.
@@ -74,8 +75,10 @@ def fuse_for_inference(
                 setattr(module, norm_name, nn.Identity())
     if winograd:
         for module in list(model.modules()):
-            if isinstance(module, RPNHead):
-                use_winograd_convolutions(module)
+            if isinstance(module, rpn.RPNHead):
+                rpn.use_winograd_convolutions(module)
+            elif isinstance(module, fpn.FPN):
+                fpn.use_winograd_convolutions(module)
     if dtype is not None and dtype not in (torch.float32, torch.float64):
         apply_inference_precision(model.eval(), dtype, policy)
     if channels_last:

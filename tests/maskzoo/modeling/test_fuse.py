@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import maskzoo
+import roiops
 from benchmarks._frozen_norms import randomize_frozen_norms
 from maskzoo.modeling.backbone import FrozenBatchNorm2d
 from maskzoo.modeling.fuse import fold_frozen_batch_norm, fuse_for_inference, is_fused
@@ -60,6 +61,21 @@ def test_fused_model_gives_the_same_detections(frozen_small_model):
     with torch.no_grad():
         a, b = frozen_small_model([image])[0], fused([image])[0]
     assert a["boxes"].shape[0] == 10
+    assert torch.equal(a["labels"], b["labels"])
+    torch.testing.assert_close(b["boxes"], a["boxes"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(b["scores"], a["scores"], atol=1e-4, rtol=0)
+
+
+def test_fused_model_runs_the_fpn_and_rpn_3x3_convolutions_by_winograd(frozen_small_model):
+    fused = fuse_for_inference(copy.deepcopy(frozen_small_model))
+    plain = fuse_for_inference(copy.deepcopy(frozen_small_model), winograd=False)
+    winograd = [name for name, m in fused.named_modules() if isinstance(m, roiops.WinogradConv3x3)]
+    assert sorted(winograd) == sorted([f"backbone.fpn.output.{i}" for i in range(4)] + ["rpn.head.conv"])
+    assert fused.rpn.head.conv.relu and not fused.backbone.fpn.output[0].relu
+    assert not any(isinstance(m, roiops.WinogradConv3x3) for m in plain.modules())
+    image = torch.rand(3, 170, 200, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        a, b = plain([image])[0], fused([image])[0]
     assert torch.equal(a["labels"], b["labels"])
     torch.testing.assert_close(b["boxes"], a["boxes"], atol=1e-3, rtol=0)
     torch.testing.assert_close(b["scores"], a["scores"], atol=1e-4, rtol=0)
