@@ -12,6 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+import roiops
 from maskzoo.config import BackboneConfig
 
 STAGES = ("stem", "res2", "res3", "res4", "res5")
@@ -77,6 +78,14 @@ class ConvNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(x))
+
+
+def conv_relu(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """relu(conv(x)); a :class:`roiops.WinogradConv3x3` made with ``relu=True`` (fuse_for_inference)
+    applies the ReLU in its own pass."""
+    if isinstance(conv, roiops.WinogradConv3x3) and conv.relu:
+        return conv(x)
+    return torch.relu(conv(x))
 
 
 def head_conv(in_channels: int, out_channels: int, kernel_size: int, norm: str) -> nn.Module:

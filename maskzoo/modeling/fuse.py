@@ -17,6 +17,7 @@ from torch import nn
 
 from maskzoo.modeling import fpn, rpn
 from maskzoo.modeling.backbone import FrozenBatchNorm2d
+from maskzoo.modeling.mask_head import ConvReLUStack
 from maskzoo.modeling.precision import apply_inference_precision
 
 # (convolution, norm) attribute pairs of maskzoo's backbone modules (Stem, Shortcut, blocks).
@@ -55,8 +56,8 @@ def fuse_for_inference(
       "network" (the default: all but the box and score layers in ``dtype``) or "heads" (only
       the mask head and the box head's first FC layer in ``dtype``: detections closer to
       float32's, a smaller speed-up); decoding, NMS and mask thresholds stay float32;
-    - with ``winograd``, the 3x3 convolutions of the FPN's outputs and of the RPN head (with its
-      ReLUs), 256 -> 256 channels over every level, become :class:`roiops.WinogradConv3x3`: on
+    - with ``winograd``, the 3x3 convolutions of the FPN's outputs, of the RPN head and of the
+      mask and keypoint heads (with their ReLUs) become :class:`roiops.WinogradConv3x3`: on
       the CPU in float32, Winograd's F(4x4, 3x3) with 4x fewer multiply-adds, at a float32 error
       of ~3e-5 relative to the outputs where the direct convolution's is ~1e-5
       (roiops/winograd.py); elsewhere the same convolution as before.
@@ -79,6 +80,8 @@ def fuse_for_inference(
                 rpn.use_winograd_convolutions(module)
             elif isinstance(module, fpn.FPN):
                 fpn.use_winograd_convolutions(module)
+            elif isinstance(module, ConvReLUStack):
+                module.use_winograd_convolutions()
     if dtype is not None and dtype not in (torch.float32, torch.float64):
         apply_inference_precision(model.eval(), dtype, policy)
     if channels_last:

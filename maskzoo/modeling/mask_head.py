@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import roiops
-from maskzoo.modeling.backbone import head_conv
+from maskzoo.modeling.backbone import conv_relu, head_conv
 
 
 class ConvReLUStack(nn.Module):
@@ -30,8 +30,17 @@ class ConvReLUStack(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
-            x = torch.relu(conv(x))
+            x = conv_relu(conv, x)
         return x
+
+    def use_winograd_convolutions(self) -> None:
+        """Replaces the 3x3 convolutions (with their ReLUs where nothing comes between) by
+        :class:`roiops.WinogradConv3x3`, in place, for inference (fuse_for_inference)."""
+        for i, conv in enumerate(self.convs):
+            if roiops.winograd.is_winograd_conv3x3(conv):
+                self.convs[i] = roiops.WinogradConv3x3.from_conv(conv, relu=True)
+            elif roiops.winograd.is_winograd_conv3x3(getattr(conv, "conv", None)):  # ConvNorm
+                conv.conv = roiops.WinogradConv3x3.from_conv(conv.conv)
 
 
 class FPNMaskHead(ConvReLUStack):

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 import roiops
 from maskzoo.config import RPNConfig
 from maskzoo.modeling.anchors import AnchorGenerator
+from maskzoo.modeling.backbone import conv_relu
 from maskzoo.modeling.matching import BalancedPositiveNegativeSampler, Matcher
 from maskzoo.modeling.precision import to_box_precision
 
@@ -42,19 +43,12 @@ class RPNHead(nn.Module):
     def forward(self, features: list[torch.Tensor]):
         logits, deltas = [], []
         for x in features:
-            x = _conv_relu(self.conv, x)
+            x = conv_relu(self.conv, x)
             for conv in self.extra_convs:
-                x = _conv_relu(conv, x)
+                x = conv_relu(conv, x)
             logits.append(self.objectness(x))
             deltas.append(self.box_deltas(x))
         return logits, deltas
-
-
-def _conv_relu(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    # fuse_for_inference's Winograd convolutions apply the ReLU in their own pass.
-    if isinstance(conv, roiops.WinogradConv3x3) and conv.relu:
-        return conv(x)
-    return torch.relu(conv(x))
 
 
 def use_winograd_convolutions(head: RPNHead) -> None:

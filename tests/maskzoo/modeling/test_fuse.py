@@ -66,12 +66,15 @@ def test_fused_model_gives_the_same_detections(frozen_small_model):
     torch.testing.assert_close(b["scores"], a["scores"], atol=1e-4, rtol=0)
 
 
-def test_fused_model_runs_the_fpn_and_rpn_3x3_convolutions_by_winograd(frozen_small_model):
+def test_fused_model_runs_the_fpn_rpn_and_mask_head_3x3_convolutions_by_winograd(frozen_small_model):
     fused = fuse_for_inference(copy.deepcopy(frozen_small_model))
     plain = fuse_for_inference(copy.deepcopy(frozen_small_model), winograd=False)
     winograd = [name for name, m in fused.named_modules() if isinstance(m, roiops.WinogradConv3x3)]
-    assert sorted(winograd) == sorted([f"backbone.fpn.output.{i}" for i in range(4)] + ["rpn.head.conv"])
-    assert fused.rpn.head.conv.relu and not fused.backbone.fpn.output[0].relu
+    mask_convs = [f"roi_heads.mask_head.convs.{i}" for i in range(len(fused.roi_heads.mask_head.convs))]
+    fpn_outputs = [f"backbone.fpn.output.{i}" for i in range(4)]
+    assert sorted(winograd) == sorted(fpn_outputs + ["rpn.head.conv"] + mask_convs)
+    assert fused.rpn.head.conv.relu and fused.roi_heads.mask_head.convs[0].relu
+    assert not fused.backbone.fpn.output[0].relu
     assert not any(isinstance(m, roiops.WinogradConv3x3) for m in plain.modules())
     image = torch.rand(3, 170, 200, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -79,6 +82,7 @@ def test_fused_model_runs_the_fpn_and_rpn_3x3_convolutions_by_winograd(frozen_sm
     assert torch.equal(a["labels"], b["labels"])
     torch.testing.assert_close(b["boxes"], a["boxes"], atol=1e-3, rtol=0)
     torch.testing.assert_close(b["scores"], a["scores"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(b["masks"], a["masks"], atol=1e-4, rtol=0)
 
 
 def test_fused_model_cannot_be_saved(frozen_small_model, tmp_path):
