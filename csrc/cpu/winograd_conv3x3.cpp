@@ -6,17 +6,20 @@
 // becomes 36 matrix products [tiles, C] x [C, K] with 4x fewer multiply-adds than the direct
 // convolution's. The kernels' transforms U = G g G^T are computed once, by the caller
 // (roiops.winograd_weight, in float64); this file transforms the input tiles (B^T d B), runs the
-// 36 products (at::bmm_out, i.e. the BLAS), and transforms back (A^T m A) with bias and ReLU.
+// 36 products, and transforms back (A^T m A) with bias and ReLU. The products are most of the
+// time: on AVX-512 builds float32 runs them in its own register-blocked loop (matrix_product),
+// otherwise at::bmm (MKL or OpenBLAS).
 //
 // Tiles are processed in chunks of a few dozen, each chunk by one thread from its input transform
 // to its output, so that the chunk's transformed tiles and products ([36, tiles, C] and [36,
-// tiles, K], about 2.4 MB each for 64 tiles of 256 channels) stay in the caches between the three
-// steps instead of making three passes over buffers ten times the feature map's size. The chunks
-// are fixed by the tile count, not the thread count, so the result does not depend on it.
+// tiles, K], about 1.8 MB each for 48 tiles of 256 channels) stay in the caches between the three
+// steps instead of making three passes over buffers ten times the feature map's size; small maps
+// with wide weights run the three passes instead (see the kernel). The chunks are fixed by the
+// tile count, not the thread count, so the result does not depend on it.
 //
 // Accuracy: the transforms' coefficients (up to 8 in A, 5 in B, 1/24 in G) round more than the
 // direct sum's 9C products; against float64, the maximum error on 256 -> 256 channels, weights
-// of std 0.02 and unit inputs is 3-5e-5 (the direct convolution of oneDNN: 0.6-1.1e-5), relative
+// of std 0.02 and unit inputs is 2-4e-5 (the direct convolution of oneDNN: 0.6-1.2e-5), relative
 // to outputs of magnitude ~1. Maps are channels_last ([N, H, W, C] in memory): a tile's pixels
 // are rows of C contiguous channels, one vector load per pixel for eight or sixteen channels.
 
@@ -26,11 +29,16 @@
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "common/checks.h"
@@ -147,63 +155,198 @@ void untransform_tile(const scalar_t* m, int64_t point_stride, int64_t channels_
   }
 }
 
+#if defined(__AVX512F__)
+// rows x K block of c = a b for rows <= kRows rows of a ([*, depth], lda apart) and the K <= 32
+// columns of b ([depth, *], ldb apart) that `mask` selects, summed over depth in order.
+constexpr int kRows = 12;  // 24 accumulators of 16 floats, 2 registers of b, one broadcast
+// Sums of kDepthBlock products in registers, added to the output in turn: a rounding error that
+// grows with depth / kDepthBlock + kDepthBlock rather than with the depth (256-512 channels).
+constexpr int64_t kDepthBlock = 64;
+
+template <int rows>
+inline void product_block(const float* a, int64_t lda, const float* b, int64_t ldb, int64_t depth, __mmask16 mask0,
+                          __mmask16 mask1, float* c, int64_t ldc, bool accumulate) {
+  __m512 acc[rows][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < rows; ++i) {
+    acc[i][0] = _mm512_setzero_ps();
+    acc[i][1] = _mm512_setzero_ps();
+  }
+  for (int64_t l = 0; l < depth; ++l) {
+    const __m512 b0 = _mm512_maskz_loadu_ps(mask0, b + l * ldb);
+    const __m512 b1 = _mm512_maskz_loadu_ps(mask1, b + l * ldb + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < rows; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i * lda + l]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  if (accumulate) {
+#pragma GCC unroll 12
+    for (int i = 0; i < rows; ++i) {
+      acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(mask0, c + i * ldc));
+      acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(mask1, c + i * ldc + 16));
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < rows; ++i) {
+    _mm512_mask_storeu_ps(c + i * ldc, mask0, acc[i][0]);
+    _mm512_mask_storeu_ps(c + i * ldc + 16, mask1, acc[i][1]);
+  }
+}
+
+template <int rows = kRows>
+inline void product_rows(int64_t count, const float* a, int64_t lda, const float* b, int64_t ldb, int64_t depth,
+                         __mmask16 mask0, __mmask16 mask1, float* c, int64_t ldc, bool accumulate) {
+  if constexpr (rows > 0) {
+    if (count == rows) {
+      product_block<rows>(a, lda, b, ldb, depth, mask0, mask1, c, ldc, accumulate);
+    } else {
+      product_rows<rows - 1>(count, a, lda, b, ldb, depth, mask0, mask1, c, ldc, accumulate);
+    }
+  }
+}
+
+// c = a b for a [m, depth], b [depth, n], c [m, n], row-major with rows lda, ldb, ldc apart. MKL,
+// which at::bmm calls, runs its AVX2 code on AMD processors (about 85 GFLOP/s a core on Zen 5,
+// where this loop reaches ~2x that): the products are most of the convolution's time.
+void matrix_product(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
+                    int64_t depth, int64_t n) {
+  for (int64_t j = 0; j < n; j += 32) {
+    const int64_t width = std::min<int64_t>(32, n - j);
+    const __mmask16 mask0 = width >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << width) - 1);
+    const __mmask16 mask1 = width >= 32 ? __mmask16(0xFFFF) : width <= 16 ? __mmask16(0) : __mmask16((1u << (width - 16)) - 1);
+    // b's block of rows stays in L1 over a's rows; no depth (no input channels) writes zeros.
+    for (int64_t l = 0; l == 0 || l < depth; l += kDepthBlock) {
+      for (int64_t i = 0; i < m; i += kRows) {
+        product_rows(std::min<int64_t>(kRows, m - i), a + i * lda + l, lda, b + l * ldb + j, ldb,
+                     std::min<int64_t>(kDepthBlock, depth - l), mask0, mask1, c + i * ldc + j, ldc, l > 0);
+      }
+    }
+  }
+}
+#endif
+
+// Row stride for rows of n values: whole 64-byte lines, an odd number of them, so that the rows of
+// a matrix spread over all of the L1 cache's sets (rows 1 KB apart, 256 floats, would share 4 of
+// its 64 sets and evict each other in the products).
 template <typename scalar_t>
-void winograd_conv3x3_kernel(const at::Tensor& x, const at::Tensor& weight_winograd, const scalar_t* bias, bool relu,
+int64_t padded_row(int64_t n) {
+  constexpr int64_t per_line = 64 / sizeof(scalar_t);
+  const int64_t lines = (n + per_line - 1) / per_line;
+  return (lines % 2 == 0 ? lines + 1 : lines) * per_line;
+}
+
+// The transformed tiles or their products, [36, rows, n] as 36 matrices of rows row_stride apart.
+template <typename scalar_t>
+struct PointMatrices {
+  scalar_t* data;
+  int64_t point_stride, row_stride;
+  scalar_t* row(int64_t p, int64_t i) const { return data + p * point_stride + i * row_stride; }
+};
+
+// m[p] = v[p] u[p] ([count, C] x [C, K]) for the points p in [p_begin, p_end).
+template <typename scalar_t>
+void point_products(const PointMatrices<scalar_t>& v, const at::Tensor& u, const PointMatrices<scalar_t>& m,
+                    int64_t count, int64_t p_begin, int64_t p_end) {
+  const int64_t channels = u.size(1), channels_out = u.size(2);
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    for (int64_t p = p_begin; p < p_end; ++p) {
+      matrix_product(v.row(p, 0), v.row_stride, u.const_data_ptr<float>() + p * u.stride(0), u.stride(1), m.row(p, 0),
+                     m.row_stride, count, channels, channels_out);
+    }
+    return;
+  }
+#endif
+  const auto options = at::TensorOptions().dtype(u.scalar_type());
+  at::Tensor products = at::from_blob(m.row(p_begin, 0), {p_end - p_begin, count, channels_out},
+                                      {m.point_stride, m.row_stride, 1}, options);
+  at::bmm_out(products,
+              at::from_blob(v.row(p_begin, 0), {p_end - p_begin, count, channels}, {v.point_stride, v.row_stride, 1},
+                            options),
+              u.slice(0, p_begin, p_end));
+}
+
+template <typename scalar_t>
+void winograd_conv3x3_kernel(const at::Tensor& x, const at::Tensor& u, const scalar_t* bias, bool relu,
                              at::Tensor& out) {
   const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
   const int64_t channels_out = out.size(1);
   const int64_t tiles_y = (height + kTile - 1) / kTile, tiles_x = (width + kTile - 1) / kTile;
   const int64_t per_image = tiles_y * tiles_x, tiles = batch * per_image;
-  // 64 tiles of 256 channels per chunk: 2.4 MB of float32 transforms each way.
-  const int64_t chunk = std::clamp<int64_t>(64 * 256 / std::max<int64_t>(1, std::max(channels, channels_out)), 4, 64);
   const scalar_t* map = x.const_data_ptr<scalar_t>();
   scalar_t* result = out.mutable_data_ptr<scalar_t>();
   const std::vector<scalar_t> zeros(channels, scalar_t(0));
-  at::parallel_for(0, (tiles + chunk - 1) / chunk, 1, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<scalar_t> v_buffer, m_buffer, spill_buffer;
-    scalar_t* v = thread_buffer(v_buffer, kPoints * chunk * channels);      // [36, chunk, C]
-    scalar_t* m = thread_buffer(m_buffer, kPoints * chunk * channels_out);  // [36, chunk, K]
+  const auto options = at::TensorOptions().dtype(x.scalar_type());
+
+  // Tiles [t0, t0 + count) transformed into rows [0, count) of v, and rows [0, count) of the
+  // products m transformed back into the output.
+  const auto transform_tiles = [&](int64_t t0, int64_t count, const PointMatrices<scalar_t>& v) {
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t t = t0 + i, n = t / per_image, y0 = (t % per_image) / tiles_x * kTile, x0 = t % tiles_x * kTile;
+      const scalar_t* pixel[kPoints];
+      for (int p = 0; p < kPoints; ++p) {
+        const int64_t r = y0 - 1 + p / kIn, c = x0 - 1 + p % kIn;  // padding 1: zeros outside
+        pixel[p] = r >= 0 && r < height && c >= 0 && c < width ? map + ((n * height + r) * width + c) * channels
+                                                               : zeros.data();
+      }
+      transform_tile(pixel, channels, v.row(0, i), v.point_stride);
+    }
+  };
+  const auto untransform_tiles = [&](int64_t t0, int64_t count, const PointMatrices<scalar_t>& m) {
+    thread_local std::vector<scalar_t> spill_buffer;
     scalar_t* spill = thread_buffer(spill_buffer, kTile * kTile * channels_out);  // outputs past the map's edge
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t t = t0 + i, n = t / per_image, y0 = (t % per_image) / tiles_x * kTile, x0 = t % tiles_x * kTile;
+      scalar_t* pixel[kTile * kTile];
+      for (int p = 0; p < kTile * kTile; ++p) {
+        const int64_t r = y0 + p / kTile, c = x0 + p % kTile;
+        pixel[p] = r < height && c < width ? result + ((n * height + r) * width + c) * channels_out
+                                           : spill + p * channels_out;
+      }
+      if (relu) {
+        untransform_tile<true>(m.row(0, i), m.point_stride, channels_out, bias, pixel);
+      } else {
+        untransform_tile<false>(m.row(0, i), m.point_stride, channels_out, bias, pixel);
+      }
+    }
+  };
+
+  const int64_t v_row = padded_row<scalar_t>(channels), m_row = padded_row<scalar_t>(channels_out);
+  // 64 tiles of 256 channels per chunk: 2.4 MB of float32 transforms each way.
+  // 48 tiles of 256 channels per chunk (1.8 MB of float32 transforms each way), a multiple of the
+  // products' 12-row blocks.
+  const int64_t chunk = std::clamp<int64_t>(48 * 256 / std::max<int64_t>(1, std::max(channels, channels_out)), 4, 48);
+  if (tiles < 8 * chunk && channels * channels_out >= 128 * 128) {
+    // A small map with wide weights (the FPN's coarsest levels, ResNet's last stages): a few
+    // chunks would leave a thread idle and read all of U (9.4 MB for 256 -> 256 channels) for
+    // few tiles each. Here the three steps are passes over the whole map, each split between
+    // the threads, the products by point. On the AVX-512 path both ways give the same sums.
+    at::Tensor v_buffer = at::empty({kPoints * tiles * v_row}, options);
+    at::Tensor m_buffer = at::empty({kPoints * tiles * m_row}, options);
+    const PointMatrices<scalar_t> v{v_buffer.data_ptr<scalar_t>(), tiles * v_row, v_row};
+    const PointMatrices<scalar_t> m{m_buffer.data_ptr<scalar_t>(), tiles * m_row, m_row};
+    const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, channels));
+    at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
+      transform_tiles(begin, end - begin, {v.row(0, begin), v.point_stride, v_row});
+    });
+    at::parallel_for(0, kPoints, 1, [&](int64_t begin, int64_t end) { point_products(v, u, m, tiles, begin, end); });
+    at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
+      untransform_tiles(begin, end - begin, {m.row(0, begin), m.point_stride, m_row});
+    });
+    return;
+  }
+  at::parallel_for(0, (tiles + chunk - 1) / chunk, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<scalar_t> v_buffer, m_buffer;
+    const PointMatrices<scalar_t> v{thread_buffer(v_buffer, kPoints * chunk * v_row), chunk * v_row, v_row};
+    const PointMatrices<scalar_t> m{thread_buffer(m_buffer, kPoints * chunk * m_row), chunk * m_row, m_row};
     for (int64_t index = begin; index < end; ++index) {
       const int64_t t0 = index * chunk, count = std::min(tiles, t0 + chunk) - t0;
-      const auto tile_origin = [&](int64_t t, int64_t* n, int64_t* y0, int64_t* x0) {
-        *n = t / per_image;
-        *y0 = (t % per_image) / tiles_x * kTile;
-        *x0 = t % tiles_x * kTile;
-      };
-      for (int64_t i = 0; i < count; ++i) {
-        int64_t n, y0, x0;
-        tile_origin(t0 + i, &n, &y0, &x0);
-        const scalar_t* pixel[kPoints];
-        for (int p = 0; p < kPoints; ++p) {
-          const int64_t r = y0 - 1 + p / kIn, c = x0 - 1 + p % kIn;  // padding 1: zeros outside
-          pixel[p] = r >= 0 && r < height && c >= 0 && c < width ? map + ((n * height + r) * width + c) * channels
-                                                                 : zeros.data();
-        }
-        transform_tile(pixel, channels, v + i * channels, chunk * channels);
-      }
-      {
-        const auto options = at::TensorOptions().dtype(x.scalar_type());
-        at::Tensor products =
-            at::from_blob(m, {kPoints, count, channels_out}, {chunk * channels_out, channels_out, 1}, options);
-        at::bmm_out(products, at::from_blob(v, {kPoints, count, channels}, {chunk * channels, channels, 1}, options),
-                    weight_winograd);
-      }
-      for (int64_t i = 0; i < count; ++i) {
-        int64_t n, y0, x0;
-        tile_origin(t0 + i, &n, &y0, &x0);
-        scalar_t* pixel[kTile * kTile];
-        for (int p = 0; p < kTile * kTile; ++p) {
-          const int64_t r = y0 + p / kTile, c = x0 + p % kTile;
-          pixel[p] = r < height && c < width ? result + ((n * height + r) * width + c) * channels_out
-                                             : spill + p * channels_out;
-        }
-        if (relu) {
-          untransform_tile<true>(m + i * channels_out, chunk * channels_out, channels_out, bias, pixel);
-        } else {
-          untransform_tile<false>(m + i * channels_out, chunk * channels_out, channels_out, bias, pixel);
-        }
-      }
+      transform_tiles(t0, count, v);
+      point_products(v, u, m, count, 0, kPoints);
+      untransform_tiles(t0, count, m);
     }
   });
 }
@@ -220,7 +363,7 @@ at::Tensor winograd_conv3x3_cpu(const at::Tensor& input, const at::Tensor& weigh
     return out;
   }
   const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor u = weight_winograd.contiguous();
+  const at::Tensor u = weight_winograd.stride(2) == 1 ? weight_winograd : weight_winograd.contiguous();
   const at::Tensor b = bias.has_value() ? bias->contiguous() : at::zeros({channels_out}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "winograd_conv3x3_cpu", [&] {
     winograd_conv3x3_kernel<scalar_t>(x, u, b.const_data_ptr<scalar_t>(), relu, out);

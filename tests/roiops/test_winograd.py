@@ -45,6 +45,15 @@ SHAPES = [
     (1, 16, 1, 10, 10),
     (1, 64, 48, 13, 19),
 ]
+# float32 runs its own matrix products on AVX-512 machines: column panels of 32 output channels
+# (K = 40: a partial one), sums over blocks of 64 input channels (C = 200: three and a remainder),
+# rows in blocks of 12 tiles; small maps with wide weights (C * K >= 128 * 128, fewer than 8
+# chunks of tiles) take three whole-map passes, the others chunks of tiles.
+WIDE_SHAPES = [
+    (1, 200, 40, 9, 10),
+    (1, 160, 130, 30, 30),
+    (2, 130, 150, 60, 52),
+]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -56,7 +65,7 @@ def test_float64_equals_the_direct_convolution(shape, relu):
     )
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", SHAPES + WIDE_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_float32_is_within_the_documented_error(shape):
     # The transforms' rounding: ~3e-5 of the output's magnitude (roiops/winograd.py); 1e-4 bounds it.
     x, weight, bias = _inputs(*shape, seed=sum(shape) + 1)
@@ -94,8 +103,9 @@ def test_layouts_give_the_same_bits_and_the_output_is_channels_last():
     )
 
 
-def test_result_does_not_depend_on_the_thread_count():
-    x, weight, bias = _inputs(2, 32, 16, 40, 36, seed=5)
+@pytest.mark.parametrize("shape", [(2, 32, 16, 40, 36)] + WIDE_SHAPES[1:], ids=lambda s: "x".join(map(str, s)))
+def test_result_does_not_depend_on_the_thread_count(shape):
+    x, weight, bias = _inputs(*shape, seed=5)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -155,6 +165,16 @@ def test_winograd_weight_is_g_g_gt_of_each_kernel():
     assert u.shape == (36, 3, 4)
     for k, c in ((0, 0), (3, 2), (1, 1)):
         torch.testing.assert_close(u[:, c, k].view(6, 6), g @ weight[k, c] @ g.T)
+
+
+def test_the_transformed_weight_may_be_contiguous_or_padded():
+    # winograd_weight pads each row of a point to an odd number of cache lines (a view); a
+    # contiguous copy (as an exported graph's constant may be) gives the same bits.
+    x, weight, bias = _inputs(1, 40, 64, 12, 9, seed=8)
+    u = roiops.winograd_weight(weight)
+    assert not u.is_contiguous() and u.stride(2) == 1
+    padded = roiops.winograd_conv3x3(x, weight, u, bias, True)
+    assert torch.equal(roiops.winograd_conv3x3(x, weight, u.contiguous(), bias, True), padded)
 
 
 # ---- the module ----------------------------------------------------------------------------------
