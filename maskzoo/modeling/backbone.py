@@ -150,9 +150,20 @@ class BasicBlock(nn.Module):
         self.norm2 = norm_fn(planes)
         self.shortcut = shortcut_if_needed(in_channels, out_channels, stride, norm_fn)
 
+    def use_winograd_convolutions(self) -> None:
+        """For inference, once fuse_for_inference has folded the norms into the convolutions: the
+        stride-1 3x3 convolutions become :class:`roiops.WinogradConv3x3` (conv1 with its ReLU)."""
+        if isinstance(self.norm1, nn.Identity) and roiops.winograd.is_winograd_conv3x3(self.conv1):
+            self.conv1 = roiops.WinogradConv3x3.from_conv(self.conv1, relu=True)
+        if isinstance(self.norm2, nn.Identity) and roiops.winograd.is_winograd_conv3x3(self.conv2):
+            self.conv2 = roiops.WinogradConv3x3.from_conv(self.conv2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.shortcut is None else self.shortcut(x)
-        y = torch.relu_(self.norm1(self.conv1(x)))
+        if isinstance(self.conv1, roiops.WinogradConv3x3):
+            y = conv_relu(self.conv1, x)
+        else:
+            y = torch.relu_(self.norm1(self.conv1(x)))
         y = self.norm2(self.conv2(y))
         return torch.relu_(y + identity)
 
@@ -186,10 +197,19 @@ class Bottleneck(nn.Module):
         self.norm3 = norm_fn(out_channels)
         self.shortcut = shortcut_if_needed(in_channels, out_channels, stride, norm_fn)
 
+    def use_winograd_convolutions(self) -> None:
+        """For inference, once fuse_for_inference has folded norm2 into conv2: a stride-1 3x3 conv2
+        and its ReLU become one :class:`roiops.WinogradConv3x3` (strided and grouped ones stay)."""
+        if isinstance(self.norm2, nn.Identity) and roiops.winograd.is_winograd_conv3x3(self.conv2):
+            self.conv2 = roiops.WinogradConv3x3.from_conv(self.conv2, relu=True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.shortcut is None else self.shortcut(x)
         y = torch.relu_(self.norm1(self.conv1(x)))
-        y = torch.relu_(self.norm2(self.conv2(y)))
+        if isinstance(self.conv2, roiops.WinogradConv3x3):
+            y = conv_relu(self.conv2, y)
+        else:
+            y = torch.relu_(self.norm2(self.conv2(y)))
         y = self.norm3(self.conv3(y))
         return torch.relu_(y + identity)
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from maskzoo.modeling import fpn, rpn
-from maskzoo.modeling.backbone import FrozenBatchNorm2d
+from maskzoo.modeling.backbone import BasicBlock, Bottleneck, FrozenBatchNorm2d
 from maskzoo.modeling.mask_head import ConvReLUStack
 from maskzoo.modeling.precision import apply_inference_precision
 
@@ -56,11 +56,12 @@ def fuse_for_inference(
       "network" (the default: all but the box and score layers in ``dtype``) or "heads" (only
       the mask head and the box head's first FC layer in ``dtype``: detections closer to
       float32's, a smaller speed-up); decoding, NMS and mask thresholds stay float32;
-    - with ``winograd``, the 3x3 convolutions of the FPN's outputs, of the RPN head and of the
-      mask and keypoint heads (with their ReLUs) become :class:`roiops.WinogradConv3x3`: on
-      the CPU in float32, Winograd's F(4x4, 3x3) with 4x fewer multiply-adds, at a float32 error
-      of ~3e-5 relative to the outputs where the direct convolution's is ~1e-5
-      (roiops/winograd.py); elsewhere the same convolution as before.
+    - with ``winograd``, the stride-1 3x3 convolutions of the backbone's residual blocks, of the
+      FPN's outputs, of the RPN head and of the mask and keypoint heads (with the ReLUs that
+      follow them) become :class:`roiops.WinogradConv3x3`: on the CPU in float32, Winograd's
+      F(4x4, 3x3) with 4x fewer multiply-adds, at a float32 error of 2-4e-5 relative to the
+      outputs where the direct convolution's is ~1e-5 (roiops/winograd.py); elsewhere the same
+      convolution as before. Strided, grouped (ResNeXt) and dilated convolutions stay as they are.
 
     GroupNorm depends on each input and is left as it is. A fused model is for inference only:
     its folded BatchNorm2d layers no longer exist to train.
@@ -80,7 +81,7 @@ def fuse_for_inference(
                 rpn.use_winograd_convolutions(module)
             elif isinstance(module, fpn.FPN):
                 fpn.use_winograd_convolutions(module)
-            elif isinstance(module, ConvReLUStack):
+            elif isinstance(module, (ConvReLUStack, BasicBlock, Bottleneck)):
                 module.use_winograd_convolutions()
     if dtype is not None and dtype not in (torch.float32, torch.float64):
         apply_inference_precision(model.eval(), dtype, policy)

@@ -98,15 +98,16 @@ def test_exported_graph_runs_image_convolutions_channels_last_and_roi_convolutio
     # The program's strides, which AOTInductor (no layout optimisation) starts from: NHWC where the
     # batch is the image (fast oneDNN path), NCHW weights over the RoIs (data-dependent batch: NHWC
     # miscompiles on AOTInductor's unpacked path; the frozen package's packed ones follow the input).
-    # The 3x3 convolutions of the FPN, the RPN and the mask head are roiops' Winograd op, a kernel of
-    # its own (channels_last output) that Inductor calls as it is.
+    # The stride-1 3x3 convolutions of the backbone, the FPN, the RPN and the mask head are roiops'
+    # Winograd op, a kernel of its own (channels_last output) that Inductor calls as it is.
     convs = [n for n in program.graph.nodes if n.target == torch.ops.aten.conv2d.default]
     winograd = [n for n in program.graph.nodes if n.target == torch.ops.roiops.winograd_conv3x3.default]
     image_convs = [n for n in convs if isinstance(n.args[0].meta["val"].shape[0], int)]
     roi_convs = [n for n in convs if not isinstance(n.args[0].meta["val"].shape[0], int)]
     roi_winograd = [n for n in winograd if not isinstance(n.args[0].meta["val"].shape[0], int)]
     assert len(image_convs) > 20 and len(roi_convs) >= 1 and len(roi_winograd) == 4
-    assert len(winograd) == 4 + 5 + 4  # the FPN outputs, the RPN conv at each of 5 levels, the mask head
+    # ResNet-18's 13 unstrided, the FPN outputs, the RPN conv at each of 5 levels, the mask head
+    assert len(winograd) == 13 + 4 + 5 + 4
     for node in image_convs:
         for t in (node.args[0].meta["val"], node.meta["val"]):
             assert t.stride()[1] == 1 and t.stride()[3] == t.shape[1], node.name

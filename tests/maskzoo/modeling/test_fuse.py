@@ -8,7 +8,7 @@ import torch
 import maskzoo
 import roiops
 from benchmarks._frozen_norms import randomize_frozen_norms
-from maskzoo.modeling.backbone import FrozenBatchNorm2d
+from maskzoo.modeling.backbone import Bottleneck, FrozenBatchNorm2d
 from maskzoo.modeling.fuse import fold_frozen_batch_norm, fuse_for_inference, is_fused
 
 
@@ -66,14 +66,18 @@ def test_fused_model_gives_the_same_detections(frozen_small_model):
     torch.testing.assert_close(b["scores"], a["scores"], atol=1e-4, rtol=0)
 
 
-def test_fused_model_runs_the_fpn_rpn_and_mask_head_3x3_convolutions_by_winograd(frozen_small_model):
+def test_fused_model_runs_its_stride_1_3x3_convolutions_by_winograd(frozen_small_model):
     fused = fuse_for_inference(copy.deepcopy(frozen_small_model))
     plain = fuse_for_inference(copy.deepcopy(frozen_small_model), winograd=False)
     winograd = [name for name, m in fused.named_modules() if isinstance(m, roiops.WinogradConv3x3)]
     mask_convs = [f"roi_heads.mask_head.convs.{i}" for i in range(len(fused.roi_heads.mask_head.convs))]
     fpn_outputs = [f"backbone.fpn.output.{i}" for i in range(4)]
-    assert sorted(winograd) == sorted(fpn_outputs + ["rpn.head.conv"] + mask_convs)
+    # ResNet-18's blocks: every conv2; conv1 except in res3-res5's first blocks, which are strided.
+    blocks = [f"backbone.body.res{stage}.{block}" for stage in (2, 3, 4, 5) for block in (0, 1)]
+    backbone = [f"{b}.conv2" for b in blocks] + [f"{b}.conv1" for b in blocks if b.endswith(".1") or "res2" in b]
+    assert sorted(winograd) == sorted(backbone + fpn_outputs + ["rpn.head.conv"] + mask_convs)
     assert fused.rpn.head.conv.relu and fused.roi_heads.mask_head.convs[0].relu
+    assert fused.backbone.body.res2[0].conv1.relu and not fused.backbone.body.res2[0].conv2.relu
     assert not fused.backbone.fpn.output[0].relu
     assert not any(isinstance(m, roiops.WinogradConv3x3) for m in plain.modules())
     image = torch.rand(3, 170, 200, generator=torch.Generator().manual_seed(5))
@@ -83,6 +87,24 @@ def test_fused_model_runs_the_fpn_rpn_and_mask_head_3x3_convolutions_by_winograd
     torch.testing.assert_close(b["boxes"], a["boxes"], atol=1e-3, rtol=0)
     torch.testing.assert_close(b["scores"], a["scores"], atol=1e-4, rtol=0)
     torch.testing.assert_close(b["masks"], a["masks"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("stride, groups", [(1, 1), (2, 1), (1, 4)], ids=["plain", "strided", "grouped"])
+def test_bottleneck_runs_only_its_stride_1_ungrouped_3x3_by_winograd(stride, groups):
+    torch.manual_seed(0)
+
+    def norm(channels):
+        return randomize_frozen_norms(FrozenBatchNorm2d(channels), FrozenBatchNorm2d, seed=channels)
+
+    block = Bottleneck(64, 16, stride, groups, 64 // groups, norm).eval()
+    x = torch.randn(2, 64, 13, 18)
+    with torch.no_grad():
+        expected = block(x)
+        fused = fuse_for_inference(copy.deepcopy(block))
+        by_winograd = stride == 1 and groups == 1
+        assert isinstance(fused.conv2, roiops.WinogradConv3x3) == by_winograd
+        assert not by_winograd or fused.conv2.relu
+        torch.testing.assert_close(fused(x), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_fused_model_cannot_be_saved(frozen_small_model, tmp_path):
