@@ -103,7 +103,10 @@ def test_layouts_give_the_same_bits_and_the_output_is_channels_last():
     )
 
 
-@pytest.mark.parametrize("shape", [(2, 32, 16, 40, 36)] + WIDE_SHAPES[1:], ids=lambda s: "x".join(map(str, s)))
+THREAD_SHAPES = [(2, 32, 16, 40, 36)] + WIDE_SHAPES[1:]  # chunks of small widths, whole-map passes, chunks
+
+
+@pytest.mark.parametrize("shape", THREAD_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_result_does_not_depend_on_the_thread_count(shape):
     x, weight, bias = _inputs(*shape, seed=5)
     threads = torch.get_num_threads()
