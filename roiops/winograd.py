@@ -45,10 +45,7 @@ def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
 
     Returns:
         Tensor[36, C, K] of weight's dtype and device (point-major: row i * 6 + j holds point (i,
-        j) of every kernel), computed in float64 and rounded once. It is a view whose rows of K
-        values are padded to an odd number of 64-byte cache lines: rows a power of two apart
-        would share a few of the cache's sets and evict each other in the kernel's products. A
-        contiguous tensor works too (and gives the same bits).
+        j) of every kernel), computed in float64 and rounded once.
     """
     check_tensor("weight", weight, ndim=4)
     if weight.shape[2:] != (3, 3):
@@ -57,12 +54,7 @@ def winograd_weight(weight: torch.Tensor) -> torch.Tensor:
         raise TypeRuntimeError(f"weight must be float32 or float64, got {weight.dtype}")
     g = torch.tensor(_G, dtype=torch.float64, device=weight.device)
     u = torch.einsum("ai,kcij,bj->abck", g, weight.detach().to(torch.float64), g)
-    channels, channels_out = weight.size(1), weight.size(0)
-    row = -(-channels_out // 16) * 16
-    row += 16 if (row // 16) % 2 == 0 else 0
-    padded = weight.new_zeros(36, channels, row)
-    padded[..., :channels_out] = u.reshape(36, channels, channels_out)
-    return padded[..., :channels_out]
+    return u.reshape(36, weight.size(1), weight.size(0)).to(weight.dtype).contiguous()
 
 
 def winograd_conv3x3(
