@@ -29,7 +29,6 @@
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
-#include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
@@ -216,7 +215,9 @@ void matrix_product(const float* a, int64_t lda, const float* b, int64_t ldb, fl
   for (int64_t j = 0; j < n; j += 32) {
     const int64_t width = std::min<int64_t>(32, n - j);
     const __mmask16 mask0 = width >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << width) - 1);
-    const __mmask16 mask1 = width >= 32 ? __mmask16(0xFFFF) : width <= 16 ? __mmask16(0) : __mmask16((1u << (width - 16)) - 1);
+    const __mmask16 mask1 = width >= 32   ? __mmask16(0xFFFF)
+                            : width <= 16 ? __mmask16(0)
+                                          : __mmask16((1u << (width - 16)) - 1);
     // b's block of rows stays in L1 over a's rows; no depth (no input channels) writes zeros.
     for (int64_t l = 0; l == 0 || l < depth; l += kDepthBlock) {
       for (int64_t i = 0; i < m; i += kRows) {
@@ -281,11 +282,18 @@ void winograd_conv3x3_kernel(const at::Tensor& x, const at::Tensor& u, const sca
   const std::vector<scalar_t> zeros(channels, scalar_t(0));
   const auto options = at::TensorOptions().dtype(x.scalar_type());
 
+  // Image and top-left output pixel of tile t.
+  const auto tile_origin = [&](int64_t t, int64_t* n, int64_t* y0, int64_t* x0) {
+    *n = t / per_image;
+    *y0 = (t % per_image) / tiles_x * kTile;
+    *x0 = t % tiles_x * kTile;
+  };
   // Tiles [t0, t0 + count) transformed into rows [0, count) of v, and rows [0, count) of the
   // products m transformed back into the output.
   const auto transform_tiles = [&](int64_t t0, int64_t count, const PointMatrices<scalar_t>& v) {
     for (int64_t i = 0; i < count; ++i) {
-      const int64_t t = t0 + i, n = t / per_image, y0 = (t % per_image) / tiles_x * kTile, x0 = t % tiles_x * kTile;
+      int64_t n, y0, x0;
+      tile_origin(t0 + i, &n, &y0, &x0);
       const scalar_t* pixel[kPoints];
       for (int p = 0; p < kPoints; ++p) {
         const int64_t r = y0 - 1 + p / kIn, c = x0 - 1 + p % kIn;  // padding 1: zeros outside
@@ -299,7 +307,8 @@ void winograd_conv3x3_kernel(const at::Tensor& x, const at::Tensor& u, const sca
     thread_local std::vector<scalar_t> spill_buffer;
     scalar_t* spill = thread_buffer(spill_buffer, kTile * kTile * channels_out);  // outputs past the map's edge
     for (int64_t i = 0; i < count; ++i) {
-      const int64_t t = t0 + i, n = t / per_image, y0 = (t % per_image) / tiles_x * kTile, x0 = t % tiles_x * kTile;
+      int64_t n, y0, x0;
+      tile_origin(t0 + i, &n, &y0, &x0);
       scalar_t* pixel[kTile * kTile];
       for (int p = 0; p < kTile * kTile; ++p) {
         const int64_t r = y0 + p / kTile, c = x0 + p % kTile;
@@ -315,7 +324,6 @@ void winograd_conv3x3_kernel(const at::Tensor& x, const at::Tensor& u, const sca
   };
 
   const int64_t v_row = padded_row<scalar_t>(channels), m_row = padded_row<scalar_t>(channels_out);
-  // 64 tiles of 256 channels per chunk: 2.4 MB of float32 transforms each way.
   // 48 tiles of 256 channels per chunk (1.8 MB of float32 transforms each way), a multiple of the
   // products' 12-row blocks.
   const int64_t chunk = std::clamp<int64_t>(48 * 256 / std::max<int64_t>(1, std::max(channels, channels_out)), 4, 48);
