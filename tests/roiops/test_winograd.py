@@ -45,15 +45,24 @@ SHAPES = [
     (1, 16, 1, 10, 10),
     (1, 64, 48, 13, 19),
 ]
-# float32 runs its own matrix products on AVX-512 machines: column panels of 32 output channels
-# (K = 40: a partial one), sums over blocks of 64 input channels (C = 200: three and a remainder),
-# rows in blocks of 12 tiles; small maps with wide weights (C * K >= 128 * 128, fewer than 8
+# float32's own matrix products on AVX-512 machines (the `products` fixture below): column panels
+# of 32 output channels (K = 40: a partial one), sums over blocks of 64 input channels (C = 200:
+# three and a remainder), rows in blocks of 12 tiles; small maps with wide weights (C * K >= 128 * 128, fewer than 8
 # chunks of tiles) take three whole-map passes, the others chunks of tiles.
 WIDE_SHAPES = [
     (1, 200, 40, 9, 10),
     (1, 160, 130, 30, 30),
     (2, 130, 150, 60, 52),
 ]
+
+
+@pytest.fixture(params=["own loop", "blas"])
+def products(request, monkeypatch):
+    """Each way the CPU kernel runs float32's 36 matrix products: its own AVX-512 loop or at::bmm
+    (MKL); csrc/cpu/winograd_conv3x3.cpp: products_by_blas picks one by CPU, ROIOPS_WINOGRAD_BLAS
+    overrides it. Without AVX-512 both run at::bmm."""
+    monkeypatch.setenv("ROIOPS_WINOGRAD_BLAS", "1" if request.param == "blas" else "0")
+    return request.param
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -66,7 +75,7 @@ def test_float64_equals_the_direct_convolution(shape, relu):
 
 
 @pytest.mark.parametrize("shape", SHAPES + WIDE_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_float32_is_within_the_documented_error(shape):
+def test_float32_is_within_the_documented_error(shape, products):
     # The transforms' rounding: ~3e-5 of the output's magnitude (roiops/winograd.py); 1e-4 bounds it.
     x, weight, bias = _inputs(*shape, seed=sum(shape) + 1)
     expected = _oracle(x, weight, bias, False)
@@ -74,7 +83,7 @@ def test_float32_is_within_the_documented_error(shape):
     torch.testing.assert_close(_conv(x, weight, bias).to(F64), expected, atol=1e-4 * scale, rtol=0)
 
 
-def test_float32_error_at_rpn_width_is_below_1e4_of_the_outputs():
+def test_float32_error_at_rpn_width_is_below_1e4_of_the_outputs(products):
     # The RPN head's 256 -> 256 channels, weights of std 0.02: outputs of magnitude ~1.
     x, weight, bias = _inputs(1, 256, 256, 13, 19, seed=7, weight_std=0.02)
     expected = _oracle(x, weight, bias, True)
@@ -91,7 +100,7 @@ def test_no_bias_and_relu_are_the_same_pass_as_separate_ops():
     )
 
 
-def test_layouts_give_the_same_bits_and_the_output_is_channels_last():
+def test_layouts_give_the_same_bits_and_the_output_is_channels_last(products):
     x, weight, bias = _inputs(2, 6, 5, 11, 7, seed=4)
     nchw = _conv(x, weight, bias)
     cl = _conv(x.contiguous(memory_format=torch.channels_last), weight, bias)
@@ -107,7 +116,7 @@ THREAD_SHAPES = [(2, 32, 16, 40, 36)] + WIDE_SHAPES[1:]  # chunks of small width
 
 
 @pytest.mark.parametrize("shape", THREAD_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_result_does_not_depend_on_the_thread_count(shape):
+def test_result_does_not_depend_on_the_thread_count(shape, products):
     x, weight, bias = _inputs(*shape, seed=5)
     threads = torch.get_num_threads()
     try:
@@ -170,7 +179,7 @@ def test_winograd_weight_is_g_g_gt_of_each_kernel():
         torch.testing.assert_close(u[:, c, k].view(6, 6), g @ weight[k, c] @ g.T)
 
 
-def test_a_transformed_weight_with_padded_rows_gives_the_same_bits():
+def test_a_transformed_weight_with_padded_rows_gives_the_same_bits(products):
     # The kernel reads U's rows where they are (no copy for a view with unit column stride).
     x, weight, bias = _inputs(1, 40, 64, 12, 9, seed=8)
     u = roiops.winograd_weight(weight)
