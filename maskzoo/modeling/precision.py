@@ -66,7 +66,7 @@ def pool_in_box_precision(pooler, features: dict[str, torch.Tensor], boxes, imag
 # Rounding one stage alone (res2, res3, res4, res5, FPN, the RPN's 3x3 convolution, the box head's
 # second FC layer) costs 2-11 of the 100 matches on average; rounding only the backbone's weights
 # costs 6, only its inputs 7; keeping its residual additions in float32 recovers 2 of 14. The mask
-# head (no box depends on it) with fc1 keeps 96-99 of 100 over five images ("network": 83-88), at
+# head (no box depends on it) with fc1 keeps 94-99 of 100 over five images ("network": 82-89), at
 # a fraction of the speed-up (README, Deploy); with res2 instead of fc1, 95-98.
 FLOAT32_LAYERS = (
     "rpn.head.objectness",
