@@ -33,7 +33,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -42,6 +41,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "cpu/cpu_vendor.h"
 
 namespace roiops {
 namespace cpu {
@@ -254,13 +254,7 @@ struct PointMatrices {
 // -> MKL: 256 -> 256 channels at 50 x 76 6.3 -> 4.9 ms, 512 -> 512 at 25 x 38 7.7 -> 6.0 ms,
 // 256 -> 256 at 200 x 304 107 -> 104 ms, 128 -> 128 at 100 x 152 6.7 -> 6.9 ms. ROIOPS_WINOGRAD_BLAS=1
 // or 0 overrides the choice, so that the tests run both on any machine.
-inline bool products_by_blas() {
-  if (const char* forced = std::getenv("ROIOPS_WINOGRAD_BLAS")) {
-    return forced[0] == '1';
-  }
-  static const bool intel = __builtin_cpu_is("intel");
-  return intel;
-}
+inline bool products_by_blas() { return intel_unless_overridden("ROIOPS_WINOGRAD_BLAS"); }
 
 // m[p] = v[p] u[p] ([count, C] x [C, K]) for the points p in [p_begin, p_end).
 template <typename scalar_t>
