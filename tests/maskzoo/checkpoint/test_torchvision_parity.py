@@ -132,11 +132,37 @@ def test_fused_v2_model_folds_every_batch_norm_and_keeps_the_detections(converte
     with torch.no_grad():
         t, o = theirs(images)[0], fused(images)[0]
     assert o["boxes"].shape == t["boxes"].shape
-    assert torch.equal(o["labels"], t["labels"])
-    # Folding ~70 batch norms reorders float32 rounding through the whole network (features of
-    # magnitude ~50): a few boxes move by up to ~1e-2 px, relative 1e-4.
-    torch.testing.assert_close(o["boxes"], t["boxes"], atol=2e-2, rtol=0)
-    torch.testing.assert_close(o["scores"], t["scores"], atol=1e-3, rtol=0)
+    # Folding ~70 batch norms and the Winograd convolutions reorder float32 rounding through the
+    # whole network (features of magnitude ~50): a few boxes move by up to ~1e-2 px, relative
+    # 1e-4, and two detections whose scores differ by less than that can trade places (on an
+    # Intel Xeon: 0.967492 and 0.967485, labels 44 and 43). So the detections are compared as the
+    # same list up to the order of such near ties.
+    order = _same_detections_up_to_near_ties(o, t, box_atol=2e-2, score_atol=1e-3)
+    assert torch.equal(o["labels"][order], t["labels"])
+    torch.testing.assert_close(o["boxes"][order], t["boxes"], atol=2e-2, rtol=0)
+    torch.testing.assert_close(o["scores"][order], t["scores"], atol=1e-3, rtol=0)
+
+
+def _same_detections_up_to_near_ties(ours: dict, theirs: dict, box_atol: float, score_atol: float):
+    """The permutation that puts ``ours``' detections in ``theirs``' order: each of theirs, in
+    order, takes the nearest unused one of ours with its label, its box within box_atol and its
+    score within score_atol. Both lists are sorted by score, so only detections whose scores lie
+    within score_atol of each other can change places. Fails when one of theirs has no partner."""
+    used = torch.zeros(len(ours["labels"]), dtype=torch.bool)
+    order = []
+    for i in range(len(theirs["labels"])):
+        box_diff = (ours["boxes"] - theirs["boxes"][i]).abs().amax(1)
+        fits = (
+            ~used
+            & (ours["labels"] == theirs["labels"][i])
+            & (box_diff <= box_atol)
+            & ((ours["scores"] - theirs["scores"][i]).abs() <= score_atol)
+        )
+        assert fits.any(), f"torchvision's detection {i} has no counterpart"
+        j = int(torch.where(fits, box_diff, torch.inf).argmin())
+        used[j] = True
+        order.append(j)
+    return torch.tensor(order)
 
 
 @pytest.mark.slow
