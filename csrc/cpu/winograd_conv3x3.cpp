@@ -352,7 +352,9 @@ void winograd_conv3x3_kernel(const at::Tensor& x, const at::Tensor& u, const sca
     at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
       transform_tiles(begin, end - begin, {v.row(0, begin), v.point_stride, v_row});
     });
-    at::parallel_for(0, kPoints, 1, [&](int64_t begin, int64_t end) { point_products(v, u, m, tiles, begin, end, by_blas); });
+    at::parallel_for(0, kPoints, 1, [&](int64_t begin, int64_t end) {
+      point_products(v, u, m, tiles, begin, end, by_blas);
+    });
     at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
       untransform_tiles(begin, end - begin, {m.row(0, begin), m.point_stride, m_row});
     });
