@@ -212,7 +212,7 @@ inline void product_rows(int64_t count, const float* a, int64_t lda, const float
 }
 
 // c = a b for a [m, depth], b [depth, n], c [m, n], row-major with rows lda, ldb, ldc apart. MKL,
-// which at::bmm calls, runs its AVX2 code on AMD processors (about 85 GFLOP/s a core on Zen 5,
+// which the BLAS products call, runs its AVX2 code on AMD processors (about 85 GFLOP/s a core on Zen 5,
 // where this loop reaches ~2x that): the products are most of the convolution's time.
 void matrix_product(const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int64_t m,
                     int64_t depth, int64_t n) {
@@ -251,7 +251,7 @@ struct PointMatrices {
   scalar_t* row(int64_t p, int64_t i) const { return data + p * point_stride + i * row_stride; }
 };
 
-// Whether float32's products go to at::bmm rather than matrix_product: MKL runs AVX-512 code on
+// Whether float32's products go to the BLAS (blas_gemm) rather than matrix_product: MKL runs AVX-512 code on
 // Intel's cores, where it beats matrix_product, and AVX2 code on AMD's, where matrix_product runs
 // ~2x faster. On an Intel Xeon (AVX-512 and AMX), the convolution alone at 2 threads, matrix_product
 // -> MKL: 256 -> 256 channels at 50 x 76 6.3 -> 4.9 ms, 512 -> 512 at 25 x 38 7.7 -> 6.0 ms,
