@@ -152,7 +152,7 @@ class Transform(nn.Module):
         d = float(self.config.size_divisible)
         height = int(math.ceil(max(img.shape[1] for img in images) / d) * d)
         width = int(math.ceil(max(img.shape[2] for img in images) / d) * d)
-        out = images[0].new_zeros((len(images), images[0].shape[0], height, width))
-        for i, img in enumerate(images):
-            out[i, :, : img.shape[1], : img.shape[2]].copy_(img)
-        return out
+        # Padded out of place rather than copied into a zero canvas: under torch.compile with
+        # Inductor's freezing, torch 2.14 fails to compile the in-place copies.
+        padded = [F.pad(img, (0, width - img.shape[2], 0, height - img.shape[1])) for img in images]
+        return padded[0][None] if len(padded) == 1 else torch.stack(padded)
