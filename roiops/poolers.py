@@ -15,8 +15,6 @@ first call's), and a box with zero, negative or NaN area goes to the finest leve
 drops it from every level and returns zeros).
 """
 
-import math
-
 import torch
 from torch import nn
 
@@ -29,11 +27,22 @@ __all__ = ["MultiScaleRoIAlign", "infer_scale"]
 def infer_scale(feature_size: tuple[int, int], image_size: tuple[int, int]) -> float:
     """Map pixels per image pixel of a pyramid level: 2 ** round(log2(feature height / image height)).
 
-    torchvision rounds log2 in float32 (half to even); the float64 log2 here (as log / log 2, which
-    TorchScript compiles) agrees except within 1e-7 of a half-integer, i.e. for size ratios no
-    network produces.
+    Computed exactly in integers: round(log2(f / i)) = k where 2^(2k-1) f'^2 <= i'^2 < 2^(2k+1) f'^2
+    holds for the larger and smaller of the two (a ratio of integers is never 2 to a half-integer
+    power, so there are no ties). torchvision rounds a float32 log2, which agrees except within 1e-7
+    of a half-integer, i.e. for size ratios no network produces. Integer comparisons also keep
+    torch.compile from guarding on the ratio's value, which would recompile for every image size.
     """
-    return 2.0 ** float(round(math.log(float(feature_size[0]) / float(image_size[0])) / math.log(2.0)))
+    larger, smaller = feature_size[0], image_size[0]
+    upsampled = larger >= smaller
+    if not upsampled:
+        larger, smaller = smaller, larger
+    exponent = 0
+    bound = 2 * smaller * smaller  # 2^(2k+1) * smaller^2 for k = exponent
+    while larger * larger >= bound:
+        exponent += 1
+        bound *= 4
+    return 2.0**exponent if upsampled else 1.0 / 2.0**exponent
 
 
 class MultiScaleRoIAlign(nn.Module):
@@ -151,7 +160,7 @@ def _multi_scale_roi_align_checked(
     check_same("x", features[0], "boxes", rois, mixed_float=True)
     if len(image_shapes) == 0:
         raise ValueError("image_shapes must hold the (height, width) of every image, got an empty list")
-    shapes = [(int(s[0]), int(s[1])) for s in image_shapes]
+    shapes = [(_image_size(s[0]), _image_size(s[1])) for s in image_shapes]
     return _pool_levels(
         features, rois, shapes, output_size, sampling_ratio, aligned, canonical_scale, canonical_level
     )
@@ -176,3 +185,8 @@ def _pool_levels(
         features, rois, scales, output_size[0], output_size[1], sampling_ratio, aligned,
         canonical_scale, canonical_level,
     ).to(map_dtype)
+
+
+def _image_size(value) -> int:
+    # A SymInt stays symbolic: int() would specialise a torch.compile graph to one image size.
+    return value if isinstance(value, (int, torch.SymInt)) else int(value)

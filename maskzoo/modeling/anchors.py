@@ -70,7 +70,10 @@ class AnchorGenerator(nn.Module):
         grids = tuple((int(f.shape[-2]), int(f.shape[-1])) for f in features)
         dtype = box_dtype(features[0].dtype)
         key = (image_h, image_w, grids, dtype, features[0].device)
-        anchors = self._cache.get(key)
+        # Under torch.compile the anchors are computed in the graph: a lookup in the cache would
+        # be guarded on the dict's keys and recompile the RPN for every new image size.
+        compiling = torch.compiler.is_compiling()
+        anchors = None if compiling else self._cache.get(key)
         if anchors is None:
             strides = (
                 [(s, s) for s in self.strides]
@@ -83,7 +86,8 @@ class AnchorGenerator(nn.Module):
                     for sizes, grid, stride in zip(self.sizes, grids, strides)
                 ]
             )
-            self._cache = {key: anchors}  # keep only the latest: sizes vary from batch to batch
+            if not compiling:
+                self._cache = {key: anchors}  # keep only the latest: sizes vary from batch to batch
         return anchors
 
     def grid_anchors(self, sizes, grid, stride, dtype, device) -> torch.Tensor:
