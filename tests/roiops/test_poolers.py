@@ -2,6 +2,7 @@
 the single fused native call, gradients, bad input; the CUDA kernels against the CPU kernels and
 torchvision's CUDA pooler, and CUDA's deterministic mode."""
 
+import math
 from collections import OrderedDict
 
 import pytest
@@ -14,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import roiops
 from roiops._reference import fpn_levels_reference, multi_scale_roi_align_reference
+from roiops.poolers import infer_scale
 
 NAMES = ["0", "1", "2", "3"]
 
@@ -289,3 +291,10 @@ def test_cuda_deterministic_backward_repeats_bitwise(deterministic):
     for a, b, c in zip(first, second, atomic):
         assert torch.equal(a, b)
         torch.testing.assert_close(a, c, atol=1e-4, rtol=1e-5)
+
+
+@given(feature=st.integers(1, 5000), image=st.integers(1, 5000))
+def test_inferred_scale_is_two_to_the_rounded_log2_of_the_size_ratio(feature, image):
+    # The definition in float64 (torchvision's float32 rounding agrees away from half-integers).
+    exponent = round(math.log2(feature / image))
+    assert infer_scale((feature, 7), (image, 9)) == 2.0**exponent
