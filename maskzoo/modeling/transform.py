@@ -14,7 +14,6 @@ torchvision weights see the same tensors.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -149,9 +148,11 @@ class Transform(nn.Module):
         return image, target
 
     def batch(self, images: list[torch.Tensor]) -> torch.Tensor:
-        d = float(self.config.size_divisible)
-        height = int(math.ceil(max(img.shape[1] for img in images) / d) * d)
-        width = int(math.ceil(max(img.shape[2] for img in images) / d) * d)
+        # Rounded up in integers: under torch.compile a float ceil makes every size downstream an
+        # expression that Inductor's sympy simplification takes minutes over.
+        d = int(self.config.size_divisible)
+        height = (max(img.shape[1] for img in images) + d - 1) // d * d
+        width = (max(img.shape[2] for img in images) + d - 1) // d * d
         # Padded out of place rather than copied into a zero canvas: under torch.compile with
         # Inductor's freezing, torch 2.14 fails to compile the in-place copies.
         padded = [F.pad(img, (0, width - img.shape[2], 0, height - img.shape[1])) for img in images]
