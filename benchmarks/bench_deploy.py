@@ -6,14 +6,15 @@ and peaked class scores, as bench_models.py), loaded into maskzoo. Variants:
 
     torchvision eager fp32 | maskzoo fused fp32 | maskzoo fused bf16 (precision policy "network",
     the default, and "heads") |
-    AOTInductor package (--pt2) | maskzoo's ONNX file in onnxruntime | the same file in OpenVINO
-    (fp32, and its bf16 inference-precision hint)
+    AOTInductor package (--pt2) | torch.compile of maskzoo fused fp32 with Inductor's freezing
+    (--compile) | maskzoo's ONNX file in onnxruntime | the same file in OpenVINO (fp32, and its
+    bf16 inference-precision hint)
 
 Each variant's detections are compared with maskzoo fp32: how many of its 100 are found with box
 IoU > 0.9 and the same label. Times are medians of interleaved runs in one process (exporting and
 compiling happen first, untimed). The machine is shared and noisy: read the ratios.
 
-    python benchmarks/bench_deploy.py --repeats 3 [--pt2] [--threads 2] [--cache DIR]
+    python benchmarks/bench_deploy.py --repeats 3 [--pt2] [--compile] [--threads 2] [--cache DIR]
                                       [--warmup N] [--only VARIANT ...]
 
 Every variant allocates an image-sized float mask per detection (100 x 800 x 1216: 389 MB) on each
@@ -36,6 +37,7 @@ import tempfile
 import time
 
 import torch
+import torch._inductor.config
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -89,6 +91,14 @@ def build_variants(args, cache: str):
             print(f"AOTInductor package: {time.perf_counter() - start:.0f} s", flush=True)
         runner = torch._inductor.aoti_load_package(package)
         variants["AOTInductor package"] = lambda image: as_detections(runner(image))
+    if args.compile:
+        compiled = torch.compile(fuse_for_inference(copy.deepcopy(plain)), dynamic=False)
+
+        def run_compiled(image):
+            with torch._inductor.config.patch(freezing=True):
+                return compiled([image])[0]
+
+        variants["torch.compile, freezing"] = run_compiled
     onnx_path = os.path.join(cache, "r50_fpn.onnx")
     if not os.path.exists(onnx_path):
         start = time.perf_counter()
@@ -120,6 +130,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds over all variants first (>= 1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--pt2", action="store_true", help="also compile and time the AOTInductor package")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time torch.compile (one size, freezing; compiled in the warm-up round)",
+    )
     parser.add_argument("--cache", default=None, help="folder for the exported files (reused when present)")
     parser.add_argument(
         "--only",
