@@ -92,11 +92,11 @@ def build_variants(args, cache: str):
         runner = torch._inductor.aoti_load_package(package)
         variants["AOTInductor package"] = lambda image: as_detections(runner(image))
     if args.compile:
-        compiled = torch.compile(fuse_for_inference(copy.deepcopy(plain)), dynamic=False)
+        inductor_model = torch.compile(fuse_for_inference(copy.deepcopy(plain)), dynamic=False)
 
         def run_compiled(image):
             with torch._inductor.config.patch(freezing=True):
-                return compiled([image])[0]
+                return inductor_model([image])[0]
 
         variants["torch.compile, freezing"] = run_compiled
     onnx_path = os.path.join(cache, "r50_fpn.onnx")
