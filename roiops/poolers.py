@@ -27,18 +27,23 @@ __all__ = ["MultiScaleRoIAlign", "infer_scale"]
 def infer_scale(feature_size: tuple[int, int], image_size: tuple[int, int]) -> float:
     """Map pixels per image pixel of a pyramid level: 2 ** round(log2(feature height / image height)).
 
-    Computed exactly in integers: round(log2(f / i)) = k where 2^(2k-1) f'^2 <= i'^2 < 2^(2k+1) f'^2
-    holds for the larger and smaller of the two (a ratio of integers is never 2 to a half-integer
-    power, so there are no ties). torchvision rounds a float32 log2, which agrees except within 1e-7
-    of a half-integer, i.e. for size ratios no network produces. Integer comparisons also keep
-    torch.compile from guarding on the ratio's value, which would recompile for every image size.
+    Computed exactly in integers: with a the larger and b the smaller of the two heights, the
+    rounded log2 of a / b is the number of k >= 0 with a^2 >= 2^(2k+1) b^2 (a ratio of integers is
+    never 2 to a half-integer power, so there are no ties). torchvision rounds a float32 log2,
+    which agrees except within 1e-7 of a half-integer, i.e. for size ratios no network produces.
+    Integer comparisons also keep torch.compile from guarding on the ratio's value, which would
+    recompile for every image size.
     """
     larger, smaller = feature_size[0], image_size[0]
+    if larger <= 0 or smaller <= 0:
+        raise ValueError(
+            f"cannot infer a scale from a feature map of height {larger} and an image of height {smaller}"
+        )
     upsampled = larger >= smaller
     if not upsampled:
         larger, smaller = smaller, larger
     exponent = 0
-    bound = 2 * smaller * smaller  # 2^(2k+1) * smaller^2 for k = exponent
+    bound = 2 * smaller * smaller
     while larger * larger >= bound:
         exponent += 1
         bound *= 4

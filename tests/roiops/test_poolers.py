@@ -298,3 +298,9 @@ def test_inferred_scale_is_two_to_the_rounded_log2_of_the_size_ratio(feature, im
     # The definition in float64 (torchvision's float32 rounding agrees away from half-integers).
     exponent = round(math.log2(feature / image))
     assert infer_scale((feature, 7), (image, 9)) == 2.0**exponent
+
+
+@pytest.mark.parametrize("feature, image", [(0, 800), (200, 0)])
+def test_inferred_scale_of_an_empty_map_or_image_is_a_named_error(feature, image):
+    with pytest.raises(ValueError, match="feature map of height"):
+        infer_scale((feature, 4), (image, 4))
