@@ -7,34 +7,18 @@ exported once per module; its score threshold lets blob images through and rejec
 import subprocess
 import sys
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from _small_detector import assert_same_detections, blobs, small_r18_fpn
 
-import maskzoo
 import maskzoo.export
-from benchmarks._frozen_norms import randomize_frozen_norms
-from maskzoo.modeling.backbone import FrozenBatchNorm2d
-
-
-def _blobs(g, h, w):
-    image = torch.zeros(3, h, w)
-    for _ in range(4):
-        y, x = (
-            int(torch.randint(0, h - 20, (1,), generator=g)),
-            int(torch.randint(0, w - 20, (1,), generator=g)),
-        )
-        image[:, y : y + 30, x : x + 40] = torch.rand(3, 1, 1, generator=g)
-    return image
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = maskzoo.build("r18_fpn", min_size=160, max_size=256, box_score_thresh=0.05)
-    return randomize_frozen_norms(m, FrozenBatchNorm2d, seed=0).eval()
+    return small_r18_fpn()
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +26,8 @@ def images():
     """(image, whether eager finds objects): three sizes with detections, noise without."""
     g = torch.Generator().manual_seed(1)
     return [
-        (_blobs(g, 96, 128), True),
-        (_blobs(g, 150, 90), True),
+        (blobs(g, 96, 128), True),
+        (blobs(g, 150, 90), True),
         (torch.zeros(3, 120, 100), True),
         (torch.rand(3, 96, 128, generator=g), False),
     ]
@@ -60,24 +44,12 @@ def program(model):
     return maskzoo.export.export_program(model)
 
 
-def _assert_same_detections(outputs, expected):
-    boxes, labels, scores, masks = (torch.as_tensor(np.asarray(o)) for o in outputs)
-    assert boxes.shape == expected["boxes"].shape
-    torch.testing.assert_close(boxes, expected["boxes"], rtol=0, atol=1e-3)
-    torch.testing.assert_close(scores, expected["scores"], rtol=0, atol=1e-4)
-    assert torch.equal(labels, expected["labels"])
-    assert masks.shape == expected["masks"].shape
-    a, b = masks[:, 0] > 0.5, expected["masks"][:, 0] > 0.5
-    inter, union = (a & b).flatten(1).sum(1), (a | b).flatten(1).sum(1)
-    assert bool(((inter > 0.99 * union) | (union == 0)).all())
-
-
 def test_exported_program_matches_eager_on_several_sizes_and_zero_detections(program, images, eager):
     assert [len(e["boxes"]) > 0 for e in eager] == [found for _, found in images]
     graph = program.module()
     with torch.no_grad():
         for (image, _), expected in zip(images, eager):
-            _assert_same_detections(graph(image), expected)
+            assert_same_detections(graph(image), expected)
 
 
 def test_exported_graph_keeps_sizes_symbolic_and_calls_roiops_ops(program):
@@ -136,13 +108,13 @@ def test_onnx_file_has_only_standard_ops_and_matches_eager_in_onnxruntime_and_op
     assert {node.domain for node in onnx.load(path).graph.node} <= {""}
     session = ort.InferenceSession(path)
     for (image, _), expected in zip(images, eager):
-        _assert_same_detections(session.run(None, {"image": image.numpy()}), expected)
+        assert_same_detections(session.run(None, {"image": image.numpy()}), expected)
     # The same file in OpenVINO (its ONNX reader; no custom ops to register).
     ov = pytest.importorskip("openvino")
     compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     for (image, _), expected in zip(images[:2], eager[:2]):
         results = compiled(image.numpy())
-        _assert_same_detections([results[o] for o in compiled.outputs], expected)
+        assert_same_detections([results[o] for o in compiled.outputs], expected)
 
 
 AOTI_RUNNER = """
@@ -165,7 +137,7 @@ def test_aoti_package_runs_without_maskzoo_and_matches_eager(program, images, ea
         check=True,
     )
     for outputs, expected in zip(torch.load(tmp_path / "out.pt"), eager):
-        _assert_same_detections(outputs, expected)
+        assert_same_detections(outputs, expected)
 
 
 def test_export_refuses_a_model_in_training_mode():

@@ -1,38 +1,23 @@
 """torch.compile of the fused eval model: Inductor's code returns eager's detections, the graph
 breaks only where an op's output size depends on the data, and new image sizes reuse the graphs.
 
-One small r18_fpn (images resized to 160 px, random weights with realistic frozen batch norms), as
-in test_deploy_export.py, with the same tolerances."""
+The small r18_fpn of the export tests (_small_detector.py), fused, with the same tolerances."""
 
 import pytest
 import torch
 import torch._dynamo
 import torch._inductor.config
+from _small_detector import assert_same_detections, blobs, small_r18_fpn
 
-import maskzoo
-from benchmarks._frozen_norms import randomize_frozen_norms
-from maskzoo.modeling.backbone import FrozenBatchNorm2d
 from maskzoo.modeling.fuse import fuse_for_inference
 
 # The model's only data-dependent output sizes: the RPN's proposals and the box head's detections.
 DATA_DEPENDENT_OPS = ("roiops.rpn_proposals", "roiops.detections_from_box_head")
 
 
-def _blobs(seed, h, w):
-    g = torch.Generator().manual_seed(seed)
-    image = torch.zeros(3, h, w)
-    for _ in range(4):
-        y = int(torch.randint(0, h - 20, (1,), generator=g))
-        x = int(torch.randint(0, w - 20, (1,), generator=g))
-        image[:, y : y + 30, x : x + 40] = torch.rand(3, 1, 1, generator=g)
-    return image
-
-
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    m = maskzoo.build("r18_fpn", min_size=160, max_size=256, box_score_thresh=0.05)
-    return fuse_for_inference(randomize_frozen_norms(m, FrozenBatchNorm2d, seed=0).eval())
+    return fuse_for_inference(small_r18_fpn())
 
 
 @pytest.fixture(autouse=True)
@@ -42,21 +27,16 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _assert_same_detections(got, expected):
-    assert got["boxes"].shape == expected["boxes"].shape
-    torch.testing.assert_close(got["boxes"], expected["boxes"], rtol=0, atol=1e-3)
-    torch.testing.assert_close(got["scores"], expected["scores"], rtol=0, atol=1e-4)
-    assert torch.equal(got["labels"], expected["labels"])
-    a, b = got["masks"][:, 0] > 0.5, expected["masks"][:, 0] > 0.5
-    inter, union = (a & b).flatten(1).sum(1), (a | b).flatten(1).sum(1)
-    assert bool(((inter > 0.99 * union) | (union == 0)).all())
+def _assert_same_detections(got: dict, expected: dict) -> None:
+    assert_same_detections([got[k] for k in ("boxes", "labels", "scores", "masks")], expected)
 
 
 @pytest.mark.slow
 def test_inductor_with_frozen_weights_returns_eager_detections_and_zero_detections(model):
     # freezing: the weights become constants that Inductor prepacks and fuses with what follows;
     # the batch is padded out of place for it (Transform.batch).
-    images = [_blobs(1, 96, 128), torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(2))]
+    noise = torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(2))
+    images = [blobs(torch.Generator().manual_seed(1), 96, 128), noise]
     compiled = torch.compile(model, dynamic=False)
     with torch.no_grad(), torch._inductor.config.patch(freezing=True):
         for image, finds_objects in zip(images, (True, False)):
@@ -66,7 +46,7 @@ def test_inductor_with_frozen_weights_returns_eager_detections_and_zero_detectio
 
 
 def test_graph_breaks_only_at_the_ops_with_data_dependent_output_sizes(model):
-    image = [_blobs(1, 96, 128)]
+    image = [blobs(torch.Generator().manual_seed(1), 96, 128)]
     with torch.no_grad():
         explained = torch._dynamo.explain(model)(image)
     assert explained.graph_break_count > 0
@@ -94,7 +74,7 @@ def test_new_image_sizes_reuse_the_dynamic_graphs(model):
     counts = []
     with torch.no_grad():
         for seed, (h, w) in enumerate(sizes):
-            image = _blobs(seed + 1, h, w)
+            image = blobs(torch.Generator().manual_seed(seed + 1), h, w)
             expected = model([image])[0]
             got = compiled([image])[0]
             assert len(expected["boxes"]) >= 2  # past the 0/1 specialisation of the RoI counts
