@@ -189,6 +189,23 @@ def test_a_transformed_weight_with_padded_rows_gives_the_same_bits(products):
     assert torch.equal(roiops.winograd_conv3x3(x, weight, padded, bias, True), expected)
 
 
+@pytest.mark.parametrize(
+    "shape", [(1, 40, 64, 12, 9), (1, 128, 144, 20, 20)], ids=["chunks", "whole-map passes"]
+)
+@pytest.mark.parametrize("offset", [1, 4, 12], ids=lambda o: f"{4 * o}B")
+def test_a_transformed_weight_off_the_cache_lines_gives_the_same_bits(shape, offset, products):
+    # An AOTInductor package's constants start 16 or 48 bytes past a 64-byte line (torch 2.14
+    # mallocs their block); the kernel reads such a U from an aligned copy.
+    x, weight, bias = _inputs(*shape, seed=9)
+    u = roiops.winograd_weight(weight)
+    storage = torch.empty(u.numel() + 16)
+    shifted = storage[offset : offset + u.numel()].view(u.shape).copy_(u)
+    assert shifted.data_ptr() % 64 != 0
+    expected = roiops.winograd_conv3x3(x, weight, u, bias, True)
+    assert torch.equal(roiops.winograd_conv3x3(x, weight, shifted, bias, True), expected)
+    assert torch.equal(shifted, u)  # read, not written
+
+
 # ---- the module ----------------------------------------------------------------------------------
 
 
