@@ -71,7 +71,9 @@ def winograd_conv3x3(
             to channels_last first).
         weight: Tensor[K, C, 3, 3], the input's dtype and device.
         weight_winograd: ``winograd_weight(weight)``, Tensor[36, C, K]: what the CPU kernel uses
-            (the caller keeps it, so it is transformed once, not per call).
+            (the caller keeps it, so it is transformed once, not per call). The kernel copies it
+            once per call into aligned memory when its rows do not start on 64-byte lines (an
+            AOTInductor package's constants).
         bias: Tensor[K] or None.
         relu: apply ReLU to the output (in the same pass).
 
