@@ -21,7 +21,6 @@
 #include <c10/core/ScalarType.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -31,6 +30,7 @@
 #include "common/box_geometry.h"
 #include "cpu/centre_grid.h"
 #include "cpu/nms_rank.h"
+#include "cpu/run_tasks.h"
 
 namespace roiops {
 namespace greedy_nms {
@@ -245,18 +245,12 @@ void batched_nms_ranked(const scalar_t* boxes, const int64_t* category, const st
     ranked[k] = load_box(boxes, order[grouped[k]]);
   }
   std::vector<uint8_t> keep_grouped(n, 0);
-  // Categories are independent: threads take the next one from a shared counter, which
-  // balances categories of very different sizes. A few thousand boxes take well under a
-  // millisecond, less than waking the other threads can cost on a loaded machine: one thread.
-  std::atomic<int64_t> next{0};
-  const int64_t workers = n < kParallelMinBoxes ? 1 : std::min<int64_t>(at::get_num_threads(), num_groups);
-  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t w = begin; w < end; ++w) {
-      for (int64_t g = next++; g < num_groups; g = next++) {
-        const int64_t s = group_start[g], e = group_start[g + 1];
-        greedy_nms_ranked(ranked.data() + s, e - s, threshold, keep_grouped.data() + s);
-      }
-    }
+  // Categories are independent, of very different sizes (run_tasks). A few thousand boxes take
+  // well under a millisecond, less than waking the other threads can cost on a loaded machine:
+  // one thread.
+  cpu::run_tasks(num_groups, n < kParallelMinBoxes ? 1 : at::get_num_threads(), [&](int64_t g) {
+    const int64_t s = group_start[g], e = group_start[g + 1];
+    greedy_nms_ranked(ranked.data() + s, e - s, threshold, keep_grouped.data() + s);
   });
   for (int64_t k = 0; k < n; ++k) {
     keep[grouped[k]] = keep_grouped[k];

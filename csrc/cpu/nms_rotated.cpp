@@ -18,7 +18,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -28,6 +27,7 @@
 #include "common/rotated_box_geometry.h"
 #include "cpu/centre_grid.h"
 #include "cpu/nms_rank.h"
+#include "cpu/run_tasks.h"
 
 namespace roiops {
 namespace cpu {
@@ -191,18 +191,11 @@ at::Tensor batched_nms_rotated_cpu(const at::Tensor& boxes_in, const at::Tensor&
     }
     const std::vector<Box> ranked = load_ranked<scalar_t>(boxes, positions);
     std::vector<uint8_t> keep_grouped(n, 0);
-    // Categories are independent: threads take the next one from a shared counter. Each
-    // category's result is computed by one thread in rank order, so the result does not depend
-    // on the thread count.
-    std::atomic<int64_t> next{0};
-    const int64_t workers = std::min<int64_t>(at::get_num_threads(), num_groups);
-    at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t w = begin; w < end; ++w) {
-        for (int64_t g = next++; g < num_groups; g = next++) {
-          const int64_t s = group_start[g], e = group_start[g + 1];
-          greedy_nms_rotated(ranked.data() + s, e - s, iou_threshold, keep_grouped.data() + s);
-        }
-      }
+    // Categories are independent, of any sizes (run_tasks). Each category's result is computed
+    // by one thread in rank order, so the result does not depend on the thread count.
+    run_tasks(num_groups, at::get_num_threads(), [&](int64_t g) {
+      const int64_t s = group_start[g], e = group_start[g + 1];
+      greedy_nms_rotated(ranked.data() + s, e - s, iou_threshold, keep_grouped.data() + s);
     });
     for (int64_t k = 0; k < n; ++k) {
       keep[grouped[k]] = keep_grouped[k];

@@ -34,6 +34,7 @@
 #include "common/memory_format.h"
 #include "common/roi_align_rotated_math.h"
 #include "common/rotated_checks.h"
+#include "cpu/run_tasks.h"
 #include "cpu/vectorized_layout.h"
 
 namespace roiops {
@@ -177,25 +178,10 @@ void group_by_image(const std::vector<RotatedRoiTaps<acc_t>>& all, int64_t batch
 
 // ---- forward ---------------------------------------------------------------------------------
 
-// Runs body(task) for every task in [0, tasks) on the thread pool, each thread taking the next
-// task when it is done with its last (work < kSerialWork: on the calling thread). Handing tasks
-// out as threads free up, rather than a fixed share per thread, keeps every thread busy when one
-// is slowed (a core shared with other processes, or tasks of uneven cost). Which thread runs a
-// task never changes a result: every task writes its own outputs. make_state() builds a thread's
-// scratch once, passed to body as its second argument.
-template <typename MakeState, typename Body>
-void run_tasks(int64_t tasks, int64_t work, MakeState make_state, Body body) {
-  if (tasks <= 0) {
-    return;
-  }
-  const int64_t threads = work < kSerialWork ? 1 : std::min<int64_t>(at::get_num_threads(), tasks);
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-    auto state = make_state();
-    for (int64_t task = next.fetch_add(1); task < tasks; task = next.fetch_add(1)) {
-      body(task, state);
-    }
-  });
+// The threads for a kernel of `work` outputs (run_tasks' max_threads): below kSerialWork, the
+// calling thread alone.
+inline int64_t threads_for(int64_t work) {
+  return work < kSerialWork ? 1 : static_cast<int64_t>(at::get_num_threads());
 }
 
 // Sums the taps [s0, s1) of one bin over channels [0, nc) of an image laid out [H * W,
@@ -268,7 +254,7 @@ void forward_channels_last(const std::vector<RotatedRoiTaps<acc_t>>& all, const 
   const scalar_t* in = input.const_data_ptr<scalar_t>();
   scalar_t* o = out.mutable_data_ptr<scalar_t>();
   run_tasks(
-      num_rois, num_rois * channels * bins, [&] { return std::vector<acc_t>(channels); },
+      num_rois, threads_for(num_rois * channels * bins), [&] { return std::vector<acc_t>(channels); },
       [&](int64_t j, std::vector<acc_t>& acc) {
         const int64_t k = visit[j];
         const RotatedRoiTaps<acc_t>& t = all[k];
@@ -319,7 +305,7 @@ void forward_nchw(const std::vector<RotatedRoiTaps<acc_t>>& all, const at::Tenso
     std::vector<scalar_t> roi_out;
   };
   run_tasks(
-      tasks, work,
+      tasks, threads_for(work),
       [&] { return Scratch{std::vector<acc_t>(plane * block), std::vector<acc_t>(bins * block),
                            std::vector<scalar_t>(bins * block)}; },
       [&](int64_t task, Scratch& sc) {

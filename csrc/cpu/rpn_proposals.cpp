@@ -23,7 +23,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <numeric>
 #include <tuple>
 #include <vector>
@@ -31,6 +30,7 @@
 #include "common/checks.h"
 #include "cpu/box_coder.h"
 #include "cpu/detection_select.h"
+#include "cpu/run_tasks.h"
 
 namespace roiops {
 namespace {
@@ -126,28 +126,14 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> rpn_proposals_cpu(
   std::stable_sort(tasks.begin(), tasks.end(), [&](int64_t x, int64_t y) {
     return num_anchors_per_level[x % levels] > num_anchors_per_level[y % levels];
   });
-  std::atomic<int64_t> next{0};
-  const int64_t num_tasks = n * levels;
-  auto run_topk = [&]() {
-    for (int64_t t = next++; t < num_tasks; t = next++) {
-      const int64_t i = tasks[t] / levels, l = tasks[t] % levels;
-      const int64_t size = num_anchors_per_level[l];
-      const at::Tensor row = objectness.narrow(0, i, 1).narrow(1, offset[l], size);
-      // The same call on the same values as the RPN's own per-level top-k, so equal logits come
-      // out in the same order.
-      top[tasks[t]] = std::get<1>(at::topk(row, std::min(pre_nms_top_n, size), 1, true, true)).add_(offset[l]);
-    }
-  };
-  const int64_t workers = std::min<int64_t>(at::get_num_threads(), num_tasks);
-  if (workers > 1) {
-    at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t wk = begin; wk < end; ++wk) {
-        run_topk();
-      }
-    });
-  } else {
-    run_topk();
-  }
+  cpu::run_tasks(n * levels, at::get_num_threads(), [&](int64_t t) {
+    const int64_t i = tasks[t] / levels, l = tasks[t] % levels;
+    const int64_t size = num_anchors_per_level[l];
+    const at::Tensor row = objectness.narrow(0, i, 1).narrow(1, offset[l], size);
+    // The same call on the same values as the RPN's own per-level top-k, so equal logits come
+    // out in the same order.
+    top[tasks[t]] = std::get<1>(at::topk(row, std::min(pre_nms_top_n, size), 1, true, true)).add_(offset[l]);
+  });
 
   // The selected logits of all images as one [N, K] tensor, level-major, and their sigmoid in one
   // call on it, from outside any parallel region: at::sigmoid rounds the elements at the tail of
