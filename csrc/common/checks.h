@@ -259,6 +259,8 @@ inline std::array<double, 4> check_box_head_args(const at::Tensor& class_logits,
 inline int64_t check_ps_roi_args(const char* op, const at::Tensor& input, const at::Tensor& rois,
                                  double spatial_scale, int64_t pooled_height, int64_t pooled_width) {
   TORCH_CHECK_VALUE(input.dim() == 4, op, ": input must be [N, C, H, W], got ", input.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(input.scalar_type()), op, ": input must be a floating dtype, got ",
+                   input.scalar_type());
   check_rois(op, rois, input);
   check_pooled_size(op, pooled_height, pooled_width);
   TORCH_CHECK_VALUE(spatial_scale > 0, op, ": spatial_scale must be positive, got ", spatial_scale);
@@ -275,6 +277,8 @@ inline int64_t check_ps_roi_backward_args(const char* op, const at::Tensor& grad
                                           double spatial_scale, int64_t pooled_height, int64_t pooled_width,
                                           int64_t batch_size, int64_t channels, int64_t height, int64_t width) {
   check_pooled_size(op, pooled_height, pooled_width);
+  TORCH_CHECK_TYPE(at::isFloatingType(grad.scalar_type()), op, ": grad must be a floating dtype, got ",
+                   grad.scalar_type());
   check_rois(op, rois, grad);
   TORCH_CHECK_VALUE(spatial_scale > 0, op, ": spatial_scale must be positive, got ", spatial_scale);
   TORCH_CHECK_VALUE(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0, op,

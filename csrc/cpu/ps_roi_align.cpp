@@ -7,21 +7,16 @@
 // drivers of ps_roi_pooling.h sum them for every output channel at once. Deterministic: the
 // backward has one writer per element.
 
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <limits>
 #include <vector>
 
-#include "common/checks.h"
-#include "common/memory_format.h"
 #include "common/ps_roi_math.h"
 #include "cpu/ps_roi_pooling.h"
-#include "cpu/vectorized_layout.h"
 
 namespace roiops {
 namespace cpu {
@@ -197,59 +192,28 @@ struct AlignBins {
   }
 };
 
-at::Tensor ps_roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois_in, double spatial_scale,
+at::Tensor ps_roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
                                     int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio) {
-  const int64_t channels_out =
-      check_ps_roi_args("ps_roi_align", input, rois_in, spatial_scale, pooled_height, pooled_width);
-  const auto format = memory_format_for(use_channels_last(input));
-  const at::Tensor rois = rois_in.contiguous();
-  const int64_t num_rois = rois.size(0);
-  at::Tensor out =
-      at::empty({num_rois, channels_out, pooled_height, pooled_width}, input.options().memory_format(format));
-  if (num_rois == 0) {
-    return out;
-  }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "ps_roi_align_forward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const std::vector<int64_t> batch = ps_roi_batch_indices<scalar_t>("ps_roi_align", rois, input.size(0));
-    if (out.numel() == 0) {
-      return;
-    }
-    ps_roi_forward<scalar_t, acc_t>(input, batch, channels_out, pooled_height, pooled_width, out,
-                                    AlignBins<acc_t>(rois.const_data_ptr<scalar_t>(), num_rois,
-                                                     static_cast<acc_t>(spatial_scale), pooled_height, pooled_width,
-                                                     sampling_ratio, input.size(2), input.size(3)));
-  });
-  return out;
+  return ps_roi_forward_op("ps_roi_align", input, rois, spatial_scale, pooled_height, pooled_width,
+                           [&](auto acc, const auto* roi_data, int64_t num_rois) {
+                             using acc_t = decltype(acc);
+                             return AlignBins<acc_t>(roi_data, num_rois, static_cast<acc_t>(spatial_scale),
+                                                     pooled_height, pooled_width, sampling_ratio, input.size(2),
+                                                     input.size(3));
+                           });
 }
 
-at::Tensor ps_roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois_in, double spatial_scale,
+at::Tensor ps_roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois, double spatial_scale,
                                      int64_t pooled_height, int64_t pooled_width, int64_t sampling_ratio,
                                      int64_t batch_size, int64_t channels, int64_t height, int64_t width,
                                      bool channels_last) {
-  const int64_t channels_out = check_ps_roi_backward_args("ps_roi_align_backward", grad, rois_in, spatial_scale,
-                                                          pooled_height, pooled_width, batch_size, channels,
-                                                          height, width);
-  const auto format = memory_format_for(channels_last);
-  const at::ScalarType dtype = grad.scalar_type();
-  const at::ScalarType acc_dtype = at::toOpMathType(dtype);
-  at::Tensor grad_input =
-      at::empty({batch_size, channels, height, width}, grad.options().dtype(acc_dtype).memory_format(format));
-  const at::Tensor rois = rois_in.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ps_roi_align_backward_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    if (rois.size(0) == 0 || grad_input.numel() == 0) {
-      zero_streaming(grad_input.mutable_data_ptr<acc_t>(), grad_input.numel());
-      return;
-    }
-    const std::vector<int64_t> batch =
-        ps_roi_batch_indices<scalar_t>("ps_roi_align_backward", rois, batch_size);
-    ps_roi_backward_into<scalar_t, acc_t>(
-        grad, batch, channels_out, pooled_height, pooled_width, grad_input,
-        AlignBins<acc_t>(rois.const_data_ptr<scalar_t>(), rois.size(0), static_cast<acc_t>(spatial_scale),
-                         pooled_height, pooled_width, sampling_ratio, height, width));
-  });
-  return acc_dtype != dtype ? grad_input.to(dtype) : grad_input;
+  return ps_roi_backward_op("ps_roi_align_backward", grad, rois, spatial_scale, pooled_height, pooled_width,
+                            batch_size, channels, height, width, channels_last,
+                            [&](auto acc, const auto* roi_data, int64_t num_rois) {
+                              using acc_t = decltype(acc);
+                              return AlignBins<acc_t>(roi_data, num_rois, static_cast<acc_t>(spatial_scale),
+                                                      pooled_height, pooled_width, sampling_ratio, height, width);
+                            });
 }
 
 }  // namespace

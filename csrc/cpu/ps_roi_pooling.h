@@ -18,6 +18,8 @@
 // staging buffer into the output (ps_roi_forward).
 #pragma once
 
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -29,6 +31,7 @@
 #include <vector>
 
 #include "common/box_geometry.h"
+#include "common/checks.h"
 #include "common/memory_format.h"
 #include "common/ps_roi_math.h"
 #include "cpu/cpu_vendor.h"
@@ -799,6 +802,63 @@ void ps_roi_backward_into(const at::Tensor& grad, const std::vector<int64_t>& ba
     transpose_map_layout(planes.const_data_ptr<acc_t>(), grad_input.mutable_data_ptr<acc_t>(), batch_size,
                          channels, plane, /*to_pixels=*/true);
   }
+}
+
+// ---- the ops' entry points ------------------------------------------------------------------------
+// What ps_roi_align.cpp and ps_roi_pool.cpp share around the drivers. make_bins(acc_t{}, rois, K)
+// returns the op's Bins for the RoIs (rois: [K, 5] contiguous, of the input's dtype) in the
+// accumulation type acc_t of that dtype.
+
+// The forward: out [K, C_out, PH, PW] in the input's memory format, of its dtype.
+template <typename MakeBins>
+at::Tensor ps_roi_forward_op(const char* op, const at::Tensor& input, const at::Tensor& rois_in, double spatial_scale,
+                             int64_t pooled_height, int64_t pooled_width, MakeBins make_bins) {
+  const int64_t channels_out = check_ps_roi_args(op, input, rois_in, spatial_scale, pooled_height, pooled_width);
+  const auto format = memory_format_for(use_channels_last(input));
+  const at::Tensor rois = rois_in.contiguous();
+  const int64_t num_rois = rois.size(0);
+  at::Tensor out =
+      at::empty({num_rois, channels_out, pooled_height, pooled_width}, input.options().memory_format(format));
+  if (num_rois == 0) {
+    return out;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "ps_roi_forward_op", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const std::vector<int64_t> batch = ps_roi_batch_indices<scalar_t>(op, rois, input.size(0));
+    if (out.numel() == 0) {
+      return;
+    }
+    ps_roi_forward<scalar_t, acc_t>(input, batch, channels_out, pooled_height, pooled_width, out,
+                                    make_bins(acc_t{}, rois.const_data_ptr<scalar_t>(), num_rois));
+  });
+  return out;
+}
+
+// The backward: grad_input [batch_size, channels, height, width] in the requested memory format,
+// of grad's dtype (summed in acc_t).
+template <typename MakeBins>
+at::Tensor ps_roi_backward_op(const char* op, const at::Tensor& grad, const at::Tensor& rois_in, double spatial_scale,
+                              int64_t pooled_height, int64_t pooled_width, int64_t batch_size, int64_t channels,
+                              int64_t height, int64_t width, bool channels_last, MakeBins make_bins) {
+  const int64_t channels_out = check_ps_roi_backward_args(op, grad, rois_in, spatial_scale, pooled_height,
+                                                          pooled_width, batch_size, channels, height, width);
+  const auto format = memory_format_for(channels_last);
+  const at::ScalarType dtype = grad.scalar_type();
+  const at::ScalarType acc_dtype = at::toOpMathType(dtype);
+  at::Tensor grad_input =
+      at::empty({batch_size, channels, height, width}, grad.options().dtype(acc_dtype).memory_format(format));
+  const at::Tensor rois = rois_in.contiguous();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ps_roi_backward_op", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    if (rois.size(0) == 0 || grad_input.numel() == 0) {
+      zero_streaming(grad_input.mutable_data_ptr<acc_t>(), grad_input.numel());
+      return;
+    }
+    const std::vector<int64_t> batch = ps_roi_batch_indices<scalar_t>(op, rois, batch_size);
+    ps_roi_backward_into<scalar_t, acc_t>(grad, batch, channels_out, pooled_height, pooled_width, grad_input,
+                                          make_bins(acc_t{}, rois.const_data_ptr<scalar_t>(), rois.size(0)));
+  });
+  return acc_dtype != dtype ? grad_input.to(dtype) : grad_input;
 }
 
 }  // namespace cpu
