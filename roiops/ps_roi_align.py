@@ -27,11 +27,16 @@ is its adjoint. The boxes get no gradient, as in torchvision.
 from numbers import Integral
 
 import torch
-from torch import nn
 from torch.jit.annotations import BroadcastingList2
 
 from roiops._validation import TypeRuntimeError, ValueRuntimeError, in_common_float_dtype
-from roiops.roi_align import check_roi_call, check_spatial_scale, pair_output_size, rois_from_boxes_unchecked
+from roiops.roi_align import (
+    RoIModule,
+    check_roi_call,
+    check_spatial_scale,
+    pair_output_size,
+    rois_from_boxes_unchecked,
+)
 
 __all__ = ["ps_roi_align", "PSRoIAlign"]
 
@@ -107,17 +112,12 @@ def _ps_roi_align_checked(input, boxes, output_size, spatial_scale, sampling_rat
     ).to(input.dtype)
 
 
-class PSRoIAlign(nn.Module):
+class PSRoIAlign(RoIModule):
     """Module form of ps_roi_align: ``PSRoIAlign(output_size, spatial_scale, sampling_ratio)``, called
     as ``m(input, boxes)``."""
 
     def __init__(self, output_size, spatial_scale: float, sampling_ratio: int):
-        super().__init__()
-        self.output_size = pair_output_size(output_size)
-        # As given (an int or a pair), for a repr identical to torchvision's.
-        as_given = isinstance(output_size, (int, tuple, list))
-        self._output_size_arg = output_size if as_given else self.output_size
-        self.spatial_scale = check_spatial_scale(spatial_scale)
+        super().__init__(output_size, spatial_scale)
         self.sampling_ratio = int(sampling_ratio)
 
     def forward(self, input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
@@ -125,7 +125,4 @@ class PSRoIAlign(nn.Module):
         return ps_roi_align(input, boxes, output_size, self.spatial_scale, self.sampling_ratio)
 
     def extra_repr(self) -> str:
-        return (
-            f"output_size={self._output_size_arg}, spatial_scale={self.spatial_scale}, "
-            f"sampling_ratio={self.sampling_ratio}"
-        )
+        return f"{super().extra_repr()}, sampling_ratio={self.sampling_ratio}"

@@ -18,12 +18,17 @@ coordinate) gives 0 and no gradient. A batch index that is not an integer in [0,
 """
 
 import torch
-from torch import nn
 from torch.jit.annotations import BroadcastingList2
 
 from roiops._validation import TypeRuntimeError, in_common_float_dtype
 from roiops.ps_roi_align import check_position_sensitive_channels
-from roiops.roi_align import check_roi_call, check_spatial_scale, pair_output_size, rois_from_boxes_unchecked
+from roiops.roi_align import (
+    RoIModule,
+    check_roi_call,
+    check_spatial_scale,
+    pair_output_size,
+    rois_from_boxes_unchecked,
+)
 
 __all__ = ["ps_roi_pool", "PSRoIPool"]
 
@@ -76,20 +81,9 @@ def _ps_roi_pool_checked(input, boxes, output_size, spatial_scale) -> torch.Tens
     return torch.ops.roiops.ps_roi_pool(x, rois, spatial_scale, pooled_height, pooled_width).to(input.dtype)
 
 
-class PSRoIPool(nn.Module):
+class PSRoIPool(RoIModule):
     """Module form of ps_roi_pool: ``PSRoIPool(output_size, spatial_scale)``, called as
     ``m(input, boxes)``."""
 
-    def __init__(self, output_size, spatial_scale: float):
-        super().__init__()
-        self.output_size = pair_output_size(output_size)
-        # As given (an int or a pair), for a repr identical to torchvision's.
-        as_given = isinstance(output_size, (int, tuple, list))
-        self._output_size_arg = output_size if as_given else self.output_size
-        self.spatial_scale = check_spatial_scale(spatial_scale)
-
     def forward(self, input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         return ps_roi_pool(input, boxes, [self.output_size[0], self.output_size[1]], self.spatial_scale)
-
-    def extra_repr(self) -> str:
-        return f"output_size={self._output_size_arg}, spatial_scale={self.spatial_scale}"

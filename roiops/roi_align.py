@@ -186,17 +186,28 @@ def _roi_align_checked(input, boxes, output_size, spatial_scale, sampling_ratio,
     ).to(input.dtype)
 
 
-class RoIAlign(nn.Module):
+class RoIModule(nn.Module):
+    """What the RoI pooling modules share: ``output_size`` as a (height, width) pair,
+    ``spatial_scale`` checked, and a repr that shows output_size as it was given (an int or a pair),
+    as torchvision's does. Subclasses add their own arguments and ``forward``."""
+
+    def __init__(self, output_size, spatial_scale: float):
+        super().__init__()
+        self.output_size = pair_output_size(output_size)
+        as_given = isinstance(output_size, (int, tuple, list))
+        self._output_size_arg = output_size if as_given else self.output_size
+        self.spatial_scale = check_spatial_scale(spatial_scale)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self._output_size_arg}, spatial_scale={self.spatial_scale}"
+
+
+class RoIAlign(RoIModule):
     """Module form of roi_align: ``RoIAlign(output_size, spatial_scale, sampling_ratio, aligned)``,
     called as ``m(input, boxes)``."""
 
     def __init__(self, output_size, spatial_scale: float, sampling_ratio: int, aligned: bool = False):
-        super().__init__()
-        self.output_size = pair_output_size(output_size)
-        # As given (an int or a pair), for a repr identical to torchvision's.
-        as_given = isinstance(output_size, (int, tuple, list))
-        self._output_size_arg = output_size if as_given else self.output_size
-        self.spatial_scale = check_spatial_scale(spatial_scale)
+        super().__init__(output_size, spatial_scale)
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
 
@@ -205,7 +216,4 @@ class RoIAlign(nn.Module):
         return roi_align(input, boxes, output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
 
     def extra_repr(self) -> str:
-        return (
-            f"output_size={self._output_size_arg}, spatial_scale={self.spatial_scale}, "
-            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
-        )
+        return f"{super().extra_repr()}, sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"

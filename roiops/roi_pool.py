@@ -8,11 +8,16 @@ first pixel in row-major order; a NaN in a bin wins (output NaN, as torch.max). 
 """
 
 import torch
-from torch import nn
 from torch.jit.annotations import BroadcastingList2
 
 from roiops._validation import in_common_float_dtype
-from roiops.roi_align import check_roi_call, check_spatial_scale, pair_output_size, rois_from_boxes_unchecked
+from roiops.roi_align import (
+    RoIModule,
+    check_roi_call,
+    check_spatial_scale,
+    pair_output_size,
+    rois_from_boxes_unchecked,
+)
 
 __all__ = ["roi_pool", "RoIPool"]
 
@@ -63,19 +68,8 @@ def _roi_pool_checked(input, boxes, output_size, spatial_scale) -> torch.Tensor:
     return output.to(input.dtype)
 
 
-class RoIPool(nn.Module):
+class RoIPool(RoIModule):
     """Module form of roi_pool: ``RoIPool(output_size, spatial_scale)``, called as ``m(input, boxes)``."""
-
-    def __init__(self, output_size, spatial_scale: float):
-        super().__init__()
-        self.output_size = pair_output_size(output_size)
-        # As given (an int or a pair), for a repr identical to torchvision's.
-        as_given = isinstance(output_size, (int, tuple, list))
-        self._output_size_arg = output_size if as_given else self.output_size
-        self.spatial_scale = check_spatial_scale(spatial_scale)
 
     def forward(self, input: torch.Tensor, boxes: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         return roi_pool(input, boxes, [self.output_size[0], self.output_size[1]], self.spatial_scale)
-
-    def extra_repr(self) -> str:
-        return f"output_size={self._output_size_arg}, spatial_scale={self.spatial_scale}"
