@@ -443,6 +443,18 @@ def test_channels_not_divisible_by_the_bins_raise_naming_input_and_output_size(o
 
 
 @pytest.mark.parametrize("op", OPS)
+def test_the_registered_ops_reject_an_integer_map_or_gradient_naming_the_op(op):
+    # What torch.ops callers (and the ONNX and export paths) reach without the Python wrapper.
+    rois = torch.tensor([[0, 0, 0, 3, 3]])
+    extra = (2,) if op == "ps_roi_align" else ()
+    with pytest.raises(TypeError, match=rf"^{op}: input must be a floating dtype, got Long"):
+        getattr(torch.ops.roiops, op)(torch.zeros(1, 4, 5, 5, dtype=torch.long), rois, 1.0, 2, 2, *extra)
+    backward = getattr(torch.ops.roiops, f"{op}_backward")
+    with pytest.raises(TypeError, match=rf"^{op}_backward: grad must be a floating dtype, got Int"):
+        backward(torch.ones(1, 1, 2, 2, dtype=torch.int32), rois.int(), 1.0, 2, 2, *extra, 1, 4, 5, 5, False)
+
+
+@pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("batch_index", [-1.0, 2.0, 0.5, math.nan])
 def test_a_bad_batch_index_raises_instead_of_reading_out_of_bounds(op, batch_index):
     x = torch.randn(2, 4, 5, 5)
