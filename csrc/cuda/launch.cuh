@@ -1,11 +1,16 @@
-// Launch and indexing helpers shared by the CUDA kernels (RoI ops, boxes, masks). CUDA-only; the
-// per-sample arithmetic shared with the CPU lives in common/.
+// Launch and indexing helpers shared by the CUDA kernels (RoI ops, boxes, masks), and the gradient
+// buffers their atomic backwards sum into. CUDA-only; the per-sample arithmetic shared with the CPU
+// lives in common/.
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 
 #include <algorithm>
 #include <cstdint>
+
+#include "common/memory_format.h"
 
 namespace roiops {
 
@@ -78,6 +83,22 @@ __device__ inline PooledIndex decode_pooled_index(int64_t idx, int64_t channels,
     p.roi = idx / channels;
   }
   return p;
+}
+
+// A zeroed input-gradient buffer of `sizes` ([N, C, H, W]) in the memory format channels_last
+// names, in grad's op-math dtype: the half types' atomic additions are summed in float32 and
+// rounded once, by in_grad_dtype.
+inline at::Tensor zeroed_grad_buffer(const at::Tensor& grad, at::IntArrayRef sizes, bool channels_last) {
+  // at::empty + zero_, not at::zeros: at::zeros ignores the memory format.
+  return at::empty(sizes, grad.options()
+                              .dtype(at::toOpMathType(grad.scalar_type()))
+                              .memory_format(memory_format_for(channels_last)))
+      .zero_();
+}
+
+// A buffer of zeroed_grad_buffer in grad's dtype (its memory format kept).
+inline at::Tensor in_grad_dtype(const at::Tensor& buffer, const at::Tensor& grad) {
+  return buffer.scalar_type() == grad.scalar_type() ? buffer : buffer.to(grad.scalar_type());
 }
 
 }  // namespace roiops

@@ -17,7 +17,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/Atomic.cuh>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -49,24 +48,7 @@ __global__ void ps_roi_align_forward_kernel_cuda(LevelMaps<const scalar_t> maps,
     }
     const int64_t c_in = ps_input_channel(p.channel, p.ph, p.pw, s.pooled_height, s.pooled_width);
     const MapPlane<const scalar_t> m = maps.plane(0, r.batch_index, c_in);
-    const scalar_t* row_lo = nullptr;
-    const scalar_t* row_hi = nullptr;
-    acc_t sum = 0, along_lo = 0, along_hi = 0;
-    walk_bin_samples(
-        r, p.ph, p.pw, m.height, m.width,
-        [&](int64_t, const AxisSample<acc_t>& sy) {
-          row_lo = m.data + sy.low * m.row;
-          row_hi = m.data + sy.high * m.row;
-          along_lo = 0;
-          along_hi = 0;
-        },
-        [&](const AxisSample<acc_t>&, int64_t, const AxisSample<acc_t>& sx) {
-          const int64_t xl = sx.low * m.col, xh = sx.high * m.col;
-          along_lo += sx.w_low * static_cast<acc_t>(row_lo[xl]) + sx.w_high * static_cast<acc_t>(row_lo[xh]);
-          along_hi += sx.w_low * static_cast<acc_t>(row_hi[xl]) + sx.w_high * static_cast<acc_t>(row_hi[xh]);
-        },
-        [&](const AxisSample<acc_t>& sy) { sum += sy.w_low * along_lo + sy.w_high * along_hi; });
-    output[idx] = static_cast<scalar_t>(sum * r.inv_count);
+    output[idx] = static_cast<scalar_t>(bin_sample_sum(m, r, p.ph, p.pw) * r.inv_count);
   });
 }
 
@@ -79,25 +61,7 @@ __global__ void ps_roi_align_backward_atomic_kernel_cuda(const scalar_t* __restr
                                                                                         const RoiAlignRoi<acc_t>& r,
                                                                                         acc_t gb) {
     const int64_t c_in = ps_input_channel(p.channel, p.ph, p.pw, s.pooled_height, s.pooled_width);
-    const MapPlane<acc_t> m = grads.plane(0, r.batch_index, c_in);
-    acc_t* row_lo = nullptr;
-    acc_t* row_hi = nullptr;
-    acc_t g_lo = 0, g_hi = 0;
-    walk_bin_samples(
-        r, p.ph, p.pw, m.height, m.width,
-        [&](int64_t, const AxisSample<acc_t>& sy) {
-          row_lo = m.data + sy.low * m.row;
-          row_hi = m.data + sy.high * m.row;
-          g_lo = gb * sy.w_low;
-          g_hi = gb * sy.w_high;
-        },
-        [&](const AxisSample<acc_t>&, int64_t, const AxisSample<acc_t>& sx) {
-          const int64_t xl = sx.low * m.col, xh = sx.high * m.col;
-          gpuAtomicAdd(row_lo + xl, g_lo * sx.w_low);
-          gpuAtomicAdd(row_lo + xh, g_lo * sx.w_high);
-          gpuAtomicAdd(row_hi + xl, g_hi * sx.w_low);
-          gpuAtomicAdd(row_hi + xh, g_hi * sx.w_high);
-        });
+    scatter_bin_samples(grads.plane(0, r.batch_index, c_in), r, p.ph, p.pw, gb);
   });
 }
 
@@ -143,12 +107,7 @@ at::Tensor ps_roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& 
                                                           pooled_width, batch_size, channels, height, width);
   TORCH_CHECK(grad.is_cuda(), op, ": grad must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(grad.device());
-  const at::ScalarType dtype = grad.scalar_type();
-  const at::ScalarType acc_dtype = at::toOpMathType(dtype);
-  // at::empty + zero_, not at::zeros: at::zeros ignores the memory format.
-  at::Tensor grad_input = at::empty({batch_size, channels, height, width},
-                                    grad.options().dtype(acc_dtype).memory_format(memory_format_for(channels_last)))
-                              .zero_();
+  at::Tensor grad_input = zeroed_grad_buffer(grad, {batch_size, channels, height, width}, channels_last);
   const int64_t num_rois = rois_in.size(0);
   if (num_rois > 0 && grad.numel() > 0 && grad_input.numel() > 0) {
     check_batch_indices_cuda(op, rois_in, batch_size);
@@ -157,7 +116,7 @@ at::Tensor ps_roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& 
     const PoolShape shape{batch_size, channels_out, pooled_height, pooled_width, sampling_ratio, /*aligned=*/true};
     const bool grad_channels_last = use_channels_last(grad);
     cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ps_roi_align_backward_cuda", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "ps_roi_align_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const auto maps = maps_of<acc_t>(op, {grad_input}, {spatial_scale});
       // The threads walk grad in its memory order (coalesced reads).
@@ -171,7 +130,7 @@ at::Tensor ps_roi_align_backward_cuda(const at::Tensor& grad, const at::Tensor& 
       grad_channels_last ? launch(std::true_type{}) : launch(std::false_type{});
     });
   }
-  return acc_dtype != dtype ? grad_input.to(dtype) : grad_input;
+  return in_grad_dtype(grad_input, grad);
 }
 
 }  // namespace

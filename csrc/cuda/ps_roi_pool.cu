@@ -153,12 +153,7 @@ at::Tensor ps_roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& r
                                                           pooled_width, batch_size, channels, height, width);
   TORCH_CHECK(grad.is_cuda(), op, ": grad must be a CUDA tensor");
   const c10::cuda::CUDAGuard guard(grad.device());
-  const at::ScalarType dtype = grad.scalar_type();
-  const at::ScalarType acc_dtype = at::toOpMathType(dtype);
-  // at::empty + zero_, not at::zeros: at::zeros ignores the memory format.
-  at::Tensor grad_input = at::empty({batch_size, channels, height, width},
-                                    grad.options().dtype(acc_dtype).memory_format(memory_format_for(channels_last)))
-                              .zero_();
+  at::Tensor grad_input = zeroed_grad_buffer(grad, {batch_size, channels, height, width}, channels_last);
   const int64_t num_rois = rois_in.size(0);
   if (num_rois > 0 && grad.numel() > 0 && grad_input.numel() > 0) {
     check_batch_indices_cuda(op, rois_in, batch_size);
@@ -168,7 +163,7 @@ at::Tensor ps_roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& r
                             channels_out, pooled_height, pooled_width, spatial_scale};
     const bool grad_channels_last = use_channels_last(grad);
     cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "ps_roi_pool_backward_cuda", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "ps_roi_pool_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       auto launch = [&](auto channels_last_tag) {
         constexpr bool kCL = decltype(channels_last_tag)::value;
@@ -180,7 +175,7 @@ at::Tensor ps_roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& r
       grad_channels_last ? launch(std::true_type{}) : launch(std::false_type{});
     });
   }
-  return acc_dtype != dtype ? grad_input.to(dtype) : grad_input;
+  return in_grad_dtype(grad_input, grad);
 }
 
 }  // namespace

@@ -20,7 +20,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/cuda/Atomic.cuh>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -56,25 +55,7 @@ __global__ void roi_align_forward_kernel_cuda(LevelMaps<const scalar_t> maps, co
       return;
     }
     const MapPlane<const scalar_t> m = maps.plane(r.level, r.batch_index, p.channel);
-    // Interpolated along x first for both rows a sample row reads, then along y: the CPU's order.
-    const scalar_t* row_lo = nullptr;
-    const scalar_t* row_hi = nullptr;
-    acc_t sum = 0, along_lo = 0, along_hi = 0;
-    walk_bin_samples(
-        r, p.ph, p.pw, m.height, m.width,
-        [&](int64_t, const AxisSample<acc_t>& sy) {
-          row_lo = m.data + sy.low * m.row;
-          row_hi = m.data + sy.high * m.row;
-          along_lo = 0;
-          along_hi = 0;
-        },
-        [&](const AxisSample<acc_t>&, int64_t, const AxisSample<acc_t>& sx) {
-          const int64_t xl = sx.low * m.col, xh = sx.high * m.col;
-          along_lo += sx.w_low * static_cast<acc_t>(row_lo[xl]) + sx.w_high * static_cast<acc_t>(row_lo[xh]);
-          along_hi += sx.w_low * static_cast<acc_t>(row_hi[xl]) + sx.w_high * static_cast<acc_t>(row_hi[xh]);
-        },
-        [&](const AxisSample<acc_t>& sy) { sum += sy.w_low * along_lo + sy.w_high * along_hi; });
-    output[idx] = static_cast<scalar_t>(sum * r.inv_count);
+    output[idx] = static_cast<scalar_t>(bin_sample_sum(m, r, p.ph, p.pw) * r.inv_count);
   });
 }
 
@@ -89,25 +70,7 @@ __global__ void roi_align_backward_atomic_kernel_cuda(const scalar_t* __restrict
   for_each_pooled_grad<kChannelsLast>(grads, grad, gs, rois, levels, num_rois, s, [&](const PooledIndex& p,
                                                                                        const RoiAlignRoi<acc_t>& r,
                                                                                        acc_t gb) {
-    const MapPlane<acc_t> m = grads.plane(r.level, r.batch_index, p.channel);
-    acc_t* row_lo = nullptr;
-    acc_t* row_hi = nullptr;
-    acc_t g_lo = 0, g_hi = 0;
-    walk_bin_samples(
-        r, p.ph, p.pw, m.height, m.width,
-        [&](int64_t, const AxisSample<acc_t>& sy) {
-          row_lo = m.data + sy.low * m.row;
-          row_hi = m.data + sy.high * m.row;
-          g_lo = gb * sy.w_low;
-          g_hi = gb * sy.w_high;
-        },
-        [&](const AxisSample<acc_t>&, int64_t, const AxisSample<acc_t>& sx) {
-          const int64_t xl = sx.low * m.col, xh = sx.high * m.col;
-          gpuAtomicAdd(row_lo + xl, g_lo * sx.w_low);
-          gpuAtomicAdd(row_lo + xh, g_lo * sx.w_high);
-          gpuAtomicAdd(row_hi + xl, g_hi * sx.w_low);
-          gpuAtomicAdd(row_hi + xh, g_hi * sx.w_high);
-        });
+    scatter_bin_samples(grads.plane(r.level, r.batch_index, p.channel), r, p.ph, p.pw, gb);
   });
 }
 
@@ -342,16 +305,10 @@ std::vector<at::Tensor> roi_align_backward_levels_cuda(
   TORCH_CHECK_VALUE(batch_size >= 0 && channels >= 0, op, ": negative batch_size or channels");
   check_levels_cuda(op, levels, num_rois, grad);
   const c10::cuda::CUDAGuard guard(grad.device());
-  const auto format = memory_format_for(channels_last);
-  const at::ScalarType dtype = grad.scalar_type();
-  const at::ScalarType acc_dtype = at::toOpMathType(dtype);
   std::vector<at::Tensor> grads;
   for (size_t l = 0; l < heights.size(); ++l) {
     TORCH_CHECK_VALUE(heights[l] >= 0 && widths[l] >= 0, op, ": negative map size");
-    // at::empty + zero_, not at::zeros: at::zeros ignores the memory format.
-    grads.push_back(
-        at::empty({batch_size, channels, heights[l], widths[l]}, grad.options().dtype(acc_dtype).memory_format(format))
-            .zero_());
+    grads.push_back(zeroed_grad_buffer(grad, {batch_size, channels, heights[l], widths[l]}, channels_last));
   }
   if (num_rois > 0 && channels > 0 && batch_size > 0) {
     const at::Tensor rois = rois_in.contiguous();
@@ -359,7 +316,7 @@ std::vector<at::Tensor> roi_align_backward_levels_cuda(
     const PoolShape shape{batch_size, channels, pooled_height, pooled_width, sampling_ratio, aligned};
     const bool deterministic = at::globalContext().deterministicAlgorithms();
     cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roi_align_backward_cuda", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_align_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       const auto maps = maps_of<acc_t>(op, grads, spatial_scales);
       const int64_t* level_ptr = levels.defined() ? levels.const_data_ptr<int64_t>() : nullptr;
@@ -395,10 +352,8 @@ std::vector<at::Tensor> roi_align_backward_levels_cuda(
       }
     });
   }
-  if (acc_dtype != dtype) {
-    for (at::Tensor& g : grads) {
-      g = g.to(dtype);  // keeps the memory format
-    }
+  for (at::Tensor& g : grads) {
+    g = in_grad_dtype(g, grad);
   }
   return grads;
 }

@@ -6,6 +6,7 @@
 
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/cuda/Atomic.cuh>
 #include <c10/util/Exception.h>
 
 #include <cstdint>
@@ -143,6 +144,58 @@ template <typename acc_t, typename RowFn, typename SampleFn>
 __device__ __forceinline__ void walk_bin_samples(const RoiAlignRoi<acc_t>& r, int64_t ph, int64_t pw, int64_t height,
                                                  int64_t width, RowFn row, SampleFn sample) {
   walk_bin_samples(r, ph, pw, height, width, row, sample, [](const AxisSample<acc_t>&) {});
+}
+
+// The sum of the bilinear samples of bin (ph, pw) of RoI r on plane m, in the CPU's order: along x
+// for both map rows a sample row reads, then along y. roi_align's and ps_roi_align's forward: this
+// times r.inv_count.
+template <typename T, typename acc_t>
+__device__ __forceinline__ acc_t bin_sample_sum(const MapPlane<T>& m, const RoiAlignRoi<acc_t>& r, int64_t ph,
+                                                int64_t pw) {
+  T* row_lo = nullptr;
+  T* row_hi = nullptr;
+  acc_t sum = 0, along_lo = 0, along_hi = 0;
+  walk_bin_samples(
+      r, ph, pw, m.height, m.width,
+      [&](int64_t, const AxisSample<acc_t>& sy) {
+        row_lo = m.data + sy.low * m.row;
+        row_hi = m.data + sy.high * m.row;
+        along_lo = 0;
+        along_hi = 0;
+      },
+      [&](const AxisSample<acc_t>&, int64_t, const AxisSample<acc_t>& sx) {
+        const int64_t xl = sx.low * m.col, xh = sx.high * m.col;
+        along_lo += sx.w_low * static_cast<acc_t>(row_lo[xl]) + sx.w_high * static_cast<acc_t>(row_lo[xh]);
+        along_hi += sx.w_low * static_cast<acc_t>(row_hi[xl]) + sx.w_high * static_cast<acc_t>(row_hi[xh]);
+      },
+      [&](const AxisSample<acc_t>& sy) { sum += sy.w_low * along_lo + sy.w_high * along_hi; });
+  return sum;
+}
+
+// Adds gb times each sample's bilinear weights to the four pixels of m it reads, for every sample of
+// bin (ph, pw) of RoI r, with atomics: roi_align's and ps_roi_align's scatter backward (gb: the
+// bin's gradient over the sample count, bin_grad).
+template <typename acc_t>
+__device__ __forceinline__ void scatter_bin_samples(const MapPlane<acc_t>& m, const RoiAlignRoi<acc_t>& r, int64_t ph,
+                                                    int64_t pw, acc_t gb) {
+  acc_t* row_lo = nullptr;
+  acc_t* row_hi = nullptr;
+  acc_t g_lo = 0, g_hi = 0;
+  walk_bin_samples(
+      r, ph, pw, m.height, m.width,
+      [&](int64_t, const AxisSample<acc_t>& sy) {
+        row_lo = m.data + sy.low * m.row;
+        row_hi = m.data + sy.high * m.row;
+        g_lo = gb * sy.w_low;
+        g_hi = gb * sy.w_high;
+      },
+      [&](const AxisSample<acc_t>&, int64_t, const AxisSample<acc_t>& sx) {
+        const int64_t xl = sx.low * m.col, xh = sx.high * m.col;
+        gpuAtomicAdd(row_lo + xl, g_lo * sx.w_low);
+        gpuAtomicAdd(row_lo + xh, g_lo * sx.w_high);
+        gpuAtomicAdd(row_hi + xl, g_hi * sx.w_low);
+        gpuAtomicAdd(row_hi + xh, g_hi * sx.w_high);
+      });
 }
 
 // grad[k, c, ph, pw] (element strides gs) divided by the RoI's sample count: what each sample of

@@ -180,18 +180,13 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
   TORCH_CHECK_VALUE(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0,
                     "roi_pool_backward: negative input size");
   const c10::cuda::CUDAGuard guard(grad.device());
-  const auto format = memory_format_for(channels_last);
-  const at::ScalarType dtype = grad.scalar_type();
-  const at::ScalarType acc_dtype = at::toOpMathType(dtype);
-  // at::empty + zero_, not at::zeros: at::zeros ignores the memory format.
-  at::Tensor grad_input =
-      at::empty({batch_size, channels, height, width}, grad.options().dtype(acc_dtype).memory_format(format)).zero_();
+  at::Tensor grad_input = zeroed_grad_buffer(grad, {batch_size, channels, height, width}, channels_last);
   if (num_rois > 0 && grad.numel() > 0 && grad_input.numel() > 0) {
     const at::Tensor rois = rois_in.contiguous();
     const int64_t pooled_height = grad.size(2), pooled_width = grad.size(3);
     const bool grad_channels_last = use_channels_last(grad);
     cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "roi_pool_backward_cuda", [&] {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "roi_pool_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       auto launch = [&](auto channels_last_tag) {
         constexpr bool kCL = decltype(channels_last_tag)::value;
@@ -208,7 +203,7 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
           C10_CUDA_KERNEL_LAUNCH_CHECK();
           // grad's elements in the same (memory) order as dest.
           const at::Tensor values =
-              (kCL ? grad.permute({0, 2, 3, 1}) : grad).contiguous().reshape({-1}).to(acc_dtype);
+              (kCL ? grad.permute({0, 2, 3, 1}) : grad).contiguous().reshape({-1}).to(grad_input.scalar_type());
           flat.index_put_({dest}, values, /*accumulate=*/true);
           // grad_input's storage order is its memory format, so the flat buffer maps onto it.
           grad_input.as_strided({dump}, {1}).copy_(flat.narrow(0, 0, dump));
@@ -223,7 +218,7 @@ at::Tensor roi_pool_backward_cuda(const at::Tensor& grad, const at::Tensor& rois
       grad_channels_last ? launch(std::true_type{}) : launch(std::false_type{});
     });
   }
-  return acc_dtype != dtype ? grad_input.to(dtype) : grad_input;
+  return in_grad_dtype(grad_input, grad);
 }
 
 }  // namespace
