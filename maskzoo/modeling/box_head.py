@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 import roiops
 from maskzoo.config import BoxHeadConfig
-from maskzoo.modeling.backbone import head_conv
+from maskzoo.modeling.mask_head import ConvReLUStack
 
 
 class FPNBoxHead(nn.Module):
@@ -25,7 +25,7 @@ class FPNBoxHead(nn.Module):
         return torch.relu(self.fc2(x))
 
 
-class ConvFCBoxHead(nn.Module):
+class ConvFCBoxHead(ConvReLUStack):
     """3x3 conv (+ norm) + ReLU layers, then hidden FC layers + ReLU (torchvision v2: "4conv1fc" with
     batch norm): Tensor[K, C, S, S] -> Tensor[K, representation_size]."""
 
@@ -38,25 +38,13 @@ class ConvFCBoxHead(nn.Module):
         representation_size: int,
         num_fc: int,
     ):
-        super().__init__()
-        convs = []
-        for c in conv_channels:
-            convs.append(head_conv(in_channels, c, 3, norm))
-            in_channels = c
-        self.convs = nn.ModuleList(convs)
-        sizes = [in_channels * pool_size**2] + [representation_size] * num_fc
+        super().__init__(in_channels, conv_channels, norm)
+        sizes = [self.out_channels * pool_size**2] + [representation_size] * num_fc
         self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out_features = representation_size
-        for m in self.convs.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs:
-            x = torch.relu(conv(x))
-        x = x.flatten(1)
+        x = super().forward(x).flatten(1)
         for fc in self.fcs:
             x = torch.relu(fc(x))
         return x

@@ -57,8 +57,8 @@ def fuse_for_inference(
       the mask head and the box head's first FC layer in ``dtype``: detections closer to
       float32's, a smaller speed-up); decoding, NMS and mask thresholds stay float32;
     - with ``winograd``, the stride-1 3x3 convolutions of the backbone's residual blocks, of the
-      FPN's outputs, of the RPN head and of the mask and keypoint heads (with the ReLUs that
-      follow them) become :class:`roiops.WinogradConv3x3`: on the CPU in float32, Winograd's
+      FPN's outputs, of the RPN head and of the mask, keypoint and convolutional box heads (with
+      the ReLUs that follow them) become :class:`roiops.WinogradConv3x3`: on the CPU in float32, Winograd's
       F(4x4, 3x3) with 4x fewer multiply-adds, at a float32 error of 2-4e-5 relative to the
       outputs where the direct convolution's is ~1e-5 (roiops/winograd.py); elsewhere the same
       convolution as before. Strided, grouped (ResNeXt) and dilated convolutions stay as they are.

@@ -7,12 +7,13 @@ from torch import nn
 from torch.nn import functional as F
 
 import roiops
-from maskzoo.modeling.backbone import conv_relu, head_conv
+from maskzoo.modeling.backbone import ConvNorm, conv_relu, head_conv
 
 
 class ConvReLUStack(nn.Module):
     """3x3 convolutions (padding 1) each followed by ReLU, Kaiming-initialised: Tensor[K, C, S, S] ->
-    Tensor[K, conv_channels[-1], S, S]. The trunk of the FPN mask head and of the keypoint head."""
+    Tensor[K, conv_channels[-1], S, S]. The trunk of the FPN mask head, of the keypoint head and of
+    the convolutional box head (ConvFCBoxHead)."""
 
     def __init__(self, in_channels: int, conv_channels: tuple[int, ...], norm: str = "none"):
         super().__init__()
@@ -37,9 +38,11 @@ class ConvReLUStack(nn.Module):
         """Replaces the 3x3 convolutions (with their ReLUs where nothing comes between) by
         :class:`roiops.WinogradConv3x3`, in place, for inference (fuse_for_inference)."""
         for i, conv in enumerate(self.convs):
+            if isinstance(conv, ConvNorm) and isinstance(conv.norm, nn.Identity):  # norm folded in
+                conv = conv.conv
             if roiops.winograd.is_winograd_conv3x3(conv):
                 self.convs[i] = roiops.WinogradConv3x3.from_conv(conv, relu=True)
-            elif roiops.winograd.is_winograd_conv3x3(getattr(conv, "conv", None)):  # ConvNorm
+            elif roiops.winograd.is_winograd_conv3x3(getattr(conv, "conv", None)):  # a ConvNorm whose norm stays (GroupNorm)
                 conv.conv = roiops.WinogradConv3x3.from_conv(conv.conv)
 
 

@@ -9,6 +9,7 @@ import maskzoo
 import roiops
 from benchmarks._frozen_norms import randomize_frozen_norms
 from maskzoo.modeling.backbone import Bottleneck, FrozenBatchNorm2d
+from maskzoo.modeling.box_head import ConvFCBoxHead
 from maskzoo.modeling.fuse import fold_frozen_batch_norm, fuse_for_inference, is_fused
 
 
@@ -105,6 +106,27 @@ def test_bottleneck_runs_only_its_stride_1_ungrouped_3x3_by_winograd(stride, gro
         by_winograd = stride == 1 and groups == 1
         assert isinstance(fused.conv2, roiops.WinogradConv3x3) == by_winograd
         assert not by_winograd or fused.conv2.relu
+        torch.testing.assert_close(fused(x), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("norm", ["none", "bn"])
+def test_conv_box_head_runs_its_3x3_convolutions_by_winograd(norm):
+    # torchvision v2's "4conv1fc" box head: four 3x3 convolutions over every proposal's 7x7 feature.
+    torch.manual_seed(0)
+    head = ConvFCBoxHead(16, 7, (16, 16), norm, representation_size=32, num_fc=1)
+    for m in head.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    head.eval()
+    x = torch.randn(5, 16, 7, 7)
+    with torch.no_grad():
+        expected = head(x)
+        fused = fuse_for_inference(copy.deepcopy(head))
+        # A batch norm folded into its convolution leaves nothing between it and its ReLU.
+        assert all(isinstance(c, roiops.WinogradConv3x3) and c.relu for c in fused.convs)
         torch.testing.assert_close(fused(x), expected, atol=1e-4, rtol=1e-4)
 
 
