@@ -32,11 +32,10 @@ MMCV's angles are in radians: multiply them by 180 / pi.
 from numbers import Integral
 
 import torch
-from torch import nn
 from torch.jit.annotations import BroadcastingList2
 
 from roiops._validation import check_float, check_same, check_tensor, in_common_float_dtype
-from roiops.roi_align import check_spatial_scale, pair_output_size, rois_from_boxes_unchecked
+from roiops.roi_align import RoIModule, check_spatial_scale, pair_output_size, rois_from_boxes_unchecked
 
 __all__ = ["roi_align_rotated", "RoIAlignRotated"]
 
@@ -138,7 +137,7 @@ def _roi_align_rotated_checked(
     ).to(input.dtype)
 
 
-class RoIAlignRotated(nn.Module):
+class RoIAlignRotated(RoIModule):
     """Module form: ``RoIAlignRotated(output_size, spatial_scale, sampling_ratio, aligned=True,
     clockwise=False)`` called as ``m(input, rois)``; Detectron2's ``ROIAlignRotated(output_size,
     spatial_scale, sampling_ratio)`` and MMCV's ``RoIAlignRotated`` take the same arguments."""
@@ -151,9 +150,7 @@ class RoIAlignRotated(nn.Module):
         aligned: bool = True,
         clockwise: bool = False,
     ):
-        super().__init__()
-        self.output_size = pair_output_size(output_size)
-        self.spatial_scale = check_spatial_scale(spatial_scale)
+        super().__init__(output_size, spatial_scale)
         self.sampling_ratio = int(sampling_ratio)
         self.aligned = bool(aligned)
         self.clockwise = bool(clockwise)
@@ -172,6 +169,6 @@ class RoIAlignRotated(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, clockwise={self.clockwise}"
+            f"{super().extra_repr()}, sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, "
+            f"clockwise={self.clockwise}"
         )

@@ -188,7 +188,11 @@ def test_list_of_boxes_equals_rois_tensor():
         rtol=0,
     )
     module = roiops.RoIAlignRotated(3, 0.5, 2)
-    assert "aligned=True" in repr(module)
+    # output_size as given, as torchvision's and Detectron2's modules show it
+    assert repr(module) == (
+        "RoIAlignRotated(output_size=3, spatial_scale=0.5, sampling_ratio=2, aligned=True, clockwise=False)"
+    )
+    assert "output_size=(3, 4)" in repr(roiops.RoIAlignRotated((3, 4), 0.5, 2))
     torch.testing.assert_close(module(x, rois), roiops.roi_align_rotated(x, rois, 3, 0.5, 2), atol=0, rtol=0)
 
 
