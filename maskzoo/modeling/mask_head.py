@@ -42,7 +42,7 @@ class ConvReLUStack(nn.Module):
                 conv = conv.conv
             if roiops.winograd.is_winograd_conv3x3(conv):
                 self.convs[i] = roiops.WinogradConv3x3.from_conv(conv, relu=True)
-            elif roiops.winograd.is_winograd_conv3x3(getattr(conv, "conv", None)):  # a ConvNorm whose norm stays (GroupNorm)
+            elif roiops.winograd.is_winograd_conv3x3(getattr(conv, "conv", None)):  # its norm stays (GN)
                 conv.conv = roiops.WinogradConv3x3.from_conv(conv.conv)
 
 
