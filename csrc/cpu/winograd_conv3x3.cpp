@@ -69,6 +69,49 @@ scalar_t* thread_buffer(std::vector<scalar_t>& buffer, int64_t n) {
   return buffer.data();
 }
 
+// out = coef in: out[i][j] = sum_l coef[i][l] in[l][j], the first pass of a tile transform. It is
+// inlined into the channel loops below, where coef is one of the constant matrices above: once the
+// loops are unrolled its zero coefficients cost nothing.
+template <int rows, int cols, typename scalar_t>
+[[gnu::always_inline]] inline void left_product(const float (&coef)[rows][kIn], const scalar_t (&in)[kIn][cols],
+                                                scalar_t (&out)[rows][cols]) {
+#pragma GCC unroll 6
+  for (int i = 0; i < rows; ++i) {
+#pragma GCC unroll 6
+    for (int j = 0; j < cols; ++j) {
+      scalar_t s = 0;
+#pragma GCC unroll 6
+      for (int l = 0; l < kIn; ++l) {
+        if (coef[i][l] != 0) {
+          s += static_cast<scalar_t>(coef[i][l]) * in[l][j];
+        }
+      }
+      out[i][j] = s;
+    }
+  }
+}
+
+// The second pass: sink(i, j, (in coef^T)[i][j]) = sink(i, j, sum_l in[i][l] coef[j][l]) for each
+// entry, which the sink stores where it belongs.
+template <int rows, int cols, typename scalar_t, typename Sink>
+[[gnu::always_inline]] inline void right_product_transposed(const scalar_t (&in)[rows][kIn],
+                                                            const float (&coef)[cols][kIn], Sink sink) {
+#pragma GCC unroll 6
+  for (int i = 0; i < rows; ++i) {
+#pragma GCC unroll 6
+    for (int j = 0; j < cols; ++j) {
+      scalar_t s = 0;
+#pragma GCC unroll 6
+      for (int l = 0; l < kIn; ++l) {
+        if (coef[j][l] != 0) {
+          s += static_cast<scalar_t>(coef[j][l]) * in[i][l];
+        }
+      }
+      sink(i, j, s);
+    }
+  }
+}
+
 // v[p * point_stride + c] = (B^T d_c B)[p] for the channels [0, C) of one tile, d given as the
 // kPoints pixel rows (C contiguous values each; a row of zeros outside the map).
 template <typename scalar_t>
@@ -80,34 +123,8 @@ void transform_tile(const scalar_t* const* pixel, int64_t channels, scalar_t* v,
     for (int p = 0; p < kPoints; ++p) {
       d[p / kIn][p % kIn] = pixel[p][c];
     }
-#pragma GCC unroll 6
-    for (int i = 0; i < kIn; ++i) {
-#pragma GCC unroll 6
-      for (int j = 0; j < kIn; ++j) {
-        scalar_t s = 0;
-#pragma GCC unroll 6
-        for (int l = 0; l < kIn; ++l) {
-          if (kBt[i][l] != 0) {  // constant after unrolling: the zero coefficients cost nothing
-            s += static_cast<scalar_t>(kBt[i][l]) * d[l][j];
-          }
-        }
-        t[i][j] = s;
-      }
-    }
-#pragma GCC unroll 6
-    for (int i = 0; i < kIn; ++i) {
-#pragma GCC unroll 6
-      for (int j = 0; j < kIn; ++j) {
-        scalar_t s = 0;
-#pragma GCC unroll 6
-        for (int l = 0; l < kIn; ++l) {
-          if (kBt[j][l] != 0) {
-            s += static_cast<scalar_t>(kBt[j][l]) * t[i][l];
-          }
-        }
-        v[(i * kIn + j) * point_stride + c] = s;
-      }
-    }
+    left_product(kBt, d, t);
+    right_product_transposed(t, kBt, [&](int i, int j, scalar_t s) { v[(i * kIn + j) * point_stride + c] = s; });
   }
 }
 
@@ -123,38 +140,14 @@ void untransform_tile(const scalar_t* m, int64_t point_stride, int64_t channels_
     for (int p = 0; p < kPoints; ++p) {
       q[p / kIn][p % kIn] = m[p * point_stride + k];
     }
-#pragma GCC unroll 4
-    for (int i = 0; i < kTile; ++i) {
-#pragma GCC unroll 6
-      for (int j = 0; j < kIn; ++j) {
-        scalar_t s = 0;
-#pragma GCC unroll 6
-        for (int l = 0; l < kIn; ++l) {
-          if (kAt[i][l] != 0) {
-            s += static_cast<scalar_t>(kAt[i][l]) * q[l][j];
-          }
-        }
-        t[i][j] = s;
+    left_product(kAt, q, t);
+    right_product_transposed(t, kAt, [&](int i, int j, scalar_t s) {
+      s += bias[k];
+      if constexpr (relu) {
+        s = std::max(s, scalar_t(0));  // (s < 0 ? 0 : s): NaN stays NaN, as in torch.relu
       }
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < kTile; ++i) {
-#pragma GCC unroll 4
-      for (int j = 0; j < kTile; ++j) {
-        scalar_t s = 0;
-#pragma GCC unroll 6
-        for (int l = 0; l < kIn; ++l) {
-          if (kAt[j][l] != 0) {
-            s += static_cast<scalar_t>(kAt[j][l]) * t[i][l];
-          }
-        }
-        s += bias[k];
-        if constexpr (relu) {
-          s = std::max(s, scalar_t(0));  // (s < 0 ? 0 : s): NaN stays NaN, as in torch.relu
-        }
-        out[i * kTile + j][k] = s;
-      }
-    }
+      out[i * kTile + j][k] = s;
+    });
   }
 }
 
