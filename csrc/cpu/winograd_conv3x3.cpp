@@ -365,14 +365,20 @@ void winograd_conv3x3_kernel(const at::Tensor& x, const at::Tensor& u, const sca
 
   const int64_t v_row = padded_row<scalar_t>(channels), m_row = padded_row<scalar_t>(channels_out);
   const bool by_blas = products_by_blas();
-  // 48 tiles of 256 channels per chunk (1.8 MB of float32 transforms each way), a multiple of the
-  // products' 12-row blocks.
-  const int64_t chunk = std::clamp<int64_t>(48 * 256 / std::max<int64_t>(1, std::max(channels, channels_out)), 4, 48);
-  if (tiles < 8 * chunk && channels * channels_out >= 128 * 128) {
-    // A small map with wide weights (the FPN's coarsest levels, ResNet's last stages): a few
-    // chunks would leave a thread idle and read all of U (9.4 MB for 256 -> 256 channels) for
-    // few tiles each. Here the three steps are passes over the whole map, each split between
-    // the threads, the products by point. With matrix_product both ways give the same sums.
+  // Tiles per chunk, a multiple of the products' 12-row blocks. Each chunk reads all of U (36
+  // matrices [C, K]), so a chunk's rows must be enough to pay for that read: U of 256 -> 256
+  // channels (9.4 MB) stays in the L3 cache from chunk to chunk and 48 tiles do; 512 or 1024
+  // channels' U (38 MB, 151 MB) comes from memory each time, and chunks of 96 tiles run C4's
+  // 1024-channel RPN convolution 1.8x and its res5 head's 512-channel ones 1.45-2.1x faster than
+  // chunks that kept the transforms at 1.8 MB (12 and 24 tiles; AMD Zen 4, 2 threads).
+  const int64_t chunk = std::max(channels, channels_out) > 256 ? 96 : 48;
+  const bool whole_map_fits = kPoints * tiles * (v_row + m_row) * int64_t(sizeof(scalar_t)) <= (int64_t(64) << 20);
+  if (tiles < 8 * chunk && channels * channels_out >= 128 * 128 && whole_map_fits) {
+    // A small map with wide weights (the FPN's coarsest levels, ResNet's last stages, C4's RoI
+    // heads): a few chunks would leave a thread idle and read all of U (9.4 MB for 256 -> 256
+    // channels) for few tiles each. Here the three steps are passes over the whole map (its
+    // transforms and products at most 64 MB), each split between the threads, the products by
+    // point. With matrix_product both ways give the same sums.
     at::Tensor v_buffer = at::empty({kPoints * tiles * v_row}, options);
     at::Tensor m_buffer = at::empty({kPoints * tiles * m_row}, options);
     const PointMatrices<scalar_t> v{v_buffer.data_ptr<scalar_t>(), tiles * v_row, v_row};

@@ -48,11 +48,13 @@ SHAPES = [
 # float32's own matrix products on AVX-512 machines (the `products` fixture below): column panels
 # of 32 output channels (K = 40: a partial one), sums over blocks of 64 input channels (C = 200:
 # three and a remainder), rows in blocks of 12 tiles; small maps with wide weights (C * K >= 128 *
-# 128, fewer than 8 chunks of tiles) take three whole-map passes, the others chunks of tiles.
+# 128, fewer than 8 chunks of tiles) take three whole-map passes, the others chunks of tiles (48
+# tiles, 96 from 257 channels on: 13 images of 8 x 8 tiles are 8 chunks and a part).
 WIDE_SHAPES = [
     (1, 200, 40, 9, 10),
     (1, 160, 130, 30, 30),
     (2, 130, 150, 60, 52),
+    (13, 264, 260, 29, 29),
 ]
 
 
