@@ -50,7 +50,11 @@ def extensions():
     with_cuda = _with_cuda()
     sources = [os.path.join("csrc", "roiops.cpp")] + sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     march = os.environ.get("ROIOPS_CPU_ARCH", "native")
-    cxx_flags = ["-O3", "-fopenmp", f"-march={march}", "-fno-math-errno"]
+    # -fno-trapping-math: nothing here unmasks floating-point traps, and without it GCC will not
+    # execute a division or product that a select discards, so a loop whose formula has such a
+    # select (box_iou's iou = areas > 0 ? inter / union : 0) is left scalar where the CPU has no
+    # masked arithmetic (AVX2). Values are IEEE's either way; Inductor builds with the same flag.
+    cxx_flags = ["-O3", "-fopenmp", f"-march={march}", "-fno-math-errno", "-fno-trapping-math"]
     define_macros = []
     include_dirs = [os.path.join(ROOT, "csrc")]
     extra = {"cxx": cxx_flags}
